@@ -1,0 +1,17 @@
+//! TDS wire formats, encoded and decoded without I/O (except the small framed reader in [`io`]).
+//!
+//! Both sides of the project speak TDS: the probes (client side: PRELOGIN) and `tds-sim`
+//! (server side: PRELOGIN answer, LOGIN7, SQL batches, RPC, tokens). Keeping every wire format
+//! in one crate, one module per message or token as tiberius does, gives each format one
+//! place with its golden-byte tests and one fuzz target. Every decoder takes bytes from the
+//! network and must return a [`CodecError`] for any input, never panic, and never allocate
+//! more than the input justifies.
+
+pub mod error;
+pub mod io;
+pub mod packet;
+pub mod prelogin;
+
+pub use error::CodecError;
+pub use packet::{PacketHeader, PacketType};
+pub use prelogin::{Encryption, Prelogin, Version};
