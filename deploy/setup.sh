@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installs what tdsvip's build, tests and lab need on a fresh Debian machine, idempotently.
+#
+# Usage: deploy/setup.sh [tests|lab|fuzz|all]   (default: all)
+# Every step says what it checks and installs only what is missing, so running it again is
+# cheap. It must run as root (apt-get, network namespaces); CI runs it on every fresh clone.
+set -euo pipefail
+
+what=${1:-all}
+say() { printf 'setup: %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  say "must run as root (apt-get installs, network namespaces, eBPF)" >&2
+  exit 1
+fi
+
+apt_updated=0
+need_apt() {
+  # $1... : Debian package names
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    say "apt: $* already installed"
+    return
+  fi
+  if [ $apt_updated -eq 0 ]; then
+    say "apt: updating package lists"
+    apt-get update -qq
+    apt_updated=1
+  fi
+  say "apt: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+need_pip() {
+  # $1: python module to import, $2: pip requirement
+  if python3 -c "import $1" 2>/dev/null; then
+    say "pip: $2 already installed"
+  else
+    say "pip: installing $2"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$2"
+  fi
+}
+
+need_rust_component() {
+  # $1: toolchain, $2...: components
+  local tc=$1; shift
+  for c in "$@"; do
+    if rustup component list --toolchain "$tc" --installed 2>/dev/null | grep -q "^$c"; then
+      say "rustup: $c ($tc) already installed"
+    else
+      say "rustup: adding $c to $tc"
+      rustup component add --toolchain "$tc" "$c"
+    fi
+  done
+}
+
+need_cargo_tool() {
+  # $1: binary name, $2: crate@version, $3...: extra cargo install flags
+  local bin=$1 spec=$2; shift 2
+  if command -v "$bin" >/dev/null 2>&1; then
+    say "cargo: $bin already installed"
+  else
+    say "cargo: installing $spec (a few minutes, once per machine)"
+    cargo install --locked "$@" "$spec"
+  fi
+}
+
+for tool in cargo rustup python3; do
+  command -v "$tool" >/dev/null || { say "missing $tool: this script expects the machine's Rust and Python toolchains" >&2; exit 1; }
+done
+
+case "$what" in
+  tests|lab|fuzz|all) ;;
+  *) say "unknown target '$what' (expected tests, lab, fuzz or all)" >&2; exit 2 ;;
+esac
+
+# Build basics and the formatters CI checks with.
+need_apt build-essential pkg-config ca-certificates iproute2 procps curl jq
+need_rust_component 1.95.0 rustfmt clippy
+
+# Independent TDS clients that check tds-sim: FreeTDS tsql and python-tds.
+need_apt freetds-bin
+need_pip pytds python-tds
+
+if [ "$what" = fuzz ] || [ "$what" = all ] || [ "$what" = tests ]; then
+  # Fuzzing: cargo-fuzz drives libFuzzer on the nightly toolchain already on the machine.
+  need_cargo_tool cargo-fuzz cargo-fuzz@0.13.2
+fi
+
+say "done ($what)"
