@@ -1,0 +1,331 @@
+//! The login probe: a persistent tiberius session that runs the health query once per call.
+//!
+//! Logging in costs a PRELOGIN, a LOGIN7 and (in SQL Server) an entry in the login audit; at
+//! 20-50 probes a second that would be most of the probe's cost and a flood in the server's
+//! log. So the probe logs in once and keeps the session; every call runs one query on it.
+//! After any failure of the session (timeout, reset, protocol or server error) the session
+//! is dropped, because its state is unknown (tiberius may be mid-response), and the next
+//! call logs in again. `not_primary` and `db_not_online` are answers, not failures: the
+//! session stays, so the next call sees a role change on the same connection.
+//!
+//! The TCP connection is ours (see `tcp`: NODELAY, SO_LINGER 0, a timed connect phase),
+//! wrapped in a small adapter that records whether the server has sent anything yet: that
+//! tells a stall before the PRELOGIN answer (`timeout{prelogin}`) from one during login
+//! (`timeout{login}`), which tiberius performs as one step. tiberius's own 15 s / 30 s
+//! timeouts are switched off; one deadline per call bounds every phase instead.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use tiberius::{AuthMethod, Client, ColumnData, Config, EncryptionLevel};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+use crate::Mode;
+use crate::config::{ConfigError, LoginConfig, Tls};
+use crate::health_query::{HealthQuery, ResultSet};
+use crate::outcome::{Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo, Start};
+
+/// A TCP stream that remembers whether any byte has arrived from the server.
+struct WatchedStream {
+    inner: TcpStream,
+    answered: Arc<AtomicBool>,
+}
+
+impl AsyncRead for WatchedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res
+            && buf.filled().len() > before
+        {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        res
+    }
+}
+
+impl AsyncWrite for WatchedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+type Session = Client<Compat<WatchedStream>>;
+
+/// Logs in once, then runs the health query on the kept session at every call.
+pub struct LoginProbe {
+    target: SocketAddr,
+    config: LoginConfig,
+    query: HealthQuery,
+    session: Option<Session>,
+    logins: u64,
+}
+
+impl std::fmt::Debug for LoginProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginProbe")
+            .field("target", &self.target)
+            .field("config", &self.config)
+            .field("connected", &self.session.is_some())
+            .field("logins", &self.logins)
+            .finish()
+    }
+}
+
+impl LoginProbe {
+    pub fn new(target: SocketAddr, config: LoginConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let query = HealthQuery::new(config.ag.as_deref(), &config.databases);
+        Ok(LoginProbe {
+            target,
+            config,
+            query,
+            session: None,
+            logins: 0,
+        })
+    }
+
+    pub fn target(&self) -> SocketAddr {
+        self.target
+    }
+
+    /// The health query this probe runs.
+    pub fn health_query(&self) -> &HealthQuery {
+        &self.query
+    }
+
+    /// How many logins this probe has completed (1 while a session is kept healthy).
+    pub fn logins(&self) -> u64 {
+        self.logins
+    }
+
+    /// Whether a logged-in session is currently kept.
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Drops the kept session (the next call logs in again).
+    pub fn disconnect(&mut self) {
+        self.session = None;
+    }
+
+    pub async fn probe(&mut self) -> ProbeResult {
+        let start = Start::now();
+        let deadline = start.mono + self.config.timeout;
+        let mut phases = PhaseTimes::default();
+        let reused = self.session.is_some();
+        let (outcome, server) = match self.run(deadline, start, &mut phases).await {
+            Ok(pair) => pair,
+            Err(o) => {
+                // The session's state is unknown after any failure: start over next time.
+                self.session = None;
+                (o, ServerInfo::default())
+            }
+        };
+        let mut result = start.finish(self.target, Mode::Login, outcome, phases, server);
+        result.session_reused = Some(reused);
+        result
+    }
+
+    async fn run(
+        &mut self,
+        deadline: Instant,
+        start: Start,
+        phases: &mut PhaseTimes,
+    ) -> Result<(Outcome, ServerInfo), Outcome> {
+        let session = match &mut self.session {
+            Some(s) => s,
+            None => {
+                let s = self.login(deadline, start, phases).await?;
+                self.logins += 1;
+                tracing::debug!(target = %self.target, logins = self.logins, "logged in");
+                self.session.insert(s)
+            }
+        };
+        let began = Instant::now();
+        let answer = tokio::time::timeout_at(deadline, async {
+            let stream = session.simple_query(self.query.sql()).await?;
+            stream.into_results().await
+        })
+        .await;
+        phases.query = Some(began.elapsed());
+        let rows = match answer {
+            Err(_) => {
+                return Err(Outcome::Timeout {
+                    phase: Phase::Query,
+                });
+            }
+            Ok(Err(e)) => return Err(query_error(e)),
+            Ok(Ok(rows)) => rows,
+        };
+        let sets = to_result_sets(rows)?;
+        let (outcome, info) = self.query.interpret(&sets);
+        if let Outcome::ProtocolError { .. } = outcome {
+            return Err(outcome);
+        }
+        Ok((outcome, info))
+    }
+
+    async fn login(
+        &self,
+        deadline: Instant,
+        start: Start,
+        phases: &mut PhaseTimes,
+    ) -> Result<Session, Outcome> {
+        let connected = crate::tcp::connect(self.target, deadline).await;
+        phases.connect = Some(start.mono.elapsed());
+        let answered = Arc::new(AtomicBool::new(false));
+        let stream = WatchedStream {
+            inner: connected?,
+            answered: answered.clone(),
+        };
+        let phase = || {
+            if answered.load(Ordering::Relaxed) {
+                Phase::Login
+            } else {
+                Phase::Prelogin
+            }
+        };
+        let began = Instant::now();
+        let res = tokio::time::timeout_at(
+            deadline,
+            Client::connect(self.tiberius_config(), stream.compat()),
+        )
+        .await;
+        phases.login = Some(began.elapsed());
+        match res {
+            Err(_) => Err(Outcome::Timeout { phase: phase() }),
+            Ok(Err(e)) => Err(login_error(e, phase())),
+            Ok(Ok(client)) => Ok(client),
+        }
+    }
+
+    fn tiberius_config(&self) -> Config {
+        let mut c = Config::new();
+        c.host(self.target.ip());
+        c.port(self.target.port());
+        c.authentication(AuthMethod::sql_server(
+            &self.config.user,
+            self.config.password.expose(),
+        ));
+        c.application_name(&self.config.application_name);
+        // Our deadline bounds every phase; tiberius's own timers would only add a second,
+        // much longer, clock (and a timer thread).
+        c.handshake_timeout(None);
+        c.command_timeout(None);
+        match &self.config.tls {
+            Tls::Off => c.encryption(EncryptionLevel::NotSupported),
+            #[cfg(feature = "tls")]
+            Tls::Required {
+                trust_cert,
+                hostname_in_certificate,
+            } => {
+                c.encryption(EncryptionLevel::Required);
+                if *trust_cert {
+                    c.trust_cert();
+                }
+                if let Some(h) = hostname_in_certificate {
+                    c.hostname_in_certificate(h);
+                }
+            }
+            // Refused by `LoginConfig::validate`; plain text here would silently downgrade.
+            #[cfg(not(feature = "tls"))]
+            Tls::Required { .. } => c.encryption(EncryptionLevel::Required),
+        }
+        c
+    }
+}
+
+/// Classifies an error during PRELOGIN/LOGIN7.
+fn login_error(e: tiberius::error::Error, phase: Phase) -> Outcome {
+    use tiberius::error::Error as E;
+    match e {
+        E::Server(t) => Outcome::LoginFailed {
+            code: Some(t.code()),
+            message: t.message().to_owned(),
+        },
+        E::Io { kind, message } => Outcome::from_io_parts(kind, None, &message, phase),
+        E::Tls(m) => Outcome::LoginFailed {
+            code: None,
+            message: format!("TLS: {m}"),
+        },
+        E::Routing { host, port } => Outcome::LoginFailed {
+            code: None,
+            message: format!("server redirected the login to {host}:{port}"),
+        },
+        other => Outcome::ProtocolError {
+            phase,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Classifies an error while running the health query on an established session.
+fn query_error(e: tiberius::error::Error) -> Outcome {
+    use tiberius::error::Error as E;
+    match e {
+        E::Server(t) => Outcome::QueryFailed {
+            code: t.code(),
+            message: t.message().to_owned(),
+        },
+        E::Io { kind, message } => Outcome::from_io_parts(kind, None, &message, Phase::Query),
+        other => Outcome::ProtocolError {
+            phase: Phase::Query,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Converts tiberius rows into text result sets; every column of the health query is a
+/// string type, so anything else is a protocol error.
+fn to_result_sets(sets: Vec<Vec<tiberius::Row>>) -> Result<Vec<ResultSet>, Outcome> {
+    sets.into_iter()
+        .map(|rows| {
+            let columns = rows
+                .first()
+                .map(|r| r.columns().iter().map(|c| c.name().to_owned()).collect())
+                .unwrap_or_default();
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    row.cells()
+                        .map(|(col, data)| match data {
+                            ColumnData::String(s) => Ok(s.as_deref().map(str::to_owned)),
+                            _ => Err(Outcome::ProtocolError {
+                                phase: Phase::Query,
+                                detail: format!(
+                                    "column {:?} has type {:?}, expected a string",
+                                    col.name(),
+                                    col.column_type()
+                                ),
+                            }),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ResultSet { columns, rows })
+        })
+        .collect()
+}
