@@ -266,7 +266,7 @@ fn login_error(e: tiberius::error::Error, phase: Phase) -> Outcome {
             code: Some(t.code()),
             message: t.message().to_owned(),
         },
-        E::Io { kind, message } => Outcome::from_io_parts(kind, None, &message, phase),
+        E::Io { kind, message } => io_error(kind, &message, phase),
         E::Tls(m) => Outcome::LoginFailed {
             code: None,
             message: format!("TLS: {m}"),
@@ -290,12 +290,25 @@ fn query_error(e: tiberius::error::Error) -> Outcome {
             code: t.code(),
             message: t.message().to_owned(),
         },
-        E::Io { kind, message } => Outcome::from_io_parts(kind, None, &message, Phase::Query),
+        E::Io { kind, message } => io_error(kind, &message, Phase::Query),
         other => Outcome::ProtocolError {
             phase: Phase::Query,
             detail: other.to_string(),
         },
     }
+}
+
+/// tiberius keeps only the kind and text of an I/O error. Its packet decoder reports a close
+/// in the middle of a packet as an `Other` error with this text; that is the peer closing
+/// early, like `UnexpectedEof`, not a local I/O problem.
+fn io_error(kind: std::io::ErrorKind, message: &str, phase: Phase) -> Outcome {
+    if kind == std::io::ErrorKind::Other && message.contains("bytes remaining on stream") {
+        return Outcome::ProtocolError {
+            phase,
+            detail: "connection closed by the server in the middle of a packet".to_owned(),
+        };
+    }
+    Outcome::from_io_parts(kind, None, message, phase)
 }
 
 /// Converts tiberius rows into text result sets; every column of the health query is a
