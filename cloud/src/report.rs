@@ -1,0 +1,588 @@
+//! What a claim or an observation found, in a shape that `tdsvip routes` prints unchanged
+//! (JSON or a human table) and that the agent turns into metrics and timeline entries.
+//!
+//! Every EC2 call is kept as a `CallRecord` (operation, result, latency, attempts) so the agent
+//! can count `tdsvip_route_table_calls_total{operation,result}` without this crate knowing
+//! about Prometheus.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Serialize, Serializer};
+
+use crate::config::Mode;
+
+/// The EC2 operations this crate calls, named as AWS names them (the metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Operation {
+    DescribeRouteTables,
+    ReplaceRoute,
+    CreateRoute,
+    DescribeNetworkInterfaces,
+    DescribeNetworkInterfaceAttribute,
+    AssignPrivateIpAddresses,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::DescribeRouteTables => "DescribeRouteTables",
+            Operation::ReplaceRoute => "ReplaceRoute",
+            Operation::CreateRoute => "CreateRoute",
+            Operation::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
+            Operation::DescribeNetworkInterfaceAttribute => "DescribeNetworkInterfaceAttribute",
+            Operation::AssignPrivateIpAddresses => "AssignPrivateIpAddresses",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one call ended (the metrics `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallResult {
+    Ok,
+    /// AWS refused it for good (bad id, missing permission, …); not retried.
+    Rejected,
+    /// Still throttled at the last attempt.
+    Throttled,
+    /// Still a 5xx at the last attempt.
+    ServerError,
+    /// No answer within the per-call deadline at the last attempt.
+    Timeout,
+    /// Connection failed at the last attempt.
+    Transport,
+    /// The claim's time budget ran out before this call could (re)start.
+    BudgetExhausted,
+}
+
+impl CallResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallResult::Ok => "ok",
+            CallResult::Rejected => "rejected",
+            CallResult::Throttled => "throttled",
+            CallResult::ServerError => "server_error",
+            CallResult::Timeout => "timeout",
+            CallResult::Transport => "transport",
+            CallResult::BudgetExhausted => "budget_exhausted",
+        }
+    }
+}
+
+impl fmt::Display for CallResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One EC2 call, with its retries folded in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallRecord {
+    pub operation: Operation,
+    /// The route table or ENI the call was about.
+    pub resource: String,
+    pub result: CallResult,
+    /// From the first attempt's start to the last attempt's end, backoffs included.
+    pub ms: f64,
+    pub attempts: u32,
+    /// AWS's error code of the last failed attempt.
+    pub code: Option<String>,
+}
+
+/// Where the overlay IP's /32 points in one route table (or, in secondary-IP mode, which ENI
+/// holds the address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteState {
+    /// To this node's ENI, and the route is active.
+    ThisEni,
+    /// To another ENI (another node), with its instance when EC2 names it.
+    OtherEni {
+        eni: String,
+        instance: Option<String>,
+    },
+    /// No /32 route for the address in this table.
+    Missing,
+    /// A route whose target is gone (EC2 marks it `blackhole`); traffic is dropped.
+    Blackhole { target: String },
+    /// To something that is not an ENI (a gateway, NAT, peering, …).
+    OtherTarget { target: String },
+}
+
+impl RouteState {
+    /// The compact form used in JSON and in the human table; `this` is this node's ENI id.
+    fn render(&self, this: &str) -> String {
+        match self {
+            RouteState::ThisEni => this.to_owned(),
+            RouteState::OtherEni { eni, .. } => eni.clone(),
+            RouteState::Missing => "missing".into(),
+            RouteState::Blackhole { target } => format!("blackhole:{target}"),
+            RouteState::OtherTarget { target } => target.clone(),
+        }
+    }
+
+    fn describe(&self, this: &str) -> String {
+        match self {
+            RouteState::ThisEni => format!("{this} (this node)"),
+            RouteState::OtherEni {
+                eni,
+                instance: Some(instance),
+            } => format!("{eni} ({instance})"),
+            other => other.render(this),
+        }
+    }
+}
+
+/// Serializes `Option<RouteState>` as the compact string (or null when unknown); needs the
+/// ENI id, so the containing structs serialize through this helper.
+fn state_json(state: &Option<RouteState>, eni: &str) -> Option<String> {
+    state.as_ref().map(|s| s.render(eni))
+}
+
+/// The outcome for one route table of a claim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableClaim {
+    pub id: String,
+    /// What DescribeRouteTables said just before the write; `None` if that read failed.
+    pub before: Option<RouteState>,
+    /// What DescribeRouteTables said after the write; `None` if that read failed.
+    pub after: Option<RouteState>,
+    /// Time of the write (ReplaceRoute, or CreateRoute, retries included), in ms.
+    pub ms: f64,
+    /// Attempts over the writes for this table.
+    pub attempts: u32,
+    /// The first error that kept this table from ending at this ENI, if any.
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    pub config_problem: bool,
+    pub calls: Vec<CallRecord>,
+}
+
+impl TableClaim {
+    pub fn points_here(&self) -> bool {
+        self.after == Some(RouteState::ThisEni)
+    }
+}
+
+/// The outcome of `claim`: one entry per configured route table, in config order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimReport {
+    pub address: Ipv4Addr,
+    pub eni: String,
+    pub mode: Mode,
+    pub tables: Vec<TableClaim>,
+    /// Wall time of the whole claim (reads, writes, read-back), in ms.
+    pub total_ms: f64,
+    /// The time budget the claim was bounded by, in ms.
+    pub budget_ms: f64,
+}
+
+impl ClaimReport {
+    /// True when every table was read back pointing at this node's ENI.
+    pub fn all_point_here(&self) -> bool {
+        !self.tables.is_empty() && self.tables.iter().all(TableClaim::points_here)
+    }
+
+    /// True when some table failed for a reason only a config/IAM/setup change can fix.
+    pub fn has_config_problem(&self) -> bool {
+        self.tables.iter().any(|t| t.config_problem)
+    }
+
+    /// Every EC2 call made, for metrics.
+    pub fn calls(&self) -> impl Iterator<Item = &CallRecord> {
+        self.tables.iter().flat_map(|t| t.calls.iter())
+    }
+}
+
+impl Serialize for ClaimReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Table<'a> {
+            id: &'a str,
+            before: Option<String>,
+            after: Option<String>,
+            here: bool,
+            ms: f64,
+            attempts: u32,
+            error: Option<&'a str>,
+            error_code: Option<&'a str>,
+            config_problem: bool,
+            calls: &'a [CallRecord],
+        }
+        #[derive(Serialize)]
+        struct Report<'a> {
+            address: Ipv4Addr,
+            eni: &'a str,
+            mode: Mode,
+            tables: Vec<Table<'a>>,
+            all_point_here: bool,
+            total_ms: f64,
+            budget_ms: f64,
+        }
+        Report {
+            address: self.address,
+            eni: &self.eni,
+            mode: self.mode,
+            tables: self
+                .tables
+                .iter()
+                .map(|t| Table {
+                    id: &t.id,
+                    before: state_json(&t.before, &self.eni),
+                    after: state_json(&t.after, &self.eni),
+                    here: t.points_here(),
+                    ms: t.ms,
+                    attempts: t.attempts,
+                    error: t.error.as_deref(),
+                    error_code: t.error_code.as_deref(),
+                    config_problem: t.config_problem,
+                    calls: &t.calls,
+                })
+                .collect(),
+            all_point_here: self.all_point_here(),
+            total_ms: self.total_ms,
+            budget_ms: self.budget_ms,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl fmt::Display for ClaimReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "claim {}/32 -> {} ({} mode): {} of {} point here, {:.1} ms (budget {:.0} ms)",
+            self.address,
+            self.eni,
+            self.mode,
+            self.tables.iter().filter(|t| t.points_here()).count(),
+            self.tables.len(),
+            self.total_ms,
+            self.budget_ms,
+        )?;
+        let rows: Vec<[String; 6]> = self
+            .tables
+            .iter()
+            .map(|t| {
+                [
+                    t.id.clone(),
+                    describe_opt(&t.before, &self.eni),
+                    describe_opt(&t.after, &self.eni),
+                    format!("{:.1}", t.ms),
+                    t.attempts.to_string(),
+                    match &t.error {
+                        None if t.points_here() => "ok".to_owned(),
+                        None => "not pointing here".to_owned(),
+                        Some(e) => e.clone(),
+                    },
+                ]
+            })
+            .collect();
+        write_table(
+            f,
+            ["TABLE", "BEFORE", "AFTER", "MS", "TRIES", "RESULT"],
+            &rows,
+        )
+    }
+}
+
+/// Where the /32 points in one route table, as `observe` found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableObservation {
+    pub id: String,
+    /// `None` when the table could not be read (see `error`).
+    pub state: Option<RouteState>,
+    pub ms: f64,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    pub config_problem: bool,
+    pub calls: Vec<CallRecord>,
+}
+
+impl TableObservation {
+    pub fn points_here(&self) -> bool {
+        self.state == Some(RouteState::ThisEni)
+    }
+}
+
+/// The outcome of `observe`: one entry per configured route table, in config order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserveReport {
+    pub address: Ipv4Addr,
+    pub eni: String,
+    pub mode: Mode,
+    pub tables: Vec<TableObservation>,
+    pub total_ms: f64,
+}
+
+impl ObserveReport {
+    pub fn all_point_here(&self) -> bool {
+        !self.tables.is_empty() && self.tables.iter().all(TableObservation::points_here)
+    }
+
+    pub fn has_config_problem(&self) -> bool {
+        self.tables.iter().any(|t| t.config_problem)
+    }
+
+    /// Tables that were read and do not point here: what a reconcile loop must repair.
+    pub fn drifted(&self) -> impl Iterator<Item = &TableObservation> {
+        self.tables
+            .iter()
+            .filter(|t| t.state.is_some() && !t.points_here())
+    }
+
+    pub fn calls(&self) -> impl Iterator<Item = &CallRecord> {
+        self.tables.iter().flat_map(|t| t.calls.iter())
+    }
+}
+
+impl Serialize for ObserveReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Table<'a> {
+            id: &'a str,
+            target: Option<String>,
+            here: bool,
+            instance: Option<&'a str>,
+            ms: f64,
+            attempts: u32,
+            error: Option<&'a str>,
+            error_code: Option<&'a str>,
+            config_problem: bool,
+            calls: &'a [CallRecord],
+        }
+        #[derive(Serialize)]
+        struct Report<'a> {
+            address: Ipv4Addr,
+            eni: &'a str,
+            mode: Mode,
+            tables: Vec<Table<'a>>,
+            all_point_here: bool,
+            total_ms: f64,
+        }
+        Report {
+            address: self.address,
+            eni: &self.eni,
+            mode: self.mode,
+            tables: self
+                .tables
+                .iter()
+                .map(|t| Table {
+                    id: &t.id,
+                    target: state_json(&t.state, &self.eni),
+                    here: t.points_here(),
+                    instance: match &t.state {
+                        Some(RouteState::OtherEni { instance, .. }) => instance.as_deref(),
+                        _ => None,
+                    },
+                    ms: t.ms,
+                    attempts: t.attempts,
+                    error: t.error.as_deref(),
+                    error_code: t.error_code.as_deref(),
+                    config_problem: t.config_problem,
+                    calls: &t.calls,
+                })
+                .collect(),
+            all_point_here: self.all_point_here(),
+            total_ms: self.total_ms,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl fmt::Display for ObserveReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}/32 ({} mode), this node's ENI {}: {} of {} point here ({:.1} ms)",
+            self.address,
+            self.mode,
+            self.eni,
+            self.tables.iter().filter(|t| t.points_here()).count(),
+            self.tables.len(),
+            self.total_ms,
+        )?;
+        let rows: Vec<[String; 3]> = self
+            .tables
+            .iter()
+            .map(|t| {
+                [
+                    t.id.clone(),
+                    describe_opt(&t.state, &self.eni),
+                    match (&t.error, t.points_here()) {
+                        (Some(e), _) => e.clone(),
+                        (None, true) => "here".to_owned(),
+                        (None, false) => "elsewhere".to_owned(),
+                    },
+                ]
+            })
+            .collect();
+        write_table(f, ["TABLE", "POINTS TO", "STATUS"], &rows)
+    }
+}
+
+fn describe_opt(state: &Option<RouteState>, eni: &str) -> String {
+    state
+        .as_ref()
+        .map_or_else(|| "?".to_owned(), |s| s.describe(eni))
+}
+
+/// Left-aligned columns; the last column is not padded so long error messages stay readable.
+fn write_table<const N: usize>(
+    f: &mut fmt::Formatter<'_>,
+    header: [&str; N],
+    rows: &[[String; N]],
+) -> fmt::Result {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: [&str; N]| -> fmt::Result {
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                writeln!(f, "{cell}")?;
+            } else {
+                write!(f, "{cell:<width$}  ", width = widths[i])?;
+            }
+        }
+        Ok(())
+    };
+    line(header)?;
+    for row in rows {
+        line(row.each_ref().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim_report(after_second: Option<RouteState>) -> ClaimReport {
+        let table = |id: &str, before, after| TableClaim {
+            id: id.into(),
+            before,
+            after,
+            ms: 7.25,
+            attempts: 1,
+            error: None,
+            error_code: None,
+            config_problem: false,
+            calls: vec![CallRecord {
+                operation: Operation::ReplaceRoute,
+                resource: id.into(),
+                result: CallResult::Ok,
+                ms: 7.25,
+                attempts: 1,
+                code: None,
+            }],
+        };
+        ClaimReport {
+            address: Ipv4Addr::new(192, 168, 100, 10),
+            eni: "eni-aaaaaaaa".into(),
+            mode: Mode::Route,
+            tables: vec![
+                table(
+                    "rtb-11111111",
+                    Some(RouteState::OtherEni {
+                        eni: "eni-bbbbbbbb".into(),
+                        instance: Some("i-bbbbbbbb".into()),
+                    }),
+                    Some(RouteState::ThisEni),
+                ),
+                table("rtb-22222222", Some(RouteState::Missing), after_second),
+            ],
+            total_ms: 20.5,
+            budget_ms: 8700.0,
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let json = serde_json::to_value(claim_report(Some(RouteState::ThisEni))).unwrap();
+        assert_eq!(json["address"], "192.168.100.10");
+        assert_eq!(json["eni"], "eni-aaaaaaaa");
+        assert_eq!(json["total_ms"], 20.5);
+        let t0 = &json["tables"][0];
+        assert_eq!(t0["id"], "rtb-11111111");
+        assert_eq!(t0["before"], "eni-bbbbbbbb");
+        assert_eq!(t0["after"], "eni-aaaaaaaa");
+        assert_eq!(t0["ms"], 7.25);
+        assert_eq!(t0["attempts"], 1);
+        assert!(t0["error"].is_null());
+        assert_eq!(t0["calls"][0]["operation"], "ReplaceRoute");
+        assert_eq!(t0["calls"][0]["result"], "ok");
+        assert_eq!(json["tables"][1]["before"], "missing");
+        assert_eq!(json["all_point_here"], true);
+    }
+
+    #[test]
+    fn all_point_here_needs_every_table() {
+        assert!(claim_report(Some(RouteState::ThisEni)).all_point_here());
+        assert!(!claim_report(None).all_point_here());
+        assert!(
+            !claim_report(Some(RouteState::Blackhole {
+                target: "eni-aaaaaaaa".into()
+            }))
+            .all_point_here()
+        );
+        let mut empty = claim_report(None);
+        empty.tables.clear();
+        assert!(!empty.all_point_here());
+    }
+
+    #[test]
+    fn human_table_names_owners() {
+        let text = claim_report(None).to_string();
+        assert!(text.contains("1 of 2 point here"), "{text}");
+        assert!(text.contains("eni-bbbbbbbb (i-bbbbbbbb)"), "{text}");
+        assert!(text.contains("eni-aaaaaaaa (this node)"), "{text}");
+        assert!(text.contains("not pointing here"), "{text}");
+        assert!(text.lines().nth(1).unwrap().starts_with("TABLE"), "{text}");
+    }
+
+    #[test]
+    fn observe_report_finds_drift() {
+        let obs = |id: &str, state| TableObservation {
+            id: id.into(),
+            state,
+            ms: 1.0,
+            attempts: 1,
+            error: None,
+            error_code: None,
+            config_problem: false,
+            calls: vec![],
+        };
+        let report = ObserveReport {
+            address: Ipv4Addr::new(192, 168, 100, 10),
+            eni: "eni-aaaaaaaa".into(),
+            mode: Mode::Route,
+            tables: vec![
+                obs("rtb-11111111", Some(RouteState::ThisEni)),
+                obs(
+                    "rtb-22222222",
+                    Some(RouteState::OtherEni {
+                        eni: "eni-bbbbbbbb".into(),
+                        instance: None,
+                    }),
+                ),
+                obs("rtb-33333333", None),
+            ],
+            total_ms: 3.0,
+        };
+        let drifted: Vec<&str> = report.drifted().map(|t| t.id.as_str()).collect();
+        assert_eq!(drifted, ["rtb-22222222"]);
+        assert!(!report.all_point_here());
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["tables"][1]["target"], "eni-bbbbbbbb");
+        assert!(json["tables"][2]["target"].is_null());
+    }
+}
