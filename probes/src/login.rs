@@ -140,7 +140,9 @@ impl LoginProbe {
             Ok(pair) => pair,
             Err(o) => {
                 // The session's state is unknown after any failure: start over next time.
-                self.session = None;
+                if self.session.take().is_some() {
+                    tracing::debug!(target = %self.target, outcome = %o, "dropped the session");
+                }
                 (o, ServerInfo::default())
             }
         };
