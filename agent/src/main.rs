@@ -1,1 +1,38 @@
-fn main() {}
+//! `tdsvip`: the per-node agent that keeps an overlay IP on the SQL Server Always On
+//! primary replica, and the operator's tools around it.
+//!
+//! Each subcommand lives in its own module under `cli/`; this file only parses the command
+//! line, sets up logging and turns results into exit codes (0 success, 1 the thing checked
+//! is not healthy, 2 bad arguments or configuration).
+
+mod cli;
+mod latency;
+mod password;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tdsvip",
+    version,
+    about = "Keeps an overlay IP on the SQL Server AG primary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: cli::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr so that `--json` output on stdout stays machine-readable.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    cli::run(cli.command)
+}

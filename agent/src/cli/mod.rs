@@ -1,0 +1,28 @@
+//! The subcommands of the `tdsvip` binary, one module each.
+
+mod probe;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe a SQL Server endpoint the way the agent does, and report outcomes and latency.
+    Probe(probe::ProbeArgs),
+}
+
+/// Exit code for bad arguments or configuration, as clap uses for usage errors.
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Probe(args) => probe::run(args),
+    }
+}
+
+/// Reports an argument error the way clap does (naming the argument) and exits with 2.
+pub fn usage_error(arg: &str, reason: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {arg}: {reason}");
+    ExitCode::from(EXIT_USAGE)
+}
