@@ -29,7 +29,10 @@ pub enum CloudError {
 
     /// Every attempt failed in a way that might have healed (throttling, 5xx, timeouts,
     /// connection errors), or the call's time budget ran out.
-    #[error("{operation} {resource}: gave up after {attempts} attempt(s) ({result}): {last}")]
+    #[error(
+        "{operation} {resource}: gave up after {attempts} attempt(s) ({result}{}): {last}",
+        .code.as_deref().map(|c| format!(", AWS error {c}")).unwrap_or_default()
+    )]
     GaveUp {
         operation: Operation,
         resource: String,
