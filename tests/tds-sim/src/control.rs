@@ -1,0 +1,244 @@
+//! The HTTP control API: `GET /state` shows the replica, `PUT /state` merges a partial
+//! JSON object into it.
+//!
+//! Every bad request gets a 4xx with `{"error": "..."}` naming the offending key, never a
+//! crash: the lab drives this API from scripts, and a precise message is what makes a
+//! wrong script obvious. A PUT is validated completely before anything is applied, so a
+//! request with one bad key changes nothing. When a PUT changes the `refuse` fault, the
+//! answer waits (up to two seconds) until the listener has actually closed or re-opened.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::state::{Change, DbState, Fault, Health, Role, Shared};
+
+const MAX_BODY: usize = 64 * 1024;
+const MAX_DELAY_MS: u64 = 3_600_000;
+
+pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
+    let mut rx = shared.state.subscribe();
+    loop {
+        if rx.borrow_and_update().shutting_down {
+            return;
+        }
+        tokio::select! {
+            acc = listener.accept() => match acc {
+                Ok((stream, _)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| handle(req, shared.clone()));
+                        if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                            warn!(error = %e, "control connection failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+pub(crate) fn state_json(shared: &Shared) -> Value {
+    let r = shared.replica();
+    let s = shared.counters.snapshot();
+    let dbs: Map<String, Value> = r
+        .databases
+        .iter()
+        .map(|(n, st)| (n.clone(), json!(st.as_str())))
+        .collect();
+    json!({
+        "server_name": r.server_name,
+        "ag": r.ag,
+        "role": r.role.as_str(),
+        "synchronization_health": r.health.as_str(),
+        "databases": dbs,
+        "fault": r.fault.name(),
+        "delay_ms": r.delay_ms,
+        "connections": s.connections,
+        "open_connections": s.open_connections,
+        "logins": s.logins,
+        "failed_logins": s.failed_logins,
+        "queries": s.queries,
+        "changed_at_unix_ms": r.changed_at_unix_ms,
+    })
+}
+
+fn reply(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+    reply(code, &json!({ "error": msg.into() }))
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() != "/state" {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such path '{}'; the API is GET or PUT /state",
+                req.uri().path()
+            ),
+        ));
+    }
+    match *req.method() {
+        Method::GET => Ok(reply(StatusCode::OK, &state_json(&shared))),
+        Method::PUT => {
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return Ok(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("body: {e} (limit {MAX_BODY} bytes)"),
+                    ));
+                }
+            };
+            let value: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}"))),
+            };
+            let change = match parse_change(&value, &shared) {
+                Ok(c) => c,
+                Err(msg) => {
+                    warn!(error = %msg, "control PUT /state refused");
+                    return Ok(error(StatusCode::BAD_REQUEST, msg));
+                }
+            };
+            info!(body = %value, "control PUT /state");
+            let refuse_change = change.fault.map(|f| f == Fault::Refuse);
+            shared.apply(change, "control API PUT /state");
+            if let Some(want_refused) = refuse_change {
+                let mut l = shared.listening.subscribe();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    l.wait_for(|listening| *listening != want_refused),
+                )
+                .await;
+            }
+            Ok(reply(StatusCode::OK, &state_json(&shared)))
+        }
+        _ => {
+            let mut resp = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "method {} is not allowed on /state; use GET or PUT",
+                    req.method()
+                ),
+            );
+            resp.headers_mut()
+                .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, PUT"));
+            Ok(resp)
+        }
+    }
+}
+
+fn string<'a>(key: &str, v: &'a Value) -> Result<&'a str, String> {
+    v.as_str()
+        .ok_or_else(|| format!("{key}: must be a string, got {v}"))
+}
+
+/// Validates a partial state object; the error names the key.
+fn parse_change(v: &Value, shared: &Shared) -> Result<Change, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("body must be a JSON object, got {v}"))?;
+    let mut c = Change::default();
+    let mut fault_name: Option<String> = None;
+    for (key, val) in obj {
+        match key.as_str() {
+            "role" => {
+                c.role = Some(
+                    string(key, val)?
+                        .parse::<Role>()
+                        .map_err(|e| format!("role: {e}"))?,
+                )
+            }
+            "synchronization_health" => {
+                c.health = Some(
+                    string(key, val)?
+                        .parse::<Health>()
+                        .map_err(|e| format!("synchronization_health: {e}"))?,
+                )
+            }
+            "databases" => {
+                let dbs = val.as_object().ok_or_else(|| {
+                    format!("databases: must be an object of name to state, got {val}")
+                })?;
+                for (name, st) in dbs {
+                    if name.is_empty() || name.chars().count() > 128 {
+                        return Err(format!(
+                            "databases: name '{name}' must be 1 to 128 characters"
+                        ));
+                    }
+                    let state = match st {
+                        Value::Null => None,
+                        Value::String(s) => Some(
+                            s.parse::<DbState>()
+                                .map_err(|e| format!("databases.{name}: {e}"))?,
+                        ),
+                        other => {
+                            return Err(format!(
+                                "databases.{name}: must be a state string or null, got {other}"
+                            ));
+                        }
+                    };
+                    c.databases.push((name.clone(), state));
+                }
+            }
+            "fault" => fault_name = Some(string(key, val)?.to_string()),
+            "delay_ms" => {
+                let d = val.as_u64().ok_or_else(|| {
+                    format!("delay_ms: must be a non-negative integer of milliseconds, got {val}")
+                })?;
+                if d > MAX_DELAY_MS {
+                    return Err(format!(
+                        "delay_ms: {d} exceeds the maximum of {MAX_DELAY_MS}"
+                    ));
+                }
+                c.delay_ms = Some(d);
+            }
+            "server_name" | "ag" | "connections" | "open_connections" | "logins"
+            | "failed_logins" | "queries" | "changed_at_unix_ms" => {
+                return Err(format!("key '{key}' is read-only"));
+            }
+            other => return Err(format!("unknown key '{other}'")),
+        }
+    }
+    if let Some(name) = fault_name {
+        let delay = c.delay_ms.unwrap_or_else(|| shared.state.borrow().delay_ms);
+        let f = Fault::parse(&name, delay).map_err(|e| format!("fault: {e}"))?;
+        if matches!(f, Fault::Slow { delay_ms: 0 }) {
+            return Err(
+                "fault: 'slow' needs delay_ms > 0 (set delay_ms in the same request)".into(),
+            );
+        }
+        c.fault = Some(f);
+    }
+    Ok(c)
+}

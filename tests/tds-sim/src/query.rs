@@ -1,0 +1,574 @@
+//! Evaluates parsed `SELECT`s against the replica's virtual catalog.
+//!
+//! Three system views are modelled, with the columns a health check reads:
+//! `sys.dm_hadr_availability_replica_states` (the local replica only),
+//! `sys.availability_groups` (the sim's one AG) and `sys.databases` (the configured
+//! databases; system databases are not listed, so "all databases" means the ones the sim
+//! plays). Column types follow SQL Server's: names are `sysname` (NVARCHAR(128)), `*_desc`
+//! columns NVARCHAR(60), codes TINYINT/INT (INTN). `group_id` is a uniqueidentifier in SQL
+//! Server; here it is a fixed NVARCHAR GUID string, which only matters if selected.
+//! Joins are nested loops with an equality condition; filters are ANDed comparisons and
+//! `IN` lists; text compares case-insensitively like the default collation.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use tds_codec::token::Column;
+use tds_codec::token::colmetadata::flags;
+use tds_codec::types::{TypeInfo, Value};
+
+use crate::sql::{CmpOp, Expr, Item, Pred, Select, SqlError, TableRef};
+use crate::state::Replica;
+
+/// What a statement can see besides the catalog.
+pub struct Env<'a> {
+    pub replica: &'a Replica,
+    pub spid: u16,
+    pub database: &'a str,
+    pub trancount: u32,
+    pub user: &'a str,
+    pub version: String,
+    pub product_version: tds_codec::Version,
+    /// `sp_executesql` parameters by lowercased name.
+    pub params: &'a HashMap<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultSet {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ty {
+    Int(u8),
+    NVarChar(u16),
+}
+
+impl Ty {
+    fn info(self) -> TypeInfo {
+        match self {
+            Ty::Int(n) => TypeInfo::int_n(n),
+            Ty::NVarChar(n) => TypeInfo::nvarchar(n),
+        }
+    }
+}
+
+struct Table {
+    columns: Vec<(&'static str, Ty)>,
+    rows: Vec<Vec<Value>>,
+}
+
+/// A fixed id shared by the replica and its AG, so the health query's join matches.
+const GROUP_ID: &str = "5D6A8A3E-7B59-4C5D-9F0A-2B1C3D4E5F60";
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+fn table(key: &str, env: &Env<'_>) -> Option<Table> {
+    let r = env.replica;
+    Some(match key {
+        "sys.dm_hadr_availability_replica_states" => Table {
+            columns: vec![
+                ("replica_id", Ty::NVarChar(36)),
+                ("group_id", Ty::NVarChar(36)),
+                ("is_local", Ty::Int(1)),
+                ("role", Ty::Int(1)),
+                ("role_desc", Ty::NVarChar(60)),
+                ("operational_state_desc", Ty::NVarChar(60)),
+                ("connected_state_desc", Ty::NVarChar(60)),
+                ("synchronization_health", Ty::Int(1)),
+                ("synchronization_health_desc", Ty::NVarChar(60)),
+            ],
+            rows: vec![vec![
+                text("1F1E1D1C-0000-4000-8000-000000000001"),
+                text(GROUP_ID),
+                Value::Int(1),
+                Value::Int(r.role.code()),
+                text(r.role.as_str()),
+                text("ONLINE"),
+                text("CONNECTED"),
+                Value::Int(r.health.code()),
+                text(r.health.as_str()),
+            ]],
+        },
+        "sys.availability_groups" => Table {
+            columns: vec![("group_id", Ty::NVarChar(36)), ("name", Ty::NVarChar(128))],
+            rows: vec![vec![text(GROUP_ID), text(&r.ag)]],
+        },
+        "sys.databases" => Table {
+            columns: vec![
+                ("name", Ty::NVarChar(128)),
+                ("database_id", Ty::Int(4)),
+                ("state", Ty::Int(1)),
+                ("state_desc", Ty::NVarChar(60)),
+            ],
+            rows: r
+                .databases
+                .iter()
+                .enumerate()
+                .map(|(i, (name, st))| {
+                    // Ids 1-4 belong to master, tempdb, model and msdb.
+                    vec![
+                        text(name),
+                        Value::Int(5 + i as i64),
+                        Value::Int(st.code()),
+                        text(st.as_str()),
+                    ]
+                })
+                .collect(),
+        },
+        _ => return None,
+    })
+}
+
+struct Bound {
+    /// The alias, or the table's own name when it has none.
+    name: String,
+    table: Table,
+}
+
+/// Finds `parts` (`[alias.]column`) among the bound tables.
+fn resolve(parts: &[String], bound: &[Bound]) -> Result<(usize, usize), SqlError> {
+    let written = parts.join(".");
+    let (qualifier, col) = match parts {
+        [col] => (None, col),
+        [.., q, col] => (Some(q), col),
+        [] => return Err(SqlError::invalid_column(&written)),
+    };
+    let mut found = None;
+    for (ti, b) in bound.iter().enumerate() {
+        if qualifier.is_some_and(|q| !q.eq_ignore_ascii_case(&b.name)) {
+            continue;
+        }
+        if let Some(ci) = b
+            .table
+            .columns
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(col))
+        {
+            if found.is_some() {
+                return Err(SqlError::new(
+                    209,
+                    16,
+                    format!("Ambiguous column name '{col}'."),
+                ));
+            }
+            found = Some((ti, ci));
+        }
+    }
+    match (found, qualifier) {
+        (Some(f), _) => Ok(f),
+        (None, Some(q)) if !bound.iter().any(|b| b.name.eq_ignore_ascii_case(q)) => {
+            Err(SqlError::new(
+                4104,
+                16,
+                format!("The multi-part identifier \"{written}\" could not be bound."),
+            ))
+        }
+        (None, _) => Err(SqlError::invalid_column(col)),
+    }
+}
+
+/// Type, nullability, name and value of an expression in one row (`row` is `None` when
+/// there is no FROM clause).
+fn eval(
+    e: &Expr,
+    env: &Env<'_>,
+    bound: &[Bound],
+    row: &[&Vec<Value>],
+) -> Result<(Ty, bool, String, Value), SqlError> {
+    Ok(match e {
+        Expr::Int(n) => {
+            let ty = if i32::try_from(*n).is_ok() {
+                Ty::Int(4)
+            } else {
+                Ty::Int(8)
+            };
+            (ty, false, String::new(), Value::Int(*n))
+        }
+        Expr::Str(s) => {
+            let units = s.encode_utf16().count().clamp(1, 4000) as u16;
+            (Ty::NVarChar(units), false, String::new(), text(s))
+        }
+        Expr::Null => (Ty::Int(4), true, String::new(), Value::Null),
+        Expr::Global(g) => {
+            let (ty, v) = match g.as_str() {
+                "servername" => (Ty::NVarChar(128), text(&env.replica.server_name)),
+                "servicename" => (Ty::NVarChar(128), text("MSSQLSERVER")),
+                "version" => (Ty::NVarChar(300), text(&env.version)),
+                "spid" => (Ty::Int(2), Value::Int(env.spid as i64)),
+                "trancount" => (Ty::Int(4), Value::Int(env.trancount as i64)),
+                "language" => (Ty::NVarChar(128), text("us_english")),
+                "error" | "rowcount" => (Ty::Int(4), Value::Int(0)),
+                "microsoftversion" => {
+                    let v = env.product_version;
+                    let n = ((v.major as i64) << 24) | ((v.minor as i64) << 16) | v.build as i64;
+                    (Ty::Int(4), Value::Int(n))
+                }
+                _ => return Err(SqlError::undeclared(&format!("@@{g}"))),
+            };
+            (ty, true, String::new(), v)
+        }
+        Expr::Var(v) => {
+            let Some(val) = env.params.get(&v.to_lowercase()) else {
+                return Err(SqlError::undeclared(v));
+            };
+            let ty = match val {
+                Value::Int(_) | Value::Null => Ty::Int(8),
+                Value::Bit(_) => Ty::Int(1),
+                Value::Text(_) => Ty::NVarChar(4000),
+                _ => {
+                    return Err(SqlError::new(
+                        206,
+                        16,
+                        format!("Operand type clash: the type of {v} is not supported by tds-sim."),
+                    ));
+                }
+            };
+            let val = match val {
+                Value::Bit(b) => Value::Int(*b as i64),
+                other => other.clone(),
+            };
+            (ty, true, String::new(), val)
+        }
+        Expr::Func(f) => match f.as_str() {
+            "DB_NAME" => (Ty::NVarChar(128), true, String::new(), text(env.database)),
+            "SUSER_SNAME" | "SUSER_NAME" => {
+                (Ty::NVarChar(128), true, String::new(), text(env.user))
+            }
+            _ => {
+                return Err(SqlError::new(
+                    195,
+                    15,
+                    format!("'{f}' is not a recognized built-in function name."),
+                ));
+            }
+        },
+        Expr::Column(parts) => {
+            let (ti, ci) = resolve(parts, bound)?;
+            let (name, ty) = bound[ti].table.columns[ci];
+            let v = row
+                .get(ti)
+                .and_then(|r| r.get(ci))
+                .cloned()
+                .unwrap_or(Value::Null);
+            (ty, true, name.to_string(), v)
+        }
+    })
+}
+
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
+        (Value::Text(x), Value::Text(y)) => Some(x.to_lowercase().cmp(&y.to_lowercase())),
+        (Value::Int(x), Value::Text(y)) => y.trim().parse::<i64>().ok().map(|y| x.cmp(&y)),
+        (Value::Text(x), Value::Int(y)) => x.trim().parse::<i64>().ok().map(|x| x.cmp(y)),
+        _ => None,
+    }
+}
+
+fn test(p: &Pred, env: &Env<'_>, bound: &[Bound], row: &[&Vec<Value>]) -> Result<bool, SqlError> {
+    Ok(match p {
+        Pred::Cmp(a, op, b) => {
+            let a = eval(a, env, bound, row)?.3;
+            let b = eval(b, env, bound, row)?.3;
+            match compare(&a, &b) {
+                None => false,
+                Some(o) => match op {
+                    CmpOp::Eq => o == Ordering::Equal,
+                    CmpOp::Ne => o != Ordering::Equal,
+                    CmpOp::Lt => o == Ordering::Less,
+                    CmpOp::Le => o != Ordering::Greater,
+                    CmpOp::Gt => o == Ordering::Greater,
+                    CmpOp::Ge => o != Ordering::Less,
+                },
+            }
+        }
+        Pred::In {
+            expr,
+            list,
+            negated,
+        } => {
+            let v = eval(expr, env, bound, row)?.3;
+            if v == Value::Null {
+                return Ok(false);
+            }
+            let mut hit = false;
+            for e in list {
+                let w = eval(e, env, bound, row)?.3;
+                hit |= compare(&v, &w) == Some(Ordering::Equal);
+            }
+            hit != *negated
+        }
+    })
+}
+
+/// Evaluates a predicate outside any SELECT (the condition of an IF).
+pub fn condition(p: &Pred, env: &Env<'_>) -> Result<bool, SqlError> {
+    test(p, env, &[], &[])
+}
+
+fn bind(t: &TableRef, env: &Env<'_>) -> Result<Bound, SqlError> {
+    let table = table(&t.key, env).ok_or_else(|| SqlError::invalid_object(&t.written))?;
+    let name = t
+        .alias
+        .clone()
+        .unwrap_or_else(|| t.key.rsplit('.').next().unwrap_or("").to_string());
+    Ok(Bound { name, table })
+}
+
+pub fn select(s: &Select, env: &Env<'_>) -> Result<ResultSet, SqlError> {
+    // Bind tables and produce the joined rows (indices into each table's rows).
+    let mut bound = Vec::new();
+    let mut combos: Vec<Vec<usize>> = vec![vec![]];
+    if let Some((first, joins)) = &s.from {
+        bound.push(bind(first, env)?);
+        combos = (0..bound[0].table.rows.len()).map(|i| vec![i]).collect();
+        for j in joins {
+            bound.push(bind(&j.table, env)?);
+            let ti = bound.len() - 1;
+            let mut next = Vec::new();
+            for c in &combos {
+                for ri in 0..bound[ti].table.rows.len() {
+                    let mut cand = c.clone();
+                    cand.push(ri);
+                    let rows = rows_of(&bound, &cand);
+                    if test(
+                        &crate::sql::Pred::Cmp(j.on.0.clone(), CmpOp::Eq, j.on.1.clone()),
+                        env,
+                        &bound,
+                        &rows,
+                    )? {
+                        next.push(cand);
+                    }
+                }
+            }
+            combos = next;
+        }
+    }
+    // Resolve the projection once, so a bad column is an error even with zero rows.
+    let empty: Vec<Vec<Value>> = bound
+        .iter()
+        .map(|b| vec![Value::Null; b.table.columns.len()])
+        .collect();
+    let empty_refs: Vec<&Vec<Value>> = empty.iter().collect();
+    let mut exprs: Vec<(Expr, Option<String>)> = Vec::new();
+    for item in &s.items {
+        match item {
+            Item::Star => {
+                if bound.is_empty() {
+                    return Err(SqlError::new(263, 16, "Must specify table to select from."));
+                }
+                for b in &bound {
+                    for (c, _) in &b.table.columns {
+                        exprs.push((Expr::Column(vec![b.name.clone(), c.to_string()]), None));
+                    }
+                }
+            }
+            Item::Expr { expr, alias } => exprs.push((expr.clone(), alias.clone())),
+        }
+    }
+    let mut columns = Vec::new();
+    for (e, alias) in &exprs {
+        let (ty, nullable, name, _) = eval(e, env, &bound, &empty_refs)?;
+        let fl = if nullable { flags::NULLABLE } else { 0 };
+        columns.push(Column::new(
+            alias.as_deref().unwrap_or(&name),
+            ty.info(),
+            fl,
+        ));
+    }
+    for p in &s.filter {
+        test(p, env, &bound, &empty_refs)?;
+    }
+
+    let mut kept = Vec::new();
+    for c in &combos {
+        let rows = rows_of(&bound, c);
+        let mut ok = true;
+        for p in &s.filter {
+            ok &= test(p, env, &bound, &rows)?;
+        }
+        if ok {
+            kept.push(c.clone());
+        }
+    }
+    if !s.order_by.is_empty() {
+        let mut keyed = Vec::new();
+        for c in kept {
+            let rows = rows_of(&bound, &c);
+            let mut key = Vec::new();
+            for (e, _) in &s.order_by {
+                key.push(eval(e, env, &bound, &rows)?.3);
+            }
+            keyed.push((key, c));
+        }
+        keyed.sort_by(|(a, _), (b, _)| {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                let o = compare(x, y).unwrap_or(Ordering::Equal);
+                let o = if s.order_by[i].1 { o.reverse() } else { o };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        });
+        kept = keyed.into_iter().map(|(_, c)| c).collect();
+    }
+    if let Some(n) = s.top {
+        kept.truncate(n.max(0) as usize);
+    }
+    let mut out_rows = Vec::new();
+    for c in &kept {
+        let rows = rows_of(&bound, c);
+        let mut out = Vec::new();
+        for (e, _) in &exprs {
+            out.push(eval(e, env, &bound, &rows)?.3);
+        }
+        out_rows.push(out);
+    }
+    Ok(ResultSet {
+        columns,
+        rows: out_rows,
+    })
+}
+
+fn rows_of<'b>(bound: &'b [Bound], combo: &[usize]) -> Vec<&'b Vec<Value>> {
+    combo
+        .iter()
+        .zip(bound)
+        .filter_map(|(ri, b)| b.table.rows.get(*ri))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{Stmt, parse_batch};
+    use crate::state::{DbState, Fault, Health, Role};
+
+    fn replica() -> Replica {
+        Replica {
+            server_name: "SQL1".into(),
+            ag: "AG1".into(),
+            role: Role::Primary,
+            health: Health::Healthy,
+            databases: vec![
+                ("db1".into(), DbState::Online),
+                ("db2".into(), DbState::Restoring),
+            ],
+            fault: Fault::None,
+            delay_ms: 0,
+            changed_at_unix_ms: 0,
+            kill_epoch: 0,
+            shutting_down: false,
+        }
+    }
+
+    fn run(sql: &str, r: &Replica) -> Result<Vec<ResultSet>, SqlError> {
+        let params = HashMap::from([("@p1".to_string(), Value::Text("AG1".into()))]);
+        let env = Env {
+            replica: r,
+            spid: 51,
+            database: "master",
+            trancount: 0,
+            user: "u",
+            version: "v".into(),
+            product_version: tds_codec::Version {
+                major: 16,
+                minor: 0,
+                build: 1000,
+                sub_build: 0,
+            },
+            params: &params,
+        };
+        parse_batch(sql)?
+            .iter()
+            .map(|s| match s {
+                Stmt::Select(s) => select(s, &env),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    const HEALTH: &str = "SELECT @@SERVERNAME AS server_name, ars.role_desc AS role_desc, ars.synchronization_health_desc AS synchronization_health_desc FROM sys.dm_hadr_availability_replica_states AS ars JOIN sys.availability_groups AS ag ON ag.group_id = ars.group_id WHERE ars.is_local = 1 AND ag.name = N'AG1'; SELECT name, state_desc FROM sys.databases WHERE name IN (N'db1', N'db2', N'nope');";
+
+    #[test]
+    fn health_query_answers_like_the_replica() {
+        let sets = run(HEALTH, &replica()).unwrap();
+        assert_eq!(
+            sets[0].rows,
+            vec![vec![text("SQL1"), text("PRIMARY"), text("HEALTHY")]]
+        );
+        let names: Vec<&str> = sets[0].columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["server_name", "role_desc", "synchronization_health_desc"]
+        );
+        assert_eq!(sets[0].columns[1].ty, TypeInfo::nvarchar(60));
+        assert_eq!(
+            sets[1].rows,
+            vec![
+                vec![text("db1"), text("ONLINE")],
+                vec![text("db2"), text("RESTORING")]
+            ]
+        );
+        // Another AG: zero rows, same columns.
+        let other = run(&HEALTH.replace("N'AG1'", "N'ag2'"), &replica()).unwrap();
+        assert!(other[0].rows.is_empty());
+        assert_eq!(other[0].columns.len(), 3);
+        // AG names compare case-insensitively, parameters stand for literals.
+        assert_eq!(
+            run(&HEALTH.replace("N'AG1'", "N'ag1'"), &replica()).unwrap()[0]
+                .rows
+                .len(),
+            1
+        );
+        assert_eq!(
+            run(&HEALTH.replace("N'AG1'", "@P1"), &replica()).unwrap()[0]
+                .rows
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn scalars_and_errors() {
+        let r = replica();
+        let s = run("SELECT 1", &r).unwrap();
+        assert_eq!(s[0].columns[0].ty, TypeInfo::int_n(4));
+        assert_eq!(s[0].rows, vec![vec![Value::Int(1)]]);
+        assert_eq!(
+            run("SELECT @@SPID", &r).unwrap()[0].columns[0].ty,
+            TypeInfo::int_n(2)
+        );
+        assert_eq!(
+            run("SELECT name FROM sys.databases", &r).unwrap()[0]
+                .rows
+                .len(),
+            2
+        );
+        assert_eq!(run("SELECT * FROM sys.tables", &r).unwrap_err().number, 208);
+        assert_eq!(
+            run("SELECT nope FROM sys.databases", &r)
+                .unwrap_err()
+                .number,
+            207
+        );
+        assert_eq!(
+            run("SELECT x.name FROM sys.databases d", &r)
+                .unwrap_err()
+                .number,
+            4104
+        );
+        assert_eq!(run("SELECT @undeclared", &r).unwrap_err().number, 137);
+        let top = run(
+            "SELECT TOP 1 name FROM sys.databases ORDER BY name DESC",
+            &r,
+        )
+        .unwrap();
+        assert_eq!(top[0].rows, vec![vec![text("db2")]]);
+    }
+}
