@@ -6,6 +6,7 @@
 //! is not healthy, 2 bad arguments or configuration).
 
 mod cli;
+mod config;
 mod latency;
 mod password;
 

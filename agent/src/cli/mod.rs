@@ -1,5 +1,6 @@
 //! The subcommands of the `tdsvip` binary, one module each.
 
+mod check_config;
 mod probe;
 
 use std::process::ExitCode;
@@ -10,6 +11,8 @@ use clap::Subcommand;
 pub enum Command {
     /// Probe a SQL Server endpoint the way the agent does, and report outcomes and latency.
     Probe(probe::ProbeArgs),
+    /// Validate a config file: print every problem as `KEY: reason` and exit 2, or exit 0.
+    CheckConfig(check_config::CheckConfigArgs),
 }
 
 /// Exit code for bad arguments or configuration, as clap uses for usage errors.
@@ -18,6 +21,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Probe(args) => probe::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
     }
 }
 
