@@ -1,0 +1,241 @@
+//! `tdsvip probe` as a user runs it: the real binary against a real tds-sim on loopback,
+//! checking the JSON report, the human output and the exit codes (0 all ok, 1 any failure,
+//! 2 bad arguments).
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use serde_json::Value;
+use tds_sim::{DbState, Role, SimConfig, SimHandle};
+
+async fn sim() -> SimHandle {
+    let mut cfg = SimConfig::new("SQLNODE1", "AG1", Role::Primary);
+    cfg.databases = vec![
+        ("sales".into(), DbState::Online),
+        ("hr".into(), DbState::Online),
+    ];
+    tds_sim::start(cfg).await.expect("tds-sim starts")
+}
+
+fn password_file(content: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "tdsvip-probe-cli-{}-{}",
+        std::process::id(),
+        content.len()
+    ));
+    std::fs::write(&path, format!("{content}\n")).expect("write password file");
+    path
+}
+
+/// Runs the binary off the runtime's thread so the in-process simulator keeps serving.
+async fn tdsvip(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tdsvip"))
+            .args(&args)
+            .env_remove("TDSVIP_PASSWORD")
+            .output()
+            .expect("run tdsvip")
+    })
+    .await
+    .expect("join")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prelogin_json_report_has_the_documented_shape() {
+    let sim = sim().await;
+    let target = sim.tds_addr().to_string();
+    let out = tdsvip(args(&[
+        "probe",
+        &target,
+        "--mode",
+        "prelogin",
+        "--count",
+        "5",
+        "--interval-ms",
+        "10",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r = json(&out);
+    assert_eq!(r["mode"], "prelogin");
+    assert_eq!(r["target"], target);
+    assert_eq!(
+        (r["sent"].as_u64(), r["ok"].as_u64(), r["failed"].as_u64()),
+        (Some(5), Some(5), Some(0))
+    );
+    assert_eq!(r["outcomes"]["ok"], 5);
+    assert_eq!(r["server"]["version"], "16.0.1000");
+    assert_eq!(r["server"]["encryption"], "not_supported");
+    let l = &r["latency_ms"];
+    for k in ["min", "p50", "p90", "p99", "max"] {
+        assert!(
+            l[k].as_f64().is_some_and(|v| v > 0.0),
+            "latency_ms.{k} in {l}"
+        );
+    }
+    assert!(l["min"].as_f64() <= l["max"].as_f64());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_reads_role_and_databases_and_reuses_one_session() {
+    let sim = sim().await;
+    let target = sim.tds_addr().to_string();
+    let pw = password_file("secret");
+    let out = tdsvip(args(&[
+        "probe",
+        &target,
+        "--mode",
+        "login",
+        "--user",
+        "tdsvip",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--ag",
+        "AG1",
+        "--database",
+        "sales",
+        "--database",
+        "hr",
+        "--count",
+        "4",
+        "--interval-ms",
+        "10",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r = json(&out);
+    assert_eq!(r["ok"], 4);
+    assert_eq!(r["server"]["name"], "SQLNODE1");
+    assert_eq!(r["server"]["role"], "PRIMARY");
+    assert_eq!(r["server"]["databases"]["hr"], "ONLINE");
+    assert_eq!(sim.stats().logins, 1, "the probe keeps one session");
+
+    // Demoted: every probe fails as not_primary and the exit code says so.
+    sim.set_role(Role::Secondary);
+    let out = tdsvip(args(&[
+        "probe",
+        &target,
+        "--mode",
+        "login",
+        "--user",
+        "tdsvip",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--ag",
+        "AG1",
+        "--count",
+        "2",
+        "--interval-ms",
+        "10",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r = json(&out);
+    assert_eq!(r["outcomes"]["not_primary"], 2);
+    assert_eq!(r["server"]["role"], "SECONDARY");
+    assert!(r["latency_ms"].is_null(), "no successful probe, no latency");
+
+    // A database in recovery.
+    sim.set_role(Role::Primary);
+    sim.set_database("hr", DbState::RecoveryPending);
+    let out = tdsvip(args(&[
+        "probe",
+        &target,
+        "--mode",
+        "login",
+        "--user",
+        "tdsvip",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--ag",
+        "AG1",
+        "--database",
+        "hr",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("db_not_online: hr is RECOVERY_PENDING"),
+        "{text}"
+    );
+    assert!(text.contains("1 sent, 0 ok, 1 failed"), "{text}");
+    std::fs::remove_file(pw).ok();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_login_failed_and_refused_port_is_refused() {
+    let sim = sim().await;
+    let target = sim.tds_addr().to_string();
+    let pw = password_file("not-the-password");
+    let out = tdsvip(args(&[
+        "probe",
+        &target,
+        "--mode",
+        "login",
+        "--user",
+        "tdsvip",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(json(&out)["outcomes"]["login_failed"], 1);
+    std::fs::remove_file(pw).ok();
+
+    sim.shutdown().await;
+    let out = tdsvip(args(&["probe", &target, "--mode", "tcp", "--json"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["outcomes"]["refused"], 1);
+}
+
+#[tokio::test]
+async fn bad_arguments_exit_2_naming_the_argument() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["probe", "127.0.0.1", "--mode", "tcp"], "ADDR:PORT"),
+        (
+            &["probe", "127.0.0.1:1", "--mode", "tcp", "--ag", "AG1"],
+            "--ag",
+        ),
+        (&["probe", "127.0.0.1:1", "--mode", "login"], "--user"),
+        (
+            &["probe", "127.0.0.1:1", "--mode", "login", "--user", "u"],
+            "--password-file",
+        ),
+        (&["probe", "127.0.0.1:1", "--mode", "udp"], "--mode"),
+        (
+            &["probe", "127.0.0.1:1", "--mode", "tcp", "--timeout-ms", "5"],
+            "--timeout-ms",
+        ),
+        (
+            &["probe", "127.0.0.1:1", "--mode", "tcp", "--count", "0"],
+            "--count",
+        ),
+    ];
+    for (argv, named) in cases {
+        let out = tdsvip(args(argv)).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
+        assert!(err.contains(named), "{argv:?} should name {named}: {err}");
+    }
+}
