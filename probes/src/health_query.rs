@@ -53,7 +53,9 @@ pub const SERVERNAME_ONLY_SQL: &str = "SELECT @@SERVERNAME";
 
 impl HealthQuery {
     /// Builds the query. Names are embedded as N'...' literals with `'` doubled, which is
-    /// the complete escaping for a T-SQL Unicode string literal.
+    /// the complete escaping for a T-SQL Unicode string literal. Databases are checked only
+    /// with an AG (`LoginConfig::validate` refuses databases without one); without an AG
+    /// they are ignored here.
     pub fn new(ag: Option<&str>, databases: &[String]) -> Self {
         let sql = match ag {
             None => SERVERNAME_ONLY_SQL.to_owned(),

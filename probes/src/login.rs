@@ -9,15 +9,16 @@
 //! session stays, so the next call sees a role change on the same connection.
 //!
 //! The TCP connection is ours (see `tcp`: NODELAY, SO_LINGER 0, a timed connect phase),
-//! wrapped in a small adapter that records whether the server has sent anything yet: that
-//! tells a stall before the PRELOGIN answer (`timeout{prelogin}`) from one during login
-//! (`timeout{login}`), which tiberius performs as one step. tiberius's own 15 s / 30 s
+//! wrapped in a small adapter that notices when the client writes again after the server's
+//! first bytes, i.e. when LOGIN7 (or TLS) follows the PRELOGIN answer. That tells a failure
+//! before or while reading the PRELOGIN answer (`prelogin`) from one during login
+//! (`login`), which tiberius performs as one step. tiberius's own 15 s / 30 s
 //! timeouts are switched off; one deadline per call bounds every phase instead.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use tiberius::{AuthMethod, Client, ColumnData, Config, EncryptionLevel};
@@ -31,10 +32,16 @@ use crate::config::{ConfigError, LoginConfig, Tls};
 use crate::health_query::{HealthQuery, ResultSet};
 use crate::outcome::{Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo, Start};
 
-/// A TCP stream that remembers whether any byte has arrived from the server.
+/// Handshake progress as seen on the wire.
+const NOTHING_READ: u8 = 0;
+const ANSWER_SEEN: u8 = 1;
+const LOGIN_SENT: u8 = 2;
+
+/// A TCP stream that tracks the handshake: PRELOGIN is the only thing tiberius writes before
+/// the server's first bytes, and LOGIN7 (or the TLS handshake) the first it writes after.
 struct WatchedStream {
     inner: TcpStream,
-    answered: Arc<AtomicBool>,
+    progress: Arc<AtomicU8>,
 }
 
 impl AsyncRead for WatchedStream {
@@ -48,7 +55,12 @@ impl AsyncRead for WatchedStream {
         if let Poll::Ready(Ok(())) = res
             && buf.filled().len() > before
         {
-            self.answered.store(true, Ordering::Relaxed);
+            let _ = self.progress.compare_exchange(
+                NOTHING_READ,
+                ANSWER_SEEN,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
         res
     }
@@ -60,7 +72,18 @@ impl AsyncWrite for WatchedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
+            let _ = self.progress.compare_exchange(
+                ANSWER_SEEN,
+                LOGIN_SENT,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        res
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -198,13 +221,13 @@ impl LoginProbe {
     ) -> Result<Session, Outcome> {
         let connected = crate::tcp::connect(self.target, deadline).await;
         phases.connect = Some(start.mono.elapsed());
-        let answered = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU8::new(NOTHING_READ));
         let stream = WatchedStream {
             inner: connected?,
-            answered: answered.clone(),
+            progress: progress.clone(),
         };
         let phase = || {
-            if answered.load(Ordering::Relaxed) {
+            if progress.load(Ordering::Relaxed) == LOGIN_SENT {
                 Phase::Login
             } else {
                 Phase::Prelogin
