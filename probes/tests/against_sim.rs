@@ -450,3 +450,33 @@ async fn runner_follows_a_demotion() {
     })
     .await
 }
+
+/// With TLS required, a server that answers ENCRYPT_NOT_SUP (tds-sim has no TLS) must fail
+/// the probe in PRELOGIN, never fall back to plain text. The TLS handshake itself has no
+/// server to be tested against here.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn tls_required_does_not_fall_back_to_plain_text() {
+    bounded(async {
+        let sim = sim(Role::Primary, &[]).await;
+        let mut c = LoginConfig::new("tdsvip", "secret");
+        c.ag = Some("AG1".into());
+        c.timeout = ms(RELAXED);
+        c.tls = Tls::Required {
+            trust_cert: true,
+            hostname_in_certificate: None,
+        };
+        let mut p = LoginProbe::new(sim.tds_addr(), c).unwrap();
+        let r = p.probe().await;
+        match &r.outcome {
+            Outcome::ProtocolError {
+                phase: Phase::Prelogin,
+                detail,
+            } => assert!(detail.contains("encryption"), "{detail}"),
+            other => panic!("{other}"),
+        }
+        assert_eq!(sim.stats().logins, 0);
+        sim.shutdown().await;
+    })
+    .await
+}
