@@ -25,6 +25,10 @@ struct Cli {
     command: cli::Command,
 }
 
+/// tiberius warns on every plain-text login; the probe's own output already says which
+/// encryption the server offered, so only its errors are worth a line.
+const DEFAULT_LOG_FILTER: &str = "warn,tiberius=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr so that `--json` output on stdout stays machine-readable.
@@ -32,7 +36,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .init();
     cli::run(cli.command)
