@@ -7,7 +7,6 @@
 
 mod cli;
 mod config;
-mod latency;
 mod password;
 
 use std::process::ExitCode;

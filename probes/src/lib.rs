@@ -17,6 +17,7 @@
 pub mod config;
 pub mod health_query;
 pub mod hysteresis;
+pub mod latency;
 pub mod login;
 pub mod outcome;
 pub mod prelogin;
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{ConfigError, LoginConfig, Password, ProbeConfig, Tls};
 pub use health_query::{HealthQuery, ResultSet};
 pub use hysteresis::{Hysteresis, HysteresisConfig, State, Transition};
+pub use latency::LatencySummary;
 pub use login::LoginProbe;
 pub use outcome::{DbStatus, Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo};
 pub use prelogin::PreloginProbe;

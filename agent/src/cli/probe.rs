@@ -13,11 +13,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tdsvip_probes::{
-    AnyProbe, LoginConfig, Mode, ProbeConfig, ProbeResult, Schedule, ScheduleConfig,
+    AnyProbe, LatencySummary, LoginConfig, Mode, ProbeConfig, ProbeResult, Schedule, ScheduleConfig,
 };
 
 use super::usage_error;
-use crate::latency::LatencySummary;
 use crate::password::{PASSWORD_ENV, password_from_env, read_password_file};
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! Latency percentiles for reports (`tdsvip probe`, benchmarks).
+//! Latency percentiles for reports (`tdsvip probe`, the benchmarks, later the lab).
 //!
 //! Nearest-rank percentiles over the raw samples: exact, no interpolation, so a p99 of 100
 //! samples is the 99th smallest, a value that was actually observed.
