@@ -44,6 +44,23 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// `probe TARGET --mode login --user tdsvip --password-file PW` followed by `extra`.
+fn login_args(target: &str, pw: &std::path::Path, extra: &str) -> Vec<String> {
+    let pw = pw.to_str().expect("utf-8 temp path");
+    let mut v = args(&[
+        "probe",
+        target,
+        "--mode",
+        "login",
+        "--user",
+        "tdsvip",
+        "--password-file",
+        pw,
+    ]);
+    v.extend(extra.split_whitespace().map(str::to_owned));
+    v
+}
+
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -97,27 +114,11 @@ async fn login_reads_role_and_databases_and_reuses_one_session() {
     let sim = sim().await;
     let target = sim.tds_addr().to_string();
     let pw = password_file("secret");
-    let out = tdsvip(args(&[
-        "probe",
+    let out = tdsvip(login_args(
         &target,
-        "--mode",
-        "login",
-        "--user",
-        "tdsvip",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--ag",
-        "AG1",
-        "--database",
-        "sales",
-        "--database",
-        "hr",
-        "--count",
-        "4",
-        "--interval-ms",
-        "10",
-        "--json",
-    ]))
+        &pw,
+        "--ag AG1 --database sales --database hr --count 4 --interval-ms 10 --json",
+    ))
     .await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let r = json(&out);
@@ -129,23 +130,11 @@ async fn login_reads_role_and_databases_and_reuses_one_session() {
 
     // Demoted: every probe fails as not_primary and the exit code says so.
     sim.set_role(Role::Secondary);
-    let out = tdsvip(args(&[
-        "probe",
+    let out = tdsvip(login_args(
         &target,
-        "--mode",
-        "login",
-        "--user",
-        "tdsvip",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--ag",
-        "AG1",
-        "--count",
-        "2",
-        "--interval-ms",
-        "10",
-        "--json",
-    ]))
+        &pw,
+        "--ag AG1 --count 2 --interval-ms 10 --json",
+    ))
     .await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let r = json(&out);
@@ -156,21 +145,7 @@ async fn login_reads_role_and_databases_and_reuses_one_session() {
     // A database in recovery.
     sim.set_role(Role::Primary);
     sim.set_database("hr", DbState::RecoveryPending);
-    let out = tdsvip(args(&[
-        "probe",
-        &target,
-        "--mode",
-        "login",
-        "--user",
-        "tdsvip",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--ag",
-        "AG1",
-        "--database",
-        "hr",
-    ]))
-    .await;
+    let out = tdsvip(login_args(&target, &pw, "--ag AG1 --database hr")).await;
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -187,18 +162,7 @@ async fn wrong_password_is_login_failed_and_refused_port_is_refused() {
     let sim = sim().await;
     let target = sim.tds_addr().to_string();
     let pw = password_file("not-the-password");
-    let out = tdsvip(args(&[
-        "probe",
-        &target,
-        "--mode",
-        "login",
-        "--user",
-        "tdsvip",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--json",
-    ]))
-    .await;
+    let out = tdsvip(login_args(&target, &pw, "--json")).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(json(&out)["outcomes"]["login_failed"], 1);
     std::fs::remove_file(pw).ok();
