@@ -90,4 +90,21 @@ if [ "$what" = fuzz ] || [ "$what" = all ] || [ "$what" = tests ]; then
   need_cargo_tool cargo-fuzz cargo-fuzz@0.13.2
 fi
 
+# >>> eBPF toolchain (node data plane, issue 3) >>>
+# The kernel programs in ebpf/ are built by node/build.rs with the nightly toolchain
+# (-Z build-std=core needs rust-src) and bpf-linker 0.10.4, the last release that loads the
+# nightly compiler's own LLVM instead of wanting a system libLLVM (shared/TOOLCHAIN.md).
+# The tests of tdsvip-node run in network namespaces and use iproute2, arping, tcpdump,
+# ethtool, bpftool, nftables and capsh (libcap2-bin) to build and inspect the test bed.
+if [ "$what" = tests ] || [ "$what" = lab ] || [ "$what" = all ]; then
+  if rustup toolchain list | grep -q '^nightly'; then
+    need_rust_component nightly rust-src
+  else
+    say "rustup: no nightly toolchain: eBPF programs will not build (build warning, not an error)" >&2
+  fi
+  need_cargo_tool bpf-linker bpf-linker@0.10.4
+  need_apt iproute2 arping tcpdump ethtool bpftool nftables libcap2-bin
+fi
+# <<< eBPF toolchain <<<
+
 say "done ($what)"

@@ -1,0 +1,703 @@
+//! The node-level takeover as the controller sees it: one small trait, [`NodeTakeover`]
+//! (`acquire`, `release`, `verify`, `announce`), whose calls return a [`Timeline`] of the steps
+//! they took and how long each lasted, so the controller can export per-step timings and can
+//! be tested against a fake without root. [`NodeExecutor`] is the real implementation.
+//!
+//! Order of the steps, and why:
+//! * acquire: (optional DAD, first acquire only) → guard to owner → address add → first
+//!   announcement round → first tickle round. The guard opens before the address exists so
+//!   that the first ARP request after the add is answered; announcing before tickling makes
+//!   the clients' neighbour entries point here before their duplicate ACKs are sent, so those
+//!   reach this node and meet its RST. Later announcement and tickle rounds run in background
+//!   tasks so `acquire` returns after the first round.
+//! * release: stop background rounds → guard to fenced → destroy local sockets (their RSTs
+//!   still leave: XDP sees only ingress) → address remove.
+//!
+//! A failed step stops the call; the error carries the timeline so far. The controller is
+//! expected to `release` after a failed `acquire`: every step is idempotent.
+//!
+//! On agent exit: dropping the executor stops the background rounds and detaches the eBPF
+//! programs (their links are owned by this process, not pinned), and the same happens when the
+//! process is killed. The address is interface state and stays until removed; a clean stop
+//! therefore calls `release` first. See `guard.rs` for why a killed agent's address is left.
+
+use std::{
+    future::Future,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+use crate::{
+    address::{AddressError, AddressManager, AddressPresence, OverlayAddress},
+    announce::{self, AnnounceError, AnnouncePolicy, Announcer, ArpListener, lock},
+    caps::{self, CapsError},
+    conn_track::{ConnTracker, Connection},
+    guard::{Counters, GuardError, VipGuard, XdpAttachMode},
+    sock_destroy::{SockDestroyError, SockDestroyer},
+    tickle::Tickler,
+};
+
+/// How long `acquire` waits for an added address to become local before it fails.
+const LOCAL_WAIT_LIMIT: Duration = Duration::from_millis(500);
+
+/// Optional duplicate-address detection before the first acquire (IPv4, ARP probes).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DadPolicy {
+    pub probes: u32,
+    /// Time between probes, and how long to listen after the last one.
+    pub interval: Duration,
+}
+
+impl Default for DadPolicy {
+    fn default() -> Self {
+        Self {
+            probes: 2,
+            interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// How often the tickle ACKs go out after an acquire.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TicklePolicy {
+    /// Rounds in all; the first is sent inline.
+    pub rounds: u32,
+    /// Between rounds. Clients answer at most one tickle per 500 ms (`tcp_invalid_ratelimit`),
+    /// so repeats only matter when a round was lost.
+    pub spacing: Duration,
+}
+
+impl Default for TicklePolicy {
+    fn default() -> Self {
+        Self {
+            rounds: 3,
+            spacing: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Everything the node executor needs to know.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeConfig {
+    pub interface: String,
+    pub addresses: Vec<OverlayAddress>,
+    /// Server ports whose connections `conn_track` keeps (the SQL Server port).
+    pub tracked_ports: Vec<u16>,
+    pub announce: AnnouncePolicy,
+    pub tickle: TicklePolicy,
+    pub dad: Option<DadPolicy>,
+    /// Load `vip_guard` and `conn_track`. Off, the node still moves the address but cannot
+    /// fence it or track connections (tickles then only go to peers' lists).
+    pub ebpf: bool,
+    pub xdp_mode: XdpAttachMode,
+    pub max_tracked_connections: u32,
+}
+
+impl NodeConfig {
+    pub fn new(interface: &str, addresses: Vec<OverlayAddress>) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            addresses,
+            tracked_ports: vec![1433],
+            announce: AnnouncePolicy::default(),
+            tickle: TicklePolicy::default(),
+            dad: None,
+            ebpf: true,
+            xdp_mode: XdpAttachMode::default(),
+            max_tracked_connections: tdsvip_ebpf_common::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Acquire,
+    Release,
+    Verify,
+    Announce,
+}
+
+/// One step of a takeover; the names are the metric label values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Duplicate-address detection.
+    Dad,
+    /// The `vip_guard` map write(s).
+    Ebpf,
+    /// Netlink address add / remove / check.
+    Address,
+    /// Gratuitous ARP / unsolicited NA, first round.
+    Garp,
+    /// Tickle ACKs, first round.
+    Tickle,
+    /// SOCK_DESTROY of local sockets on the address.
+    SockDestroy,
+}
+
+impl StepKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Dad => "dad",
+            Self::Ebpf => "ebpf",
+            Self::Address => "address",
+            Self::Garp => "garp",
+            Self::Tickle => "tickle",
+            Self::SockDestroy => "sock_destroy",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    pub kind: StepKind,
+    /// From the start of the call to the start of this step.
+    pub offset: Duration,
+    pub duration: Duration,
+    /// What the step did ("3 addresses", "12 sent"), or the error.
+    pub detail: String,
+    pub ok: bool,
+}
+
+/// The steps of one call, in order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Timeline {
+    pub action: Action,
+    pub steps: Vec<Step>,
+    pub total: Duration,
+    #[serde(skip)]
+    started: Option<Instant>,
+}
+
+impl Timeline {
+    pub fn new(action: Action) -> Self {
+        Self {
+            action,
+            steps: Vec::new(),
+            total: Duration::ZERO,
+            started: Some(Instant::now()),
+        }
+    }
+
+    fn origin(&self) -> Instant {
+        self.started.unwrap_or_else(Instant::now)
+    }
+
+    /// Runs `f` as step `kind` and records it; the error, if any, is returned as is.
+    pub fn step<T, E: std::fmt::Display>(
+        &mut self,
+        kind: StepKind,
+        f: impl FnOnce() -> Result<(T, String), E>,
+    ) -> Result<T, E> {
+        let start = Instant::now();
+        let result = f();
+        self.record(kind, start, result)
+    }
+
+    /// [`Timeline::step`] for async steps.
+    pub async fn step_async<T, E: std::fmt::Display>(
+        &mut self,
+        kind: StepKind,
+        f: impl Future<Output = Result<(T, String), E>>,
+    ) -> Result<T, E> {
+        let start = Instant::now();
+        let result = f.await;
+        self.record(kind, start, result)
+    }
+
+    fn record<T, E: std::fmt::Display>(
+        &mut self,
+        kind: StepKind,
+        start: Instant,
+        result: Result<(T, String), E>,
+    ) -> Result<T, E> {
+        let end = Instant::now();
+        let (value, detail, ok) = match result {
+            Ok((value, detail)) => (Ok(value), detail, true),
+            Err(err) => {
+                let detail = err.to_string();
+                (Err(err), detail, false)
+            }
+        };
+        self.steps.push(Step {
+            kind,
+            offset: start.saturating_duration_since(self.origin()),
+            duration: end.saturating_duration_since(start),
+            detail,
+            ok,
+        });
+        self.total = end.saturating_duration_since(self.origin());
+        value
+    }
+
+    pub fn duration_of(&self, kind: StepKind) -> Option<Duration> {
+        self.steps
+            .iter()
+            .find(|step| step.kind == kind)
+            .map(|step| step.duration)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Caps(#[from] CapsError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error(transparent)]
+    Announce(#[from] AnnounceError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error(transparent)]
+    SockDestroy(#[from] SockDestroyError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("eBPF is disabled in the configuration")]
+    EbpfDisabled,
+}
+
+/// A call that stopped at a failed step, with the steps it took.
+#[derive(Debug, Error)]
+#[error("{action:?} failed: {error}")]
+pub struct TakeoverFailure {
+    pub action: Action,
+    pub error: NodeError,
+    pub timeline: Timeline,
+}
+
+fn fail(timeline: Timeline, error: impl Into<NodeError>) -> TakeoverFailure {
+    TakeoverFailure {
+        action: timeline.action,
+        error: error.into(),
+        timeline,
+    }
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Verification {
+    /// Every address present as configured and (with eBPF) the guard passing it.
+    pub owned: bool,
+    pub addresses: Vec<(IpAddr, AddressPresence)>,
+    /// Guard state per address: `Some(true)` passing, `Some(false)` fenced, `None` eBPF off.
+    pub guard: Vec<(IpAddr, Option<bool>)>,
+    pub timeline: Timeline,
+}
+
+/// Node-level takeover of the overlay address. Every call is idempotent.
+pub trait NodeTakeover {
+    /// Take the address: fence off, address on, announce, tickle the clients of
+    /// `peer_connections` (handed over by peers) and of the local tracker.
+    fn acquire(
+        &mut self,
+        peer_connections: &[Connection],
+    ) -> impl Future<Output = Result<Timeline, TakeoverFailure>> + Send;
+
+    /// Give the address up: fence on, local sockets reset, address off.
+    fn release(&mut self) -> impl Future<Output = Result<Timeline, TakeoverFailure>> + Send;
+
+    /// Check that the node's state is what the last call left.
+    fn verify(&mut self) -> impl Future<Output = Result<Verification, TakeoverFailure>> + Send;
+
+    /// One announcement round now (e.g. after a link flap while owning).
+    fn announce(&mut self) -> impl Future<Output = Result<Timeline, TakeoverFailure>> + Send;
+}
+
+/// The real executor: netlink, pnet, eBPF and raw sockets on one interface. All its sockets
+/// and programs bind to the network namespace of the thread that calls [`NodeExecutor::new`].
+pub struct NodeExecutor {
+    config: NodeConfig,
+    ips: Vec<IpAddr>,
+    addresses: AddressManager,
+    announcer: Arc<Mutex<Announcer>>,
+    arp_listener: Option<ArpListener>,
+    tickler: Arc<Tickler>,
+    destroyer: SockDestroyer,
+    // The tracker's maps come from the guard's object: drop the tracker first.
+    tracker: Option<ConnTracker>,
+    guard: Option<VipGuard>,
+    background: Vec<JoinHandle<()>>,
+    dad_done: bool,
+}
+
+impl Drop for NodeExecutor {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}
+
+impl NodeExecutor {
+    /// Checks capabilities, opens every socket, loads and attaches the eBPF programs with
+    /// every address fenced. Must run inside a tokio runtime.
+    pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
+        let needed = if config.ebpf {
+            caps::REQUIRED_WITH_EBPF
+        } else {
+            caps::REQUIRED_WITHOUT_EBPF
+        };
+        caps::check(needed)?;
+        if config.addresses.is_empty() {
+            return Err(NodeError::Config("no overlay address configured".into()));
+        }
+        for address in &config.addresses {
+            address.validate(&config.interface)?;
+        }
+        let interface = announce::find_interface(&config.interface)?;
+        let ifindex = interface.index;
+        let ips: Vec<IpAddr> = config.addresses.iter().map(|a| a.ip).collect();
+        let addresses = AddressManager::new(&config.interface, ifindex)?;
+        let announcer = Arc::new(Mutex::new(Announcer::open(&interface)?));
+        let arp_listener = match &config.dad {
+            Some(_) => Some(ArpListener::open(ifindex).map_err(|source| NodeError::Io {
+                what: "ARP listener for duplicate-address detection",
+                source,
+            })?),
+            None => None,
+        };
+        let tickler = Arc::new(Tickler::open(&ips).map_err(|source| NodeError::Io {
+            what: "raw sockets for tickle ACKs",
+            source,
+        })?);
+        let destroyer = SockDestroyer::open()?;
+        let (guard, tracker) = if config.ebpf {
+            let mut guard =
+                VipGuard::attach(ifindex, config.xdp_mode, config.max_tracked_connections)?;
+            for ip in &ips {
+                guard.register(*ip, false)?;
+            }
+            let tracker =
+                ConnTracker::attach(&mut guard, &config.interface, &config.tracked_ports)?;
+            (Some(guard), Some(tracker))
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            config,
+            ips,
+            addresses,
+            announcer,
+            arp_listener,
+            tickler,
+            destroyer,
+            tracker,
+            guard,
+            background: Vec::new(),
+            dad_done: false,
+        })
+    }
+
+    pub const fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// `vip_guard`'s counters for one address.
+    pub fn counters(&self, ip: IpAddr) -> Result<Counters, NodeError> {
+        let guard = self.guard.as_ref().ok_or(NodeError::EbpfDisabled)?;
+        Ok(guard.counters(ip)?)
+    }
+
+    /// The connections `conn_track` currently knows (what a peer would be handed).
+    pub fn tracked_connections(&self) -> Result<Vec<Connection>, NodeError> {
+        let tracker = self.tracker.as_ref().ok_or(NodeError::EbpfDisabled)?;
+        Ok(tracker
+            .connections()
+            .into_iter()
+            .map(|tracked| tracked.connection)
+            .collect())
+    }
+
+    fn stop_background(&mut self) {
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+    }
+
+    fn set_guard(&mut self, owner: bool) -> Result<(Option<()>, String), GuardError> {
+        match &mut self.guard {
+            None => Ok((None, "eBPF disabled".into())),
+            Some(guard) => {
+                for ip in &self.ips {
+                    guard.set_owner(*ip, owner)?;
+                }
+                let state = if owner { "owner" } else { "fenced" };
+                Ok((Some(()), format!("{} address(es) {state}", self.ips.len())))
+            }
+        }
+    }
+
+    /// The connections to tickle: the tracker's and the peers', for our addresses, once each.
+    fn tickle_targets(&self, peer_connections: &[Connection]) -> Vec<Connection> {
+        let mut targets: Vec<Connection> = self
+            .tracker
+            .as_ref()
+            .map(|tracker| {
+                tracker
+                    .connections()
+                    .into_iter()
+                    .map(|tracked| tracked.connection)
+                    .collect()
+            })
+            .unwrap_or_default();
+        targets.extend_from_slice(peer_connections);
+        targets.retain(|c| self.ips.contains(&c.server.ip()));
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+
+    async fn detect_duplicates(&mut self) -> Result<String, NodeError> {
+        let (Some(policy), Some(listener)) = (&self.config.dad, &self.arp_listener) else {
+            return Ok("not configured".into());
+        };
+        let mut checked = 0;
+        for address in &self.config.addresses {
+            let IpAddr::V4(ip) = address.ip else { continue };
+            // Our own leftover address (agent restart) would answer our probe: skip it.
+            if self.addresses.presence(address).await? != AddressPresence::Absent {
+                continue;
+            }
+            listener
+                .detect(&self.announcer, ip, policy.probes, policy.interval)
+                .await?;
+            checked += 1;
+        }
+        Ok(format!("{checked} IPv4 address(es) probed, no duplicate"))
+    }
+
+    fn spawn_later_rounds(&mut self, tickle_targets: Vec<Connection>) {
+        let policy = self.config.announce.clone();
+        let later = policy.later_rounds();
+        let announcer = Arc::clone(&self.announcer);
+        let ips = self.ips.clone();
+        let start = tokio::time::Instant::now();
+        if !later.is_empty() || policy.refresh_interval.is_some() {
+            self.background.push(tokio::spawn(async move {
+                for offset in later {
+                    tokio::time::sleep_until(start + offset).await;
+                    if let Err(err) = lock(&announcer).announce(&ips) {
+                        tracing::warn!(%err, "announcement round failed");
+                    }
+                }
+                if let Some(every) = policy.refresh_interval {
+                    let mut ticker = tokio::time::interval_at(start + every, every);
+                    loop {
+                        ticker.tick().await;
+                        if let Err(err) = lock(&announcer).announce(&ips) {
+                            tracing::warn!(%err, "announcement refresh failed");
+                        }
+                    }
+                }
+            }));
+        }
+        let rounds = self.config.tickle.rounds;
+        let spacing = self.config.tickle.spacing;
+        if rounds > 1 && !tickle_targets.is_empty() {
+            let tickler = Arc::clone(&self.tickler);
+            self.background.push(tokio::spawn(async move {
+                for round in 1..rounds {
+                    tokio::time::sleep_until(start + spacing * round).await;
+                    let report = tickler.tickle(&tickle_targets);
+                    if report.failed > 0 {
+                        tracing::warn!(?report, "tickle round had failures");
+                    }
+                }
+            }));
+        }
+    }
+}
+
+impl NodeTakeover for NodeExecutor {
+    async fn acquire(
+        &mut self,
+        peer_connections: &[Connection],
+    ) -> Result<Timeline, TakeoverFailure> {
+        let mut timeline = Timeline::new(Action::Acquire);
+        self.stop_background();
+        if self.config.dad.is_some() && !self.dad_done {
+            let dad = self.detect_duplicates().await.map(|detail| ((), detail));
+            if let Err(err) = timeline.step(StepKind::Dad, || dad) {
+                return Err(fail(timeline, err));
+            }
+            self.dad_done = true;
+        }
+        let guard = self.set_guard(true);
+        if let Err(err) = timeline.step(StepKind::Ebpf, || guard) {
+            return Err(fail(timeline, err));
+        }
+        let added = timeline
+            .step_async(StepKind::Address, async {
+                for address in &self.config.addresses {
+                    self.addresses.add(address).await?;
+                }
+                // Announcing an address the kernel does not serve yet would send clients to
+                // a node that drops their packets (IPv6; see wait_until_local).
+                for ip in &self.ips {
+                    self.addresses
+                        .wait_until_local(*ip, LOCAL_WAIT_LIMIT)
+                        .await?;
+                }
+                Ok::<_, AddressError>(((), format!("{} address(es) added", self.ips.len())))
+            })
+            .await;
+        if let Err(err) = added {
+            return Err(fail(timeline, err));
+        }
+        let announced = timeline.step(StepKind::Garp, || {
+            lock(&self.announcer).announce(&self.ips).map(|report| {
+                let detail = format!("{} ARP, {} NA frames", report.arp_frames, report.na_frames);
+                ((), detail)
+            })
+        });
+        if let Err(err) = announced {
+            return Err(fail(timeline, err));
+        }
+        let targets = self.tickle_targets(peer_connections);
+        let tickled = timeline.step(StepKind::Tickle, || {
+            let report = self.tickler.tickle(&targets);
+            let detail = format!(
+                "{} sent, {} skipped, {} failed",
+                report.sent, report.skipped, report.failed
+            );
+            Ok::<_, NodeError>(((), detail))
+        });
+        if let Err(err) = tickled {
+            return Err(fail(timeline, err));
+        }
+        self.spawn_later_rounds(targets);
+        Ok(timeline)
+    }
+
+    async fn release(&mut self) -> Result<Timeline, TakeoverFailure> {
+        let mut timeline = Timeline::new(Action::Release);
+        self.stop_background();
+        let guard = self.set_guard(false);
+        if let Err(err) = timeline.step(StepKind::Ebpf, || guard) {
+            return Err(fail(timeline, err));
+        }
+        let destroyed = timeline.step(StepKind::SockDestroy, || {
+            let mut total = crate::sock_destroy::DestroyReport::default();
+            for ip in &self.ips {
+                let report = self.destroyer.destroy_local(*ip)?;
+                total.found += report.found;
+                total.destroyed += report.destroyed;
+                total.vanished += report.vanished;
+                total.failed += report.failed;
+            }
+            let detail = format!(
+                "{} found, {} destroyed, {} gone, {} failed",
+                total.found, total.destroyed, total.vanished, total.failed
+            );
+            Ok::<_, SockDestroyError>(((), detail))
+        });
+        if let Err(err) = destroyed {
+            return Err(fail(timeline, err));
+        }
+        let removed = timeline
+            .step_async(StepKind::Address, async {
+                for address in &self.config.addresses {
+                    self.addresses.remove(address).await?;
+                }
+                Ok::<_, AddressError>(((), format!("{} address(es) removed", self.ips.len())))
+            })
+            .await;
+        if let Err(err) = removed {
+            return Err(fail(timeline, err));
+        }
+        if let Some(tracker) = &mut self.tracker {
+            for ip in &self.ips {
+                tracker.forget(*ip);
+            }
+        }
+        Ok(timeline)
+    }
+
+    async fn verify(&mut self) -> Result<Verification, TakeoverFailure> {
+        let mut timeline = Timeline::new(Action::Verify);
+        let mut addresses = Vec::new();
+        let checked = timeline
+            .step_async(StepKind::Address, async {
+                for address in &self.config.addresses {
+                    addresses.push((address.ip, self.addresses.presence(address).await?));
+                }
+                Ok::<_, AddressError>(((), format!("{} address(es) checked", addresses.len())))
+            })
+            .await;
+        if let Err(err) = checked {
+            return Err(fail(timeline, err));
+        }
+        let mut guard_states = Vec::new();
+        let guard_checked = timeline.step(StepKind::Ebpf, || {
+            for ip in &self.ips {
+                let state = match &self.guard {
+                    Some(guard) => guard.is_owner(*ip)?,
+                    None => None,
+                };
+                guard_states.push((*ip, state));
+            }
+            Ok::<_, GuardError>(((), format!("{guard_states:?}")))
+        });
+        if let Err(err) = guard_checked {
+            return Err(fail(timeline, err));
+        }
+        let owned = addresses
+            .iter()
+            .all(|(_, presence)| *presence == AddressPresence::AsConfigured)
+            && guard_states
+                .iter()
+                .all(|(_, state)| self.guard.is_none() || *state == Some(true));
+        Ok(Verification {
+            owned,
+            addresses,
+            guard: guard_states,
+            timeline,
+        })
+    }
+
+    async fn announce(&mut self) -> Result<Timeline, TakeoverFailure> {
+        let mut timeline = Timeline::new(Action::Announce);
+        let announced = timeline.step(StepKind::Garp, || {
+            lock(&self.announcer).announce(&self.ips).map(|report| {
+                let detail = format!("{} ARP, {} NA frames", report.arp_frames, report.na_frames);
+                ((), detail)
+            })
+        });
+        match announced {
+            Ok(()) => Ok(timeline),
+            Err(err) => Err(fail(timeline, err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_records_steps_in_order_with_errors() {
+        let mut timeline = Timeline::new(Action::Acquire);
+        let ok: Result<u8, String> = timeline.step(StepKind::Ebpf, || Ok((7, "one".into())));
+        assert_eq!(ok, Ok(7));
+        let err: Result<(), String> = timeline.step(StepKind::Address, || Err("boom".to_owned()));
+        assert_eq!(err, Err("boom".to_owned()));
+        assert_eq!(timeline.steps.len(), 2);
+        assert_eq!(timeline.steps[0].kind, StepKind::Ebpf);
+        assert!(timeline.steps[0].ok);
+        assert_eq!(timeline.steps[1].detail, "boom");
+        assert!(!timeline.steps[1].ok);
+        assert!(timeline.steps[1].offset >= timeline.steps[0].offset);
+        assert!(timeline.total >= timeline.steps[1].offset);
+        let json = serde_json::to_value(&timeline).unwrap();
+        assert_eq!(json["action"], "acquire");
+        assert_eq!(json["steps"][1]["kind"], "address");
+    }
+}

@@ -1,0 +1,207 @@
+//! The node data plane for real: network namespaces, the kernel's ARP/ND and TCP, and the eBPF
+//! programs loaded into the kernel. Needs root (CI runs as root); each test builds its own lab
+//! (see `support`), removed when the test ends or fails.
+
+mod support;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use support::{Host, Lab, in_netns};
+use tdsvip_node::{
+    Connection, NodeConfig, NodeExecutor, NodeTakeover, OverlayAddress, StepKind,
+    address::AddressPresence, executor::DadPolicy,
+};
+
+const PORT: u16 = 1433;
+
+fn config(lab: &Lab, v6: bool) -> NodeConfig {
+    NodeConfig::new("eth0", vec![OverlayAddress::host(lab.vip(v6))])
+}
+
+fn executor(host: &Host, config: NodeConfig) -> NodeExecutor {
+    in_netns(&host.ns, || NodeExecutor::new(config)).expect("node executor")
+}
+
+/// A dual-stack listener on [::]:1433 in `host` that greets every connection with `name` and
+/// keeps it open (idle) until the test ends. Dual-stack on purpose: IPv4 clients then arrive
+/// on IPv6 sockets with mapped addresses, the case SOCK_DESTROY must also find.
+fn serve(host: &Host, name: &'static str) {
+    let listener = in_netns(&host.ns, || TcpListener::bind(("::", PORT))).expect("listen");
+    thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.write_all(name.as_bytes());
+            open.push(stream);
+        }
+    });
+}
+
+/// Connects from the client namespace and returns the stream and the server's greeting.
+fn connect(lab: &Lab, ip: IpAddr) -> std::io::Result<(TcpStream, String)> {
+    let mut stream = in_netns(&lab.client.ns, || {
+        TcpStream::connect_timeout(&SocketAddr::new(ip, PORT), Duration::from_millis(500))
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut greeting = [0u8; 1];
+    stream.read_exact(&mut greeting)?;
+    Ok((stream, String::from_utf8_lossy(&greeting).into_owned()))
+}
+
+/// Waits in a thread for the stream to end; the receiver gets how it ended and when.
+fn watch(stream: TcpStream) -> mpsc::Receiver<(ErrorKind, Instant)> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut stream = stream;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = [0u8; 16];
+        let kind = match stream.read(&mut buf) {
+            Ok(0) => ErrorKind::UnexpectedEof,
+            Ok(_) => ErrorKind::InvalidData,
+            Err(err) => err.kind(),
+        };
+        let _ = tx.send((kind, Instant::now()));
+    });
+    rx
+}
+
+/// Polls until the client's neighbour entry for `ip` is `mac`, up to `limit`.
+async fn wait_for_neighbour(lab: &Lab, ip: IpAddr, mac: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if lab.client_neighbour(ip).as_deref() == Some(mac) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// Acquire on A, move to B by announcements alone, new connections land on B, and A's guard
+/// keeps A silent for the address even after it is re-added there by hand.
+async fn move_between_nodes(subnet: u8, v6: bool) {
+    let lab = Lab::new(subnet);
+    let vip = lab.vip(v6);
+    let mut a = executor(&lab.a, config(&lab, v6));
+    let mut b = executor(&lab.b, config(&lab, v6));
+    serve(&lab.a, "A");
+    serve(&lab.b, "B");
+
+    let timeline = a.acquire(&[]).await.expect("acquire on A");
+    for kind in [
+        StepKind::Ebpf,
+        StepKind::Address,
+        StepKind::Garp,
+        StepKind::Tickle,
+    ] {
+        assert!(
+            timeline.duration_of(kind).is_some(),
+            "{kind:?} missing: {timeline:?}"
+        );
+    }
+    assert!(a.verify().await.unwrap().owned);
+    let (_first, greeting) = connect(&lab, vip).expect("client reaches A through the VIP");
+    assert_eq!(greeting, "A");
+    assert_eq!(
+        lab.client_neighbour(vip).as_deref(),
+        Some(lab.a.mac.as_str())
+    );
+
+    a.release().await.expect("release on A");
+    let verification = a.verify().await.unwrap();
+    assert!(!verification.owned);
+    assert_eq!(verification.addresses[0].1, AddressPresence::Absent);
+    assert_eq!(verification.guard[0].1, Some(false));
+
+    b.acquire(&[]).await.expect("acquire on B");
+    // The client sends nothing to the address meanwhile: only B's announcements can move the
+    // entry. The default policy repeats past the 1 s ARP locktime, hence the 1.5 s bound.
+    let moved = wait_for_neighbour(&lab, vip, &lab.b.mac, Duration::from_millis(1500)).await;
+    assert!(
+        moved.is_some(),
+        "client's entry for {vip} still {:?}, B is {}",
+        lab.client_neighbour(vip),
+        lab.b.mac
+    );
+    eprintln!("neighbour entry moved to B {moved:?} after B's acquire returned");
+    let (_second, greeting) = connect(&lab, vip).expect("client reaches B through the VIP");
+    assert_eq!(greeting, "B");
+
+    // Fence on A: re-add the address by hand, then try to reach A for it.
+    let prefix = if v6 { "128" } else { "32" };
+    let mut add = vec!["addr", "add"];
+    let with_prefix = format!("{vip}/{prefix}");
+    add.extend([with_prefix.as_str(), "dev", "eth0"]);
+    if v6 {
+        add.push("nodad");
+    }
+    lab.a.ip(&add);
+    let before = a.counters(vip).unwrap();
+    // Resolution by broadcast / multicast: only B may answer.
+    lab.client.ip(&["neigh", "flush", "dev", "eth0"]);
+    let (_third, greeting) = connect(&lab, vip).expect("client reaches B after a fresh resolution");
+    assert_eq!(greeting, "B");
+    assert_eq!(
+        lab.client_neighbour(vip).as_deref(),
+        Some(lab.b.mac.as_str())
+    );
+    if !v6 {
+        let (_, out) = lab.client.exec(&[
+            "arping",
+            "-c",
+            "3",
+            "-w",
+            "2",
+            "-I",
+            "eth0",
+            &vip.to_string(),
+        ]);
+        assert!(
+            out.to_lowercase().contains(&lab.b.mac),
+            "B must answer: {out}"
+        );
+        assert!(
+            !out.to_lowercase().contains(&lab.a.mac),
+            "A answered ARP: {out}"
+        );
+    }
+    // Straight at A's MAC: without the guard A would accept, since it has the address again.
+    lab.client.ip(&[
+        "neigh",
+        "replace",
+        &vip.to_string(),
+        "lladdr",
+        &lab.a.mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    assert!(
+        connect(&lab, vip).is_err(),
+        "A accepted a connection while fenced"
+    );
+    let after = a.counters(vip).unwrap();
+    assert!(
+        after.dropped_packets > before.dropped_packets,
+        "drop counter did not move: {before:?} -> {after:?}"
+    );
+    assert!(after.dropped_bytes > before.dropped_bytes);
+    eprintln!("A's guard counters for {vip}: {before:?} -> {after:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ipv4_address_moves_by_garp_and_fenced_node_stays_silent() {
+    move_between_nodes(11, false).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ipv6_address_moves_by_unsolicited_na_and_fenced_node_stays_silent() {
+    move_between_nodes(12, true).await;
+}
