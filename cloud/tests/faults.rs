@@ -41,11 +41,21 @@ fn write_call(table: &TableClaim) -> &tdsvip_cloud::CallRecord {
 /// A world with 4 tables routed to node b, and an executor for node a that talks through a
 /// proxy applying `rules`. Small backoffs keep the tests quick; the logic is the same.
 async fn setup(rules: impl FnOnce(&World) -> Vec<Rule>) -> (World, FaultProxy, RouteTableExecutor) {
+    setup_routed(true, rules).await
+}
+
+/// As `setup`; with `routed` false the overlay route exists in no table yet.
+async fn setup_routed(
+    routed: bool,
+    rules: impl FnOnce(&World) -> Vec<Rule>,
+) -> (World, FaultProxy, RouteTableExecutor) {
     let direct = setup_api(&moto().endpoint()).await;
     let world = World::build(direct.client(), 4).await;
-    world
-        .route_to(direct.client(), &world.tables, &world.b.eni)
-        .await;
+    if routed {
+        world
+            .route_to(direct.client(), &world.tables, &world.b.eni)
+            .await;
+    }
     let proxy = FaultProxy::start(moto_addr(), rules(&world)).await;
     let mut cfg = config(&proxy.endpoint(), &world.tables);
     cfg.call_timeout_ms = 500;
@@ -204,6 +214,51 @@ async fn a_refusal_is_not_retried_and_is_a_configuration_problem() {
         assert_eq!(report.tables.iter().filter(|t| t.points_here()).count(), 3);
         let text = report.to_string();
         assert!(text.contains("UnauthorizedOperation"), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_table_without_the_route_still_gets_it() {
+    bounded(LIMIT, async {
+        // The read before the write fails (it has one attempt: it is informational), so the
+        // executor does not know the route is missing, tries ReplaceRoute, gets moto's real
+        // "no route ... Use CreateRoute instead" refusal, and switches to CreateRoute.
+        let (world, proxy, executor) = setup_routed(false, |w| {
+            vec![Rule {
+                action: "DescribeRouteTables",
+                table: Some(w.tables[1].clone()),
+                fault: Fault::Error {
+                    status: 500,
+                    code: "InternalError",
+                },
+                times: 1,
+            }]
+        })
+        .await;
+        let report = executor.claim().await;
+        assert!(report.all_point_here(), "{report}");
+        let table = &report.tables[1];
+        assert_eq!(table.before, None);
+        let ops: Vec<(Operation, CallResult)> = table
+            .calls
+            .iter()
+            .map(|c| (c.operation, c.result))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                (Operation::DescribeRouteTables, CallResult::ServerError),
+                (Operation::ReplaceRoute, CallResult::Rejected),
+                (Operation::CreateRoute, CallResult::Ok),
+                (Operation::DescribeRouteTables, CallResult::Ok),
+            ]
+        );
+        assert!(table.error.is_none());
+        assert_eq!(proxy.count("DescribeRouteTables", &world.tables[1]), 2);
+        // The tables whose read worked went straight to CreateRoute.
+        assert_eq!(proxy.count("ReplaceRoute", &world.tables[0]), 0);
+        assert_eq!(proxy.count("CreateRoute", &world.tables[0]), 1);
     })
     .await;
 }
