@@ -84,6 +84,8 @@ need_rust_component 1.95.0 rustfmt clippy
 # Independent TDS clients that check tds-sim: FreeTDS tsql and python-tds.
 need_apt freetds-bin
 need_pip pytds python-tds
+# moto's EC2 server stands in for the AWS API in the cloud tests and benchmarks.
+need_pip moto.server 'moto[server]>=5.2,<6'
 
 if [ "$what" = fuzz ] || [ "$what" = all ] || [ "$what" = tests ]; then
   # Fuzzing: cargo-fuzz drives libFuzzer on the nightly toolchain already on the machine.
