@@ -409,11 +409,7 @@ impl NodeExecutor {
     /// The connections `conn_track` currently knows (what a peer would be handed).
     pub fn tracked_connections(&self) -> Result<Vec<Connection>, NodeError> {
         let tracker = self.tracker.as_ref().ok_or(NodeError::EbpfDisabled)?;
-        Ok(tracker
-            .connections()
-            .into_iter()
-            .map(|tracked| tracked.connection)
-            .collect())
+        Ok(tracker.connection_keys())
     }
 
     fn stop_background(&mut self) {
@@ -441,11 +437,8 @@ impl NodeExecutor {
             .tracker
             .as_ref()
             .map(|tracker| {
-                tracker
-                    .connections()
-                    .into_iter()
-                    .map(|tracked| tracked.connection)
-                    .collect()
+                // Keys only: they hold addresses and ports, and skip a lookup per entry.
+                tracker.connection_keys()
             })
             .unwrap_or_default();
         targets.extend_from_slice(peer_connections);
@@ -524,14 +517,17 @@ impl NodeTakeover for NodeExecutor {
         let mut timeline = Timeline::new(Action::Acquire);
         self.stop_background();
         if self.config.dad.is_some() && !self.dad_done {
-            let dad = self.detect_duplicates().await.map(|detail| ((), detail));
-            if let Err(err) = timeline.step(StepKind::Dad, || dad) {
+            let dad = timeline
+                .step_async(StepKind::Dad, async {
+                    self.detect_duplicates().await.map(|detail| ((), detail))
+                })
+                .await;
+            if let Err(err) = dad {
                 return Err(fail(timeline, err));
             }
             self.dad_done = true;
         }
-        let guard = self.set_guard(true);
-        if let Err(err) = timeline.step(StepKind::Ebpf, || guard) {
+        if let Err(err) = timeline.step(StepKind::Ebpf, || self.set_guard(true)) {
             return Err(fail(timeline, err));
         }
         let added = timeline
@@ -561,8 +557,11 @@ impl NodeTakeover for NodeExecutor {
         if let Err(err) = announced {
             return Err(fail(timeline, err));
         }
-        let targets = self.tickle_targets(peer_connections);
+        let mut targets = Vec::new();
         let tickled = timeline.step(StepKind::Tickle, || {
+            // Reading the tracker is part of the step: with many connections it is a good
+            // share of it.
+            targets = self.tickle_targets(peer_connections);
             let report = self.tickler.tickle(&targets);
             let detail = format!(
                 "{} sent, {} skipped, {} failed",
@@ -580,8 +579,7 @@ impl NodeTakeover for NodeExecutor {
     async fn release(&mut self) -> Result<Timeline, TakeoverFailure> {
         let mut timeline = Timeline::new(Action::Release);
         self.stop_background();
-        let guard = self.set_guard(false);
-        if let Err(err) = timeline.step(StepKind::Ebpf, || guard) {
+        if let Err(err) = timeline.step(StepKind::Ebpf, || self.set_guard(false)) {
             return Err(fail(timeline, err));
         }
         let destroyed = timeline.step(StepKind::SockDestroy, || {

@@ -6,7 +6,7 @@ mod support;
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
@@ -204,4 +204,143 @@ async fn ipv4_address_moves_by_garp_and_fenced_node_stays_silent() {
 #[tokio::test(flavor = "current_thread")]
 async fn ipv6_address_moves_by_unsolicited_na_and_fenced_node_stays_silent() {
     move_between_nodes(12, true).await;
+}
+
+/// Waits until A's `conn_track` lists the connection whose client end is `client`.
+async fn tracked(node: &NodeExecutor, client: SocketAddr) -> Connection {
+    let start = Instant::now();
+    loop {
+        let connections = node.tracked_connections().expect("tracker");
+        if let Some(found) = connections.iter().find(|c| c.client == client) {
+            return *found;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{client} not tracked; tracker has {connections:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A dies with idle client connections; B takes over with A's tracked list and its tickle ACKs
+/// reset the handed-over connection within 100 ms. A second connection that B is not told about
+/// stays open: the reset is the tickle's doing, not a side effect of the move.
+async fn tickles_reset_idle_clients(subnet: u8, v6: bool) {
+    let lab = Lab::new(subnet);
+    let vip = lab.vip(v6);
+    let mut a = executor(&lab.a, config(&lab, v6));
+    let mut b = executor(&lab.b, config(&lab, v6));
+    serve(&lab.a, "A");
+    serve(&lab.b, "B");
+    a.acquire(&[]).await.expect("acquire on A");
+    let (handed, greeting) = connect(&lab, vip).expect("first client connection");
+    assert_eq!(greeting, "A");
+    let (control, _) = connect(&lab, vip).expect("second client connection");
+
+    let handed_over = tracked(&a, handed.local_addr().unwrap()).await;
+    assert_eq!(handed_over.server, SocketAddr::new(vip, PORT));
+    tracked(&a, control.local_addr().unwrap()).await;
+
+    // A crashes: its link goes away without a word to the client.
+    lab.a.ip(&["link", "set", "eth0", "down"]);
+    let handed_end = watch(handed);
+    let control_end = watch(control);
+    let start = Instant::now();
+    let timeline = b.acquire(&[handed_over]).await.expect("acquire on B");
+    assert!(
+        timeline
+            .steps
+            .iter()
+            .any(|s| s.kind == StepKind::Tickle && s.detail.starts_with("1 sent")),
+        "{timeline:?}"
+    );
+    let (kind, at) = handed_end
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the handed-over connection was not reset");
+    assert_eq!(kind, ErrorKind::ConnectionReset);
+    let after = at.duration_since(start);
+    eprintln!("tickled connection reset {after:?} after B's acquire started");
+    assert!(after <= Duration::from_millis(100), "reset took {after:?}");
+    assert!(
+        control_end
+            .recv_timeout(Duration::from_millis(600))
+            .is_err(),
+        "the connection B was not told about ended too"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ipv4_tickle_acks_reset_clients_of_a_dead_owner_within_100ms() {
+    tickles_reset_idle_clients(13, false).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ipv6_tickle_acks_reset_clients_of_a_dead_owner_within_100ms() {
+    tickles_reset_idle_clients(14, true).await;
+}
+
+/// Releasing the address resets the owner's own client connections (SOCK_DESTROY), IPv4 on a
+/// dual-stack socket and IPv6 alike, and leaves the listener serving.
+#[tokio::test(flavor = "current_thread")]
+async fn release_resets_connections_to_the_releasing_owner() {
+    let lab = Lab::new(15);
+    let both = vec![
+        OverlayAddress::host(lab.vip(false)),
+        OverlayAddress::host(lab.vip(true)),
+    ];
+    let mut a = executor(&lab.a, NodeConfig::new("eth0", both));
+    serve(&lab.a, "A");
+    a.acquire(&[]).await.expect("acquire on A");
+    let (v4, _) = connect(&lab, lab.vip(false)).expect("IPv4 connection");
+    let (v6, _) = connect(&lab, lab.vip(true)).expect("IPv6 connection");
+    let ends = [watch(v4), watch(v6)];
+    let start = Instant::now();
+    let timeline = a.release().await.expect("release");
+    let destroyed = timeline
+        .steps
+        .iter()
+        .find(|s| s.kind == StepKind::SockDestroy)
+        .expect("sock_destroy step");
+    assert!(
+        destroyed.detail.starts_with("2 found, 2 destroyed"),
+        "{destroyed:?}"
+    );
+    for end in ends {
+        let (kind, at) = end
+            .recv_timeout(Duration::from_secs(2))
+            .expect("connection not reset at release");
+        assert_eq!(kind, ErrorKind::ConnectionReset);
+        assert!(at.duration_since(start) <= Duration::from_millis(100));
+    }
+    // The listener was not among the victims: after a new acquire it serves again.
+    a.acquire(&[]).await.expect("re-acquire");
+    let (_again, greeting) = connect(&lab, lab.vip(false)).expect("listener survived release");
+    assert_eq!(greeting, "A");
+}
+
+/// With duplicate-address detection, B refuses to take an address A still answers for, and
+/// names A's MAC; once A has released, B takes it.
+#[tokio::test(flavor = "current_thread")]
+async fn duplicate_address_detection_refuses_an_address_in_use() {
+    let lab = Lab::new(16);
+    let mut a = executor(&lab.a, config(&lab, false));
+    let mut with_dad = config(&lab, false);
+    with_dad.dad = Some(DadPolicy::default());
+    let mut b = executor(&lab.b, with_dad);
+    a.acquire(&[]).await.expect("acquire on A");
+    let failure = b
+        .acquire(&[])
+        .await
+        .expect_err("B acquired an address in use");
+    let message = failure.error.to_string();
+    assert!(message.contains(&lab.a.mac), "{message}");
+    assert_eq!(failure.timeline.steps.len(), 1);
+    assert_eq!(failure.timeline.steps[0].kind, StepKind::Dad);
+    assert!(!failure.timeline.steps[0].ok);
+    assert!(!b.verify().await.unwrap().owned);
+
+    a.release().await.expect("release on A");
+    let timeline = b.acquire(&[]).await.expect("B acquires once A let go");
+    assert!(timeline.steps[0].kind == StepKind::Dad && timeline.steps[0].ok);
+    assert!(b.verify().await.unwrap().owned);
 }
