@@ -15,6 +15,10 @@ fn main() {
     println!("cargo::rerun-if-env-changed={REQUIRE}");
     let required = env::var(REQUIRE).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
 
+    // A stale object from an earlier successful build must not stand in for a failed one.
+    let object = std::path::Path::new(&env::var("OUT_DIR").unwrap_or_default()).join("tdsvip-ebpf");
+    let _ = std::fs::remove_file(&object);
+
     let Some(ebpf_dir) = locate_ebpf_crate() else {
         fail(required, "ebpf/tdsvip-ebpf not found next to node/");
         return;
@@ -30,10 +34,9 @@ fn main() {
     unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     match aya_build::build_ebpf([package], aya_build::Toolchain::default()) {
         Ok(()) => {
-            let out = env::var("OUT_DIR").unwrap_or_default();
             // aya-build skips silently (returning Ok) under AYA_BUILD_SKIP; only a real object
             // enables the programs.
-            if std::path::Path::new(&out).join("tdsvip-ebpf").is_file() {
+            if object.is_file() {
                 println!("cargo::rustc-cfg=tdsvip_ebpf");
             } else {
                 fail(
@@ -66,4 +69,12 @@ fn fail(required: bool, reason: &str) {
          \"built without eBPF\" at run time): {reason}. Install the toolchain with deploy/setup.sh."
     );
     println!("cargo::rustc-env=TDSVIP_EBPF_BUILD_ERROR={reason}");
+    // Installing the toolchain later should be enough to get the programs on the next build:
+    // a watched path that does not exist yet keeps this script re-running until it does.
+    if let Some(home) = env::var_os("CARGO_HOME").or_else(|| {
+        env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo").into_os_string())
+    }) {
+        let linker = std::path::Path::new(&home).join("bin").join("bpf-linker");
+        println!("cargo::rerun-if-changed={}", linker.display());
+    }
 }

@@ -35,7 +35,7 @@ use crate::{
     address::{AddressError, AddressManager, AddressPresence, OverlayAddress},
     announce::{self, AnnounceError, AnnouncePolicy, Announcer, ArpListener, lock},
     caps::{self, CapsError},
-    conn_track::{ConnTracker, Connection},
+    conn_track::{ConnTracker, Connection, TrackedConnection},
     guard::{Counters, GuardError, VipGuard, XdpAttachMode},
     sock_destroy::{SockDestroyError, SockDestroyer},
     tickle::Tickler,
@@ -410,6 +410,12 @@ impl NodeExecutor {
     pub fn tracked_connections(&self) -> Result<Vec<Connection>, NodeError> {
         let tracker = self.tracker.as_ref().ok_or(NodeError::EbpfDisabled)?;
         Ok(tracker.connection_keys())
+    }
+
+    /// The tracked connections with the sequence and acknowledgement numbers last seen.
+    pub fn tracked_connection_states(&self) -> Result<Vec<TrackedConnection>, NodeError> {
+        let tracker = self.tracker.as_ref().ok_or(NodeError::EbpfDisabled)?;
+        Ok(tracker.connections())
     }
 
     fn stop_background(&mut self) {

@@ -240,6 +240,18 @@ async fn tickles_reset_idle_clients(subnet: u8, v6: bool) {
     let handed_over = tracked(&a, handed.local_addr().unwrap()).await;
     assert_eq!(handed_over.server, SocketAddr::new(vip, PORT));
     tracked(&a, control.local_addr().unwrap()).await;
+    // The tracker saw both directions: the client acknowledged the 1-byte greeting, so its
+    // last ACK is the server's next sequence number, and it has sent nothing itself.
+    let states = a.tracked_connection_states().unwrap();
+    let state = states
+        .iter()
+        .find(|t| t.connection == handed_over)
+        .expect("tracked state")
+        .state;
+    assert_eq!(state.client_ack, state.server_next_seq, "{state:?}");
+    assert_eq!(state.server_ack, state.client_next_seq, "{state:?}");
+    assert_ne!(state.server_next_seq, 0);
+    assert_ne!(state.last_seen_ns, 0);
 
     // A crashes: its link goes away without a word to the client.
     lab.a.ip(&["link", "set", "eth0", "down"]);
