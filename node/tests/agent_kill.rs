@@ -1,0 +1,163 @@
+//! What a killed agent leaves behind, as documented in `guard.rs` and the README: a child
+//! process (this test binary, running the ignored `agent_child` test) acquires the address on
+//! node A and is killed with SIGKILL. Its XDP and TC programs must be gone (they were held by
+//! its bpf_links), the address must still be there and serving, and a new executor must fence
+//! it again before anyone decides anything.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use support::{Lab, in_netns, sh_status};
+use tdsvip_node::{NodeConfig, NodeExecutor, NodeTakeover, OverlayAddress};
+
+const PORT: u16 = 1433;
+
+/// Run only as the child of `killed_agent_leaves_address_unguarded_until_restart`.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "helper process for killed_agent_leaves_address_unguarded_until_restart"]
+async fn agent_child() {
+    let ns = std::env::var("TDSVIP_CHILD_NS").expect("TDSVIP_CHILD_NS");
+    let vip = std::env::var("TDSVIP_CHILD_VIP").expect("TDSVIP_CHILD_VIP");
+    let config = NodeConfig::new("eth0", vec![OverlayAddress::host(vip.parse().unwrap())]);
+    let mut node = in_netns(&ns, || NodeExecutor::new(config)).expect("executor");
+    node.acquire(&[]).await.expect("acquire");
+    println!("acquired");
+    // Wait to be killed.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+fn xdp_attached(lab: &Lab) -> bool {
+    lab.a
+        .ip(&["link", "show", "dev", "eth0"])
+        .contains("prog/xdp")
+}
+
+/// The ids of the child's two programs: `vip_guard` from A's link, `conn_track` as the
+/// classifier sharing its maps (program names are global, lab namespaces are not).
+fn program_ids(lab: &Lab) -> (u64, u64) {
+    let link = lab.a.ip(&["-d", "link", "show", "dev", "eth0"]);
+    let xdp: u64 = link
+        .split("prog/xdp id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .expect("xdp program id on A's eth0");
+    let programs: serde_json::Value =
+        serde_json::from_str(&sh_status(&["bpftool", "-j", "prog", "show"]).1).unwrap();
+    let programs = programs.as_array().unwrap();
+    let maps_of = |id: u64| -> Vec<u64> {
+        programs
+            .iter()
+            .find(|p| p["id"] == id)
+            .and_then(|p| p["map_ids"].as_array())
+            .map(|ids| ids.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    let guard_maps = maps_of(xdp);
+    let tc = programs
+        .iter()
+        .filter(|p| p["name"] == "conn_track")
+        .filter_map(|p| p["id"].as_u64())
+        .find(|id| maps_of(*id).iter().any(|m| guard_maps.contains(m)))
+        .expect("conn_track sharing vip_guard's maps");
+    (xdp, tc)
+}
+
+fn loaded(id: u64) -> bool {
+    sh_status(&["bpftool", "prog", "show", "id", &id.to_string()]).0
+}
+
+fn reaches_a(lab: &Lab, target: SocketAddr) -> bool {
+    in_netns(&lab.client.ns, || {
+        TcpStream::connect_timeout(&target, Duration::from_millis(300))
+    })
+    .and_then(|mut stream| {
+        let mut greeting = [0u8; 1];
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        stream.read_exact(&mut greeting)
+    })
+    .is_ok()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn killed_agent_leaves_address_unguarded_until_restart() {
+    let lab = Lab::new(17);
+    let vip = lab.vip(false);
+    let target = SocketAddr::new(vip, PORT);
+    let listener = in_netns(&lab.a.ns, || TcpListener::bind(("::", PORT))).expect("listen");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut stream, b"A");
+        }
+    });
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "agent_child", "--nocapture"])
+        .env("TDSVIP_CHILD_NS", &lab.a.ns)
+        .env("TDSVIP_CHILD_VIP", vip.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the agent child");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let acquired = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line == "acquired");
+    // Keep draining so the child never dies of a broken pipe instead of the SIGKILL.
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(acquired, "child never acquired");
+    assert!(xdp_attached(&lab));
+    let (guard_id, tracker_id) = program_ids(&lab);
+    assert!(loaded(guard_id) && loaded(tracker_id));
+    assert!(reaches_a(&lab, target));
+
+    child.kill().expect("SIGKILL the agent");
+    child.wait().expect("reap the agent");
+    // The kernel detaches link-held programs when the last fd closes and frees them when
+    // nothing refers to them; both happen in the exit path, but allow them a moment.
+    let mut gone = false;
+    for _ in 0..100 {
+        if !xdp_attached(&lab) && !loaded(guard_id) && !loaded(tracker_id) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        gone,
+        "programs outlived the agent: xdp attached {}, loaded {} {}",
+        xdp_attached(&lab),
+        loaded(guard_id),
+        loaded(tracker_id)
+    );
+    let addresses = lab.a.ip(&["addr", "show", "dev", "eth0"]);
+    assert!(addresses.contains(&format!("{vip}/32")), "{addresses}");
+    assert!(
+        reaches_a(&lab, target),
+        "the left address should still serve"
+    );
+
+    // A restarted agent fences the leftover address at once...
+    let config = NodeConfig::new("eth0", vec![OverlayAddress::host(vip)]);
+    let mut restarted = in_netns(&lab.a.ns, || NodeExecutor::new(config)).expect("executor");
+    assert!(xdp_attached(&lab));
+    assert!(
+        !reaches_a(&lab, target),
+        "a restarted agent must fence before deciding"
+    );
+    assert!(restarted.counters(vip).unwrap().dropped_packets > 0);
+    // ...and its release removes it.
+    restarted.release().await.expect("release");
+    assert!(
+        !lab.a
+            .ip(&["addr", "show", "dev", "eth0"])
+            .contains(&format!("{vip}/32"))
+    );
+}
