@@ -22,6 +22,8 @@ pub mod config;
 mod ec2;
 pub mod error;
 pub mod identity;
+#[cfg(feature = "moto-harness")]
+pub mod moto;
 pub mod report;
 pub mod retry;
 pub mod route_table;
