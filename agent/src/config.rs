@@ -58,6 +58,9 @@ pub struct AgentConfig {
     pub ebpf: EbpfConfig,
     #[serde(default)]
     pub reconcile: ReconcileConfig,
+    /// `[cloud]`: route tables or secondary IP on AWS; absent on premises.
+    #[serde(default)]
+    pub cloud: Option<tdsvip_cloud::CloudConfig>,
 }
 
 /// `[sql]`: how the agent logs in to its local SQL Server.
@@ -347,6 +350,26 @@ impl AgentConfig {
                 ),
             ));
         }
+        if let Some(cloud) = &self.cloud {
+            v.extend(
+                cloud
+                    .validate()
+                    .into_iter()
+                    .map(|p| ConfigIssue::new(p.key, p.reason)),
+            );
+            if cloud.mode == tdsvip_cloud::Mode::Route
+                && !self
+                    .ags
+                    .iter()
+                    .flat_map(AgConfig::overlay_addresses)
+                    .any(|a| a.ip.is_ipv4())
+            {
+                v.push(ConfigIssue::new(
+                    "cloud.mode",
+                    "\"route\" moves IPv4 /32 routes, but no [[ag]] has an IPv4 address",
+                ));
+            }
+        }
         if self.reconcile.interval_ms < 100 {
             v.push(ConfigIssue::new(
                 "reconcile.interval_ms",
@@ -590,6 +613,36 @@ addresses = ["10.0.0.100"]
         if let Err(e) = AgentConfig::parse(text) {
             panic!("deploy/tdsvip.toml does not validate:\n{e}");
         }
+    }
+
+    #[test]
+    fn the_aws_example_config_is_valid() {
+        let text = include_str!("../../deploy/tdsvip-aws.toml");
+        let c = AgentConfig::parse(text).unwrap_or_else(|e| panic!("deploy/tdsvip-aws.toml:\n{e}"));
+        assert_eq!(c.cloud.map(|c| c.route_tables.len()), Some(2));
+    }
+
+    #[test]
+    fn cloud_section_problems_are_reported_with_the_rest() {
+        let text = format!(
+            "{MINIMAL}\n[cloud]\nprovider = \"aws\"\nroute_tables = [\"rtb-nothex\"]\ncall_timeout_ms = 1\n"
+        );
+        let got = issues(&text);
+        assert!(
+            got.iter().any(|g| g.starts_with("cloud.route_tables[0]: ")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|g| g.starts_with("cloud.call_timeout_ms: ")),
+            "{got:?}"
+        );
+        let got = issues(&format!("{MINIMAL}\n[cloud]\nprovider = \"gcp\"\n"));
+        assert!(got[0].starts_with("cloud.provider: "), "{got:?}");
+        let v6_only = MINIMAL.replace("10.0.0.100", "fd00::100");
+        let got = issues(&format!(
+            "{v6_only}\n[cloud]\nprovider = \"aws\"\nregion = \"us-east-1\"\nroute_tables = [\"rtb-0123456789abcdef0\"]\n"
+        ));
+        assert!(got.iter().any(|g| g.starts_with("cloud.mode: ")), "{got:?}");
     }
 
     #[test]

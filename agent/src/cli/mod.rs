@@ -2,6 +2,7 @@
 
 mod check_config;
 mod probe;
+mod routes;
 
 use std::process::ExitCode;
 
@@ -13,6 +14,9 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Validate a config file: print every problem as `KEY: reason` and exit 2, or exit 0.
     CheckConfig(check_config::CheckConfigArgs),
+    /// Show where the overlay IP's route points in every configured VPC route table; with
+    /// --claim, point them all at this node.
+    Routes(routes::RoutesArgs),
 }
 
 /// Exit code for bad arguments or configuration, as clap uses for usage errors.
@@ -22,6 +26,7 @@ pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Probe(args) => probe::run(args),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Routes(args) => routes::run(args),
     }
 }
 
