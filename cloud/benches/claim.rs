@@ -3,9 +3,8 @@
 //! does (without its `sleep 1` per table, which would only make it look worse).
 //!
 //! Each measured claim really moves the route: two executors (node a, node b) take the tables
-//! from each other in turn. Writes JSON to `$TDSVIP_BENCH_JSON`, the first argument, or
-//! `target/bench-claim.json` under the workspace root. Goal: 4 tables in parallel take under
-//! 1.5x the time of one table.
+//! from each other in turn. Writes JSON to `$TDSVIP_BENCH_DIR/claim.json` (default
+//! ~/.cache/tdsvip/bench). Goal: 4 tables in parallel take under 1.5x the time of one table.
 //!
 //! Two scenarios: moto directly, and moto behind the tests' proxy adding a fixed delay to every
 //! call (`TDSVIP_BENCH_LATENCY_MS`, default 50). moto spends its few milliseconds per call in
@@ -30,14 +29,16 @@ const RUNS: usize = 31;
 const GOAL: f64 = 1.5;
 
 fn output_path() -> PathBuf {
-    if let Ok(path) = std::env::var("TDSVIP_BENCH_JSON") {
-        return PathBuf::from(path);
-    }
-    // cargo passes `--bench` to harness-less benches; the first other argument is the path.
-    if let Some(path) = std::env::args().skip(1).find(|a| !a.starts_with("--")) {
-        return PathBuf::from(path);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-claim.json")
+    // Every benchmark of the workspace writes into one folder: `$TDSVIP_BENCH_DIR`, by
+    // default ~/.cache/tdsvip/bench (outside the clone, like the build).
+    let dir = std::env::var_os("TDSVIP_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache/tdsvip/bench")
+        });
+    std::fs::create_dir_all(&dir).expect("create the benchmark folder");
+    dir.join("claim.json")
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]

@@ -2,10 +2,9 @@
 //! announcement, `vip_guard` map flip, tickles and SOCK_DESTROY, first without client
 //! connections, then with 1,000 established connections tracked by `conn_track`.
 //!
-//! `cargo bench -p tdsvip-node` (root). Writes JSON with p50/p90/p99/max per step to the path
-//! in `TDSVIP_BENCH_JSON`, else the first non-flag argument, else
-//! `<target>/<profile>/tdsvip-node-bench.json`. `TDSVIP_BENCH_ITERATIONS` (default 300) sets
-//! the number of acquire/release cycles. Not a test: nothing here passes or fails on timing.
+//! `cargo bench -p tdsvip-node` (root). Writes JSON with p50/p90/p99/max per step to
+//! `$TDSVIP_BENCH_DIR/takeover.json` (default ~/.cache/tdsvip/bench).
+//! `TDSVIP_BENCH_ITERATIONS` (default 300) sets the number of acquire/release cycles. Not a test: nothing here passes or fails on timing.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -65,19 +64,16 @@ impl Samples {
 }
 
 fn output_path() -> PathBuf {
-    if let Ok(path) = std::env::var("TDSVIP_BENCH_JSON") {
-        return path.into();
-    }
-    if let Some(arg) = std::env::args().skip(1).find(|a| !a.starts_with('-')) {
-        return arg.into();
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    // <target>/<profile>/deps/takeover-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    profile_dir.join("tdsvip-node-bench.json")
+    // Every benchmark of the workspace writes into one folder: `$TDSVIP_BENCH_DIR`, by
+    // default ~/.cache/tdsvip/bench (outside the clone, like the build).
+    let dir = std::env::var_os("TDSVIP_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache/tdsvip/bench")
+        });
+    std::fs::create_dir_all(&dir).expect("create the benchmark folder");
+    dir.join("takeover.json")
 }
 
 fn raise_fd_limit() {
