@@ -6,7 +6,6 @@
 //! is not healthy, 2 bad arguments or configuration).
 
 mod cli;
-mod config;
 mod password;
 
 use std::process::ExitCode;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::EXIT_USAGE;
-use crate::config::AgentConfig;
+use tdsvip::config::AgentConfig;
 
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {

@@ -16,7 +16,7 @@ use tdsvip_cloud::{
 };
 
 use super::{EXIT_USAGE, usage_error};
-use crate::config::AgentConfig;
+use tdsvip::config::AgentConfig;
 
 #[derive(Debug, Args)]
 pub struct RoutesArgs {

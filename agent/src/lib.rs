@@ -1,0 +1,7 @@
+//! The tdsvip agent as a library: configuration and (with the agent issue) the controller,
+//! so that integration tests and the lab can drive them without the binary.
+//!
+//! The binary (`main.rs`, `cli/`) is a thin layer over this: it parses the command line and
+//! turns results into exit codes.
+
+pub mod config;
