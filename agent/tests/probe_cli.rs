@@ -2,10 +2,13 @@
 //! checking the JSON report, the human output and the exit codes (0 all ok, 1 any failure,
 //! 2 bad arguments).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Output;
 
-use serde_json::Value;
+use common::json;
+
 use tds_sim::{DbState, Role, SimConfig, SimHandle};
 
 async fn sim() -> SimHandle {
@@ -59,16 +62,6 @@ fn login_args(target: &str, pw: &std::path::Path, extra: &str) -> Vec<String> {
     ]);
     v.extend(extra.split_whitespace().map(str::to_owned));
     v
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,13 @@
 //! EC2 server on loopback, checking the report and the exit codes (0 every table points
 //! here, 1 not all do, 2 configuration problems).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Output;
 
-use serde_json::Value;
+use common::json;
+
 use tdsvip_cloud::moto::{OVERLAY, World, moto, route_target, setup_api};
 
 fn write_config(name: &str, endpoint: &str, eni: &str, tables: &[String]) -> PathBuf {
@@ -59,16 +62,6 @@ fn routes(config: &std::path::Path, extra: &str) -> Vec<String> {
     ];
     v.extend(extra.split_whitespace().map(str::to_owned));
     v
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,3 +35,18 @@ pub fn usage_error(arg: &str, reason: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {arg}: {reason}");
     ExitCode::from(EXIT_USAGE)
 }
+
+/// Runs a subcommand's async body on a single-threaded runtime: every subcommand is I/O-bound
+/// (the cloud claim's parallel calls interleave on one thread just as well).
+pub fn block_on(body: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(body),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -16,7 +16,7 @@ use tdsvip_probes::{
     AnyProbe, LatencySummary, LoginConfig, Mode, ProbeConfig, ProbeResult, Schedule, ScheduleConfig,
 };
 
-use super::usage_error;
+use super::{block_on, usage_error};
 use crate::password::{PASSWORD_ENV, password_from_env, read_password_file};
 
 #[derive(Debug, Args)]
@@ -119,17 +119,7 @@ impl ServerSummary {
 }
 
 pub fn run(args: ProbeArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(run_async(args))
+    block_on(run_async(args))
 }
 
 async fn run_async(args: ProbeArgs) -> ExitCode {

@@ -15,7 +15,7 @@ use tdsvip_cloud::{
     AwsExecutor, CloudConfig, CloudError, Ec2Api, Identity, Mode, RouteTableExecutor,
 };
 
-use super::{EXIT_USAGE, usage_error};
+use super::{EXIT_USAGE, block_on, usage_error};
 use tdsvip::config::AgentConfig;
 
 #[derive(Debug, Args)]
@@ -59,18 +59,7 @@ pub fn run(args: RoutesArgs) -> ExitCode {
         Ok(a) => a,
         Err(reason) => return usage_error("--address", reason),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(run_async(&cloud, address, args.claim, args.json))
+    block_on(run_async(&cloud, address, args.claim, args.json))
 }
 
 async fn run_async(cloud: &CloudConfig, address: Ipv4Addr, claim: bool, json: bool) -> ExitCode {
