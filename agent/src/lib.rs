@@ -5,3 +5,4 @@
 //! turns results into exit codes.
 
 pub mod config;
+pub mod controller;

@@ -1,0 +1,136 @@
+//! What the controller tells the driver to do. Deciding and acting are kept apart so that the
+//! whole policy can be tested without executors: the driver runs the executor a decision
+//! names, logs the decision's `reason` verbatim, and feeds the result back as an event.
+//!
+//! The typed parts (`ReleaseCause`, `AlertKind`, `DriftKind`) exist for metric labels; the
+//! reason strings exist for people and carry the facts that led to the decision.
+
+use std::fmt;
+use std::time::Instant;
+
+use super::event::DriftKind;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Run the node executor's `acquire` for the AG's addresses.
+    Acquire { ag: String, reason: String },
+    /// Run the node executor's `release`.
+    Release {
+        ag: String,
+        cause: ReleaseCause,
+        reason: String,
+    },
+    /// The controller would act but something holds it back; emitted once per episode.
+    Hold { ag: String, reason: String },
+    /// Reconciliation found drift; the driver repairs it (`acquire` again for the node kinds,
+    /// the `ClaimCloud` that follows for route tables). Counted by kind.
+    Repair {
+        ag: String,
+        kind: DriftKind,
+        reason: String,
+    },
+    /// Run the cloud executor's `claim` at `at` (now, or later after a failure), and report
+    /// back with this `attempt` number; results of older attempts are ignored.
+    ClaimCloud {
+        ag: String,
+        attempt: u32,
+        at: Instant,
+        reason: String,
+    },
+    Alert {
+        ag: String,
+        kind: AlertKind,
+        reason: String,
+    },
+}
+
+impl Decision {
+    pub fn reason(&self) -> &str {
+        match self {
+            Decision::Acquire { reason, .. }
+            | Decision::Release { reason, .. }
+            | Decision::Hold { reason, .. }
+            | Decision::Repair { reason, .. }
+            | Decision::ClaimCloud { reason, .. }
+            | Decision::Alert { reason, .. } => reason,
+        }
+    }
+
+    pub fn ag(&self) -> &str {
+        match self {
+            Decision::Acquire { ag, .. }
+            | Decision::Release { ag, .. }
+            | Decision::Hold { ag, .. }
+            | Decision::Repair { ag, .. }
+            | Decision::ClaimCloud { ag, .. }
+            | Decision::Alert { ag, .. } => ag,
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match self {
+            Decision::Acquire { .. } => "acquire".to_owned(),
+            Decision::Release { cause, .. } => format!("release ({})", cause.name()),
+            Decision::Hold { .. } => "hold".to_owned(),
+            Decision::Repair { kind, .. } => format!("repair ({})", kind.name()),
+            Decision::ClaimCloud { attempt, .. } => format!("claim cloud (attempt {attempt})"),
+            Decision::Alert { kind, .. } => format!("alert ({})", kind.name()),
+        };
+        write!(f, "{}: {verb}: {}", self.ag(), self.reason())
+    }
+}
+
+/// Why an address is given up; the `reason` label of `tdsvip_failovers_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseCause {
+    /// The local replica is SECONDARY, RESOLVING or not in the AG (`not_primary`).
+    NotPrimary,
+    /// A configured database is not ONLINE (`db_not_online`).
+    DbNotOnline,
+    /// The local SQL Server stopped answering for the fall count.
+    NotAnswering,
+    /// The acquire failed part way; the release undoes the steps that worked.
+    AcquireFailed,
+    /// The agent is stopping.
+    Stop,
+}
+
+impl ReleaseCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReleaseCause::NotPrimary => "not_primary",
+            ReleaseCause::DbNotOnline => "db_not_online",
+            ReleaseCause::NotAnswering => "not_answering",
+            ReleaseCause::AcquireFailed => "acquire_failed",
+            ReleaseCause::Stop => "stop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Another replica reports PRIMARY while the local one does too
+    /// (`tdsvip_conflicts_total`).
+    Conflict,
+    /// A cloud claim did not make every route table point here; a retry is scheduled.
+    CloudClaimFailed,
+    /// The node executor's `acquire` failed.
+    AcquireFailed,
+    /// The node executor's `release` failed; it is retried on the next reconcile tick.
+    ReleaseFailed,
+}
+
+impl AlertKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::Conflict => "conflict",
+            AlertKind::CloudClaimFailed => "cloud_claim_failed",
+            AlertKind::AcquireFailed => "acquire_failed",
+            AlertKind::ReleaseFailed => "release_failed",
+        }
+    }
+}

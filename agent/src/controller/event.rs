@@ -1,0 +1,152 @@
+//! What the controller is told: every input is an [`Event`] handed in with the monotonic
+//! instant at which the driver saw it, so the controller never reads a clock and tests can
+//! replay any interleaving with exact times.
+//!
+//! The local probe arrives as the raw [`Outcome`] rather than the probe runner's filtered
+//! Up/Down state. The policy treats outcome classes differently (SQL Server saying
+//! "not PRIMARY" releases at once, a silent server only after the fall count), the runner's
+//! hysteresis counts every non-`ok` alike, and the failover timeline needs the first failed
+//! probe of a streak, which a filtered state no longer carries. So the controller owns its
+//! rise/fall counting (see `policy.rs`) and the runner's `state` is for display only.
+//!
+//! Executor results are described with the controller's own [`StepRecord`] instead of the
+//! node crate's `Timeline`: the node crate pulls in the eBPF build, and the controller only
+//! needs each step's name (the node's `StepKind::name()`, which is also the metric label),
+//! its offset from the start of the call, its duration and whether it worked.
+
+use std::time::{Duration, Instant};
+
+use tdsvip_cloud::ClaimReport;
+use tdsvip_probes::Outcome;
+
+/// One input to an AG's controller.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A result of the local login probe for this AG (the health query on the local replica).
+    LocalProbe {
+        outcome: Outcome,
+        /// When the probe started: a failed probe means the server was failing from then.
+        started: Instant,
+    },
+    /// What a peer agent said about its own replica, or that it could not be reached.
+    Peer(PeerReport),
+    /// The node executor's `acquire` returned.
+    NodeAcquired(NodeCall),
+    /// The node executor's `release` returned.
+    NodeReleased(NodeCall),
+    /// A cloud claim that the controller asked for (by `attempt`) returned.
+    CloudClaimed {
+        attempt: u32,
+        /// When the driver started the claim (the report's times are relative to it).
+        started: Instant,
+        report: Box<ClaimReport>,
+    },
+    /// A TDS login through the overlay IP from this node succeeded.
+    OverlayLoginOk,
+    /// The periodic verification ran; `drift` is empty when everything was as expected.
+    Reconcile { drift: Vec<Drift> },
+    /// The agent is stopping: give up what is owned and never acquire again.
+    Stop,
+}
+
+/// A role as `sys.dm_hadr_availability_replica_states.role_desc` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaRole {
+    Primary,
+    Secondary,
+    Resolving,
+    /// Anything else the peer passed on, kept verbatim for the logs.
+    Other(String),
+}
+
+impl ReplicaRole {
+    /// Parses `role_desc` (case-insensitive, as tdsvip's health query and `/status` spell it).
+    pub fn from_role_desc(desc: &str) -> ReplicaRole {
+        match desc.trim().to_ascii_uppercase().as_str() {
+            "PRIMARY" => ReplicaRole::Primary,
+            "SECONDARY" => ReplicaRole::Secondary,
+            "RESOLVING" => ReplicaRole::Resolving,
+            _ => ReplicaRole::Other(desc.to_owned()),
+        }
+    }
+}
+
+/// One reading of a peer agent's `/status` (or a failure to read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    pub peer: String,
+    /// When the driver got the answer (or gave up), on this node's monotonic clock.
+    pub at: Instant,
+    /// `None` when the peer could not be reached: its earlier view is then forgotten.
+    pub view: Option<PeerView>,
+}
+
+/// What a reachable peer reported for this AG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    /// The peer's local replica's role, `None` when the peer does not know it (its probe fails).
+    pub role: Option<ReplicaRole>,
+    /// When the peer saw the old primary fail, translated by the driver to this node's
+    /// monotonic clock (the peer reports ages, not instants).
+    pub primary_lost: Option<PrimaryLoss>,
+}
+
+/// The old primary's failure as some observer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrimaryLoss {
+    pub first_failure: Instant,
+    /// When the observer's fall count was reached, if it was.
+    pub detected: Option<Instant>,
+}
+
+/// One step of an executor call, as the node crate's `Timeline` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    /// `StepKind::name()`: `address`, `garp`, `ebpf`, `tickle`, `dad`, `sock_destroy`.
+    pub name: String,
+    /// From the start of the call to the start of the step.
+    pub offset: Duration,
+    pub duration: Duration,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A finished node executor call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCall {
+    /// When the driver started the call.
+    pub started: Instant,
+    pub steps: Vec<StepRecord>,
+    /// `None` when the call succeeded; otherwise the error (the steps so far are in `steps`).
+    pub error: Option<String>,
+}
+
+/// Something an owner found not as it should be during reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub kind: DriftKind,
+    /// What was found ("address 10.9.0.10/32 missing on eth0", "rtb-1 points to eni-b").
+    pub detail: String,
+}
+
+/// The kinds of drift, named as the `tdsvip_drift_repairs_total{kind}` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// The overlay address is not on the interface.
+    Address,
+    /// The eBPF guard does not pass the address.
+    Ebpf,
+    /// A route table (or the secondary IP) does not point at this node.
+    RouteTable,
+}
+
+impl DriftKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriftKind::Address => "address",
+            DriftKind::Ebpf => "ebpf",
+            DriftKind::RouteTable => "route_table",
+        }
+    }
+}

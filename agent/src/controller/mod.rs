@@ -1,0 +1,30 @@
+//! The controller: decides, per availability group, whether this node owns the overlay IP,
+//! following DESIGN.md's "Who decides who owns the address" (SQL Server decides; the agent
+//! owns the address only while its local replica is PRIMARY with every configured database
+//! ONLINE).
+//!
+//! It is sans-I/O: [`AgController::handle`] takes an [`Event`] with the monotonic instant at
+//! which the driver saw it and returns [`Decision`]s; executors (node, cloud) are run by the
+//! driver, whose results come back as events. That split keeps the policy testable with
+//! exact instants and no root, and makes every decision loggable with its reason.
+//!
+//! - `event.rs`: the inputs; `decision.rs`: the outputs and their metric labels;
+//! - `policy.rs`: how each probe outcome counts (the rules table) and rise/fall counting;
+//! - `state.rs`: the per-AG state machine; `timeline.rs`: the record of each ownership change.
+
+pub mod decision;
+pub mod event;
+pub mod policy;
+pub mod state;
+pub mod timeline;
+
+pub use decision::{AlertKind, Decision, ReleaseCause};
+pub use event::{
+    Drift, DriftKind, Event, NodeCall, PeerReport, PeerView, PrimaryLoss, ReplicaRole, StepRecord,
+};
+pub use policy::{AgPolicy, Backoff, PolicyError};
+pub use state::{AgController, OwnershipState};
+pub use timeline::{Direction, FailoverTimeline, Phases, TimedStep};
+
+#[cfg(test)]
+mod tests;

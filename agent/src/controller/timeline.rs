@@ -1,0 +1,276 @@
+//! The record of one ownership change, from the first failed probe of the old primary to the
+//! first client login through the overlay IP, so that every failover can be explained and
+//! its phases exported as `tdsvip_failover_phase_duration_seconds{phase}`.
+//!
+//! Timestamps are monotonic `Instant`s (wall clocks jump); serialized, they become seconds
+//! relative to the earliest timestamp of the record, which is all a reader needs.
+//!
+//! The phases, each present only when both of its ends are known:
+//! - `detect`: first failed probe of the old primary → the failure became a verdict (fall
+//!   count reached, or SQL Server said not PRIMARY), locally or as a peer reported it;
+//! - `decide`: what made the decision possible (local replica first seen PRIMARY for an
+//!   acquire; detection for a release) → the decision;
+//! - `address`, `garp`, `ebpf`: the node executor's steps of those names;
+//! - `route_table`: start of the first cloud claim → end of the claim that made every route
+//!   table point here (retries included);
+//! - `first_client_login`: decision → first successful TDS login through the overlay IP.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::decision::ReleaseCause;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Acquire,
+    Release,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Acquire => "acquire",
+            Direction::Release => "release",
+        }
+    }
+}
+
+/// One timed executor step (a node step, or one route table of a claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedStep {
+    pub name: String,
+    pub start: Instant,
+    pub duration: Duration,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverTimeline {
+    pub ag: String,
+    pub direction: Direction,
+    /// The release cause, or `None` for an acquire (whose cause is always "local PRIMARY").
+    pub cause: Option<ReleaseCause>,
+    pub reason: String,
+    pub old_primary_failed: Option<Instant>,
+    /// Who saw that failure: "local" or the peer's name.
+    pub old_primary_failed_by: Option<String>,
+    pub detected: Option<Instant>,
+    pub local_primary_seen: Option<Instant>,
+    pub decided: Instant,
+    pub node_steps: Vec<TimedStep>,
+    /// When the node executor call returned.
+    pub node_done: Option<Instant>,
+    pub node_ok: Option<bool>,
+    /// Every route table of every claim attempt, in order.
+    pub route_tables: Vec<TimedStep>,
+    pub cloud_first_start: Option<Instant>,
+    /// End of the claim that made every table point here.
+    pub cloud_done: Option<Instant>,
+    pub first_client_login: Option<Instant>,
+}
+
+/// Per-phase durations, named as the metric's `phase` label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    pub detect: Option<Duration>,
+    pub decide: Option<Duration>,
+    pub address: Option<Duration>,
+    pub garp: Option<Duration>,
+    pub ebpf: Option<Duration>,
+    pub route_table: Option<Duration>,
+    pub first_client_login: Option<Duration>,
+}
+
+impl Phases {
+    /// `(phase label, duration)` for every known phase, for the histogram.
+    pub fn known(&self) -> Vec<(&'static str, Duration)> {
+        [
+            ("detect", self.detect),
+            ("decide", self.decide),
+            ("address", self.address),
+            ("garp", self.garp),
+            ("ebpf", self.ebpf),
+            ("route_table", self.route_table),
+            ("first_client_login", self.first_client_login),
+        ]
+        .into_iter()
+        .filter_map(|(name, d)| d.map(|d| (name, d)))
+        .collect()
+    }
+}
+
+fn between(from: Option<Instant>, to: Option<Instant>) -> Option<Duration> {
+    Some(to?.saturating_duration_since(from?))
+}
+
+impl FailoverTimeline {
+    pub fn new(
+        ag: &str,
+        direction: Direction,
+        cause: Option<ReleaseCause>,
+        reason: &str,
+        decided: Instant,
+    ) -> FailoverTimeline {
+        FailoverTimeline {
+            ag: ag.to_owned(),
+            direction,
+            cause,
+            reason: reason.to_owned(),
+            old_primary_failed: None,
+            old_primary_failed_by: None,
+            detected: None,
+            local_primary_seen: None,
+            decided,
+            node_steps: Vec::new(),
+            node_done: None,
+            node_ok: None,
+            route_tables: Vec::new(),
+            cloud_first_start: None,
+            cloud_done: None,
+            first_client_login: None,
+        }
+    }
+
+    /// The metric `reason` label of `tdsvip_failovers_total`.
+    pub fn reason_label(&self) -> &'static str {
+        self.cause.map_or("primary", ReleaseCause::name)
+    }
+
+    /// The earliest timestamp: what serialized times are relative to.
+    pub fn origin(&self) -> Instant {
+        let marks = [
+            self.old_primary_failed,
+            self.detected,
+            self.local_primary_seen,
+            self.node_done,
+            self.cloud_first_start,
+            self.cloud_done,
+            self.first_client_login,
+        ];
+        let steps = self
+            .node_steps
+            .iter()
+            .chain(&self.route_tables)
+            .map(|s| Some(s.start));
+        marks
+            .into_iter()
+            .chain(steps)
+            .flatten()
+            .fold(self.decided, Instant::min)
+    }
+
+    fn node_step(&self, name: &str) -> Option<Duration> {
+        self.node_steps
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.duration)
+    }
+
+    pub fn phases(&self) -> Phases {
+        let trigger = match self.direction {
+            Direction::Acquire => self.local_primary_seen,
+            Direction::Release => self.detected,
+        };
+        Phases {
+            detect: between(self.old_primary_failed, self.detected),
+            decide: between(trigger, Some(self.decided)),
+            address: self.node_step("address"),
+            garp: self.node_step("garp"),
+            ebpf: self.node_step("ebpf"),
+            route_table: between(self.cloud_first_start, self.cloud_done),
+            first_client_login: between(Some(self.decided), self.first_client_login),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StepJson<'a> {
+    name: &'a str,
+    at: f64,
+    duration: f64,
+    ok: bool,
+    detail: &'a str,
+}
+
+#[derive(Serialize)]
+struct PhasesJson {
+    detect: Option<f64>,
+    decide: Option<f64>,
+    address: Option<f64>,
+    garp: Option<f64>,
+    ebpf: Option<f64>,
+    route_table: Option<f64>,
+    first_client_login: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct TimelineJson<'a> {
+    ag: &'a str,
+    direction: Direction,
+    reason_label: &'static str,
+    reason: &'a str,
+    old_primary_failed: Option<f64>,
+    old_primary_failed_by: Option<&'a str>,
+    detected: Option<f64>,
+    local_primary_seen: Option<f64>,
+    decided: f64,
+    node_steps: Vec<StepJson<'a>>,
+    node_done: Option<f64>,
+    node_ok: Option<bool>,
+    route_tables: Vec<StepJson<'a>>,
+    route_tables_done: Option<f64>,
+    first_client_login: Option<f64>,
+    phases: PhasesJson,
+}
+
+fn steps_json(list: &[TimedStep], origin: Instant) -> Vec<StepJson<'_>> {
+    list.iter()
+        .map(|s| StepJson {
+            name: &s.name,
+            at: s.start.saturating_duration_since(origin).as_secs_f64(),
+            duration: s.duration.as_secs_f64(),
+            ok: s.ok,
+            detail: &s.detail,
+        })
+        .collect()
+}
+
+impl Serialize for FailoverTimeline {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let origin = self.origin();
+        let at = |i: Instant| i.saturating_duration_since(origin).as_secs_f64();
+        let opt = |i: Option<Instant>| i.map(at);
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        let p = self.phases();
+        TimelineJson {
+            ag: &self.ag,
+            direction: self.direction,
+            reason_label: self.reason_label(),
+            reason: &self.reason,
+            old_primary_failed: opt(self.old_primary_failed),
+            old_primary_failed_by: self.old_primary_failed_by.as_deref(),
+            detected: opt(self.detected),
+            local_primary_seen: opt(self.local_primary_seen),
+            decided: at(self.decided),
+            node_steps: steps_json(&self.node_steps, origin),
+            node_done: opt(self.node_done),
+            node_ok: self.node_ok,
+            route_tables: steps_json(&self.route_tables, origin),
+            route_tables_done: opt(self.cloud_done),
+            first_client_login: opt(self.first_client_login),
+            phases: PhasesJson {
+                detect: secs(p.detect),
+                decide: secs(p.decide),
+                address: secs(p.address),
+                garp: secs(p.garp),
+                ebpf: secs(p.ebpf),
+                route_table: secs(p.route_table),
+                first_client_login: secs(p.first_client_login),
+            },
+        }
+        .serialize(serializer)
+    }
+}
