@@ -87,7 +87,9 @@ pub struct PeerView {
     /// The peer's local replica's role, `None` when the peer does not know it (its probe fails).
     pub role: Option<ReplicaRole>,
     /// When the peer saw the old primary fail, translated by the driver to this node's
-    /// monotonic clock (the peer reports ages, not instants).
+    /// monotonic clock (the peer reports ages, not instants). `None` clears what this peer
+    /// reported before. The driver may also report its own probes of another replica's TDS
+    /// endpoint this way, under a name of its choice.
     pub primary_lost: Option<PrimaryLoss>,
 }
 

@@ -185,8 +185,19 @@ impl AgController {
                 self.peers.remove(&report.peer);
             }
             Some(view) => {
-                if let Some(loss) = view.primary_lost {
-                    self.peer_loss = Some((report.peer.clone(), loss));
+                // A peer reports only its latest loss; once it reports none, its earlier one
+                // must not be stamped into a later, unrelated acquire's timeline.
+                match view.primary_lost {
+                    Some(loss) => self.peer_loss = Some((report.peer.clone(), loss)),
+                    None => {
+                        if self
+                            .peer_loss
+                            .as_ref()
+                            .is_some_and(|(p, _)| *p == report.peer)
+                        {
+                            self.peer_loss = None;
+                        }
+                    }
                 }
                 self.peers.insert(report.peer, (report.at, view));
             }

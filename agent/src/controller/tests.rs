@@ -864,6 +864,43 @@ fn the_release_timeline_measures_local_detection() {
     assert_eq!(p.garp, None);
 }
 
+#[test]
+fn a_peer_loss_withdrawn_by_the_peer_is_not_stamped_into_the_timeline() {
+    let mut b = Bench::default();
+    let (lost, at) = (b.t(0), b.t(10));
+    let report = |at, primary_lost| {
+        Event::Peer(PeerReport {
+            peer: "node-b".into(),
+            at,
+            view: Some(PeerView {
+                role: Some(ReplicaRole::Secondary),
+                primary_lost,
+            }),
+        })
+    };
+    let loss = PrimaryLoss {
+        first_failure: lost,
+        detected: None,
+    };
+    b.send(10, report(at, Some(loss)));
+    let at = b.t(20);
+    b.send(20, report(at, None));
+    b.own();
+    let done = b.c.take_completed_timelines();
+    let tl = &done[0];
+    assert_eq!(tl.old_primary_failed, None);
+    assert_eq!(tl.phases().detect, None);
+    // Reported and kept: the next acquire gets it.
+    let mut b = Bench::default();
+    let at = b.t(10);
+    b.send(10, report(at, Some(loss)));
+    b.own();
+    let done = b.c.take_completed_timelines();
+    let tl = &done[0];
+    assert_eq!(tl.old_primary_failed, Some(lost));
+    assert_eq!(tl.old_primary_failed_by.as_deref(), Some("node-b"));
+}
+
 /// A small deterministic generator, so the invariant test needs no extra dependency.
 struct Lcg(u64);
 
