@@ -22,8 +22,10 @@ pub enum Decision {
     },
     /// The controller would act but something holds it back; emitted once per episode.
     Hold { ag: String, reason: String },
-    /// Reconciliation found drift; the driver repairs it (`acquire` again for the node kinds,
-    /// the `ClaimCloud` that follows for route tables). Counted by kind.
+    /// Reconciliation found drift; the driver repairs it: for the node kinds with another
+    /// (idempotent) `acquire`, whose result it reports as `NodeAcquired` (a failure raises an
+    /// alert, the next tick finds the drift again); for route tables with the `ClaimCloud`
+    /// that follows. Counted by kind.
     Repair {
         ag: String,
         kind: DriftKind,

@@ -19,9 +19,14 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use tdsvip_cloud::CloudConfig;
 use tdsvip_probes::Outcome;
 
 use super::decision::ReleaseCause;
+use crate::config::ProbeSettings;
+
+/// The longest pause between two cloud claims of one ownership.
+pub const CLOUD_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// Settings of one AG's controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +60,22 @@ impl AgPolicy {
             peer_stale_after: Duration::from_secs(5),
             expect_overlay_login: false,
         }
+    }
+
+    /// The policy the config file asks for. A cloud claim that failed has already retried
+    /// each call within its own budget, so the claim-level retries start at the per-call
+    /// backoff cap and double up to [`CLOUD_RETRY_CAP`]: a throttled API is not hammered, and
+    /// a lasting failure is still retried twice a minute.
+    pub fn from_config(probe: &ProbeSettings, cloud: Option<&CloudConfig>) -> AgPolicy {
+        let mut policy = AgPolicy::new(probe.rise, probe.fall);
+        policy.cloud_retry = cloud.map(|c| {
+            let base = Duration::from_millis(c.backoff_cap_ms.max(c.backoff_base_ms).max(1));
+            Backoff {
+                base,
+                cap: CLOUD_RETRY_CAP.max(base),
+            }
+        });
+        policy
     }
 
     pub fn validate(&self) -> Result<(), PolicyError> {
@@ -356,6 +377,26 @@ mod tests {
         let got: Vec<u128> = (1..=5).map(|n| b.delay(n).as_millis()).collect();
         assert_eq!(got, [100, 200, 400, 700, 700]);
         assert_eq!(b.delay(1000), Duration::from_millis(700));
+    }
+
+    #[test]
+    fn the_config_sets_the_counts_and_the_cloud_retries() {
+        let probe = ProbeSettings {
+            rise: 4,
+            fall: 5,
+            ..Default::default()
+        };
+        let p = AgPolicy::from_config(&probe, None);
+        assert_eq!((p.rise, p.fall, p.cloud_retry), (4, 5, None));
+        let cloud: CloudConfig =
+            toml::from_str("provider = \"aws\"\nbackoff_base_ms = 50\nbackoff_cap_ms = 800\n")
+                .unwrap();
+        let retry = AgPolicy::from_config(&probe, Some(&cloud))
+            .cloud_retry
+            .unwrap();
+        assert_eq!(retry.delay(1), Duration::from_millis(800));
+        assert_eq!(retry.delay(2), Duration::from_millis(1600));
+        assert_eq!(retry.delay(20), CLOUD_RETRY_CAP);
     }
 
     #[test]

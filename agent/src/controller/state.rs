@@ -428,7 +428,6 @@ impl AgController {
             OwnershipState::Standby | OwnershipState::Releasing => return,
         }
         self.record_node_call(now, &call, Direction::Acquire);
-        self.state = OwnershipState::Owner;
         if let Some(error) = call.error {
             self.acquire_failures += 1;
             let delay = self.policy.acquire_retry.delay(self.acquire_failures);
@@ -450,6 +449,7 @@ impl AgController {
             );
             return;
         }
+        self.state = OwnershipState::Owner;
         self.acquire_failures = 0;
         self.acquire_not_before = None;
         if let Some((cause, reason)) = self.release_after_acquire.take() {
