@@ -98,6 +98,9 @@ pub enum ReleaseCause {
     AcquireFailed,
     /// The agent is stopping.
     Stop,
+    /// The first verdict after start says this node must not own the address: remove
+    /// whatever a previous agent (killed, so it could not release) left behind.
+    Startup,
 }
 
 impl ReleaseCause {
@@ -108,6 +111,7 @@ impl ReleaseCause {
             ReleaseCause::NotAnswering => "not_answering",
             ReleaseCause::AcquireFailed => "acquire_failed",
             ReleaseCause::Stop => "stop",
+            ReleaseCause::Startup => "startup",
         }
     }
 }

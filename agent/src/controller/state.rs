@@ -18,6 +18,12 @@
 //!   so a broken interface cannot become an acquire/release loop at the probe rate.
 //! - A failed release is alerted and retried on each reconcile tick until it works; the state
 //!   stays `Releasing`, which keeps blocking any acquire.
+//! - A new controller does not know whether a killed predecessor left the address on the
+//!   interface (the node crate leaves it, so that an agent crash never takes a healthy
+//!   primary's address). So the first verdict that this node must not own (`not_primary`,
+//!   `db_not_online`, or the fall count) releases once, with cause `startup`; a rise met
+//!   first acquires instead (idempotent, the address stays). That release is a cleanup, not
+//!   an ownership change, so it records no failover timeline.
 //! - Conflicts are counted once per episode (when a fresh peer report of PRIMARY starts to
 //!   overlap a local PRIMARY), not once per probe.
 //! - `Hold` is emitted once per blocked episode, so that logging every decision verbatim does
@@ -85,6 +91,8 @@ pub struct AgController {
     acquire_not_before: Option<Instant>,
     cloud: CloudClaims,
     stopped: bool,
+    /// No verdict since start yet: see the module doc on leftover addresses.
+    startup_cleanup_pending: bool,
     in_conflict: bool,
     hold: Option<HoldCause>,
     conflicts: u64,
@@ -110,6 +118,7 @@ impl AgController {
             acquire_not_before: None,
             cloud: CloudClaims::default(),
             stopped: false,
+            startup_cleanup_pending: true,
             in_conflict: false,
             hold: None,
             conflicts: 0,
@@ -243,7 +252,21 @@ impl AgController {
     fn evaluate(&mut self, now: Instant, out: &mut Vec<Decision>) {
         match self.state {
             OwnershipState::Standby => {
-                if self.stopped || !self.health.may_own() {
+                if self.stopped {
+                    self.hold = None;
+                    return;
+                }
+                if self.startup_cleanup_pending
+                    && let Some((_, why)) = self.health.must_release()
+                {
+                    self.startup_cleanup_pending = false;
+                    let reason = format!(
+                        "first verdict since start says not to own ({why}): removing any address a previous agent left behind"
+                    );
+                    self.release(now, ReleaseCause::Startup, reason, out);
+                    return;
+                }
+                if !self.health.may_own() {
                     self.hold = None;
                     return;
                 }
@@ -322,6 +345,7 @@ impl AgController {
             self.health.ok_streak(),
             self.health.rise()
         );
+        self.startup_cleanup_pending = false;
         let mut timeline = FailoverTimeline::new(&self.ag, Direction::Acquire, None, &reason, now);
         timeline.local_primary_seen = self.health.first_ok_at();
         if let Some((peer, loss)) = self.peer_loss.take() {
@@ -367,17 +391,19 @@ impl AgController {
         reason: String,
         out: &mut Vec<Decision>,
     ) {
-        let mut timeline =
-            FailoverTimeline::new(&self.ag, Direction::Release, Some(cause), &reason, now);
-        if matches!(
-            cause,
-            ReleaseCause::NotPrimary | ReleaseCause::DbNotOnline | ReleaseCause::NotAnswering
-        ) {
-            timeline.old_primary_failed = self.health.first_failure_at();
-            timeline.old_primary_failed_by = Some("local".to_owned());
-            timeline.detected = self.health.detected_at();
+        if cause != ReleaseCause::Startup {
+            let mut timeline =
+                FailoverTimeline::new(&self.ag, Direction::Release, Some(cause), &reason, now);
+            if matches!(
+                cause,
+                ReleaseCause::NotPrimary | ReleaseCause::DbNotOnline | ReleaseCause::NotAnswering
+            ) {
+                timeline.old_primary_failed = self.health.first_failure_at();
+                timeline.old_primary_failed_by = Some("local".to_owned());
+                timeline.detected = self.health.detected_at();
+            }
+            self.start_timeline(timeline);
         }
-        self.start_timeline(timeline);
         out.push(Decision::Release {
             ag: self.ag.clone(),
             cause,

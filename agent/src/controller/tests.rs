@@ -166,6 +166,16 @@ impl Bench {
         )
     }
 
+    /// Runs the startup cleanup (a SECONDARY first verdict releases once), returning the
+    /// time used, so a test can start from a settled `Standby`.
+    fn settled(&mut self) -> u64 {
+        let (cause, _) = only_release(&self.probe(0, secondary()));
+        assert_eq!(cause, ReleaseCause::Startup);
+        assert!(self.released(6).is_empty());
+        assert_eq!(self.c.state(), OwnershipState::Standby);
+        20
+    }
+
     /// Brings the controller to `Owner` (rise 2), returning the time used.
     fn own(&mut self) -> u64 {
         assert!(self.probe(0, Outcome::Ok).is_empty());
@@ -227,11 +237,12 @@ fn primary_online_and_rise_met_acquires_then_keeps() {
 #[test]
 fn a_database_not_online_blocks_acquire_and_releases_at_once() {
     let mut b = Bench::default();
+    let t = b.settled();
     for (i, o) in [Outcome::Ok, db_recovering(), Outcome::Ok, db_recovering()]
         .into_iter()
         .enumerate()
     {
-        assert!(b.probe(i as u64 * 20, o).is_empty());
+        assert!(b.probe(t + i as u64 * 20, o).is_empty());
     }
     assert_eq!(b.c.state(), OwnershipState::Standby);
 
@@ -507,9 +518,10 @@ fn flapping_never_moves_the_address_more_than_rise_and_fall_allow() {
     // Standby, alternating ok / timeout and ok / not_primary: the rise of 2 is never met.
     for bad in [timeout(), secondary(), db_recovering()] {
         let mut b = Bench::default();
+        let t = b.settled();
         for i in 0..500u64 {
             let o = if i % 2 == 0 { Outcome::Ok } else { bad.clone() };
-            assert!(b.probe(i * 20, o).is_empty());
+            assert!(b.probe(t + i * 20, o).is_empty());
         }
         assert_eq!(b.c.state(), OwnershipState::Standby);
     }
@@ -542,6 +554,39 @@ fn flapping_never_moves_the_address_more_than_rise_and_fall_allow() {
         }
     }
     assert_eq!((releases, acquires), (1, 0));
+}
+
+#[test]
+fn the_first_verdict_not_to_own_removes_a_leftover_address_once() {
+    // SQL Server says SECONDARY at once.
+    let mut b = Bench::default();
+    let (cause, reason) = only_release(&b.probe(0, secondary()));
+    assert_eq!(cause, ReleaseCause::Startup);
+    assert!(reason.contains("SECONDARY"), "{reason}");
+    assert!(reason.contains("left behind"), "{reason}");
+    assert!(b.released(6).is_empty());
+    for i in 1..10 {
+        assert!(b.probe(i * 20, secondary()).is_empty(), "only once");
+    }
+    assert!(
+        b.c.take_completed_timelines().is_empty(),
+        "a cleanup is not a failover"
+    );
+    // Local SQL silent from the start: after the fall count.
+    let mut b = Bench::default();
+    assert!(b.probe(0, timeout()).is_empty());
+    assert!(b.probe(20, timeout()).is_empty());
+    assert_eq!(
+        only_release(&b.probe(40, timeout())).0,
+        ReleaseCause::Startup
+    );
+    // PRIMARY first: the acquire takes over whatever is there, no cleanup afterwards.
+    let mut b = Bench::default();
+    let t = b.own();
+    assert_eq!(
+        only_release(&b.probe(t, secondary())).0,
+        ReleaseCause::NotPrimary
+    );
 }
 
 #[test]
