@@ -30,7 +30,7 @@
 //!   not log the same fact fifty times a second.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tdsvip_cloud::ClaimReport;
 
@@ -533,22 +533,20 @@ impl AgController {
             && t.cloud_done.is_none()
         {
             t.cloud_first_start.get_or_insert(started);
-            t.route_tables.extend(report.tables.iter().map(|table| {
-                TimedStep {
+            t.route_tables
+                .extend(report.tables.iter().map(|table| TimedStep {
                     name: table.id.clone(),
                     start: started,
-                    duration: std::time::Duration::from_secs_f64(table.ms.max(0.0) / 1000.0),
+                    duration: millis(table.ms),
                     ok: table.points_here(),
-                    detail: table
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "points here".to_owned()),
-                }
-            }));
+                    detail: match (&table.error, table.points_here()) {
+                        (Some(error), _) => error.clone(),
+                        (None, true) => "points here".to_owned(),
+                        (None, false) => "not pointing here".to_owned(),
+                    },
+                }));
             if all_here {
-                t.cloud_done = Some(
-                    started + std::time::Duration::from_secs_f64(report.total_ms.max(0.0) / 1000.0),
-                );
+                t.cloud_done = started.checked_add(millis(report.total_ms));
             }
         }
         if all_here {
@@ -649,4 +647,10 @@ impl AgController {
             self.completed.push(done);
         }
     }
+}
+
+/// The cloud reports' milliseconds as a `Duration`; a value no clock could produce (negative,
+/// NaN, infinite) counts as zero rather than panicking.
+fn millis(ms: f64) -> Duration {
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default()
 }
