@@ -86,6 +86,8 @@ need_apt freetds-bin
 need_pip pytds python-tds
 # moto's EC2 server stands in for the AWS API in the cloud tests and benchmarks.
 need_pip moto.server 'moto[server]>=5.2,<6'
+# promtool (Debian's prometheus package) checks the agent's /metrics text in its tests.
+need_apt prometheus
 
 if [ "$what" = fuzz ] || [ "$what" = all ] || [ "$what" = tests ]; then
   # Fuzzing: cargo-fuzz drives libFuzzer on the nightly toolchain already on the machine.

@@ -6,3 +6,5 @@
 
 pub mod config;
 pub mod controller;
+pub mod metrics;
+pub mod status;
