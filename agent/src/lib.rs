@@ -6,5 +6,6 @@
 
 pub mod config;
 pub mod controller;
+pub mod http;
 pub mod metrics;
 pub mod status;
