@@ -292,7 +292,16 @@ async fn bad_requests_get_4xx_and_the_server_stays_up() {
     huge.extend(std::iter::repeat_n(b'a', 1 << 20));
     huge.extend(b"\r\n\r\n");
     let answer = raw(r.addr, &huge).await;
-    assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    let answer = raw(
+        r.addr,
+        b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    // HEAD: GET's status and length, and no body after the head.
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains("content-length: 3\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\n"), "{answer:?}");
 
     let answer = raw(
         r.addr,
