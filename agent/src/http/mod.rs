@@ -4,7 +4,8 @@
 //! It is on a node that runs SQL Server, possibly reachable beyond loopback, so the
 //! connection limits are tight: a request head larger than [`MAX_HEAD_BYTES`] or not
 //! complete within [`HEAD_TIMEOUT`] is refused by hyper itself (431/400, or the connection is
-//! closed), bodies are never read, and a connection error only ends that connection.
+//! closed), bodies are never read, at most [`MAX_CONNECTIONS`] are served at once, and a
+//! connection error only ends that connection.
 //! Shutdown is graceful: on cancellation the listener closes, in-flight requests finish, and
 //! connections still open after [`SHUTDOWN_GRACE`] are dropped, so `SIGTERM` stays within
 //! the agent's 2 s budget.
@@ -29,6 +30,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +46,9 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight connections may take to finish after shutdown was requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// Connections served at once; further clients wait in the kernel's accept backlog, so a
+/// flood of idle connections costs bounded memory and tasks.
+pub const MAX_CONNECTIONS: usize = 128;
 
 /// What the endpoints read; the driver keeps its own `Arc`s to the same values.
 #[derive(Debug, Clone)]
@@ -57,6 +62,7 @@ pub struct HttpState {
 pub struct HttpServer {
     listener: TcpListener,
     state: Arc<HttpState>,
+    slots: Arc<Semaphore>,
 }
 
 impl HttpServer {
@@ -66,7 +72,14 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             state: Arc::new(state),
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         })
+    }
+
+    /// Changes the connection limit (at least 1).
+    pub fn with_max_connections(mut self, max: usize) -> HttpServer {
+        self.slots = Arc::new(Semaphore::new(max.max(1)));
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -79,6 +92,12 @@ impl HttpServer {
         loop {
             // Reap finished connections so the set does not grow with every client.
             while conns.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => break,
+                p = self.slots.clone().acquire_owned() => p,
+            };
+            // The semaphore is never closed, so this does not happen; stop rather than spin.
+            let Ok(permit) = permit else { break };
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => break,
                 a = self.listener.accept() => a,
@@ -88,12 +107,11 @@ impl HttpServer {
                     // Responses are small and answered at once: no reason to wait for
                     // Nagle on a health probe.
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_connection(
-                        stream,
-                        peer,
-                        self.state.clone(),
-                        cancel.clone(),
-                    ));
+                    let (state, cancel) = (self.state.clone(), cancel.clone());
+                    conns.spawn(async move {
+                        serve_connection(stream, peer, state, cancel).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // EMFILE and the like: back off instead of spinning on accept.

@@ -38,6 +38,10 @@ fn ip(s: &str) -> IpAddr {
 }
 
 async fn start(token: Option<&str>, events: usize) -> Running {
+    start_limited(token, events, super::MAX_CONNECTIONS).await
+}
+
+async fn start_limited(token: Option<&str>, events: usize, max_conns: usize) -> Running {
     let mut s = AgentStatus::new("sql1");
     s.ags
         .insert("ag1".into(), AgStatus::new(vec![ip("10.9.0.10")]));
@@ -50,7 +54,8 @@ async fn start(token: Option<&str>, events: usize) -> Running {
     };
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), state)
         .await
-        .unwrap();
+        .unwrap()
+        .with_max_connections(max_conns);
     let addr = server.local_addr().unwrap();
     let cancel = CancellationToken::new();
     let task = tokio::spawn(server.run(cancel.clone()));
@@ -430,4 +435,22 @@ async fn shutdown_is_graceful_and_closes_the_listener() {
         .unwrap();
     assert!(TcpStream::connect(r.addr).await.is_err());
     drop(idle);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let r = start_limited(None, 8, 1).await;
+    // The only slot is held by a client that sent half a request head.
+    let mut first = TcpStream::connect(r.addr).await.unwrap();
+    first.write_all(b"GET /heal").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn(get(r.addr, "/healthz"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "served beyond the connection limit");
+    drop(first);
+    let a = tokio::time::timeout(Duration::from_secs(2), second)
+        .await
+        .expect("served once the slot was free")
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
 }
