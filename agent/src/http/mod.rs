@@ -42,7 +42,8 @@ use crate::status::StatusStore;
 /// The largest request head accepted (hyper's read buffer; its minimum is 8 KiB). Nothing
 /// this server answers needs more than a path and an `Authorization` header.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// A client must send its whole request head within this time (slow-loris clients).
+/// A client must send its whole request head within this time (slow-loris clients); it
+/// also bounds how long an idle keep-alive connection holds one of the connection slots.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight connections may take to finish after shutdown was requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -63,6 +64,7 @@ pub struct HttpServer {
     listener: TcpListener,
     state: Arc<HttpState>,
     slots: Arc<Semaphore>,
+    head_timeout: Duration,
 }
 
 impl HttpServer {
@@ -73,12 +75,20 @@ impl HttpServer {
             listener,
             state: Arc::new(state),
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            head_timeout: HEAD_TIMEOUT,
         })
     }
 
     /// Changes the connection limit (at least 1).
     pub fn with_max_connections(mut self, max: usize) -> HttpServer {
         self.slots = Arc::new(Semaphore::new(max.max(1)));
+        self
+    }
+
+    /// Changes how long a client may take to send a request head, idle keep-alive time
+    /// included.
+    pub fn with_head_timeout(mut self, timeout: Duration) -> HttpServer {
+        self.head_timeout = timeout;
         self
     }
 
@@ -108,8 +118,9 @@ impl HttpServer {
                     // Nagle on a health probe.
                     let _ = stream.set_nodelay(true);
                     let (state, cancel) = (self.state.clone(), cancel.clone());
+                    let head_timeout = self.head_timeout;
                     conns.spawn(async move {
-                        serve_connection(stream, peer, state, cancel).await;
+                        serve_connection(stream, peer, state, head_timeout, cancel).await;
                         drop(permit);
                     });
                 }
@@ -139,6 +150,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     state: Arc<HttpState>,
+    head_timeout: Duration,
     cancel: CancellationToken,
 ) {
     let service = service_fn(move |req: Request<Incoming>| {
@@ -148,7 +160,7 @@ async fn serve_connection(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(head_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);

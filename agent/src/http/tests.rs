@@ -454,3 +454,41 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         .unwrap();
     assert_eq!(a.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_after_the_head_timeout() {
+    let state = HttpState {
+        metrics: Arc::new(AgentMetrics::new().unwrap()),
+        status: Arc::new(StatusStore::new(AgentStatus::new("sql1"), 8)),
+        token: None,
+    };
+    let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), state)
+        .await
+        .unwrap()
+        .with_head_timeout(Duration::from_millis(300));
+    let addr = server.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    tokio::spawn(server.run(cancel.clone()));
+
+    // Never sends a byte.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // One request, then idle on a keep-alive connection.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    for (name, conn) in [("idle", &mut idle), ("silent", &mut silent)] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("{name} connection still open"))
+            .ok();
+        // Closed by the timeout, not at once after the answer.
+        assert!(started.elapsed() >= Duration::from_millis(250), "{name}");
+    }
+    cancel.cancel();
+}
