@@ -185,7 +185,7 @@ fn logged(state: &HttpState, req: &Request<Incoming>) -> Response<routes::Body> 
     // The path only: a query string is the client's and may carry anything.
     tracing::debug!(
         method = %req.method(),
-        path = req.uri().path(),
+        path = %req.uri().path(),
         status = response.status().as_u16(),
         duration_us = start.elapsed().as_micros() as u64,
         "http request"

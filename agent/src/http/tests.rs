@@ -492,3 +492,68 @@ async fn silent_and_idle_connections_are_closed_after_the_head_timeout() {
     }
     cancel.cancel();
 }
+
+/// Collects what a `tracing` subscriber writes, to check the request log.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+// A current-thread runtime: the server's tasks run on this thread and see its subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn every_request_is_logged_at_debug_without_secrets() {
+    let cap = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(cap.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let r = start(Some(TOKEN), 8).await;
+    let good = format!("Bearer {TOKEN}");
+    ask(r.addr, Method::GET, "/status", Some("Bearer wrong-secret")).await;
+    ask(r.addr, Method::GET, "/status", Some(&good)).await;
+    ask(r.addr, Method::POST, "/events", Some(&good)).await;
+    get(r.addr, "/primary?ag=query-secret").await;
+
+    let log = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("http request")).collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("DEBUG") && l.contains("duration_us="))
+    );
+    assert!(
+        lines[0].contains("method=GET path=/status status=401"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("method=GET path=/status status=200"),
+        "{log}"
+    );
+    assert!(
+        lines[2].contains("method=POST path=/events status=405"),
+        "{log}"
+    );
+    assert!(lines[3].contains("path=/primary status=404"), "{log}");
+    for secret in [TOKEN, "wrong-secret", "query-secret"] {
+        assert!(!log.contains(secret), "{secret} in {log}");
+    }
+}
