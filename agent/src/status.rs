@@ -74,6 +74,8 @@ pub struct AgStatus {
     pub overlay_ips: Vec<IpAddr>,
     /// The overlay addresses this node holds right now.
     pub owned_addresses: Vec<IpAddr>,
+    /// The latest probe of the local replica in login mode (the only mode that asks for
+    /// the role): `/primary` reads it.
     pub last_local_probe: Option<ProbeSummary>,
     /// The local replica's role as last known (`role_desc`).
     pub replica_role: Option<String>,
