@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod driver;
 pub mod http;
 pub mod metrics;
 pub mod status;

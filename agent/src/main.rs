@@ -26,15 +26,21 @@ struct Cli {
 /// tiberius warns on every plain-text login; the probe's own output already says which
 /// encryption the server offered, so only its errors are worth a line.
 const DEFAULT_LOG_FILTER: &str = "warn,tiberius=error";
+/// The agent logs every decision and executor step at info.
+const RUN_LOG_FILTER: &str = "info,tiberius=error";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_filter = match cli.command {
+        cli::Command::Run(_) => RUN_LOG_FILTER,
+        _ => DEFAULT_LOG_FILTER,
+    };
     // Logs go to stderr so that `--json` output on stdout stays machine-readable.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
     cli::run(cli.command)

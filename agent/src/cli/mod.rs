@@ -3,6 +3,7 @@
 mod check_config;
 mod probe;
 mod routes;
+mod run;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,8 @@ pub enum Command {
     /// Show where the overlay IP's route points in every configured VPC route table; with
     /// --claim, point them all at this node.
     Routes(routes::RoutesArgs),
+    /// Run the agent: probe the local replica and keep the overlay IP on the primary.
+    Run(run::RunArgs),
 }
 
 /// Exit code for bad arguments or configuration, as clap uses for usage errors.
@@ -27,6 +30,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Probe(args) => probe::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Routes(args) => routes::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 

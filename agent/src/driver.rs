@@ -1,0 +1,472 @@
+//! The running agent: the one loop that joins probes, controllers, the node executor, the
+//! status store, metrics and HTTP.
+//!
+//! The controllers are sans-I/O and the node executor takes `&mut self`, so a single task owns
+//! all of them and everything else reaches it as a message on one channel. That keeps the
+//! order of events per AG exactly the order the controller sees them, and node calls never
+//! overlap (the controller's "never two owners" argument assumes one call at a time). Node
+//! calls are awaited inline: they take milliseconds, and the probe runner's bounded channel
+//! turns any delay into skipped ticks rather than a backlog.
+//!
+//! Not wired yet: `[cloud]` (refused at start rather than silently ignored), peer polling and
+//! the probe through the overlay IP.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tdsvip_node::executor::{Step, TakeoverFailure};
+use tdsvip_node::{NodeConfig, NodeExecutor, NodeTakeover, Timeline};
+use tdsvip_probes::{
+    AnyProbe, HysteresisConfig, LoginConfig, Mode, Password, ProbeConfig, ProbeResult, ProbeRunner,
+    ScheduleConfig, Tls,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentConfig, TlsSetting};
+use crate::controller::{
+    AgController, AgPolicy, Decision, Drift, DriftKind, Event, NodeCall, ReplicaRole, StepRecord,
+};
+use crate::http::{HttpServer, HttpState, load_token};
+use crate::metrics::{AgentMetrics, PacketVerdict};
+use crate::status::{AgStatus, AgentStatus, DEFAULT_EVENTS, StatusStore};
+
+/// Why the agent could not start (or stopped badly). `Config` problems exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("{key}: {reason}")]
+    Config { key: String, reason: String },
+    #[error("{0}")]
+    Start(String),
+    #[error("{0}")]
+    Stop(String),
+}
+
+fn cfg_err(key: impl Into<String>, reason: impl Into<String>) -> DriverError {
+    DriverError::Config {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// One AG as the loop holds it.
+struct AgRuntime {
+    controller: AgController,
+    node: NodeExecutor,
+    addresses: Vec<IpAddr>,
+    owned: bool,
+}
+
+/// What reaches the loop.
+enum Input {
+    Probe(usize, Box<ProbeResult>),
+    Stop(&'static str),
+}
+
+/// Runs the agent until SIGTERM/SIGINT (or `shutdown`) and its release complete.
+pub async fn run(
+    config: AgentConfig,
+    password: Password,
+    shutdown: CancellationToken,
+) -> Result<(), DriverError> {
+    if config.cloud.is_some() {
+        return Err(cfg_err(
+            "cloud",
+            "not yet supported by `tdsvip run` (the route tables can be claimed with `tdsvip routes --claim`)",
+        ));
+    }
+    let node_name = config.node_name();
+    let metrics = Arc::new(AgentMetrics::new().map_err(|e| DriverError::Start(e.to_string()))?);
+    let mut initial = AgentStatus::new(&node_name);
+    for ag in &config.ags {
+        let ips = ag.overlay_addresses().iter().map(|a| a.ip).collect();
+        initial.ags.insert(ag.name.clone(), AgStatus::new(ips));
+    }
+    let status = Arc::new(StatusStore::new(initial, DEFAULT_EVENTS));
+    let token = match &config.http.token_file {
+        Some(path) => {
+            Some(load_token(path).map_err(|e| cfg_err("http.token_file", e.to_string()))?)
+        }
+        None => None,
+    };
+
+    let mut ags = Vec::new();
+    for (i, ag) in config.ags.iter().enumerate() {
+        let policy = AgPolicy::from_config(&config.probe, config.cloud.as_ref());
+        let controller =
+            AgController::new(&ag.name, policy).map_err(|e| cfg_err("probe", e.to_string()))?;
+        let overlay: Vec<tdsvip_node::OverlayAddress> = ag
+            .overlay_addresses()
+            .iter()
+            .map(|a| tdsvip_node::OverlayAddress {
+                ip: a.ip,
+                prefix_len: a.prefix,
+                label: None,
+            })
+            .collect();
+        let mut node_cfg = NodeConfig::new(&config.interface, overlay);
+        node_cfg.tracked_ports = vec![ag.port];
+        node_cfg.ebpf = config.ebpf.enabled;
+        let node = NodeExecutor::new(node_cfg).map_err(|e| {
+            DriverError::Start(format!(
+                "ag[{i}] ({}): node executor on {}: {e}",
+                ag.name, config.interface
+            ))
+        })?;
+        tracing::info!(ag = %ag.name, interface = %config.interface, ebpf = config.ebpf.enabled, "node executor ready (addresses fenced)");
+        let addresses = ag.overlay_addresses().iter().map(|a| a.ip).collect();
+        ags.push(AgRuntime {
+            controller,
+            node,
+            addresses,
+            owned: false,
+        });
+    }
+
+    let cancel = shutdown.child_token();
+    let (tx, mut rx) = mpsc::channel::<Input>(64);
+
+    // Probes: one login probe per AG on the local replica.
+    for (i, ag) in config.ags.iter().enumerate() {
+        let timeout = Duration::from_millis(config.probe.timeout_ms);
+        let mut login = LoginConfig::new(config.sql.user.clone(), password.clone());
+        login.ag = Some(ag.name.clone());
+        login.databases = ag.databases.clone();
+        login.timeout = timeout;
+        login.tls = match config.sql.tls {
+            TlsSetting::Off => Tls::Off,
+            TlsSetting::Required => Tls::Required {
+                trust_cert: config.sql.trust_server_certificate,
+                hostname_in_certificate: None,
+            },
+        };
+        let probe_cfg = ProbeConfig {
+            timeout,
+            ..ProbeConfig::default()
+        };
+        let probe = AnyProbe::new(Mode::Login, config.sql.endpoint, probe_cfg, Some(login))
+            .map_err(|e| cfg_err("probe", e.to_string()))?;
+        let schedule = ScheduleConfig {
+            interval: Duration::from_millis(config.probe.interval_ms),
+            jitter: Duration::from_millis(config.probe.jitter_ms),
+        };
+        let hysteresis = HysteresisConfig {
+            rise: config.probe.rise,
+            fall: config.probe.fall,
+            ..HysteresisConfig::default()
+        };
+        let runner = ProbeRunner::new(probe, schedule, hysteresis)
+            .map_err(|e| cfg_err("probe", e.to_string()))?;
+        let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(o) = obs.recv().await {
+                if tx.send(Input::Probe(i, Box::new(o.result))).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    // Signals.
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| DriverError::Start(format!("SIGTERM handler: {e}")))?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| DriverError::Start(format!("SIGINT handler: {e}")))?;
+        let tx = tx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let why = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = shutdown.cancelled() => "shutdown requested",
+            };
+            let _ = tx.send(Input::Stop(why)).await;
+        });
+    }
+    drop(tx);
+
+    // HTTP.
+    let server = HttpServer::bind(
+        config.http.listen,
+        HttpState {
+            metrics: metrics.clone(),
+            status: status.clone(),
+            token,
+        },
+    )
+    .await
+    .map_err(|e| {
+        cfg_err(
+            "http.listen",
+            format!("cannot listen on {}: {e}", config.http.listen),
+        )
+    })?;
+    let http_cancel = CancellationToken::new();
+    let http_task = tokio::spawn(server.run(http_cancel.clone()));
+    tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
+
+    let mut driver = Loop {
+        ags,
+        metrics,
+        status,
+        node_name,
+    };
+    let mut reconcile =
+        tokio::time::interval(Duration::from_millis(config.reconcile.interval_ms.max(1)));
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop_reason = loop {
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(Input::Probe(i, result)) => driver.on_probe(i, *result).await,
+                Some(Input::Stop(why)) => break why,
+                None => break "every input closed",
+            },
+            _ = reconcile.tick() => driver.reconcile().await,
+        }
+    };
+    tracing::info!(reason = stop_reason, "stopping: releasing owned addresses");
+    cancel.cancel();
+    let mut failed = Vec::new();
+    for i in 0..driver.ags.len() {
+        driver.process(i, Event::Stop).await;
+        if driver.ags[i].owned {
+            failed.push(driver.ags[i].controller.ag().to_owned());
+        }
+    }
+    http_cancel.cancel();
+    let _ = http_task.await;
+    if failed.is_empty() {
+        tracing::info!("stopped");
+        Ok(())
+    } else {
+        Err(DriverError::Stop(format!(
+            "the release failed for {}: the address may still be on the interface",
+            failed.join(", ")
+        )))
+    }
+}
+
+struct Loop {
+    ags: Vec<AgRuntime>,
+    metrics: Arc<AgentMetrics>,
+    status: Arc<StatusStore>,
+    node_name: String,
+}
+
+fn step_records(t: &Timeline) -> Vec<StepRecord> {
+    t.steps.iter().map(step_record).collect()
+}
+
+fn step_record(s: &Step) -> StepRecord {
+    StepRecord {
+        name: s.kind.name().to_owned(),
+        offset: s.offset,
+        duration: s.duration,
+        ok: s.ok,
+        detail: s.detail.clone(),
+    }
+}
+
+fn node_call(started: Instant, r: &Result<Timeline, TakeoverFailure>) -> NodeCall {
+    match r {
+        Ok(t) => NodeCall {
+            started,
+            steps: step_records(t),
+            error: None,
+        },
+        Err(f) => NodeCall {
+            started,
+            steps: step_records(&f.timeline),
+            error: Some(f.error.to_string()),
+        },
+    }
+}
+
+fn log_steps(ag: &str, what: &str, call: &NodeCall) {
+    for s in &call.steps {
+        tracing::info!(
+            ag,
+            call = what,
+            step = %s.name,
+            offset_us = s.offset.as_micros() as u64,
+            duration_us = s.duration.as_micros() as u64,
+            ok = s.ok,
+            detail = %s.detail,
+            "node step"
+        );
+    }
+    match &call.error {
+        None => tracing::info!(
+            ag,
+            call = what,
+            total_us = call.started.elapsed().as_micros() as u64,
+            "node call done"
+        ),
+        Some(e) => tracing::error!(ag, call = what, error = %e, "node call failed"),
+    }
+}
+
+impl Loop {
+    async fn on_probe(&mut self, i: usize, result: ProbeResult) {
+        let ag = self.ags[i].controller.ag().to_owned();
+        self.metrics.observe_probe(&result);
+        let role = result
+            .server
+            .role
+            .as_deref()
+            .map(ReplicaRole::from_role_desc);
+        self.metrics.set_role(&ag, &self.node_name, role.as_ref());
+        let summary = crate::status::ProbeSummary::from(&result);
+        self.status.update_ag(&ag, |a| {
+            a.last_local_probe = Some(summary);
+            a.replica_role = result.server.role.clone();
+        });
+        let event = Event::LocalProbe {
+            outcome: result.outcome.clone(),
+            started: result.started,
+        };
+        self.process(i, event).await;
+    }
+
+    /// Feeds `event` to AG `i`'s controller and applies every decision, feeding executor
+    /// results back in, until nothing is left to do.
+    async fn process(&mut self, i: usize, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            let decisions = self.ags[i].controller.handle(Instant::now(), event);
+            for d in decisions {
+                if let Some(next) = self.apply(i, d).await {
+                    queue.push_back(next);
+                }
+            }
+            self.publish(i);
+        }
+    }
+
+    async fn apply(&mut self, i: usize, d: Decision) -> Option<Event> {
+        let rt = &mut self.ags[i];
+        let ag = rt.controller.ag().to_owned();
+        match &d {
+            Decision::Acquire { .. } | Decision::Repair { .. } => {
+                if let Decision::Repair {
+                    kind: DriftKind::RouteTable,
+                    ..
+                } = d
+                {
+                    tracing::warn!(ag, decision = %d, "decision (route tables repaired by the claim that follows)");
+                    return None;
+                }
+                tracing::info!(ag, decision = %d, "decision");
+                let started = Instant::now();
+                let r = rt.node.acquire(&[]).await;
+                let call = node_call(started, &r);
+                log_steps(&ag, "acquire", &call);
+                if call.error.is_none() {
+                    rt.owned = true;
+                }
+                Some(Event::NodeAcquired(call))
+            }
+            Decision::Release { .. } => {
+                tracing::info!(ag, decision = %d, "decision");
+                let started = Instant::now();
+                let r = rt.node.release().await;
+                let call = node_call(started, &r);
+                log_steps(&ag, "release", &call);
+                if call.error.is_none() {
+                    rt.owned = false;
+                }
+                Some(Event::NodeReleased(call))
+            }
+            Decision::ClaimCloud { .. } => {
+                // Only decided with a `[cloud]` section, which `run` refuses at start.
+                tracing::error!(ag, decision = %d, "decision ignored: no cloud executor");
+                None
+            }
+            Decision::Alert { .. } => {
+                tracing::warn!(ag, decision = %d, "alert");
+                None
+            }
+            Decision::Hold { .. } => {
+                tracing::info!(ag, decision = %d, "decision");
+                None
+            }
+        }
+    }
+
+    /// Status and metrics after an event of AG `i`.
+    fn publish(&mut self, i: usize) {
+        let rt = &mut self.ags[i];
+        let ag = rt.controller.ag().to_owned();
+        for ip in &rt.addresses {
+            self.metrics.set_owner(&ag, *ip, rt.owned);
+        }
+        self.metrics.observe_controller(&rt.controller);
+        let state = rt.controller.state();
+        let owned = if rt.owned {
+            rt.addresses.clone()
+        } else {
+            Vec::new()
+        };
+        self.status.update_ag(&ag, |a| {
+            a.state = state;
+            a.owned_addresses = owned;
+        });
+        for t in rt.controller.take_completed_timelines() {
+            tracing::info!(ag, timeline = %serde_json::to_string(&t).unwrap_or_default(), "failover timeline");
+            self.metrics.record_timeline(&t);
+            self.status.push_timeline(t);
+        }
+    }
+
+    async fn reconcile(&mut self) {
+        for i in 0..self.ags.len() {
+            let rt = &mut self.ags[i];
+            let ag = rt.controller.ag().to_owned();
+            for ip in rt.addresses.clone() {
+                if let Ok(c) = rt.node.counters(ip) {
+                    self.metrics
+                        .set_overlay_packets(ip, PacketVerdict::Pass, c.passed_packets);
+                    self.metrics
+                        .set_overlay_packets(ip, PacketVerdict::Drop, c.dropped_packets);
+                }
+            }
+            let drift = match rt.node.verify().await {
+                Ok(v) => {
+                    let mut drift = Vec::new();
+                    for (ip, presence) in &v.addresses {
+                        if *presence != tdsvip_node::address::AddressPresence::AsConfigured {
+                            drift.push(Drift {
+                                kind: DriftKind::Address,
+                                detail: format!("address {ip}: {presence:?}"),
+                            });
+                        }
+                    }
+                    for (ip, guard) in &v.guard {
+                        if *guard == Some(false) {
+                            drift.push(Drift {
+                                kind: DriftKind::Ebpf,
+                                detail: format!("eBPF guard fences {ip}"),
+                            });
+                        }
+                    }
+                    drift
+                }
+                Err(e) => {
+                    tracing::warn!(ag, error = %e, "verify failed");
+                    continue;
+                }
+            };
+            if !drift.is_empty()
+                && rt.controller.state() == crate::controller::OwnershipState::Owner
+            {
+                tracing::warn!(ag, drift = ?drift, "reconcile found drift");
+            }
+            self.process(i, Event::Reconcile { drift }).await;
+        }
+    }
+}
