@@ -328,6 +328,38 @@ interval_ms = 200
     assert!(owner.ends_with(" 1"), "{owner}");
     assert!(owner.contains("ag=\"AG1\""), "{owner}");
 
+    // Packets from the client to the overlay address pass the eBPF guard and are counted
+    // (read from the guard on each reconcile tick).
+    let client = lab.client.clone();
+    std::thread::spawn(move || {
+        enter_netns(&client);
+        for _ in 0..3 {
+            // Nothing listens on the overlay address's port 9: each SYN passes, a RST answers.
+            let target = SocketAddr::from(([10, 232, 7, 100], 9));
+            let r = TcpStream::connect_timeout(&target, Duration::from_secs(1));
+            assert!(r.is_err(), "nothing should listen on {target}");
+        }
+    })
+    .join()
+    .expect("client thread");
+    let passed = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("tdsvip_overlay_packets_total{")
+                    && l.contains("address=\"10.232.7.100\"")
+                    && l.contains("verdict=\"pass\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        within(Duration::from_secs(2), || passed(&get("/metrics").1) >= 3.0),
+        "overlay packet counter: {}",
+        get("/metrics").1
+    );
+
     // SECONDARY: the address goes at once, /primary 503, status and events show the release.
     let (code, body) = http(
         &lab.node,
@@ -429,6 +461,29 @@ interval_ms = 200
         lab.agent_log()
     );
     let log = lab.agent_log();
-    assert!(log.contains("decision"), "{log}");
+    assert!(log.contains("release (stop)"), "{log}");
     assert!(!log.contains("secret"), "the password leaked into the log");
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_key_reason_lines_and_exit_2() {
+    let dir = std::env::temp_dir().join(format!("tdsvip-run-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "interface = \"eth0\"\nbogus = 1\n[sql]\nuser = \"u\"\npassword_env = \"TDSVIP_PW\"\n[[ag]]\nname = \"AG1\"\naddresses = [\"not-an-ip\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tdsvip"))
+        .args(["run", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run tdsvip");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bogus: unknown key"), "{stderr}");
+    assert!(stderr.contains("ag[0].addresses[0]: "), "{stderr}");
+    assert!(!stderr.contains("tdsvip running"), "{stderr}");
 }
