@@ -8,14 +8,17 @@
 //! calls are awaited inline: they take milliseconds, and the probe runner's bounded channel
 //! turns any delay into skipped ticks rather than a backlog.
 //!
-//! Not wired yet: `[cloud]` (refused at start rather than silently ignored), peer polling and
-//! the probe through the overlay IP.
+//! Cloud claims and observations run in tasks of their own (EC2 calls take up to seconds and
+//! must not hold back a release) and come back through the same channel.
+//!
+//! Not wired yet: peer polling and the probe through the overlay IP.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tdsvip_cloud::{AwsExecutor, CloudExecutor, Identity, ObserveReport, RouteState};
 use tdsvip_node::executor::{Step, TakeoverFailure};
 use tdsvip_node::{NodeConfig, NodeExecutor, NodeTakeover, Timeline};
 use tdsvip_probes::{
@@ -31,7 +34,7 @@ use crate::controller::{
 };
 use crate::http::{HttpServer, HttpState, load_token};
 use crate::metrics::{AgentMetrics, PacketVerdict};
-use crate::status::{AgStatus, AgentStatus, DEFAULT_EVENTS, StatusStore};
+use crate::status::{AgStatus, AgentStatus, DEFAULT_EVENTS, RouteOwner, StatusStore};
 
 /// Why the agent could not start (or stopped badly). `Config` problems exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +60,16 @@ struct AgRuntime {
     node: NodeExecutor,
     addresses: Vec<IpAddr>,
     owned: bool,
+    cloud: Option<Arc<AwsExecutor>>,
 }
 
 /// What reaches the loop.
 enum Input {
     Probe(usize, Box<ProbeResult>),
+    /// A cloud claim's result (already an event for the controller).
+    Cloud(usize, Event),
+    /// A cloud observation made during reconciliation.
+    Observed(usize, Box<ObserveReport>),
     Stop(&'static str),
 }
 
@@ -71,12 +79,16 @@ pub async fn run(
     password: Password,
     shutdown: CancellationToken,
 ) -> Result<(), DriverError> {
-    if config.cloud.is_some() {
-        return Err(cfg_err(
-            "cloud",
-            "not yet supported by `tdsvip run` (the route tables can be claimed with `tdsvip routes --claim`)",
-        ));
-    }
+    let identity = match &config.cloud {
+        Some(cloud) => Some(Identity::resolve(cloud).await.map_err(|e| {
+            if e.is_config_problem() {
+                cfg_err("cloud", e.to_string())
+            } else {
+                DriverError::Start(format!("cloud: cannot tell this node's ENI: {e}"))
+            }
+        })?),
+        None => None,
+    };
     let node_name = config.node_name();
     let metrics = Arc::new(AgentMetrics::new().map_err(|e| DriverError::Start(e.to_string()))?);
     let mut initial = AgentStatus::new(&node_name);
@@ -116,12 +128,41 @@ pub async fn run(
             ))
         })?;
         tracing::info!(ag = %ag.name, interface = %config.interface, ebpf = config.ebpf.enabled, "node executor ready (addresses fenced)");
-        let addresses = ag.overlay_addresses().iter().map(|a| a.ip).collect();
+        let addresses: Vec<IpAddr> = ag.overlay_addresses().iter().map(|a| a.ip).collect();
+        let cloud = match (&config.cloud, &identity) {
+            (Some(cloud), Some(identity)) => {
+                let v4: Vec<Ipv4Addr> = addresses
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddr::V4(ip) => Some(*ip),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                let [address] = v4.as_slice() else {
+                    return Err(cfg_err(
+                        format!("ag[{i}].addresses"),
+                        "with [cloud], an AG needs exactly one IPv4 overlay address (routes are IPv4 /32)",
+                    ));
+                };
+                let exec = AwsExecutor::connect(cloud, identity, *address)
+                    .await
+                    .map_err(|e| {
+                        if e.is_config_problem() {
+                            cfg_err("cloud", e.to_string())
+                        } else {
+                            DriverError::Start(format!("cloud: cannot reach EC2: {e}"))
+                        }
+                    })?;
+                Some(Arc::new(exec))
+            }
+            _ => None,
+        };
         ags.push(AgRuntime {
             controller,
             node,
             addresses,
             owned: false,
+            cloud,
         });
     }
 
@@ -188,7 +229,6 @@ pub async fn run(
             let _ = tx.send(Input::Stop(why)).await;
         });
     }
-    drop(tx);
 
     // HTTP.
     let server = HttpServer::bind(
@@ -215,7 +255,9 @@ pub async fn run(
         metrics,
         status,
         node_name,
+        tx: tx.clone(),
     };
+    drop(tx);
     let mut reconcile =
         tokio::time::interval(Duration::from_millis(config.reconcile.interval_ms.max(1)));
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,6 +265,13 @@ pub async fn run(
         tokio::select! {
             input = rx.recv() => match input {
                 Some(Input::Probe(i, result)) => driver.on_probe(i, *result).await,
+                Some(Input::Cloud(i, event)) => {
+                    if let Event::CloudClaimed { report, .. } = &event {
+                        driver.on_claim_report(i, report);
+                    }
+                    driver.process(i, event).await;
+                }
+                Some(Input::Observed(i, report)) => driver.on_observed(i, *report).await,
                 Some(Input::Stop(why)) => break why,
                 None => break "every input closed",
             },
@@ -256,6 +305,29 @@ struct Loop {
     metrics: Arc<AgentMetrics>,
     status: Arc<StatusStore>,
     node_name: String,
+    /// For cloud tasks to report back; the loop also holds the receiver, so `recv` never
+    /// sees the channel closed.
+    tx: mpsc::Sender<Input>,
+}
+
+fn route_owners(tables: impl Iterator<Item = (String, Option<RouteState>)>) -> Vec<RouteOwner> {
+    tables
+        .map(|(id, state)| {
+            let target = match &state {
+                Some(RouteState::ThisEni) => Some("this node".to_owned()),
+                Some(RouteState::OtherEni { eni, .. }) => Some(eni.clone()),
+                Some(RouteState::Blackhole { target } | RouteState::OtherTarget { target }) => {
+                    Some(target.clone())
+                }
+                Some(RouteState::Missing) | None => None,
+            };
+            RouteOwner {
+                route_table: id,
+                target,
+                this_node: state == Some(RouteState::ThisEni),
+            }
+        })
+        .collect()
 }
 
 fn step_records(t: &Timeline) -> Vec<StepRecord> {
@@ -382,9 +454,24 @@ impl Loop {
                 }
                 Some(Event::NodeReleased(call))
             }
-            Decision::ClaimCloud { .. } => {
-                // Only decided with a `[cloud]` section, which `run` refuses at start.
-                tracing::error!(ag, decision = %d, "decision ignored: no cloud executor");
+            Decision::ClaimCloud { attempt, at, .. } => {
+                let Some(exec) = rt.cloud.clone() else {
+                    tracing::error!(ag, decision = %d, "decision ignored: no cloud executor");
+                    return None;
+                };
+                tracing::info!(ag, decision = %d, delay_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "decision");
+                let (attempt, at, tx) = (*attempt, *at, self.tx.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                    let started = Instant::now();
+                    let report = exec.claim().await;
+                    let event = Event::CloudClaimed {
+                        attempt,
+                        started,
+                        report: Box::new(report),
+                    };
+                    let _ = tx.send(Input::Cloud(i, event)).await;
+                });
                 None
             }
             Decision::Alert { .. } => {
@@ -423,10 +510,56 @@ impl Loop {
         }
     }
 
+    fn on_claim_report(&mut self, i: usize, report: &tdsvip_cloud::ClaimReport) {
+        let ag = self.ags[i].controller.ag().to_owned();
+        for t in &report.tables {
+            self.metrics.record_cloud_calls(&t.calls);
+            tracing::info!(ag, table = %t.id, ms = t.ms, attempts = t.attempts, points_here = t.points_here(), error = ?t.error, "route table claim");
+        }
+        let owners = route_owners(
+            report
+                .tables
+                .iter()
+                .map(|t| (t.id.clone(), t.after.clone())),
+        );
+        self.status.update_ag(&ag, |a| a.route_tables = owners);
+    }
+
+    async fn on_observed(&mut self, i: usize, report: ObserveReport) {
+        let ag = self.ags[i].controller.ag().to_owned();
+        let mut drift = Vec::new();
+        for t in &report.tables {
+            self.metrics.record_cloud_calls(&t.calls);
+            if t.state.is_some() && !t.points_here() {
+                drift.push(Drift {
+                    kind: DriftKind::RouteTable,
+                    detail: format!("{} points to {:?}", t.id, t.state),
+                });
+            }
+        }
+        let owners = route_owners(
+            report
+                .tables
+                .iter()
+                .map(|t| (t.id.clone(), t.state.clone())),
+        );
+        self.status.update_ag(&ag, |a| a.route_tables = owners);
+        self.process(i, Event::Reconcile { drift }).await;
+    }
+
     async fn reconcile(&mut self) {
         for i in 0..self.ags.len() {
             let rt = &mut self.ags[i];
             let ag = rt.controller.ag().to_owned();
+            if let Some(exec) = rt.cloud.clone()
+                && rt.controller.state() == crate::controller::OwnershipState::Owner
+            {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let report = exec.observe().await;
+                    let _ = tx.send(Input::Observed(i, Box::new(report))).await;
+                });
+            }
             for ip in rt.addresses.clone() {
                 if let Ok(c) = rt.node.counters(ip) {
                     self.metrics

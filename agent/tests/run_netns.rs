@@ -110,8 +110,11 @@ impl Lab {
     }
 
     fn has_overlay(&self) -> bool {
-        sh(&["ip", "-n", &self.node, "-4", "addr", "show", "dev", "eth0"])
-            .contains("10.232.7.100/32")
+        self.has_address("10.232.7.100/32")
+    }
+
+    fn has_address(&self, cidr: &str) -> bool {
+        sh(&["ip", "-n", &self.node, "-4", "addr", "show", "dev", "eth0"]).contains(cidr)
     }
 
     fn agent_log(&self) -> String {
@@ -486,4 +489,184 @@ fn run_refuses_a_bad_config_with_key_reason_lines_and_exit_2() {
     assert!(stderr.contains("bogus: unknown key"), "{stderr}");
     assert!(stderr.contains("ag[0].addresses[0]: "), "{stderr}");
     assert!(!stderr.contains("tdsvip running"), "{stderr}");
+}
+
+/// Runs `f` on a new thread inside `ns` and returns its result.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        enter_netns(&ns);
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// With `[cloud]`, the acquire also points every route table at this node's ENI (moto's EC2
+/// server, started inside the node namespace so the agent reaches it on its loopback).
+#[test]
+fn run_claims_the_route_tables_with_the_address() {
+    use tdsvip_cloud::moto::{Moto, OVERLAY, World, route_target, setup_api};
+    let overlay = format!("{OVERLAY}/32");
+    let mut lab = Lab::new();
+    let (tds, _control) = start_sim(&lab.node);
+    let moto = in_ns(&lab.node, Moto::start);
+    let endpoint = moto.endpoint();
+    let world = {
+        let endpoint = endpoint.clone();
+        in_ns(&lab.node, move || {
+            runtime().block_on(async move {
+                let api = setup_api(&endpoint).await;
+                let world = World::build(api.client(), 2).await;
+                world
+                    .route_to(api.client(), &world.tables, &world.b.eni)
+                    .await;
+                world
+            })
+        })
+    };
+    let pw_file = lab.dir.join("pw");
+    std::fs::write(&pw_file, "secret\n").unwrap();
+    let http_addr = SocketAddr::from(([127, 0, 0, 1], 19478));
+    let tables: Vec<String> = world.tables.iter().map(|t| format!("\"{t}\"")).collect();
+    let config = format!(
+        r#"
+interface = "eth0"
+[sql]
+endpoint = "{tds}"
+user = "tdsvip"
+password_file = "{pw}"
+[[ag]]
+name = "AG1"
+addresses = ["{OVERLAY}"]
+databases = ["sales"]
+[http]
+listen = "{http_addr}"
+[cloud]
+provider = "aws"
+region = "us-east-1"
+route_tables = [{tables}]
+eni_id = "{eni}"
+endpoint_url = "{endpoint}"
+call_timeout_ms = 2000
+"#,
+        pw = pw_file.display(),
+        tables = tables.join(", "),
+        eni = world.a.eni,
+    );
+    let config_file = lab.dir.join("tdsvip.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let log = File::create(lab.dir.join("agent.log")).unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.node,
+            env!("CARGO_BIN_EXE_tdsvip"),
+            "run",
+        ])
+        .arg("--config")
+        .arg(&config_file)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start tdsvip run");
+    let pid = child.id();
+    lab.agent = Some(child);
+
+    assert!(
+        within(Duration::from_secs(3), || lab.has_address(&overlay)),
+        "overlay address not acquired:\n{}",
+        lab.agent_log()
+    );
+    let targets = |lab: &Lab| {
+        let (endpoint, tables) = (endpoint.clone(), world.tables.clone());
+        in_ns(&lab.node, move || {
+            runtime().block_on(async move {
+                let api = setup_api(&endpoint).await;
+                let mut out = Vec::new();
+                for t in &tables {
+                    out.push(route_target(api.client(), t).await);
+                }
+                out
+            })
+        })
+    };
+    let mine = Some(world.a.eni.clone());
+    assert!(
+        within(Duration::from_secs(5), || targets(&lab)
+            .iter()
+            .all(|t| *t == mine)),
+        "route tables not claimed: {:?}\n{}",
+        targets(&lab),
+        lab.agent_log()
+    );
+    let status_ok = within(Duration::from_secs(2), || {
+        let (code, body) = http(&lab.node, "GET", http_addr, "/status", None, "");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+        let rts = v["ags"]["AG1"]["route_tables"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        rts.len() == 2 && rts.iter().all(|r| r["this_node"] == true)
+    });
+    assert!(
+        status_ok,
+        "{}",
+        http(&lab.node, "GET", http_addr, "/status", None, "").1
+    );
+    let (_, metrics) = http(&lab.node, "GET", http_addr, "/metrics", None, "");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tdsvip_route_table_calls_total{") && l.contains("ok")),
+        "{metrics}"
+    );
+    let (_, events) = http(&lab.node, "GET", http_addr, "/events", None, "");
+    let parsed: serde_json::Value = serde_json::from_str(&events).expect("events JSON");
+    let list = parsed
+        .as_array()
+        .or_else(|| parsed["events"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        list.iter().any(|t| t["direction"] == "acquire"
+            && t["phases"]["route_table"].is_number()
+            && t["route_tables"].as_array().is_some_and(|r| r.len() == 2)),
+        "no acquire timeline with the route-table phase: {events}"
+    );
+
+    // SAFETY: signalling the child we started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let mut child = lab.agent.take().expect("agent child");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait agent") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit after SIGTERM:\n{}",
+            lab.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        status.success(),
+        "agent exit {status}:\n{}",
+        lab.agent_log()
+    );
+    assert!(!lab.has_address(&overlay));
+    drop(moto);
 }
