@@ -11,7 +11,12 @@
 //! Cloud claims and observations run in tasks of their own (EC2 calls take up to seconds and
 //! must not hold back a release) and come back through the same channel.
 //!
-//! Not wired yet: peer polling and the probe through the overlay IP.
+//! A second login probe runs through the overlay IP (to this node once it owns the address):
+//! its first success after an acquire is the timeline's `first_client_login`, the moment a
+//! client could really use the address. Results of probes that started before the acquire
+//! finished are ignored, since they may have reached the old primary.
+//!
+//! Not wired yet: peer polling.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
@@ -60,12 +65,16 @@ struct AgRuntime {
     node: NodeExecutor,
     addresses: Vec<IpAddr>,
     owned: bool,
+    /// When the last successful acquire returned (overlay logins before it do not count).
+    acquired_at: Option<Instant>,
     cloud: Option<Arc<AwsExecutor>>,
 }
 
 /// What reaches the loop.
 enum Input {
     Probe(usize, Box<ProbeResult>),
+    /// A successful login through the overlay IP, and when that probe started.
+    OverlayLogin(usize, Instant),
     /// A cloud claim's result (already an event for the controller).
     Cloud(usize, Event),
     /// A cloud observation made during reconciliation.
@@ -106,7 +115,8 @@ pub async fn run(
 
     let mut ags = Vec::new();
     for (i, ag) in config.ags.iter().enumerate() {
-        let policy = AgPolicy::from_config(&config.probe, config.cloud.as_ref());
+        let mut policy = AgPolicy::from_config(&config.probe, config.cloud.as_ref());
+        policy.expect_overlay_login = true;
         let controller =
             AgController::new(&ag.name, policy).map_err(|e| cfg_err("probe", e.to_string()))?;
         let overlay: Vec<tdsvip_node::OverlayAddress> = ag
@@ -162,6 +172,7 @@ pub async fn run(
             node,
             addresses,
             owned: false,
+            acquired_at: None,
             cloud,
         });
     }
@@ -187,8 +198,13 @@ pub async fn run(
             timeout,
             ..ProbeConfig::default()
         };
-        let probe = AnyProbe::new(Mode::Login, config.sql.endpoint, probe_cfg, Some(login))
-            .map_err(|e| cfg_err("probe", e.to_string()))?;
+        let probe = AnyProbe::new(
+            Mode::Login,
+            config.sql.endpoint,
+            probe_cfg.clone(),
+            Some(login.clone()),
+        )
+        .map_err(|e| cfg_err("probe", e.to_string()))?;
         let schedule = ScheduleConfig {
             interval: Duration::from_millis(config.probe.interval_ms),
             jitter: Duration::from_millis(config.probe.jitter_ms),
@@ -201,14 +217,38 @@ pub async fn run(
         let runner = ProbeRunner::new(probe, schedule, hysteresis)
             .map_err(|e| cfg_err("probe", e.to_string()))?;
         let (_handle, mut obs) = runner.spawn(4, cancel.clone());
-        let tx = tx.clone();
+        let tx2 = tx.clone();
         tokio::spawn(async move {
             while let Some(o) = obs.recv().await {
-                if tx.send(Input::Probe(i, Box::new(o.result))).await.is_err() {
+                if tx2.send(Input::Probe(i, Box::new(o.result))).await.is_err() {
                     break;
                 }
             }
         });
+        // Through the overlay IP: its first address (IPv4 first, as clients mostly use it).
+        let mut overlay = ag.overlay_addresses();
+        overlay.sort_by_key(|a| !a.ip.is_ipv4());
+        if let Some(first) = overlay.first() {
+            let target = std::net::SocketAddr::new(first.ip, ag.port);
+            let probe = AnyProbe::new(Mode::Login, target, probe_cfg, Some(login))
+                .map_err(|e| cfg_err("probe", e.to_string()))?;
+            let runner = ProbeRunner::new(probe, schedule, hysteresis)
+                .map_err(|e| cfg_err("probe", e.to_string()))?;
+            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+            let tx2 = tx.clone();
+            tokio::spawn(async move {
+                while let Some(o) = obs.recv().await {
+                    if o.result.outcome.is_ok()
+                        && tx2
+                            .send(Input::OverlayLogin(i, o.result.started))
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
     }
 
     // Signals.
@@ -265,6 +305,12 @@ pub async fn run(
         tokio::select! {
             input = rx.recv() => match input {
                 Some(Input::Probe(i, result)) => driver.on_probe(i, *result).await,
+                Some(Input::OverlayLogin(i, started)) => {
+                    let rt = &driver.ags[i];
+                    if rt.owned && rt.acquired_at.is_some_and(|at| started >= at) {
+                        driver.process(i, Event::OverlayLoginOk).await;
+                    }
+                }
                 Some(Input::Cloud(i, event)) => {
                     if let Event::CloudClaimed { report, .. } = &event {
                         driver.on_claim_report(i, report);
@@ -440,6 +486,9 @@ impl Loop {
                 log_steps(&ag, "acquire", &call);
                 if call.error.is_none() {
                     rt.owned = true;
+                    if matches!(d, Decision::Acquire { .. }) {
+                        rt.acquired_at = Some(Instant::now());
+                    }
                 }
                 Some(Event::NodeAcquired(call))
             }

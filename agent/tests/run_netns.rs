@@ -208,11 +208,14 @@ fn start_sim(ns: &str) -> (SocketAddr, SocketAddr) {
             .unwrap();
         rt.block_on(async move {
             let mut cfg = tds_sim::SimConfig::new("NODEA", "AG1", tds_sim::Role::Primary);
+            // Every address, so that the overlay IP reaches it once the agent adds it.
+            cfg.listen = SocketAddr::from(([0, 0, 0, 0], 0));
             cfg.control = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
             cfg.databases = vec![("sales".into(), tds_sim::DbState::Online)];
             let sim = tds_sim::start(cfg).await.expect("tds-sim start");
             let control = sim.control_addr().expect("control addr");
-            tx.send((sim.tds_addr(), control)).unwrap();
+            let tds = SocketAddr::from(([127, 0, 0, 1], sim.tds_addr().port()));
+            tx.send((tds, control)).unwrap();
             // Serve until the process ends (the namespace goes with the lab).
             std::future::pending::<()>().await;
         });
@@ -407,8 +410,10 @@ interval_ms = 200
         .or_else(|| events["events"].as_array())
         .unwrap_or_else(|| panic!("events: {body}"));
     assert!(
-        list.iter().any(|t| t["direction"] == "acquire"),
-        "no acquire timeline: {body}"
+        list.iter().any(|t| t["direction"] == "acquire"
+            && t["phases"]["address"].is_number()
+            && t["phases"]["first_client_login"].is_number()),
+        "no acquire timeline with the address and first-login phases: {body}"
     );
     assert!(
         list.iter()
@@ -546,6 +551,7 @@ password_file = "{pw}"
 [[ag]]
 name = "AG1"
 addresses = ["{OVERLAY}"]
+port = {port}
 databases = ["sales"]
 [http]
 listen = "{http_addr}"
@@ -560,6 +566,7 @@ call_timeout_ms = 2000
         pw = pw_file.display(),
         tables = tables.join(", "),
         eni = world.a.eni,
+        port = tds.port(),
     );
     let config_file = lab.dir.join("tdsvip.toml");
     std::fs::write(&config_file, config).unwrap();
