@@ -99,6 +99,12 @@ pub async fn run(
         None => None,
     };
     let node_name = config.node_name();
+    if !config.peers.is_empty() {
+        tracing::warn!(
+            peers = config.peers.len(),
+            "[[peer]] is configured but peer polling is not wired yet: no conflict detection from peers, no peer timings (ownership never depends on peers)"
+        );
+    }
     let metrics = Arc::new(AgentMetrics::new().map_err(|e| DriverError::Start(e.to_string()))?);
     let mut initial = AgentStatus::new(&node_name);
     for ag in &config.ags {
