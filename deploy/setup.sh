@@ -88,6 +88,8 @@ need_pip pytds python-tds
 need_pip moto.server 'moto[server]>=5.2,<6'
 # promtool (Debian's prometheus package) checks the agent's /metrics text in its tests.
 need_apt prometheus
+# systemd-analyze checks deploy/tdsvip.service offline (verify, security) in agent/tests/deploy.rs.
+need_apt systemd
 
 if [ "$what" = fuzz ] || [ "$what" = all ] || [ "$what" = tests ]; then
   # Fuzzing: cargo-fuzz drives libFuzzer on the nightly toolchain already on the machine.
