@@ -86,7 +86,7 @@ need_apt freetds-bin
 need_pip pytds python-tds
 # moto's EC2 server stands in for the AWS API in the cloud tests and benchmarks.
 need_pip moto.server 'moto[server]>=5.2,<6'
-# promtool (Debian's prometheus package) checks the agent's /metrics text in its tests.
+# promtool (Debian's prometheus package) checks the agent's /metrics text and dashboards/ rules.
 need_apt prometheus
 # systemd-analyze checks deploy/tdsvip.service offline (verify, security) in agent/tests/deploy.rs.
 need_apt systemd
