@@ -68,6 +68,20 @@ need_cargo_tool() {
   fi
 }
 
+need_npm_dir() {
+  # $1: directory, $2...: package@version, installed there (not globally)
+  local dir=$1; shift
+  command -v npm >/dev/null || { say "missing npm (Debian nodejs/npm): needed for $*" >&2; exit 1; }
+  mkdir -p "$dir"
+  if (cd "$dir" && npm ls --depth=0 "$@" >/dev/null 2>&1); then
+    say "npm: $* already installed in $dir"
+  else
+    say "npm: installing $* in $dir"
+    (cd "$dir" && { [ -f package.json ] || echo '{"private": true}' >package.json; } &&
+      npm install -s --no-audit --no-fund "$@" >/dev/null)
+  fi
+}
+
 for tool in cargo rustup python3; do
   command -v "$tool" >/dev/null || { say "missing $tool: this script expects the machine's Rust and Python toolchains" >&2; exit 1; }
 done
@@ -90,6 +104,10 @@ need_pip moto.server 'moto[server]>=5.2,<6'
 need_apt prometheus
 # systemd-analyze checks deploy/tdsvip.service offline (verify, security) in agent/tests/deploy.rs.
 need_apt systemd
+# The Grafana dashboard is validated against Grafana's own schema (shared/TOOLCHAIN.md):
+# @grafana/schema's Dashboard type, turned into JSON Schema, checked with ajv (agent/tests/dashboards.rs).
+need_npm_dir "${TDSVIP_GRAFANA_SCHEMA_DIR:-$HOME/.cache/tdsvip/grafana-schema}" \
+  @grafana/schema@13.2.3 ts-json-schema-generator@2.4.0 ajv-cli@5.0.0
 
 if [ "$what" = fuzz ] || [ "$what" = all ] || [ "$what" = tests ]; then
   # Fuzzing: cargo-fuzz drives libFuzzer on the nightly toolchain already on the machine.

@@ -3,8 +3,10 @@
 //! panel has a datasource and targets, and every PromQL expression in it parses (promtool,
 //! with Grafana's variables substituted); and every `tdsvip_*` metric named in the rules, their
 //! tests or the dashboard is one the agent's `AgentMetrics` really exports, so renaming a
-//! metric in agent/src/metrics.rs breaks this test. promtool comes from Debian `prometheus`
-//! (deploy/setup.sh); without it these tests fail.
+//! metric in agent/src/metrics.rs breaks this test. The dashboard is also validated against
+//! Grafana's own schema (npm @grafana/schema's `Dashboard` type as JSON Schema, with ajv).
+//! promtool comes from Debian `prometheus`, the npm tools from deploy/setup.sh; without them
+//! these tests fail.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -325,4 +327,77 @@ fn metric_names_are_extracted_exactly() {
     .map(str::to_owned)
     .collect();
     assert_eq!(n, want);
+}
+
+/// Where deploy/setup.sh installed @grafana/schema, ts-json-schema-generator and ajv-cli.
+fn grafana_schema_dir() -> PathBuf {
+    std::env::var_os("TDSVIP_GRAFANA_SCHEMA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/tdsvip/grafana-schema")
+        })
+}
+
+fn npx(dir: &Path, args: &[&str]) -> Output {
+    Command::new("npx")
+        .arg("--no-install")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("npx not runnable (deploy/setup.sh installs it): {e}"))
+}
+
+#[test]
+fn dashboard_matches_grafanas_own_schema() {
+    let tools = grafana_schema_dir();
+    let types =
+        tools.join("node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen.d.ts");
+    assert!(
+        types.is_file(),
+        "{} missing: run deploy/setup.sh tests",
+        types.display()
+    );
+    let tmp = scratch("schema");
+    let schema = tmp.join("dashboard.schema.json");
+    let out = npx(
+        &tools,
+        &[
+            "ts-json-schema-generator",
+            "--path",
+            types.to_str().unwrap(),
+            "--type",
+            "Dashboard",
+            "-o",
+            schema.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success() && schema.is_file(), "{}", said(&out));
+    let validate = |data: &Path| {
+        npx(
+            &tools,
+            &[
+                "ajv",
+                "validate",
+                "--strict=false",
+                "-s",
+                schema.to_str().unwrap(),
+                "-d",
+                data.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = validate(&dashboards().join("tdsvip.json"));
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("tdsvip.json valid"), "{}", said(&out));
+
+    // The schema is really applied: a schemaVersion that is not a number is refused.
+    let mut d = dashboard();
+    d["schemaVersion"] = Value::from("39");
+    let bad = tmp.join("bad.json");
+    std::fs::write(&bad, serde_json::to_string(&d).unwrap()).unwrap();
+    let out = validate(&bad);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("/schemaVersion"), "{}", said(&out));
+    let _ = std::fs::remove_dir_all(tmp);
 }
