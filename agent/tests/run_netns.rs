@@ -64,6 +64,33 @@ struct Lab {
 }
 
 impl Lab {
+    /// Writes `config` and starts `tdsvip run` inside the node namespace with `env` added
+    /// (and no AWS profile), logging to the lab's `agent.log`; returns the agent's pid.
+    fn start_agent(&mut self, config: &str, env: &[(&str, &str)]) -> u32 {
+        let config_file = self.dir.join("tdsvip.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let log = File::create(self.dir.join("agent.log")).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.node,
+                env!("CARGO_BIN_EXE_tdsvip"),
+                "run",
+            ])
+            .arg("--config")
+            .arg(&config_file)
+            .envs(env.iter().copied())
+            .env_remove("AWS_PROFILE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tdsvip run");
+        let pid = child.id();
+        self.agent = Some(child);
+        pid
+    }
+
     fn new() -> Lab {
         assert_eq!(
             unsafe { libc::geteuid() },
@@ -277,25 +304,7 @@ interval_ms = 200
         port = tds.port(),
         token_file = token_file.display(),
     );
-    let config_file = lab.dir.join("tdsvip.toml");
-    std::fs::write(&config_file, config).unwrap();
-    let log = File::create(lab.dir.join("agent.log")).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.node,
-            env!("CARGO_BIN_EXE_tdsvip"),
-            "run",
-        ])
-        .arg("--config")
-        .arg(&config_file)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start tdsvip run");
-    let pid = child.id();
-    lab.agent = Some(child);
+    let pid = lab.start_agent(&config, &[]);
     let ns = lab.node.clone();
     let get = |path: &str| http(&ns, "GET", http_addr, path, Some(token), "");
     let http_up = |lab: &Lab| {
@@ -568,28 +577,13 @@ call_timeout_ms = 2000
         eni = world.a.eni,
         port = tds.port(),
     );
-    let config_file = lab.dir.join("tdsvip.toml");
-    std::fs::write(&config_file, config).unwrap();
-    let log = File::create(lab.dir.join("agent.log")).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.node,
-            env!("CARGO_BIN_EXE_tdsvip"),
-            "run",
-        ])
-        .arg("--config")
-        .arg(&config_file)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start tdsvip run");
-    let pid = child.id();
-    lab.agent = Some(child);
+    let pid = lab.start_agent(
+        &config,
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
 
     assert!(
         within(Duration::from_secs(3), || lab.has_address(&overlay)),
