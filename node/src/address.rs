@@ -23,6 +23,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loopback_has_its_address() {
+        let on_lo = addresses_on("lo").expect("getifaddrs");
+        assert!(on_lo.contains(&IpAddr::from([127, 0, 0, 1])), "{on_lo:?}");
+        assert!(addresses_on("no-such-if0").unwrap().is_empty());
+    }
+
+    #[test]
     fn labels_are_checked_like_iproute2_does() {
         let mut address = OverlayAddress::host("10.231.0.100".parse().unwrap());
         address.label = Some("eth0:vip".into());
@@ -40,6 +47,55 @@ mod tests {
         };
         assert!(long.validate("eth0").is_err());
     }
+}
+
+/// The IP addresses on `interface` right now, read with `getifaddrs(3)`.
+///
+/// Synchronous on purpose: [`crate::NodeExecutor::new`] uses it to decide, before the guard
+/// is attached, which overlay addresses a killed predecessor left serving, so that adopting
+/// them never drops a packet.
+pub fn addresses_on(interface: &str) -> std::io::Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut found = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        // IPv4 labels ("eth0:vip") name the same interface.
+        let name = name.to_string_lossy();
+        let base = name.split(':').next().unwrap_or_default();
+        if base != interface {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and its family says which sockaddr it is.
+        let ip = unsafe {
+            match i32::from((*entry.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                    Some(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                    Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            }
+        };
+        found.extend(ip);
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(found)
 }
 
 /// One overlay address as configured.

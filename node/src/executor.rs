@@ -95,6 +95,12 @@ pub struct NodeConfig {
     pub ebpf: bool,
     pub xdp_mode: XdpAttachMode,
     pub max_tracked_connections: u32,
+    /// At start, let the guard pass the overlay addresses that are already on the interface
+    /// (a killed predecessor's) instead of fencing them. The caller sets it only when the
+    /// local replica was just seen PRIMARY: the address then keeps serving across an agent
+    /// restart, and the controller's first verdict still releases it if that changes.
+    #[serde(default)]
+    pub adopt_present: bool,
 }
 
 impl NodeConfig {
@@ -109,6 +115,7 @@ impl NodeConfig {
             ebpf: true,
             xdp_mode: XdpAttachMode::default(),
             max_tracked_connections: tdsvip_ebpf_common::DEFAULT_MAX_CONNECTIONS,
+            adopt_present: false,
         }
     }
 }
@@ -328,6 +335,7 @@ pub struct NodeExecutor {
     guard: Option<VipGuard>,
     background: Vec<JoinHandle<()>>,
     dad_done: bool,
+    adopted: Vec<IpAddr>,
 }
 
 impl Drop for NodeExecutor {
@@ -369,11 +377,25 @@ impl NodeExecutor {
             source,
         })?);
         let destroyer = SockDestroyer::open()?;
+        let adopted: Vec<IpAddr> = if config.adopt_present {
+            let present = crate::address::addresses_on(&config.interface).map_err(|source| {
+                NodeError::Io {
+                    what: "list the interface's addresses",
+                    source,
+                }
+            })?;
+            ips.iter()
+                .copied()
+                .filter(|ip| present.contains(ip))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (guard, tracker) = if config.ebpf {
             let mut guard =
                 VipGuard::attach(ifindex, config.xdp_mode, config.max_tracked_connections)?;
             for ip in &ips {
-                guard.register(*ip, false)?;
+                guard.register(*ip, adopted.contains(ip))?;
             }
             let tracker =
                 ConnTracker::attach(&mut guard, &config.interface, &config.tracked_ports)?;
@@ -393,7 +415,14 @@ impl NodeExecutor {
             guard,
             background: Vec::new(),
             dad_done: false,
+            adopted,
         })
+    }
+
+    /// The overlay addresses found on the interface and left passing at start
+    /// ([`NodeConfig::adopt_present`]); empty when nothing was adopted.
+    pub fn adopted(&self) -> &[IpAddr] {
+        &self.adopted
     }
 
     pub const fn config(&self) -> &NodeConfig {

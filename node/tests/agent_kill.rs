@@ -2,7 +2,8 @@
 //! process (this test binary, running the ignored `agent_child` test) acquires the address on
 //! node A and is killed with SIGKILL. Its XDP and TC programs must be gone (they were held by
 //! its bpf_links), the address must still be there and serving, and a new executor must fence
-//! it again before anyone decides anything.
+//! it again before anyone decides anything, unless it was told to adopt it (its replica is
+//! still PRIMARY), in which case the address must keep serving from the first packet.
 
 mod support;
 
@@ -144,7 +145,21 @@ async fn killed_agent_leaves_address_unguarded_until_restart() {
         "the left address should still serve"
     );
 
-    // A restarted agent fences the leftover address at once...
+    // A restarted agent told that its replica is still PRIMARY adopts the address: the guard
+    // passes it from the first packet, so clients never see the restart...
+    let mut adopting = NodeConfig::new("eth0", vec![OverlayAddress::host(vip)]);
+    adopting.adopt_present = true;
+    let adopted = in_netns(&lab.a.ns, || NodeExecutor::new(adopting)).expect("executor");
+    assert_eq!(adopted.adopted(), [vip]);
+    assert!(xdp_attached(&lab));
+    assert!(
+        reaches_a(&lab, target),
+        "an adopted address must keep serving"
+    );
+    assert_eq!(adopted.counters(vip).unwrap().dropped_packets, 0);
+    drop(adopted);
+
+    // ...and one that is not told so fences the leftover address at once...
     let config = NodeConfig::new("eth0", vec![OverlayAddress::host(vip)]);
     let mut restarted = in_netns(&lab.a.ns, || NodeExecutor::new(config)).expect("executor");
     assert!(xdp_attached(&lab));
