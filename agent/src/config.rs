@@ -58,6 +58,10 @@ pub struct AgentConfig {
     pub ebpf: EbpfConfig,
     #[serde(default)]
     pub reconcile: ReconcileConfig,
+    #[serde(default)]
+    pub peer_poll: PeerPollConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
     /// `[cloud]`: route tables or secondary IP on AWS; absent on premises.
     #[serde(default)]
     pub cloud: Option<tdsvip_cloud::CloudConfig>,
@@ -206,8 +210,11 @@ pub struct PeerConfig {
 pub struct HttpConfig {
     /// Loopback by default: `/status` tells an attacker a lot about the cluster.
     pub listen: SocketAddr,
-    /// Bearer token for everything but `/metrics`, `/healthz` and `/primary`.
+    /// Bearer token for everything but `/metrics`, `/healthz` and `/primary`. Peers send
+    /// this node's own token when they read each other's `/status`: use one token per cluster.
     pub token_file: Option<PathBuf>,
+    /// How many completed failover timelines `/events` keeps.
+    pub events: usize,
 }
 
 impl Default for HttpConfig {
@@ -215,6 +222,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
             token_file: None,
+            events: crate::status::DEFAULT_EVENTS,
         }
     }
 }
@@ -244,6 +252,47 @@ impl Default for ReconcileConfig {
     fn default() -> Self {
         ReconcileConfig { interval_ms: 5000 }
     }
+}
+
+/// `[peer_poll]`: how often the other agents' `/status` and replicas are read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct PeerPollConfig {
+    /// Between two reads of one peer's `/status`. The peer's client connections handed over
+    /// at a takeover are at most this old.
+    pub interval_ms: u64,
+    /// Deadline of one read (connect, request and answer).
+    pub timeout_ms: u64,
+}
+
+impl Default for PeerPollConfig {
+    fn default() -> Self {
+        PeerPollConfig {
+            interval_ms: 200,
+            timeout_ms: 150,
+        }
+    }
+}
+
+/// `[shutdown]`: what SIGTERM does with owned addresses.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ShutdownConfig {
+    pub addresses: StopAddresses,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopAddresses {
+    /// Give the addresses up (fence, reset local sockets, remove): the next primary's agent
+    /// can take them at once. The safe default.
+    #[default]
+    Release,
+    /// Leave them on the interface and serving, for a restart of the agent alone (an
+    /// upgrade): the restarted agent adopts them if its replica is still PRIMARY and
+    /// releases them at its first verdict otherwise. While no agent runs, nothing fences
+    /// them.
+    Keep,
 }
 
 /// Why a file could not be loaded: every issue found, in file order where possible.
@@ -504,14 +553,28 @@ impl AgentConfig {
                     format!("{:?} is not unique (or is this node's own name)", peer.name),
                 ));
             }
-            if !(peer.status_url.starts_with("http://") || peer.status_url.starts_with("https://"))
-                || peer.status_url.len() <= "https://".len()
-            {
-                v.push(ConfigIssue::new(
-                    format!("peer[{i}].status_url"),
-                    format!("{:?} is not an http:// or https:// URL", peer.status_url),
-                ));
+            if let Err(reason) = crate::peers::PeerUrl::parse(&peer.status_url) {
+                v.push(ConfigIssue::new(format!("peer[{i}].status_url"), reason));
             }
+        }
+        let poll = &self.peer_poll;
+        if !(10..=60_000).contains(&poll.interval_ms) {
+            v.push(ConfigIssue::new(
+                "peer_poll.interval_ms",
+                format!("{} is outside 10..=60000", poll.interval_ms),
+            ));
+        }
+        if poll.timeout_ms == 0 || poll.timeout_ms > 10_000 {
+            v.push(ConfigIssue::new(
+                "peer_poll.timeout_ms",
+                format!("{} is outside 1..=10000", poll.timeout_ms),
+            ));
+        }
+        if !(1..=10_000).contains(&self.http.events) {
+            v.push(ConfigIssue::new(
+                "http.events",
+                format!("{} is outside 1..=10000", self.http.events),
+            ));
         }
     }
 

@@ -9,4 +9,5 @@ pub mod controller;
 pub mod driver;
 pub mod http;
 pub mod metrics;
+pub mod peers;
 pub mod status;

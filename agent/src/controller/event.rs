@@ -75,7 +75,9 @@ impl ReplicaRole {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerReport {
     pub peer: String,
-    /// When the driver got the answer (or gave up), on this node's monotonic clock.
+    /// When the view was true, on this node's monotonic clock: when the peer's probe that
+    /// saw the role started (the peer serves ages, the driver subtracts them), or when the
+    /// driver gave up reaching it.
     pub at: Instant,
     /// `None` when the peer could not be reached: its earlier view is then forgotten.
     pub view: Option<PeerView>,

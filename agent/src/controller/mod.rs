@@ -10,10 +10,12 @@
 //!
 //! - `event.rs`: the inputs; `decision.rs`: the outputs and their metric labels;
 //! - `policy.rs`: how each probe outcome counts (the rules table) and rise/fall counting;
-//! - `state.rs`: the per-AG state machine; `timeline.rs`: the record of each ownership change.
+//! - `state.rs`: the per-AG state machine; `timeline.rs`: the record of each ownership change;
+//! - `loss.rs`: when a replica that was PRIMARY was lost, as one observer saw it.
 
 pub mod decision;
 pub mod event;
+pub mod loss;
 pub mod policy;
 pub mod state;
 pub mod timeline;
@@ -22,6 +24,7 @@ pub use decision::{AlertKind, Decision, ReleaseCause};
 pub use event::{
     Drift, DriftKind, Event, NodeCall, PeerReport, PeerView, PrimaryLoss, ReplicaRole, StepRecord,
 };
+pub use loss::LossTracker;
 pub use policy::{AgPolicy, Backoff, PolicyError};
 pub use state::{AgController, OwnershipState};
 pub use timeline::{Direction, FailoverTimeline, Phases, TimedStep};

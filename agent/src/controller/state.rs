@@ -213,13 +213,18 @@ impl AgController {
         }
     }
 
-    /// Peers whose fresh report says their replica is PRIMARY.
+    /// Peers whose fresh report says their replica is PRIMARY, seen so no earlier than the
+    /// local replica was: a peer seen PRIMARY before the local replica became PRIMARY is the
+    /// old primary of a switchover or a failover, not a second primary, and waiting for a
+    /// newer report of it would cost a poll interval of every failover.
     fn primary_peers(&self, now: Instant) -> Vec<String> {
+        let local_since = self.health.first_ok_at();
         self.peers
             .iter()
             .filter(|(_, (at, view))| {
                 view.role == Some(ReplicaRole::Primary)
                     && now.saturating_duration_since(*at) <= self.policy.peer_stale_after
+                    && local_since.is_none_or(|since| *at >= since)
             })
             .map(|(name, _)| name.clone())
             .collect()

@@ -326,8 +326,9 @@ fn not_answering_releases_after_exactly_the_fall_count() {
 #[test]
 fn a_peer_reporting_primary_blocks_acquire_and_counts_one_conflict() {
     let mut b = Bench::default();
-    assert!(b.peer(0, "node-b", Some(ReplicaRole::Primary)).is_empty());
-    let d = b.probe(0, Outcome::Ok);
+    assert!(b.probe(0, Outcome::Ok).is_empty());
+    // Seen PRIMARY after the local replica was: two primaries at once.
+    let d = b.peer(10, "node-b", Some(ReplicaRole::Primary));
     match d.as_slice() {
         [Decision::Alert { kind, reason, .. }] => {
             assert_eq!(*kind, AlertKind::Conflict);
@@ -381,7 +382,8 @@ fn the_holder_keeps_the_address_only_while_its_own_replica_is_primary() {
     assert_eq!(cause, ReleaseCause::NotPrimary);
     assert!(b.released(t + 50).is_empty());
     // Local PRIMARY again while the peer still says PRIMARY: a new episode, no acquire.
-    let d = b.probe(t + 60, Outcome::Ok);
+    assert!(b.probe(t + 60, Outcome::Ok).is_empty());
+    let d = b.peer(t + 70, "node-b", Some(ReplicaRole::Primary));
     assert_eq!(count(&d, |d| matches!(d, Decision::Alert { .. })), 1);
     let d = b.probe(t + 80, Outcome::Ok);
     assert_eq!(count(&d, is_acquire), 0, "{d:?}");
@@ -493,8 +495,8 @@ fn unreachable_peers_do_not_change_ownership() {
     // A dead old primary: its last report said PRIMARY, then it became unreachable. Its
     // stale view is forgotten, so the new primary is not blocked forever.
     let mut b = Bench::default();
-    b.peer(0, "node-b", Some(ReplicaRole::Primary));
     b.probe(0, Outcome::Ok);
+    b.peer(10, "node-b", Some(ReplicaRole::Primary));
     b.probe(20, Outcome::Ok);
     assert_eq!(b.c.state(), OwnershipState::Standby);
     let d = b.peer_unreachable(40, "node-b");
@@ -506,11 +508,29 @@ fn a_stale_peer_report_stops_counting() {
     let mut p = AgPolicy::new(2, 3);
     p.peer_stale_after = Duration::from_millis(500);
     let mut b = Bench::new(p);
-    b.peer(0, "node-b", Some(ReplicaRole::Primary));
     b.probe(0, Outcome::Ok);
+    b.peer(10, "node-b", Some(ReplicaRole::Primary));
     assert!(b.probe(480, Outcome::Ok).iter().all(|d| !is_acquire(d)));
-    let d = b.probe(500, Outcome::Ok);
+    let d = b.probe(510, Outcome::Ok);
     assert_eq!(count(&d, is_acquire), 1, "{d:?}");
+}
+
+// A switchover or failover: the peer's last report (PRIMARY) was seen before the local
+// replica became PRIMARY. It is the old primary, not a second one: acquiring waits for no
+// newer report of it (that would cost a poll interval of every failover).
+#[test]
+fn the_old_primary_seen_before_the_promotion_does_not_block() {
+    let mut b = Bench::default();
+    b.peer(0, "node-b", Some(ReplicaRole::Primary));
+    assert!(b.probe(10, Outcome::Ok).is_empty());
+    let d = b.probe(30, Outcome::Ok);
+    assert_eq!(count(&d, is_acquire), 1, "{d:?}");
+    assert_eq!(b.c.conflicts(), 0);
+    // Reports seen during the local PRIMARY streak do count.
+    assert!(b.acquired(36).is_empty());
+    let d = b.peer(40, "node-b", Some(ReplicaRole::Primary));
+    assert_eq!(count(&d, |d| matches!(d, Decision::Alert { .. })), 1);
+    assert_eq!(b.c.conflicts(), 1);
 }
 
 #[test]
@@ -961,7 +981,8 @@ impl Lcg {
 
 /// Random interleavings of probes, peer reports, executor results and stops, against a
 /// driver model: an Acquire is never decided while a node call is in flight, while the last
-/// fresh report of a reachable peer said PRIMARY, or after a stop.
+/// fresh report of a reachable peer, seen during the local PRIMARY streak, said PRIMARY, or
+/// after a stop.
 #[test]
 fn never_two_owners_under_random_interleavings() {
     let mut acquires = 0;
@@ -974,6 +995,8 @@ fn never_two_owners_under_random_interleavings() {
         let stale = AgPolicy::new(1, 1).peer_stale_after;
         let mut in_flight: Option<bool> = None; // Some(true) acquire, Some(false) release
         let mut peer_primary_at: Option<u64> = None;
+        // When the local PRIMARY streak's first ok arrived (probes answer 5 ms after `ms`).
+        let mut local_since: Option<u64> = None;
         let mut stopped = false;
         for i in 0..3000u64 {
             let ms = i * 10;
@@ -984,6 +1007,11 @@ fn never_two_owners_under_random_interleavings() {
                         2 => secondary(),
                         _ => timeout(),
                     };
+                    if o == Outcome::Ok {
+                        local_since.get_or_insert(ms + 5);
+                    } else {
+                        local_since = None;
+                    }
                     b.probe(ms, o)
                 }
                 5 => {
@@ -1020,8 +1048,10 @@ fn never_two_owners_under_random_interleavings() {
                         acquires += 1;
                         assert_eq!(in_flight, None, "seed {seed} at {ms} ms: {d:?}");
                         assert!(!stopped, "seed {seed}: acquire after stop");
-                        let fresh = peer_primary_at
-                            .is_some_and(|at| Duration::from_millis(ms + 5 - at) <= stale);
+                        let fresh = peer_primary_at.is_some_and(|at| {
+                            Duration::from_millis(ms + 5 - at) <= stale
+                                && local_since.is_none_or(|since| at >= since)
+                        });
                         assert!(!fresh, "seed {seed} at {ms} ms: peer is PRIMARY");
                         in_flight = Some(true);
                     }
