@@ -4,6 +4,7 @@ mod check_config;
 mod probe;
 mod routes;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,9 @@ pub enum Command {
     Routes(routes::RoutesArgs),
     /// Run the agent: probe the local replica and keep the overlay IP on the primary.
     Run(run::RunArgs),
+    /// Show the running agent's state (its GET /status): roles, owned addresses, probes,
+    /// route tables, the last failover's timeline.
+    Status(status::StatusArgs),
 }
 
 /// Exit code for bad arguments or configuration, as clap uses for usage errors.
@@ -31,6 +35,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Routes(args) => routes::run(args),
         Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
 

@@ -1,0 +1,1046 @@
+//! `tdsvip status`: the running agent's `GET /status`, for a person or (with `--json`) for a
+//! script.
+//!
+//! The answer is read as untyped JSON on purpose: this command may be newer or older than
+//! the agent it asks, so fields it does not know (peer views, tracked connections, …) are
+//! printed generically instead of failing, and fields the agent does not send are skipped.
+//!
+//! Exit status: 0 when the agent answered, 1 when it could not be reached or did not answer
+//! 2xx with JSON (the message says which: refused, timeout, 401, …), 2 on bad arguments or
+//! configuration (the message names the argument).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value};
+use tokio::net::TcpStream;
+
+use super::{EXIT_USAGE, block_on, usage_error};
+use tdsvip::config::AgentConfig;
+
+/// Where the agent listens unless the config or `--url` says otherwise.
+const DEFAULT_URL: &str = "http://127.0.0.1:9477";
+/// The environment variable that may carry the bearer token.
+pub const TOKEN_ENV: &str = "TDSVIP_HTTP_TOKEN";
+/// An agent's status is a few KiB; a peer list with tracked connections stays far below this.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Arrays longer than this are cut short in the human output.
+const MAX_LIST: usize = 20;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's HTTP base URL [default: the config's http.listen, else http://127.0.0.1:9477].
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The agent's TOML config file: its http.listen and http.token_file are used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// File holding the bearer token [default: the TDSVIP_HTTP_TOKEN variable, else the
+    /// config's http.token_file].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Print the agent's JSON (pretty) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Deadline for connecting and for the whole answer, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    timeout_ms: u64,
+}
+
+/// The request to make: where to connect and what to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    /// For messages: the URL as the user knows it.
+    url: String,
+    /// Host as given (brackets of an IPv6 literal removed) and port.
+    host: String,
+    port: u16,
+    /// The `Host` header.
+    authority: String,
+    /// `/status`, under the URL's path if it has one.
+    path: String,
+}
+
+/// Parses `--url`: an `http://HOST[:PORT][/PREFIX]` base URL (a URL already ending in
+/// `/status` is taken as it is).
+fn parse_url(text: &str) -> Result<Target, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL ({e}); give e.g. {DEFAULT_URL}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "{text:?}: https is not supported, the agent serves plain HTTP (give http://…)"
+            ));
+        }
+        Some(other) => return Err(format!("{text:?}: scheme {other:?} is not http")),
+        None => return Err(format!("{text:?} has no scheme; give e.g. {DEFAULT_URL}")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{text:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{text:?}: credentials in the URL are not supported (use --token-file)"
+        ));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{text:?}: a query string is not expected"));
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    let base = uri.path().trim_end_matches('/');
+    let path = if base.ends_with("/status") {
+        base.to_owned()
+    } else {
+        format!("{base}/status")
+    };
+    Ok(Target {
+        url: text.to_owned(),
+        host,
+        port,
+        authority: authority.as_str().to_owned(),
+        path,
+    })
+}
+
+/// The URL of a listen address; an unspecified address (0.0.0.0, ::) is reached on loopback.
+fn url_of_listen(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, listen.port()))
+}
+
+/// A bearer token and where it came from (for messages, never the token itself).
+struct Token {
+    value: String,
+    source: String,
+}
+
+/// The token as the agent's own reader accepts it: trailing newlines dropped, nothing else
+/// that a header could not carry.
+fn check_token(text: &str) -> Result<&str, &'static str> {
+    let t = text.trim_end_matches(['\n', '\r']);
+    if t.is_empty() {
+        return Err("the token is empty");
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the token contains whitespace or control characters");
+    }
+    Ok(t)
+}
+
+fn token_from_file(path: &Path, arg: &str) -> Result<Token, (String, String)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        (
+            arg.to_owned(),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let value = check_token(&text)
+        .map_err(|e| (arg.to_owned(), format!("{}: {e}", path.display())))?
+        .to_owned();
+    Ok(Token {
+        value,
+        source: format!("{arg} {}", path.display()),
+    })
+}
+
+/// `--token-file`, else `TDSVIP_HTTP_TOKEN`, else the config's `http.token_file`, else none.
+/// Errors are `(argument, reason)`.
+fn pick_token(
+    token_file: Option<&Path>,
+    env: Option<String>,
+    config: Option<&AgentConfig>,
+) -> Result<Option<Token>, (String, String)> {
+    if let Some(path) = token_file {
+        return token_from_file(path, "--token-file").map(Some);
+    }
+    if let Some(text) = env {
+        let value = check_token(&text)
+            .map_err(|e| (TOKEN_ENV.to_owned(), e.to_owned()))?
+            .to_owned();
+        return Ok(Some(Token {
+            value,
+            source: TOKEN_ENV.to_owned(),
+        }));
+    }
+    match config.and_then(|c| c.http.token_file.as_deref()) {
+        Some(path) => token_from_file(path, "http.token_file").map(Some),
+        None => Ok(None),
+    }
+}
+
+pub fn run(args: StatusArgs) -> ExitCode {
+    let config = match &args.config {
+        Some(path) => match AgentConfig::load(path) {
+            Ok(c) => Some(c),
+            Err(errors) => {
+                for issue in &errors.0 {
+                    eprintln!("{}: {issue}", path.display());
+                }
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
+    let url = match (&args.url, &config) {
+        (Some(u), _) => u.clone(),
+        (None, Some(c)) => url_of_listen(c.http.listen),
+        (None, None) => DEFAULT_URL.to_owned(),
+    };
+    let target = match parse_url(&url) {
+        Ok(t) => t,
+        Err(reason) => {
+            let arg = if args.url.is_some() {
+                "--url"
+            } else {
+                "http.listen"
+            };
+            return usage_error(arg, reason);
+        }
+    };
+    let env = std::env::var_os(TOKEN_ENV).map(|v| v.to_string_lossy().into_owned());
+    let token = match pick_token(args.token_file.as_deref(), env, config.as_ref()) {
+        Ok(t) => t,
+        Err((arg, reason)) => return usage_error(&arg, reason),
+    };
+    let deadline = Duration::from_millis(args.timeout_ms);
+    block_on(async move {
+        let value = match fetch(&target, token.as_ref(), deadline).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if args.json {
+            match serde_json::to_string_pretty(&value) {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("error: cannot encode the answer: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            print!("{}", render(&value, &target.url, unix_now()));
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot reach the agent at {url}: connection refused by {addr} (is `tdsvip run` running, and is this its http.listen?)"
+    )]
+    Refused { url: String, addr: SocketAddr },
+    #[error("cannot reach the agent at {url}: {addr}: {source}")]
+    Connect {
+        url: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("timeout: the agent at {url} did not {what} within {ms} ms")]
+    Timeout {
+        url: String,
+        what: &'static str,
+        ms: u128,
+    },
+    #[error("the agent at {url} broke off the HTTP exchange: {source}")]
+    Http { url: String, source: hyper::Error },
+    #[error(
+        "the agent at {url} requires a bearer token (401 Unauthorized): give --token-file, {TOKEN_ENV} or a --config with http.token_file"
+    )]
+    NoToken { url: String },
+    #[error("the agent at {url} refused the token from {from} (401 Unauthorized): {detail}")]
+    BadToken {
+        url: String,
+        from: String,
+        detail: String,
+    },
+    #[error("{url}: GET {path} answered {status}: {detail}")]
+    Status {
+        url: String,
+        path: String,
+        status: StatusCode,
+        detail: String,
+    },
+    #[error("{url}: cannot read the answer: {detail}")]
+    Body { url: String, detail: String },
+    #[error("{url}: the answer is not a tdsvip status ({detail}); is this the agent's URL?")]
+    NotStatus { url: String, detail: String },
+}
+
+/// What an error answer says: the agent's `{"error": "..."}`, else the start of the body.
+fn error_detail(body: &[u8]) -> String {
+    if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body)
+        && let Some(Value::String(e)) = m.get("error")
+    {
+        return e.clone();
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "no reason given".into();
+    }
+    text.chars().take(200).collect()
+}
+
+async fn fetch(
+    target: &Target,
+    token: Option<&Token>,
+    deadline: Duration,
+) -> Result<Value, FetchError> {
+    let start = Instant::now();
+    let url = target.url.clone();
+    let timeout = |what| FetchError::Timeout {
+        url: url.clone(),
+        what,
+        ms: deadline.as_millis(),
+    };
+    let left = || deadline.saturating_sub(start.elapsed());
+
+    let addrs: Vec<SocketAddr> = tokio::time::timeout(
+        left(),
+        tokio::net::lookup_host((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| timeout("resolve its host"))?
+    .map_err(|source| FetchError::Resolve {
+        host: target.host.clone(),
+        source,
+    })?
+    .collect();
+    let mut last_err = None;
+    let mut stream = None;
+    for addr in &addrs {
+        match tokio::time::timeout(left(), TcpStream::connect(addr)).await {
+            Err(_) => return Err(timeout("accept the connection")),
+            Ok(Ok(s)) => {
+                stream = Some(s);
+                break;
+            }
+            Ok(Err(e)) => last_err = Some((*addr, e)),
+        }
+    }
+    let stream = match (stream, last_err) {
+        (Some(s), _) => s,
+        (None, Some((addr, e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(FetchError::Refused {
+                url: url.clone(),
+                addr,
+            });
+        }
+        (None, Some((addr, source))) => {
+            return Err(FetchError::Connect {
+                url: url.clone(),
+                addr,
+                source,
+            });
+        }
+        (None, None) => {
+            return Err(FetchError::Resolve {
+                host: target.host.clone(),
+                source: std::io::Error::other("no address found"),
+            });
+        }
+    };
+    let _ = stream.set_nodelay(true);
+
+    let exchange = async {
+        let http = |source| FetchError::Http {
+            url: url.clone(),
+            source,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        // The connection task ends when the exchange does (or with this runtime).
+        tokio::spawn(conn);
+        let mut req = Request::get(target.path.as_str())
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONNECTION, "close")
+            .header(
+                header::USER_AGENT,
+                concat!("tdsvip-status/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| FetchError::Body {
+                url: url.clone(),
+                detail: format!("cannot build the request: {e}"),
+            })?;
+        let host = HeaderValue::from_str(&target.authority).map_err(|e| FetchError::Body {
+            url: url.clone(),
+            detail: format!("bad host: {e}"),
+        })?;
+        req.headers_mut().insert(header::HOST, host);
+        if let Some(t) = token {
+            let v = HeaderValue::from_str(&format!("Bearer {}", t.value)).map_err(|_| {
+                FetchError::Body {
+                    url: url.clone(),
+                    detail: format!("the token from {} cannot be sent in a header", t.source),
+                }
+            })?;
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        let resp = sender.send_request(req).await.map_err(http)?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| FetchError::Body {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?
+            .to_bytes();
+        Ok::<_, FetchError>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(left(), exchange)
+        .await
+        .map_err(|_| timeout("answer"))??;
+
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(match token {
+            None => FetchError::NoToken { url: url.clone() },
+            Some(t) => FetchError::BadToken {
+                url: url.clone(),
+                from: t.source.clone(),
+                detail: error_detail(&body),
+            },
+        });
+    }
+    if !status.is_success() {
+        return Err(FetchError::Status {
+            url: url.clone(),
+            path: target.path.clone(),
+            status,
+            detail: error_detail(&body),
+        });
+    }
+    let value: Value = serde_json::from_slice(&body).map_err(|e| FetchError::NotStatus {
+        url: url.clone(),
+        detail: format!("not JSON: {e}"),
+    })?;
+    if !value.is_object() {
+        return Err(FetchError::NotStatus {
+            url: url.clone(),
+            detail: "not a JSON object".into(),
+        });
+    }
+    Ok(value)
+}
+
+// ---------------------------------------------------------------------------------------
+// The human rendering. Everything is optional: a missing field is skipped, a field of an
+// unexpected type or an unknown field is printed generically.
+
+const TOP_KNOWN: &[&str] = &["node", "version", "ags", "peers"];
+const AG_KNOWN: &[&str] = &[
+    "state",
+    "overlay_ips",
+    "owned_addresses",
+    "last_local_probe",
+    "replica_role",
+    "route_tables",
+    "last_timeline",
+];
+const TIMELINE_KNOWN: &[&str] = &[
+    "ag",
+    "direction",
+    "reason_label",
+    "reason",
+    "old_primary_failed",
+    "old_primary_failed_by",
+    "detected",
+    "local_primary_seen",
+    "decided",
+    "node_steps",
+    "node_done",
+    "node_ok",
+    "route_tables",
+    "route_tables_done",
+    "first_client_login",
+    "phases",
+];
+const PEER_KNOWN: &[&str] = &["url", "checked_unix", "view", "error"];
+/// The phases in the order they happen, as `tdsvip_failover_phase_duration_seconds{phase}`.
+const PHASES: &[&str] = &[
+    "detect",
+    "decide",
+    "address",
+    "garp",
+    "ebpf",
+    "route_table",
+    "first_client_login",
+];
+
+/// A scalar as a person reads it (strings without quotes).
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "none".into(),
+        other => other.to_string(),
+    }
+}
+
+fn ms(seconds: f64) -> String {
+    format!("{:.3} ms", seconds * 1000.0)
+}
+
+fn age(now_unix: f64, then_unix: f64) -> String {
+    let a = now_unix - then_unix;
+    if a < 0.0 {
+        // Another clock than this one (the agent on another host).
+        "in the future by this host's clock".into()
+    } else if a < 1.0 {
+        format!("{:.0} ms ago", a * 1000.0)
+    } else if a < 120.0 {
+        format!("{a:.1} s ago")
+    } else if a < 7200.0 {
+        format!("{:.0} min ago", a / 60.0)
+    } else {
+        format!("{:.1} h ago", a / 3600.0)
+    }
+}
+
+fn list_of_scalars(v: &Value) -> Option<String> {
+    let items = v.as_array()?;
+    if items.is_empty() {
+        return Some("none".into());
+    }
+    if items.iter().any(|i| i.is_object() || i.is_array()) {
+        return None;
+    }
+    let shown: Vec<String> = items.iter().take(MAX_LIST).map(scalar).collect();
+    let more = items.len().saturating_sub(MAX_LIST);
+    Some(if more > 0 {
+        format!("{} (and {more} more)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    })
+}
+
+/// `key=value` pairs of an object on one line (nested values as compact JSON).
+fn inline_object(m: &Map<String, Value>) -> String {
+    m.iter()
+        .map(|(k, v)| match v {
+            Value::Object(_) | Value::Array(_) => format!("{k}={v}"),
+            _ => format!("{k}={}", scalar(v)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Any JSON value under `key`, indented; used for fields this command does not know.
+fn generic(out: &mut String, indent: usize, key: &str, v: &Value) {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Object(m) if m.is_empty() => {
+            let _ = writeln!(out, "{pad}{key}: none");
+        }
+        Value::Object(m) => {
+            let _ = writeln!(out, "{pad}{key}:");
+            for (k, v) in m {
+                generic(out, indent + 2, k, v);
+            }
+        }
+        Value::Array(items) => match list_of_scalars(v) {
+            Some(s) => {
+                let _ = writeln!(out, "{pad}{key}: {s}");
+            }
+            None => {
+                let _ = writeln!(out, "{pad}{key}: {} entries", items.len());
+                for item in items.iter().take(MAX_LIST) {
+                    match item {
+                        Value::Object(m) => {
+                            let _ = writeln!(out, "{pad}  - {}", inline_object(m));
+                        }
+                        other => {
+                            let _ = writeln!(out, "{pad}  - {other}");
+                        }
+                    }
+                }
+                if items.len() > MAX_LIST {
+                    let _ = writeln!(out, "{pad}  … {} more", items.len() - MAX_LIST);
+                }
+            }
+        },
+        other => {
+            let _ = writeln!(out, "{pad}{key}: {}", scalar(other));
+        }
+    }
+}
+
+fn unknown_fields(out: &mut String, indent: usize, m: &Map<String, Value>, known: &[&str]) {
+    for (k, v) in m {
+        if !known.contains(&k.as_str()) {
+            generic(out, indent, k, v);
+        }
+    }
+}
+
+/// A labelled line, labels aligned.
+fn line(out: &mut String, indent: usize, label: &str, text: impl std::fmt::Display) {
+    let _ = writeln!(out, "{}{label:<18}{text}", " ".repeat(indent));
+}
+
+fn render_probe(p: &Value, now_unix: f64) -> String {
+    let Some(m) = p.as_object() else {
+        return scalar(p);
+    };
+    let outcome = m.get("outcome").map_or("unknown".into(), scalar);
+    let mut s = outcome.clone();
+    if let Some(detail) = m.get("detail").and_then(Value::as_str)
+        && detail != outcome
+    {
+        let _ = write!(s, " ({detail})");
+    }
+    if let Some(l) = m.get("latency_seconds").and_then(Value::as_f64) {
+        let _ = write!(s, " in {}", ms(l));
+    }
+    if let Some(t) = m.get("started_unix").and_then(Value::as_f64)
+        && t > 0.0
+    {
+        let _ = write!(s, ", {}", age(now_unix, t));
+    }
+    let mut how = Vec::new();
+    if let Some(mode) = m.get("mode").and_then(Value::as_str) {
+        how.push(mode.to_owned());
+    }
+    if let Some(t) = m.get("target") {
+        how.push(format!("to {}", scalar(t)));
+    }
+    if let Some(r) = m.get("role").filter(|r| !r.is_null()) {
+        how.push(format!("role {}", scalar(r)));
+    }
+    if !how.is_empty() {
+        let _ = write!(s, " [{}]", how.join(" "));
+    }
+    s
+}
+
+fn render_route_tables(v: &Value) -> Vec<String> {
+    let Some(items) = v.as_array() else {
+        return vec![scalar(v)];
+    };
+    items
+        .iter()
+        .map(|r| {
+            let Some(m) = r.as_object() else {
+                return scalar(r);
+            };
+            let table = m.get("route_table").map_or("?".into(), scalar);
+            let target = match m.get("target") {
+                None | Some(Value::Null) => "no route".to_owned(),
+                Some(t) => scalar(t),
+            };
+            let here = match m.get("this_node").and_then(Value::as_bool) {
+                Some(true) => " (this node)",
+                Some(false) => " (another node)",
+                None => "",
+            };
+            let mut rest = m.clone();
+            for k in ["route_table", "target", "this_node"] {
+                rest.remove(k);
+            }
+            let extra = if rest.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", inline_object(&rest))
+            };
+            format!("{table} → {target}{here}{extra}")
+        })
+        .collect()
+}
+
+fn step_label(kind: &str, step: &Map<String, Value>) -> String {
+    let name = step.get("name").map_or("?".into(), scalar);
+    let ok = match step.get("ok").and_then(Value::as_bool) {
+        Some(true) => "ok",
+        Some(false) => "FAILED",
+        None => "?",
+    };
+    let mut s = format!("{kind}{name} {ok}");
+    if let Some(d) = step.get("duration").and_then(Value::as_f64) {
+        let _ = write!(s, " (took {})", ms(d));
+    }
+    if let Some(detail) = step.get("detail").and_then(Value::as_str)
+        && !detail.is_empty()
+    {
+        let _ = write!(s, ": {detail}");
+    }
+    s
+}
+
+fn render_timeline(out: &mut String, indent: usize, t: &Value) {
+    let pad = " ".repeat(indent);
+    let Some(m) = t.as_object() else {
+        generic(out, indent, "last failover", t);
+        return;
+    };
+    let get_str = |k: &str| m.get(k).and_then(Value::as_str);
+    let direction = get_str("direction").unwrap_or("?");
+    let mut head = direction.to_owned();
+    if let Some(l) = get_str("reason_label") {
+        let _ = write!(head, " ({l})");
+    }
+    if let Some(r) = get_str("reason") {
+        let _ = write!(head, ": {r}");
+    }
+    line(out, indent, "last failover", head);
+
+    let mut events: Vec<(f64, String)> = Vec::new();
+    let mut at = |key: &str, label: String| {
+        if let Some(t) = m.get(key).and_then(Value::as_f64) {
+            events.push((t, label));
+        }
+    };
+    let by = get_str("old_primary_failed_by")
+        .map(|b| format!(" (seen by {b})"))
+        .unwrap_or_default();
+    at(
+        "old_primary_failed",
+        format!("old primary's first failed probe{by}"),
+    );
+    at("detected", "failure detected".into());
+    at("local_primary_seen", "local replica seen PRIMARY".into());
+    at("decided", format!("decided: {direction}"));
+    let node_ok = match m.get("node_ok").and_then(Value::as_bool) {
+        Some(false) => " (FAILED)",
+        _ => "",
+    };
+    at("node_done", format!("node executor done{node_ok}"));
+    at("route_tables_done", "every route table points here".into());
+    at(
+        "first_client_login",
+        "first client login through the overlay IP".into(),
+    );
+    for (key, kind) in [("node_steps", ""), ("route_tables", "route table ")] {
+        for step in m.get(key).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(s) = step.as_object()
+                && let Some(t) = s.get("at").and_then(Value::as_f64)
+            {
+                events.push((t, step_label(kind, s)));
+            }
+        }
+    }
+    // Stable: equal offsets keep the order above (cause before effect).
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (t, label) in &events {
+        let _ = writeln!(
+            out,
+            "{pad}  {:>12}  {label}",
+            format!("+{:.3} ms", t * 1000.0)
+        );
+    }
+    if let Some(phases) = m.get("phases").and_then(Value::as_object) {
+        let mut known: Vec<String> = PHASES
+            .iter()
+            .filter_map(|p| Some(format!("{p} {}", ms(phases.get(*p)?.as_f64()?))))
+            .collect();
+        // Phases this command does not know yet.
+        for (k, v) in phases {
+            if !PHASES.contains(&k.as_str())
+                && let Some(s) = v.as_f64()
+            {
+                known.push(format!("{k} {}", ms(s)));
+            }
+        }
+        if !known.is_empty() {
+            line(out, indent + 2, "phases", known.join(", "));
+        }
+    }
+    let mut other = String::new();
+    unknown_fields(&mut other, indent + 4, m, TIMELINE_KNOWN);
+    if !other.is_empty() {
+        let _ = writeln!(out, "{pad}  other fields:");
+        out.push_str(&other);
+    }
+}
+
+fn render_ag(out: &mut String, name: &str, ag: &Value, now_unix: f64) {
+    let Some(m) = ag.as_object() else {
+        generic(out, 0, &format!("AG {name}"), ag);
+        return;
+    };
+    let state = m.get("state").map_or("unknown".into(), scalar);
+    let _ = writeln!(out, "AG {name}: {state}");
+    let role = match m.get("replica_role") {
+        None | Some(Value::Null) => "unknown".into(),
+        Some(r) => scalar(r),
+    };
+    line(out, 2, "replica role", role);
+    if let Some(v) = m.get("overlay_ips") {
+        line(
+            out,
+            2,
+            "overlay addresses",
+            list_of_scalars(v).unwrap_or_else(|| v.to_string()),
+        );
+    }
+    if let Some(v) = m.get("owned_addresses") {
+        line(
+            out,
+            2,
+            "owned addresses",
+            list_of_scalars(v).unwrap_or_else(|| v.to_string()),
+        );
+    }
+    match m.get("last_local_probe") {
+        None => {}
+        Some(Value::Null) => line(out, 2, "last local probe", "none yet"),
+        Some(p) => line(out, 2, "last local probe", render_probe(p, now_unix)),
+    }
+    if let Some(v) = m.get("route_tables") {
+        let tables = render_route_tables(v);
+        if tables.is_empty() {
+            line(out, 2, "route tables", "none configured");
+        }
+        for (i, t) in tables.iter().enumerate() {
+            line(out, 2, if i == 0 { "route tables" } else { "" }, t);
+        }
+    }
+    match m.get("last_timeline") {
+        None => {}
+        Some(Value::Null) => line(out, 2, "last failover", "none since the agent started"),
+        Some(t) => render_timeline(out, 2, t),
+    }
+    unknown_fields(out, 2, m, AG_KNOWN);
+}
+
+fn render_peer(out: &mut String, name: &str, p: &Value, now_unix: f64) {
+    let Some(m) = p.as_object() else {
+        generic(out, 2, name, p);
+        return;
+    };
+    let mut head = format!("  {name}");
+    if let Some(u) = m.get("url").and_then(Value::as_str) {
+        let _ = write!(head, " ({u})");
+    }
+    match m.get("checked_unix").and_then(Value::as_f64) {
+        Some(t) => {
+            let _ = write!(head, ": checked {}", age(now_unix, t));
+        }
+        None => head.push_str(": not checked yet"),
+    }
+    let _ = writeln!(out, "{head}");
+    if let Some(e) = m.get("error").filter(|e| !e.is_null()) {
+        line(out, 4, "error", scalar(e));
+    }
+    if let Some(view) = m.get("view").and_then(Value::as_object) {
+        if let Some(n) = view.get("node") {
+            line(out, 4, "its node", scalar(n));
+        }
+        for (ag, a) in view
+            .get("ags")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let state = a.get("state").map_or("unknown".into(), scalar);
+            let role = a
+                .get("replica_role")
+                .filter(|r| !r.is_null())
+                .map_or("unknown".into(), scalar);
+            let owned = a
+                .get("owned_addresses")
+                .and_then(list_of_scalars)
+                .unwrap_or_else(|| "unknown".into());
+            line(
+                out,
+                4,
+                &format!("AG {ag}"),
+                format!("{state}, replica {role}, owns {owned}"),
+            );
+        }
+        let mut rest = view.clone();
+        for k in ["node", "ags", "version", "peers"] {
+            rest.remove(k);
+        }
+        unknown_fields(out, 4, &rest, &[]);
+    }
+    unknown_fields(out, 4, m, PEER_KNOWN);
+}
+
+/// The whole status for a person.
+fn render(v: &Value, url: &str, now_unix: f64) -> String {
+    let mut out = String::new();
+    let empty = Map::new();
+    let m = v.as_object().unwrap_or(&empty);
+    let node = m.get("node").map_or("unknown".into(), scalar);
+    let _ = write!(out, "node {node}");
+    if let Some(ver) = m.get("version") {
+        let _ = write!(out, " (tdsvip {})", scalar(ver));
+    }
+    let _ = writeln!(out, " at {url}");
+    match m.get("ags") {
+        Some(Value::Object(ags)) if !ags.is_empty() => {
+            for (name, ag) in ags {
+                out.push('\n');
+                render_ag(&mut out, name, ag, now_unix);
+            }
+        }
+        Some(Value::Object(_)) | None => out.push_str("\nno availability group configured\n"),
+        Some(other) => generic(&mut out, 0, "ags", other),
+    }
+    match m.get("peers") {
+        Some(Value::Object(peers)) if !peers.is_empty() => {
+            out.push_str("\npeers\n");
+            for (name, p) in peers {
+                render_peer(&mut out, name, p, now_unix);
+            }
+        }
+        Some(Value::Object(_)) | None => {}
+        Some(other) => generic(&mut out, 0, "peers", other),
+    }
+    let mut other = String::new();
+    unknown_fields(&mut other, 2, m, TOP_KNOWN);
+    if !other.is_empty() {
+        out.push_str("\nother\n");
+        out.push_str(&other);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_or_say_why_not() {
+        let t = parse_url("http://127.0.0.1:9477").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 9477));
+        assert_eq!(t.path, "/status");
+        assert_eq!(t.authority, "127.0.0.1:9477");
+        let t = parse_url("http://[::1]:19477/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("::1", 19477, "/status")
+        );
+        let t = parse_url("http://agent.example/tdsvip/status").unwrap();
+        assert_eq!((t.port, t.path.as_str()), (80, "/tdsvip/status"));
+        let t = parse_url("http://h:1/prefix").unwrap();
+        assert_eq!(t.path, "/prefix/status");
+        for (bad, why) in [
+            ("127.0.0.1:9477", "no scheme"),
+            ("https://h:1", "https is not supported"),
+            ("ftp://h", "is not http"),
+            ("http://", "not a URL"),
+            ("http://u:p@h:1", "credentials"),
+            ("http://h:1/status?x=1", "query"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_become_reachable_urls() {
+        assert_eq!(
+            url_of_listen("0.0.0.0:9477".parse().unwrap()),
+            "http://127.0.0.1:9477"
+        );
+        assert_eq!(url_of_listen("[::]:1".parse().unwrap()), "http://[::1]:1");
+        assert_eq!(
+            url_of_listen("10.0.0.5:9477".parse().unwrap()),
+            "http://10.0.0.5:9477"
+        );
+    }
+
+    #[test]
+    fn tokens_are_checked_like_the_agent_does() {
+        assert_eq!(check_token("abc\r\n"), Ok("abc"));
+        assert!(check_token("\n").is_err());
+        assert!(check_token("a b").is_err());
+        let t = pick_token(None, Some("envtoken\n".into()), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (t.value.as_str(), t.source.as_str()),
+            ("envtoken", TOKEN_ENV)
+        );
+        let (arg, _) = pick_token(None, Some(String::new()), None).err().unwrap();
+        assert_eq!(arg, TOKEN_ENV);
+        let (arg, why) = pick_token(Some(Path::new("/nonexistent/t")), None, None)
+            .err()
+            .unwrap();
+        assert_eq!(arg, "--token-file");
+        assert!(why.contains("/nonexistent/t"), "{why}");
+        assert!(pick_token(None, None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn render_survives_unknown_and_odd_fields() {
+        let v = serde_json::json!({
+            "node": "n1",
+            "ags": {
+                "AG1": {
+                    "state": "owner",
+                    "replica_role": null,
+                    "owned_addresses": "not-a-list",
+                    "conflicts": 2,
+                    "last_timeline": {"direction": "acquire", "decided": 0.5,
+                        "phases": {"decide": 0.25, "tickle": 0.001}, "new_thing": [1, 2]}
+                },
+                "AG2": 7
+            },
+            "peers": {"n2": {"url": "http://n2", "error": "refused",
+                "tracked_connections": [{"client": "10.0.0.9:5000", "port": 1433}]}},
+            "future": {"a": [], "b": {"c": true}}
+        });
+        let s = render(&v, "http://x", 100.0);
+        for needle in [
+            "node n1 at http://x",
+            "AG AG1: owner",
+            "replica role      unknown",
+            "owned addresses   \"not-a-list\"",
+            "conflicts: 2",
+            "+500.000 ms  decided: acquire",
+            "decide 250.000 ms, tickle 1.000 ms",
+            "new_thing: 1, 2",
+            "AG2: 7",
+            "n2 (http://n2): not checked yet",
+            "error             refused",
+            "tracked_connections: 1 entries",
+            "- client=10.0.0.9:5000, port=1433",
+            "future:",
+            "a: none",
+            "c: true",
+        ] {
+            assert!(s.contains(needle), "no {needle:?} in:\n{s}");
+        }
+    }
+}
