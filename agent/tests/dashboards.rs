@@ -77,6 +77,28 @@ fn alert_rules_check_and_their_unit_tests_pass() {
     let out = promtool(&["test", "rules", "alerts_test.yml"], &tmp);
     assert!(!out.status.success(), "{}", said(&out));
     assert!(said(&out).contains("TdsvipNoOwner"), "{}", said(&out));
+
+    // Ownership is judged per (ag, address): the unit tests fail when either ownership rule
+    // aggregates by ag alone (one address of an AG unowned; two nodes holding one address
+    // each).
+    for (rule, per_address, per_ag) in [
+        (
+            "TdsvipNoOwner",
+            "max by (ag, address) (tdsvip_owner) == 0",
+            "max by (ag) (tdsvip_owner) == 0",
+        ),
+        (
+            "TdsvipMultipleOwners",
+            "sum by (ag, address) (tdsvip_owner) > 1",
+            "sum by (ag) (tdsvip_owner) > 1",
+        ),
+    ] {
+        assert_eq!(rules.matches(per_address).count(), 1, "{rule}: {rules}");
+        std::fs::write(tmp.join("alerts.yml"), rules.replace(per_address, per_ag)).unwrap();
+        let out = promtool(&["test", "rules", "alerts_test.yml"], &tmp);
+        assert!(!out.status.success(), "{rule} by ag: {}", said(&out));
+        assert!(said(&out).contains(rule), "{}", said(&out));
+    }
     let _ = std::fs::remove_dir_all(tmp);
 }
 
