@@ -1,0 +1,200 @@
+//! The command line. clap names the offending argument and exits with status 2 on bad
+//! input; every range is checked here so that the lab never starts with a setting it
+//! cannot honour.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{AgentTiming, KeepalivedTiming};
+use crate::lab::{Impl, Settings};
+use crate::scenario::Scenario;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tdsvip-lab",
+    version,
+    about = "Failover drills for tdsvip (or keepalived) in network namespaces, measured by a TDS client",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub drill: DrillArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// kill-primary and switchover for tdsvip and keepalived in one run: percentiles and
+    /// ratios, also written to $TDSVIP_BENCH_DIR/lab.json.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// kill-primary, switchover, hang-primary, crash-node, partition-primary, flap, loss,
+    /// kill-agent.
+    #[arg(long, value_name = "NAME", default_value = "kill-primary", value_parser = parse_scenario)]
+    pub scenario: Scenario,
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub trials: u32,
+    /// tdsvip or keepalived.
+    #[arg(long = "impl", value_name = "IMPL", default_value = "tdsvip", value_parser = parse_impl)]
+    pub implementation: Impl,
+    /// Write the run's summary as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write an SVG picture of the client's view here.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub trials: u32,
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// SQL nodes (namespaces), at least 2.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub nodes: u8,
+    /// Delay between the fault (or demotion) and the promotion of the new primary.
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub promote_delay_ms: u64,
+    /// tdsvip's [probe] interval_ms.
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(5..=10_000))]
+    pub probe_interval_ms: u64,
+    /// tdsvip's [probe] timeout_ms.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub probe_timeout_ms: u64,
+    /// tdsvip's [probe] rise.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rise: u32,
+    /// tdsvip's [probe] fall.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub fall: u32,
+    /// partition-primary: how long the partitioned primary stays PRIMARY before it goes
+    /// RESOLVING (SQL Server's lease) and node 2 is promoted.
+    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub lease_ms: u64,
+    /// Idle logged-in sessions opened to the overlay IP before each fault.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub idle_sessions: u64,
+    /// flap: how many times the primary role bounces.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub flaps: u64,
+    /// flap: time between bounces.
+    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub flap_interval_ms: u64,
+    /// keepalived's advert_int in seconds (VRRPv3: 0.01 to 40.95).
+    #[arg(long, value_name = "S", default_value_t = 0.01, value_parser = parse_advert)]
+    pub advert_int: f64,
+    /// Parent of the lab's work dir (logs, configs); default the system temp dir.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Keep the work dir after a successful run.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+fn parse_scenario(s: &str) -> Result<Scenario, String> {
+    s.parse()
+}
+
+fn parse_impl(s: &str) -> Result<Impl, String> {
+    match s {
+        "tdsvip" => Ok(Impl::Tdsvip),
+        "keepalived" => Ok(Impl::Keepalived),
+        _ => Err(format!(
+            "unknown implementation '{s}' (expected tdsvip or keepalived)"
+        )),
+    }
+}
+
+fn parse_advert(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.01..=40.95).contains(&v) {
+        return Err(format!("{v} is outside VRRPv3's 0.01 to 40.95 s"));
+    }
+    Ok(v)
+}
+
+impl CommonArgs {
+    pub fn settings(&self, implementation: Impl) -> Settings {
+        let d = Settings::default();
+        Settings {
+            implementation,
+            nodes: self.nodes as usize,
+            agent: AgentTiming {
+                interval_ms: self.probe_interval_ms,
+                timeout_ms: self.probe_timeout_ms,
+                rise: self.rise,
+                fall: self.fall,
+            },
+            keepalived: KeepalivedTiming {
+                advert_int: self.advert_int,
+                ..d.keepalived
+            },
+            promote_delay_ms: self.promote_delay_ms,
+            lease_ms: self.lease_ms,
+            idle_sessions: self.idle_sessions as usize,
+            flaps: self.flaps as usize,
+            flap_interval_ms: self.flap_interval_ms,
+            work_root: self.work_dir.clone(),
+            keep: self.keep,
+            ..d
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tdsvip-lab").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_bench() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.drill.scenario, Scenario::KillPrimary);
+        assert_eq!(c.drill.trials, 1);
+        assert_eq!(c.drill.common.probe_interval_ms, 20);
+        let c = parse(&["bench", "--trials", "5", "--json", "x.json"]).unwrap();
+        match c.cmd {
+            Some(Cmd::Bench(b)) => assert_eq!(b.trials, 5),
+            _ => panic!("bench expected"),
+        }
+    }
+
+    #[test]
+    fn bad_input_names_the_argument() {
+        for (args, name) in [
+            (&["--scenario", "explode"][..], "--scenario"),
+            (&["--trials", "0"][..], "--trials"),
+            (&["--impl", "pacemaker"][..], "--impl"),
+            (&["--nodes", "1"][..], "--nodes"),
+            (&["--advert-int", "0.001"][..], "--advert-int"),
+            (&["--probe-interval-ms", "x"][..], "--probe-interval-ms"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{args:?}");
+            assert!(e.to_string().contains(name), "{args:?}: {e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        assert_eq!(parse(&["--bogus"]).unwrap_err().exit_code(), 2);
+    }
+}

@@ -1,0 +1,533 @@
+//! One running lab: the topology, a `tds-sim` and an agent (tdsvip or keepalived) per node,
+//! the client and the samplers, and the lab's own actions on them (kill, demote, promote,
+//! partition), each stamped on the lab's clock.
+//!
+//! The lab plays SQL Server's failover machinery through tds-sim's control API; it never
+//! touches the agents except to kill and restart them in the drills that say so.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
+
+use crate::client::{Client, ClientSettings};
+use crate::clock::Clock;
+use crate::config::{self, AgentTiming, KeepalivedTiming};
+use crate::netns::{self, OVERLAY, Topology, in_ns, node_ip};
+use crate::procs;
+use crate::sampler::Samplers;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    Tdsvip,
+    Keepalived,
+}
+
+impl Impl {
+    pub fn name(self) -> &'static str {
+        match self {
+            Impl::Tdsvip => "tdsvip",
+            Impl::Keepalived => "keepalived",
+        }
+    }
+}
+
+/// Everything that shapes a lab run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub implementation: Impl,
+    pub nodes: usize,
+    pub agent: AgentTiming,
+    pub keepalived: KeepalivedTiming,
+    pub promote_delay_ms: u64,
+    pub lease_ms: u64,
+    pub idle_sessions: usize,
+    pub flaps: usize,
+    pub flap_interval_ms: u64,
+    pub client_every_ms: u64,
+    pub client_deadline_ms: u64,
+    pub sample_ms: u64,
+    pub arp_every_ms: u64,
+    /// Where work dirs go (default: the system temp dir).
+    pub work_root: Option<PathBuf>,
+    /// Keep the work dir (logs, configs) after a successful run.
+    pub keep: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            implementation: Impl::Tdsvip,
+            nodes: 3,
+            agent: AgentTiming {
+                interval_ms: 20,
+                timeout_ms: 200,
+                rise: 2,
+                fall: 3,
+            },
+            keepalived: KeepalivedTiming {
+                advert_int: 0.01,
+                script_interval: 1,
+                script_timeout: 1,
+                script_fall: 1,
+                script_rise: 1,
+                check_timeout_ms: 200,
+            },
+            promote_delay_ms: 0,
+            lease_ms: 500,
+            idle_sessions: 4,
+            flaps: 4,
+            flap_interval_ms: 500,
+            client_every_ms: 10,
+            client_deadline_ms: 50,
+            sample_ms: 10,
+            arp_every_ms: 250,
+            work_root: None,
+            keep: false,
+        }
+    }
+}
+
+pub struct Node {
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    /// `@@SERVERNAME` of its tds-sim.
+    pub server: String,
+    pub mac: String,
+    pub sim: Option<Child>,
+    pub agent: Option<Child>,
+}
+
+pub struct Lab {
+    pub clock: Clock,
+    pub settings: Settings,
+    pub dir: PathBuf,
+    pub nodes: Vec<Node>,
+    pub client: Option<Client>,
+    pub samplers: Option<Samplers>,
+    /// The lab's own actions: (time, node index, what).
+    pub actions: Vec<(f64, usize, String)>,
+    password: String,
+    /// Bearer token of the agents' /status and /events.
+    token: String,
+    sim_bin: PathBuf,
+    tdsvip_bin: PathBuf,
+    failed: bool,
+    // Dropped last: the namespaces.
+    topo: Topology,
+}
+
+fn random_password() -> String {
+    let mut b = [0u8; 12];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Lab {
+    pub fn start(settings: Settings) -> Result<Lab, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("the lab creates network namespaces: run it as root".into());
+        }
+        let sim_bin = procs::find("tds-sim", "TDS_SIM_BIN")?;
+        let tdsvip_bin = procs::find("tdsvip", "TDSVIP_BIN")?;
+        netns::remove_stale_labs();
+        let topo = Topology::create(settings.nodes)?;
+        let root = settings
+            .work_root
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = root.join(&topo.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let token_file = dir.join("http-token");
+        let nodes = topo
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                Ok(Node {
+                    ns: ns.clone(),
+                    ip: node_ip(i),
+                    server: format!("SQLNODE{}", i + 1),
+                    mac: Topology::mac(ns)?,
+                    sim: None,
+                    agent: None,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut lab = Lab {
+            clock: Clock::new(),
+            settings,
+            dir,
+            nodes,
+            client: None,
+            samplers: None,
+            actions: Vec::new(),
+            password: random_password(),
+            token: random_password() + &random_password(),
+            sim_bin,
+            tdsvip_bin,
+            failed: true,
+            topo,
+        };
+        for i in 0..lab.nodes.len() {
+            lab.start_sim(i, if i == 0 { "PRIMARY" } else { "SECONDARY" })?;
+        }
+        std::fs::write(&token_file, format!("{}\n", lab.token))
+            .map_err(|e| format!("{}: {e}", token_file.display()))?;
+        for i in 0..lab.nodes.len() {
+            lab.start_agent(i)?;
+        }
+        let ns_names: Vec<String> = lab.nodes.iter().map(|n| n.ns.clone()).collect();
+        lab.samplers = Some(Samplers::start(
+            lab.clock,
+            &ns_names,
+            &lab.topo.client,
+            OVERLAY,
+            Duration::from_millis(lab.settings.sample_ms),
+            Duration::from_millis(lab.settings.arp_every_ms),
+        )?);
+        lab.client = Some(Client::start(
+            &lab.topo.client,
+            lab.clock,
+            ClientSettings {
+                target: SocketAddr::from((OVERLAY, config::TDS_PORT)),
+                user: config::USER.into(),
+                password: lab.password.clone(),
+                ag: config::AG.into(),
+                databases: vec![config::DATABASE.into()],
+                every: Duration::from_millis(lab.settings.client_every_ms),
+                deadline: Duration::from_millis(lab.settings.client_deadline_ms),
+            },
+        )?);
+        lab.wait_steady(0, Duration::from_secs(15))?;
+        lab.failed = false;
+        Ok(lab)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.topo.name
+    }
+
+    pub fn client(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("client runs while the lab lives")
+    }
+
+    pub fn samplers(&self) -> &Samplers {
+        self.samplers
+            .as_ref()
+            .expect("samplers run while the lab lives")
+    }
+
+    /// Marks the run as failed: the work dir is kept and its path printed on Drop.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+    }
+
+    pub fn log_hint(&self) -> String {
+        format!("logs and configs in {}", self.dir.display())
+    }
+
+    fn record(&mut self, at: f64, node: usize, what: impl Into<String>) {
+        self.actions.push((at, node, what.into()));
+    }
+
+    /// Starts node `i`'s tds-sim with `role` and waits for its listening line.
+    pub fn start_sim(&mut self, i: usize, role: &str) -> Result<(), String> {
+        let n = &self.nodes[i];
+        let out = self.dir.join(format!("sim{}.out", i + 1));
+        let log = self.dir.join(format!("sim{}.log", i + 1));
+        let args: Vec<String> = [
+            "--listen",
+            &format!("0.0.0.0:{}", config::TDS_PORT),
+            "--control",
+            &format!("127.0.0.1:{}", config::CONTROL_PORT),
+            "--server-name",
+            &n.server,
+            "--ag",
+            config::AG,
+            "--role",
+            role,
+            "--user",
+            config::USER,
+            "--password",
+            &self.password,
+            "--database",
+            config::DATABASE,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let child = procs::spawn_in(&n.ns, &self.sim_bin, &args, &[], &log, Some(&out))?;
+        self.nodes[i].sim = Some(child);
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.contains("tds-sim listening") {
+                return Ok(());
+            }
+            if let Some(Ok(Some(st))) = self.nodes[i].sim.as_mut().map(|c| c.try_wait()) {
+                return Err(format!(
+                    "tds-sim of node {} exited ({st}): {}",
+                    i + 1,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ));
+            }
+            if std::time::Instant::now() > end {
+                return Err(format!(
+                    "tds-sim of node {} did not start; see {}",
+                    i + 1,
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs node `i`'s tds-sim; returns the time.
+    pub fn kill_sim(&mut self, i: usize) -> f64 {
+        let t = self.clock.now();
+        if let Some(mut c) = self.nodes[i].sim.take() {
+            procs::kill(&mut c);
+        }
+        self.record(t, i, "SIGKILL tds-sim");
+        t
+    }
+
+    pub fn agent_log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("agent{}.log", i + 1))
+    }
+
+    /// Starts node `i`'s agent (tdsvip or keepalived).
+    pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
+        match self.settings.implementation {
+            Impl::Tdsvip => self.start_tdsvip(i),
+            Impl::Keepalived => crate::keepalived::start(self, i),
+        }
+    }
+
+    fn start_tdsvip(&mut self, i: usize) -> Result<(), String> {
+        let cfg = self.dir.join(format!("node{}.toml", i + 1));
+        std::fs::write(
+            &cfg,
+            config::agent_toml(
+                i,
+                self.nodes.len(),
+                self.settings.agent,
+                &self.dir.join("http-token"),
+                None,
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let log = self.agent_log(i);
+        let args = vec![
+            "run".to_owned(),
+            "--config".into(),
+            cfg.display().to_string(),
+        ];
+        let child = procs::spawn_in(
+            &self.nodes[i].ns,
+            &self.tdsvip_bin,
+            &args,
+            &[("TDSVIP_PASSWORD", &self.password), ("RUST_LOG", "info")],
+            &log,
+            None,
+        )?;
+        self.nodes[i].agent = Some(child);
+        Ok(())
+    }
+
+    pub fn spawn_agent_process(
+        &mut self,
+        i: usize,
+        program: &std::path::Path,
+        args: &[String],
+    ) -> Result<(), String> {
+        let log = self.agent_log(i);
+        let child = procs::spawn_in(&self.nodes[i].ns, program, args, &[], &log, None)?;
+        self.nodes[i].agent = Some(child);
+        Ok(())
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    pub fn tdsvip_bin(&self) -> &std::path::Path {
+        &self.tdsvip_bin
+    }
+
+    /// SIGKILLs node `i`'s agent; returns the time.
+    pub fn kill_agent(&mut self, i: usize) -> f64 {
+        let t = self.clock.now();
+        if let Some(mut c) = self.nodes[i].agent.take() {
+            procs::kill(&mut c);
+        }
+        if self.settings.implementation == Impl::Keepalived {
+            crate::keepalived::cleanup_after_kill(self, i);
+        }
+        self.record(
+            t,
+            i,
+            format!("SIGKILL {}", self.settings.implementation.name()),
+        );
+        t
+    }
+
+    /// Restarts node `i`'s agent; returns the time it was started.
+    pub fn restart_agent(&mut self, i: usize) -> Result<f64, String> {
+        let t = self.clock.now();
+        self.start_agent(i)?;
+        self.record(
+            t,
+            i,
+            format!("restart {}", self.settings.implementation.name()),
+        );
+        Ok(t)
+    }
+
+    /// PUT /state on node `i`'s tds-sim (from inside its namespace); returns the time just
+    /// before the request was sent (the change is applied before the answer).
+    pub fn sim_put(&mut self, i: usize, body: &str, label: &str) -> Result<f64, String> {
+        let ns = self.nodes[i].ns.clone();
+        let body_owned = body.to_owned();
+        let clock = self.clock;
+        let (t, res) = in_ns(&ns, move || {
+            let t = clock.now();
+            let r = crate::http::request(
+                SocketAddr::from(([127, 0, 0, 1], config::CONTROL_PORT)),
+                "PUT",
+                "/state",
+                &body_owned,
+                None,
+                Duration::from_secs(3),
+            );
+            (t, r)
+        })?;
+        let (code, resp) = res?;
+        if code != 200 {
+            return Err(format!(
+                "tds-sim node {} PUT /state {body}: {code} {resp}",
+                i + 1
+            ));
+        }
+        self.record(t, i, label.to_owned());
+        Ok(t)
+    }
+
+    pub fn set_role(&mut self, i: usize, role: &str) -> Result<f64, String> {
+        self.sim_put(
+            i,
+            &format!(r#"{{"role":"{role}"}}"#),
+            &format!("tds-sim role {role}"),
+        )
+    }
+
+    /// GET from an agent's HTTP endpoint, from the hub namespace.
+    pub fn agent_get(&self, i: usize, path: &str) -> Result<(u16, String), String> {
+        let addr = SocketAddr::from((self.nodes[i].ip, config::AGENT_HTTP_PORT));
+        let path = path.to_owned();
+        let token = self.token.clone();
+        in_ns(&self.topo.hub, move || {
+            crate::http::request(addr, "GET", &path, "", Some(&token), Duration::from_secs(1))
+        })?
+    }
+
+    /// Runs a command in node `i`'s namespace.
+    pub fn node_cmd(&self, i: usize, args: &[&str]) -> Result<String, String> {
+        let mut full = vec!["ip", "netns", "exec", &self.nodes[i].ns];
+        full.extend_from_slice(args);
+        netns::sh(&full)
+    }
+
+    pub fn client_ns(&self) -> &str {
+        &self.topo.client
+    }
+
+    pub fn hub_ns(&self) -> &str {
+        &self.topo.hub
+    }
+
+    /// Which node owns the overlay IP now (the only one), if exactly one does.
+    pub fn sole_owner(&self) -> Option<usize> {
+        let s = self.samplers().latest()?;
+        (s.count() == 1).then(|| s.owners.iter().position(|o| *o))?
+    }
+
+    /// Waits until node `i` alone owns the overlay IP and the client's latest attempts are
+    /// answered by it as PRIMARY.
+    pub fn wait_steady(&mut self, i: usize, limit: Duration) -> Result<(), String> {
+        let end = std::time::Instant::now() + limit;
+        let server = self.nodes[i].server.clone();
+        loop {
+            self.check_agents()?;
+            let now = self.clock.now();
+            let owner_ok = self.sole_owner() == Some(i);
+            let recent = self.client().attempts_between(now - 200.0, now);
+            let client_ok = recent.len() >= 3
+                && recent
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .all(|a| a.primary_answer_from(&server));
+            if owner_ok && client_ok {
+                return Ok(());
+            }
+            if std::time::Instant::now() > end {
+                let last = recent.last().map(|a| format!("{a:?}")).unwrap_or_default();
+                return Err(format!(
+                    "node {} did not become the steady owner within {limit:?} (owners now: {:?}; last client attempt: {last}); {}",
+                    i + 1,
+                    self.samplers().latest().map(|s| s.owners),
+                    self.log_hint()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An agent that exited on its own is an error, with the end of its log.
+    pub fn check_agents(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            if let Some(Ok(Some(st))) = self.nodes[i].agent.as_mut().map(|c| c.try_wait()) {
+                self.nodes[i].agent = None;
+                let log = std::fs::read_to_string(self.agent_log(i)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(format!(
+                    "the agent of node {} exited ({st}); {}:\n{}",
+                    i + 1,
+                    self.agent_log(i).display(),
+                    tail.join("\n")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let failed = self.failed || std::thread::panicking();
+        self.client.take();
+        self.samplers.take();
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.agent.take() {
+                procs::terminate(&mut c, Duration::from_millis(500));
+            }
+            if let Some(mut c) = n.sim.take() {
+                procs::kill(&mut c);
+            }
+        }
+        if failed || self.settings.keep {
+            eprintln!("tdsvip-lab: {}", self.log_hint());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

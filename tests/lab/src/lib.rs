@@ -1,0 +1,68 @@
+//! `tdsvip-lab`: the failover lab. Real `tdsvip` agents (or keepalived, the peer to beat)
+//! guard one overlay IP for `tds-sim` replicas in network namespaces; the lab plays SQL
+//! Server's failover machinery (kill, demote, hang, partition, promote), a client in its own
+//! namespace measures what users feel, and samplers watch who owns the address.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over [`run_drill`] and [`bench`]; the tests in
+//! `tests/` drive the same functions.
+
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod keepalived;
+pub mod lab;
+pub mod measure;
+pub mod netns;
+pub mod plot;
+pub mod procs;
+pub mod report;
+pub mod sampler;
+pub mod scenario;
+pub mod signals;
+pub mod stats;
+
+use lab::{Lab, Settings};
+use report::RunSummary;
+use scenario::{Scenario, Trial};
+
+/// The outcome of one drill: every trial and the summary.
+pub struct DrillOutcome {
+    pub trials: Vec<Trial>,
+    pub summary: RunSummary,
+    /// Human timeline of every trial.
+    pub text: String,
+    pub plot: Option<String>,
+}
+
+/// Starts a lab, runs `trials` trials of `scenario`, tears the lab down.
+pub fn run_drill(
+    settings: Settings,
+    scenario: Scenario,
+    trials: usize,
+    want_plot: bool,
+) -> Result<DrillOutcome, String> {
+    let mut lab = Lab::start(settings)?;
+    let res = scenario::run(&mut lab, scenario, trials);
+    let trials = match res {
+        Ok(t) => t,
+        Err(e) => {
+            lab.mark_failed();
+            return Err(format!("{e}\n{}", lab.log_hint()));
+        }
+    };
+    let mut text = String::new();
+    for t in &trials {
+        text.push_str(&report::timeline(&lab, t));
+    }
+    let summary = report::summarize(&lab, scenario, &trials);
+    text.push_str(&report::summary_text(&summary));
+    let plot = want_plot.then(|| plot::svg(&lab, &trials));
+    Ok(DrillOutcome {
+        trials,
+        summary,
+        text,
+        plot,
+    })
+}

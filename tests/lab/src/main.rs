@@ -1,0 +1,136 @@
+//! `tdsvip-lab`: the command line of the failover lab (see the library for the parts).
+//! Exit status: 0 on a completed run, 1 when the lab failed, 2 on bad arguments.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde_json::json;
+use tdsvip_lab::cli::{Cli, Cmd};
+use tdsvip_lab::lab::Impl;
+use tdsvip_lab::scenario::Scenario;
+use tdsvip_lab::stats::ratio;
+use tdsvip_lab::{run_drill, signals};
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("TDSVIP_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/tdsvip/bench")
+        })
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    signals::install()?;
+    match cli.cmd {
+        None => {
+            let d = cli.drill;
+            let settings = d.common.settings(d.implementation);
+            let out = run_drill(settings, d.scenario, d.trials as usize, d.plot.is_some())?;
+            print!("{}", out.text);
+            if let Some(p) = &d.json {
+                let text = serde_json::to_string_pretty(&out.summary.to_json())
+                    .map_err(|e| e.to_string())?;
+                write_file(p, &(text + "\n"))?;
+                println!("JSON: {}", p.display());
+            }
+            if let (Some(p), Some(svg)) = (&d.plot, &out.plot) {
+                write_file(p, svg)?;
+                println!("plot: {}", p.display());
+            }
+            Ok(())
+        }
+        Some(Cmd::Bench(b)) => {
+            let mut runs = Vec::new();
+            let mut table = std::collections::BTreeMap::new();
+            for implementation in [Impl::Tdsvip, Impl::Keepalived] {
+                for scenario in [Scenario::KillPrimary, Scenario::Switchover] {
+                    eprintln!(
+                        "bench: {} / {scenario}, {} trials",
+                        implementation.name(),
+                        b.trials
+                    );
+                    let out = run_drill(
+                        b.common.settings(implementation),
+                        scenario,
+                        b.trials as usize,
+                        false,
+                    )?;
+                    print!("{}", tdsvip_lab::report::summary_text(&out.summary));
+                    table.insert(
+                        (implementation.name(), scenario.name()),
+                        out.summary.clone(),
+                    );
+                    runs.push(out.summary.to_json());
+                }
+            }
+            let mut ratios = serde_json::Map::new();
+            for scenario in ["kill-primary", "switchover"] {
+                let (t, k) = (
+                    &table[&("tdsvip", scenario)],
+                    &table[&("keepalived", scenario)],
+                );
+                ratios.insert(
+                    scenario.into(),
+                    json!({
+                        "promotion_to_client_p50": ratio(k.promotion_to_client_ms.p50, t.promotion_to_client_ms.p50),
+                        "promotion_to_client_p99": ratio(k.promotion_to_client_ms.p99, t.promotion_to_client_ms.p99),
+                        "client_outage_p50": ratio(k.client_outage_ms.p50, t.client_outage_ms.p50),
+                        "client_outage_p99": ratio(k.client_outage_ms.p99, t.client_outage_ms.p99),
+                    }),
+                );
+            }
+            let t_kp = &table[&("tdsvip", "kill-primary")];
+            let t_sw = &table[&("tdsvip", "switchover")];
+            let goals = json!({
+                "tdsvip_promotion_to_client_p99_le_100ms": {
+                    "kill-primary": t_kp.promotion_to_client_ms.p99.map(|v| v <= 100.0),
+                    "switchover": t_sw.promotion_to_client_ms.p99.map(|v| v <= 100.0),
+                },
+                "tdsvip_p50_5x_better_than_keepalived": {
+                    "kill-primary": ratios["kill-primary"]["promotion_to_client_p50"].as_f64().map(|r| r >= 5.0),
+                    "switchover": ratios["switchover"]["promotion_to_client_p50"].as_f64().map(|r| r >= 5.0),
+                },
+                "idle_sessions_reset_le_50ms_after_takeover": {
+                    "kill-primary": t_kp.idle_session_reset_ms.max.map(|v| v <= 50.0),
+                    "switchover": t_sw.idle_session_reset_ms.max.map(|v| v <= 50.0),
+                },
+            });
+            let doc = json!({
+                "trials": b.trials,
+                "runs": runs,
+                "ratios_keepalived_over_tdsvip": ratios,
+                "goals": goals,
+            });
+            let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n";
+            println!(
+                "ratios (keepalived / tdsvip): {}",
+                serde_json::Value::Object(ratios.clone())
+            );
+            println!("goals: {goals}");
+            let default = bench_dir().join("lab.json");
+            write_file(&default, &text)?;
+            println!("JSON: {}", default.display());
+            if let Some(p) = &b.json {
+                write_file(p, &text)?;
+                println!("JSON: {}", p.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("tdsvip-lab: {e}");
+        std::process::exit(1);
+    }
+}

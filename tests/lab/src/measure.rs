@@ -1,0 +1,306 @@
+//! Turning one trial's raw records (client attempts, owner samples, idle sessions, the lab's
+//! own action times) into the numbers the lab reports. Pure, so every definition is tested.
+//!
+//! Definitions (all times on the lab clock, in ms):
+//! - *settle* of a promotion: the end of the first attempt, finishing after the promotion,
+//!   that the promoted node answered as PRIMARY with `ok`;
+//! - `promotion_to_client`: settle − promotion;
+//! - `client_outage`: settle − start of the first failed attempt (anything but `ok`) that
+//!   started after the fault, 0 when none failed; with no promotion (kill-agent): from the
+//!   first failed attempt to the end of the first `ok` after the last failure;
+//! - *takeover*: the first owner sample after the fault in which the promoted node owns
+//!   the overlay IP; `idle_session_reset`: when an idle session saw EOF/RST − takeover
+//!   (negative when the old primary closed it before the takeover, e.g. its process died);
+//! - `dual_owner_samples`: samples in the trial in which more than one node owned it;
+//! - `non_primary_answers`: attempts in a settled period (settle → next fault or the end)
+//!   answered by anything but the promoted node reporting PRIMARY.
+
+use crate::client::{Attempt, IdleSession};
+use crate::sampler::OwnerSample;
+
+/// One promotion: when, which node, and that node's `@@SERVERNAME`.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    pub at: f64,
+    pub node: usize,
+    pub server: String,
+}
+
+/// What one trial did, for [`analyze`].
+#[derive(Debug, Clone)]
+pub struct TrialInput<'a> {
+    pub start: f64,
+    pub end: f64,
+    /// Fault times; `faults[k]` precedes `promotions[k]`.
+    pub faults: Vec<f64>,
+    pub promotions: Vec<Promotion>,
+    /// Without promotions: the node expected to keep serving (kill-agent).
+    pub steady_server: Option<String>,
+    pub attempts: &'a [Attempt],
+    pub owners: &'a [OwnerSample],
+    pub idle: &'a [IdleSession],
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrialResult {
+    pub settle: Vec<Option<f64>>,
+    pub promotion_to_client: Vec<Option<f64>>,
+    pub client_outage: Vec<Option<f64>>,
+    pub takeover: Option<f64>,
+    pub idle_reset: Vec<Option<f64>>,
+    pub dual_owner_samples: usize,
+    pub non_primary_answers: usize,
+    /// Answers by a non-primary before the promotion settled (reported, not asserted).
+    pub non_primary_before_settle: usize,
+    pub failed_attempts: usize,
+}
+
+fn ok(a: &Attempt) -> bool {
+    a.outcome == "ok"
+}
+
+pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
+    let mut r = TrialResult::default();
+    let in_trial: Vec<&Attempt> = t
+        .attempts
+        .iter()
+        .filter(|a| a.start >= t.start && a.start < t.end)
+        .collect();
+    r.failed_attempts = in_trial
+        .iter()
+        .filter(|a| a.start >= t.faults.first().copied().unwrap_or(t.start) && !ok(a))
+        .count();
+    for (k, p) in t.promotions.iter().enumerate() {
+        let fault = t.faults.get(k).copied().unwrap_or(p.at);
+        let next_fault = t.faults.get(k + 1).copied().unwrap_or(t.end);
+        let settle = in_trial
+            .iter()
+            .filter(|a| a.end > p.at && a.start < next_fault)
+            .filter(|a| ok(a) && a.primary_answer_from(&p.server))
+            .map(|a| a.end)
+            .min_by(f64::total_cmp);
+        r.settle.push(settle);
+        r.promotion_to_client.push(settle.map(|s| s - p.at));
+        r.client_outage.push(settle.map(|s| {
+            in_trial
+                .iter()
+                .filter(|a| a.start >= fault && a.start < s && !ok(a))
+                .map(|a| s - a.start)
+                .fold(0.0, f64::max)
+        }));
+        let until = settle.unwrap_or(next_fault);
+        r.non_primary_before_settle += in_trial
+            .iter()
+            .filter(|a| a.end > fault && a.end <= until && a.answered())
+            .filter(|a| !a.primary_answer_from(&p.server))
+            .count();
+        if let Some(s) = settle {
+            r.non_primary_answers += in_trial
+                .iter()
+                .filter(|a| a.end > s && a.start < next_fault && a.answered())
+                .filter(|a| !a.primary_answer_from(&p.server))
+                .count();
+        }
+    }
+    if t.promotions.is_empty() {
+        let fault = t.faults.first().copied().unwrap_or(t.start);
+        let failures: Vec<&&Attempt> = in_trial
+            .iter()
+            .filter(|a| a.start >= fault && !ok(a))
+            .collect();
+        let outage = match (failures.first(), failures.last()) {
+            (Some(first), Some(last)) => in_trial
+                .iter()
+                .filter(|a| a.start > last.start && ok(a))
+                .map(|a| a.end)
+                .min_by(f64::total_cmp)
+                .map(|e| e - first.start),
+            _ => Some(0.0),
+        };
+        r.client_outage.push(outage);
+        if let Some(server) = &t.steady_server {
+            r.non_primary_answers += in_trial
+                .iter()
+                .filter(|a| a.start >= fault && a.answered() && !a.primary_answer_from(server))
+                .count();
+        }
+    }
+    let samples: Vec<&OwnerSample> = t
+        .owners
+        .iter()
+        .filter(|s| s.at >= t.start && s.at < t.end)
+        .collect();
+    r.dual_owner_samples = samples.iter().filter(|s| s.count() > 1).count();
+    if let (Some(p), Some(&fault)) = (t.promotions.first(), t.faults.first()) {
+        r.takeover = samples
+            .iter()
+            .find(|s| s.at >= fault && s.owners.get(p.node).copied().unwrap_or(false))
+            .map(|s| s.at);
+    }
+    r.idle_reset = t
+        .idle
+        .iter()
+        .map(|s| match (s.closed.as_ref(), r.takeover) {
+            (Some((at, _)), Some(tk)) if *at < t.end => Some(at - tk),
+            _ => None,
+        })
+        .collect();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn att(start: f64, outcome: &'static str, server: Option<&str>, role: &str) -> Attempt {
+        Attempt {
+            start,
+            end: start + 2.0,
+            outcome,
+            server: server.map(str::to_owned),
+            role: server.map(|_| role.to_owned()),
+        }
+    }
+
+    fn sample(at: f64, owners: &[bool]) -> OwnerSample {
+        OwnerSample {
+            at,
+            owners: owners.to_vec(),
+        }
+    }
+
+    #[test]
+    fn kill_primary_numbers() {
+        let attempts = vec![
+            att(990.0, "ok", Some("A"), "PRIMARY"),
+            att(1000.0, "refused", None, ""),
+            att(1010.0, "refused", None, ""),
+            att(1020.0, "timeout", None, ""),
+            att(1030.0, "ok", Some("B"), "PRIMARY"),
+            att(1040.0, "ok", Some("B"), "PRIMARY"),
+        ];
+        let owners = vec![
+            sample(995.0, &[true, false]),
+            sample(1005.0, &[false, false]),
+            sample(1025.0, &[false, true]),
+            sample(1035.0, &[false, true]),
+        ];
+        let idle = vec![
+            IdleSession {
+                opened: 900.0,
+                closed: Some((1030.0, "reset".into())),
+            },
+            IdleSession {
+                opened: 900.0,
+                closed: None,
+            },
+        ];
+        let r = analyze(&TrialInput {
+            start: 900.0,
+            end: 2000.0,
+            faults: vec![1000.0],
+            promotions: vec![Promotion {
+                at: 1001.0,
+                node: 1,
+                server: "B".into(),
+            }],
+            steady_server: None,
+            attempts: &attempts,
+            owners: &owners,
+            idle: &idle,
+        });
+        assert_eq!(r.settle, vec![Some(1032.0)]);
+        assert_eq!(r.promotion_to_client, vec![Some(31.0)]);
+        assert_eq!(r.client_outage, vec![Some(32.0)]);
+        assert_eq!(r.takeover, Some(1025.0));
+        assert_eq!(r.idle_reset, vec![Some(5.0), None]);
+        assert_eq!(r.dual_owner_samples, 0);
+        assert_eq!(r.non_primary_answers, 0);
+        assert_eq!(r.failed_attempts, 3);
+    }
+
+    #[test]
+    fn non_primary_and_dual_owner_are_counted() {
+        let attempts = vec![
+            att(1000.0, "not_primary", Some("A"), "SECONDARY"),
+            att(1010.0, "ok", Some("B"), "PRIMARY"),
+            att(1020.0, "not_primary", Some("A"), "SECONDARY"),
+            att(1030.0, "ok", Some("A"), "PRIMARY"),
+        ];
+        let owners = vec![
+            sample(1005.0, &[true, true]),
+            sample(1015.0, &[false, true]),
+        ];
+        let r = analyze(&TrialInput {
+            start: 900.0,
+            end: 2000.0,
+            faults: vec![999.0],
+            promotions: vec![Promotion {
+                at: 1000.0,
+                node: 1,
+                server: "B".into(),
+            }],
+            steady_server: None,
+            attempts: &attempts,
+            owners: &owners,
+            idle: &[],
+        });
+        assert_eq!(r.non_primary_before_settle, 1);
+        // After settling, A answering (as SECONDARY, and as a second PRIMARY) both count.
+        assert_eq!(r.non_primary_answers, 2);
+        assert_eq!(r.dual_owner_samples, 1);
+        assert_eq!(r.client_outage, vec![Some(12.0)]);
+    }
+
+    #[test]
+    fn no_settle_is_none_and_kill_agent_outage() {
+        let attempts = vec![att(1000.0, "refused", None, "")];
+        let r = analyze(&TrialInput {
+            start: 900.0,
+            end: 2000.0,
+            faults: vec![999.0],
+            promotions: vec![Promotion {
+                at: 1000.0,
+                node: 1,
+                server: "B".into(),
+            }],
+            steady_server: None,
+            attempts: &attempts,
+            owners: &[],
+            idle: &[],
+        });
+        assert_eq!(r.promotion_to_client, vec![None]);
+        assert_eq!(r.client_outage, vec![None]);
+
+        let attempts = vec![
+            att(1000.0, "ok", Some("A"), "PRIMARY"),
+            att(1010.0, "refused", None, ""),
+            att(1020.0, "ok", Some("A"), "PRIMARY"),
+            att(1030.0, "timeout", None, ""),
+            att(1040.0, "ok", Some("A"), "PRIMARY"),
+        ];
+        let r = analyze(&TrialInput {
+            start: 900.0,
+            end: 2000.0,
+            faults: vec![1000.0],
+            promotions: vec![],
+            steady_server: Some("A".into()),
+            attempts: &attempts,
+            owners: &[],
+            idle: &[],
+        });
+        assert_eq!(r.client_outage, vec![Some(32.0)]);
+        assert_eq!(r.non_primary_answers, 0);
+        let r = analyze(&TrialInput {
+            start: 900.0,
+            end: 2000.0,
+            faults: vec![1000.0],
+            promotions: vec![],
+            steady_server: Some("A".into()),
+            attempts: &attempts[..1],
+            owners: &[],
+            idle: &[],
+        });
+        assert_eq!(r.client_outage, vec![Some(0.0)]);
+    }
+}

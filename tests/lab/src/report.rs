@@ -1,0 +1,270 @@
+//! What the lab prints and writes: the human timeline of each trial and the JSON summary
+//! of a run, in the shape issue 5 specifies.
+
+use serde_json::{Value, json};
+
+use crate::lab::{Impl, Lab, Settings};
+use crate::scenario::{Scenario, Trial};
+use crate::stats::{Summary, summarize_optional};
+
+/// The run's summary over its trials.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub implementation: Impl,
+    pub scenario: Scenario,
+    pub trials: usize,
+    pub client_outage_ms: Summary,
+    pub promotion_to_client_ms: Summary,
+    pub idle_session_reset_ms: Summary,
+    pub route_tables_ms: Option<Summary>,
+    pub dual_owner_samples: usize,
+    pub non_primary_answers: usize,
+    pub settings: Value,
+}
+
+pub fn settings_json(s: &Settings) -> Value {
+    let mut v = json!({
+        "nodes": s.nodes,
+        "promote_delay_ms": s.promote_delay_ms,
+        "client_every_ms": s.client_every_ms,
+        "client_deadline_ms": s.client_deadline_ms,
+        "owner_sample_ms": s.sample_ms,
+        "idle_sessions": s.idle_sessions,
+        "lease_ms": s.lease_ms,
+        "flaps": s.flaps,
+        "flap_interval_ms": s.flap_interval_ms,
+    });
+    match s.implementation {
+        Impl::Tdsvip => {
+            v["probe_interval_ms"] = json!(s.agent.interval_ms);
+            v["probe_timeout_ms"] = json!(s.agent.timeout_ms);
+            v["rise"] = json!(s.agent.rise);
+            v["fall"] = json!(s.agent.fall);
+        }
+        Impl::Keepalived => {
+            let k = s.keepalived;
+            v["vrrp_version"] = json!(3);
+            v["advert_int_s"] = json!(k.advert_int);
+            v["vrrp_script_interval_s"] = json!(k.script_interval);
+            v["vrrp_script_timeout_s"] = json!(k.script_timeout);
+            v["vrrp_script_fall"] = json!(k.script_fall);
+            v["vrrp_script_rise"] = json!(k.script_rise);
+            v["check"] = json!(
+                "tdsvip probe --mode login (login + role query), exit 0 only when the local replica is PRIMARY"
+            );
+            v["check_timeout_ms"] = json!(k.check_timeout_ms);
+        }
+    }
+    v
+}
+
+pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary {
+    let all = |f: &dyn Fn(&Trial) -> Vec<Option<f64>>| -> Vec<Option<f64>> {
+        trials.iter().flat_map(f).collect()
+    };
+    RunSummary {
+        implementation: lab.settings.implementation,
+        scenario,
+        trials: trials.len(),
+        client_outage_ms: summarize_optional(&all(&|t| t.result.client_outage.clone())),
+        promotion_to_client_ms: summarize_optional(&all(&|t| t.result.promotion_to_client.clone())),
+        idle_session_reset_ms: summarize_optional(&all(&|t| t.result.idle_reset.clone())),
+        route_tables_ms: None,
+        dual_owner_samples: trials.iter().map(|t| t.result.dual_owner_samples).sum(),
+        non_primary_answers: trials.iter().map(|t| t.result.non_primary_answers).sum(),
+        settings: settings_json(&lab.settings),
+    }
+}
+
+impl RunSummary {
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "impl": self.implementation.name(),
+            "scenario": self.scenario.name(),
+            "trials": self.trials,
+            "client_outage_ms": self.client_outage_ms,
+            "promotion_to_client_ms": self.promotion_to_client_ms,
+            "idle_session_reset_ms": self.idle_session_reset_ms,
+            "dual_owner_samples": self.dual_owner_samples,
+            "non_primary_answers": self.non_primary_answers,
+            "settings": self.settings,
+        });
+        if let Some(r) = &self.route_tables_ms {
+            v["route_tables_ms"] = json!(r);
+        }
+        v
+    }
+}
+
+fn f(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x:.1}"))
+}
+
+fn node_label(i: usize) -> String {
+    if i == usize::MAX {
+        "client".into()
+    } else {
+        format!("node{}", i + 1)
+    }
+}
+
+/// The human timeline of one trial, times relative to the (first) fault.
+pub fn timeline(lab: &Lab, t: &Trial) -> String {
+    let t0 = t.faults.first().copied().unwrap_or(t.start);
+    let rel = |x: f64| format!("{:+9.1} ms", x - t0);
+    let mut lines: Vec<(f64, String)> = Vec::new();
+    for (at, node, what) in &t.actions {
+        lines.push((
+            *at,
+            format!("{}  lab: {} {what}", rel(*at), node_label(*node)),
+        ));
+    }
+    for (at, owners) in &t.owner_changes {
+        let who: Vec<String> = owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o)
+            .map(|(i, _)| format!("node{}", i + 1))
+            .collect();
+        let who = if who.is_empty() {
+            "nobody".to_owned()
+        } else {
+            who.join(" + ")
+        };
+        lines.push((*at, format!("{}  owner sample: {who}", rel(*at))));
+    }
+    let mac_node = |m: &str| {
+        lab.nodes
+            .iter()
+            .position(|n| n.mac.eq_ignore_ascii_case(m))
+            .map_or(m.to_owned(), |i| format!("node{}", i + 1))
+    };
+    let mut last_arp: Option<Vec<String>> = None;
+    for (at, macs) in &t.arp {
+        let who: Vec<String> = macs.iter().map(|m| mac_node(m)).collect();
+        if last_arp.as_ref() != Some(&who) {
+            let text = if who.is_empty() {
+                "no answer".into()
+            } else {
+                who.join(" + ")
+            };
+            lines.push((*at, format!("{}  ARP from client: {text}", rel(*at))));
+            last_arp = Some(who);
+        }
+    }
+    for (k, p) in t.promotions.iter().enumerate() {
+        if let Some(s) = t.result.settle.get(k).copied().flatten() {
+            lines.push((
+                s,
+                format!(
+                    "{}  client: first ok answer from {} as PRIMARY ({} ms after its promotion)",
+                    rel(s),
+                    p.server,
+                    f(Some(s - p.at))
+                ),
+            ));
+        } else {
+            lines.push((
+                p.at,
+                format!(
+                    "{}  client: NO ok answer from {} after its promotion",
+                    rel(p.at),
+                    p.server
+                ),
+            ));
+        }
+    }
+    for (k, (opened, closed)) in t.idle_sessions.iter().enumerate() {
+        match closed {
+            Some((at, how)) => lines.push((
+                *at,
+                format!(
+                    "{}  idle session {k} (opened {}) closed: {how}",
+                    rel(*at),
+                    rel(*opened).trim()
+                ),
+            )),
+            None => lines.push((
+                t.end,
+                format!(
+                    "{}  idle session {k}: never reset in the window",
+                    rel(t.end)
+                ),
+            )),
+        }
+    }
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = format!(
+        "trial {} ({}): node{} -> node{}\n",
+        t.index + 1,
+        t.scenario,
+        t.old + 1,
+        t.new + 1
+    );
+    for (_, l) in lines {
+        out.push_str("  ");
+        out.push_str(&l);
+        out.push('\n');
+    }
+    if let Some(tl) = &t.timeline {
+        out.push_str(&format!(
+            "  new owner's agent timeline (/events, s from its own origin): detected {} decided {} local_primary_seen {} first_client_login {}\n",
+            tl["detected"], tl["decided"], tl["local_primary_seen"], tl["first_client_login"]
+        ));
+        if let Some(steps) = tl["node_steps"].as_array() {
+            for s in steps {
+                out.push_str(&format!(
+                    "    step {:<8} at {:.6} s  took {:.3} ms  ok={}  {}\n",
+                    s["name"].as_str().unwrap_or("?"),
+                    s["at"].as_f64().unwrap_or(f64::NAN),
+                    s["duration"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+                    s["ok"],
+                    s["detail"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        out.push_str(&format!("    phases (s): {}\n", tl["phases"]));
+    }
+    let r = &t.result;
+    out.push_str(&format!(
+        "  => promotion->client {:?} ms, outage {:?} ms, takeover {} ms after the fault, idle resets after takeover {:?} ms, dual-owner samples {}, non-primary answers after settle {} (before settle {}), failed attempts {}\n",
+        r.promotion_to_client.iter().map(|x| f(*x)).collect::<Vec<_>>(),
+        r.client_outage.iter().map(|x| f(*x)).collect::<Vec<_>>(),
+        f(r.takeover.map(|x| x - t0)),
+        r.idle_reset.iter().map(|x| f(*x)).collect::<Vec<_>>(),
+        r.dual_owner_samples,
+        r.non_primary_answers,
+        r.non_primary_before_settle,
+        r.failed_attempts,
+    ));
+    out
+}
+
+pub fn summary_text(s: &RunSummary) -> String {
+    let line = |name: &str, x: &Summary| {
+        format!(
+            "  {name:<24} p50 {:>7}  p90 {:>7}  p99 {:>7}  max {:>7}\n",
+            f(x.p50),
+            f(x.p90),
+            f(x.p99),
+            f(x.max)
+        )
+    };
+    let mut out = format!(
+        "{} / {}: {} trial(s)\n",
+        s.implementation.name(),
+        s.scenario,
+        s.trials
+    );
+    out.push_str(&line("client outage ms", &s.client_outage_ms));
+    out.push_str(&line("promotion->client ms", &s.promotion_to_client_ms));
+    out.push_str(&line("idle session reset ms", &s.idle_session_reset_ms));
+    if let Some(r) = &s.route_tables_ms {
+        out.push_str(&line("route tables ms", r));
+    }
+    out.push_str(&format!(
+        "  dual-owner samples {}, non-primary answers {}\n",
+        s.dual_owner_samples, s.non_primary_answers
+    ));
+    out
+}

@@ -1,0 +1,396 @@
+//! The drills: what the lab does to the primary in each scenario, how it promotes a
+//! secondary (playing SQL Server's failover machinery), how long it watches, and how it puts
+//! the old primary back as a SECONDARY before the next trial.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::lab::{Impl, Lab};
+use crate::measure::{Promotion, TrialInput, TrialResult, analyze};
+use crate::netns::{OVERLAY, sh_stdin};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    KillPrimary,
+    Switchover,
+    HangPrimary,
+    CrashNode,
+    PartitionPrimary,
+    Flap,
+    Loss,
+    KillAgent,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 8] = [
+        Scenario::KillPrimary,
+        Scenario::Switchover,
+        Scenario::HangPrimary,
+        Scenario::CrashNode,
+        Scenario::PartitionPrimary,
+        Scenario::Flap,
+        Scenario::Loss,
+        Scenario::KillAgent,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::KillPrimary => "kill-primary",
+            Scenario::Switchover => "switchover",
+            Scenario::HangPrimary => "hang-primary",
+            Scenario::CrashNode => "crash-node",
+            Scenario::PartitionPrimary => "partition-primary",
+            Scenario::Flap => "flap",
+            Scenario::Loss => "loss",
+            Scenario::KillAgent => "kill-agent",
+        }
+    }
+
+    /// Scenarios whose idle sessions must be reset within 200 ms of the takeover.
+    pub fn checks_idle_reset(self) -> bool {
+        matches!(self, Scenario::KillPrimary | Scenario::Switchover)
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .iter()
+            .copied()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|x| x.name()).collect();
+                format!(
+                    "unknown scenario '{s}' (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Everything recorded about one trial.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    pub scenario: Scenario,
+    pub index: usize,
+    pub old: usize,
+    /// The node that is primary at the end.
+    pub new: usize,
+    pub start: f64,
+    pub end: f64,
+    pub faults: Vec<f64>,
+    pub promotions: Vec<Promotion>,
+    pub idle: Vec<usize>,
+    pub result: TrialResult,
+    /// The new owner's last acquire timeline from its `/events` (tdsvip only).
+    pub timeline: Option<serde_json::Value>,
+    /// Lab actions during the trial: (time, node, what).
+    pub actions: Vec<(f64, usize, String)>,
+    /// Owner changes seen by the sampler: (time, owners).
+    pub owner_changes: Vec<(f64, Vec<bool>)>,
+    /// ARP answers seen from the client: (time, MACs).
+    pub arp: Vec<(f64, Vec<String>)>,
+    /// Idle sessions: (opened, closed at and how).
+    pub idle_sessions: Vec<(f64, Option<(f64, String)>)>,
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+const NFT_TABLE: &str = "tdsviplab";
+
+fn nft_partition(lab: &Lab, i: usize) -> Result<(), String> {
+    let rules = format!(
+        "table netdev {NFT_TABLE} {{\n  chain in {{ type filter hook ingress device \"eth0\" priority 0; policy drop; }}\n  chain out {{ type filter hook egress device \"eth0\" priority 0; policy drop; }}\n}}\n"
+    );
+    sh_stdin(
+        &["ip", "netns", "exec", &lab.nodes[i].ns, "nft", "-f", "-"],
+        &rules,
+    )
+}
+
+fn nft_loss(lab: &Lab, percent: u32) -> Result<(), String> {
+    let rules = format!(
+        "table inet {NFT_TABLE} {{\n  chain in {{ type filter hook input priority 0; iifname \"eth0\" numgen random mod 100 < {percent} drop; }}\n  chain out {{ type filter hook output priority 0; oifname \"eth0\" numgen random mod 100 < {percent} drop; }}\n}}\n"
+    );
+    sh_stdin(
+        &["ip", "netns", "exec", lab.client_ns(), "nft", "-f", "-"],
+        &rules,
+    )
+}
+
+fn nft_clear(ns: &str) {
+    for family in ["netdev", "inet"] {
+        let _ = crate::netns::sh(&[
+            "ip", "netns", "exec", ns, "nft", "delete", "table", family, NFT_TABLE,
+        ]);
+    }
+}
+
+/// Waits until the client sees `server` answer as PRIMARY after `after`, up to `limit_ms`.
+fn wait_client(lab: &Lab, server: &str, after: f64, limit_ms: u64) -> bool {
+    let end = std::time::Instant::now() + Duration::from_millis(limit_ms);
+    while std::time::Instant::now() < end {
+        let now = lab.clock.now();
+        if lab
+            .client()
+            .attempts_between(after - 100.0, now)
+            .iter()
+            .any(|a| a.end > after && a.outcome == "ok" && a.primary_answer_from(server))
+        {
+            return true;
+        }
+        sleep_ms(5);
+    }
+    false
+}
+
+/// Runs one trial with `old` as the primary; returns it (its `new` is the primary after).
+pub fn run_trial(
+    lab: &mut Lab,
+    scenario: Scenario,
+    index: usize,
+    old: usize,
+    new: usize,
+) -> Result<Trial, String> {
+    lab.wait_steady(old, Duration::from_secs(10))?;
+    let s = lab.settings.clone();
+    let actions_before = lab.actions.len();
+    let start = lab.clock.now();
+    let idle = lab.client().open_idle(s.idle_sessions)?;
+    if scenario == Scenario::Loss {
+        nft_loss(lab, 30)?;
+        let t = lab.clock.now();
+        lab.actions
+            .push((t, usize::MAX, "client link: 30 % random loss (nft)".into()));
+    }
+    sleep_ms(300);
+    let mut faults = Vec::new();
+    let mut promotions = Vec::new();
+    let mut primary = new;
+    let promote =
+        |lab: &mut Lab, node: usize, promotions: &mut Vec<Promotion>| -> Result<(), String> {
+            sleep_ms(s.promote_delay_ms);
+            let at = lab.set_role(node, "PRIMARY")?;
+            promotions.push(Promotion {
+                at,
+                node,
+                server: lab.nodes[node].server.clone(),
+            });
+            Ok(())
+        };
+    match scenario {
+        Scenario::KillPrimary | Scenario::Loss => {
+            faults.push(lab.kill_sim(old));
+            promote(lab, new, &mut promotions)?;
+        }
+        Scenario::Switchover => {
+            faults.push(lab.set_role(old, "SECONDARY")?);
+            promote(lab, new, &mut promotions)?;
+        }
+        Scenario::HangPrimary => {
+            faults.push(lab.sim_put(
+                old,
+                r#"{"fault":"hang_after_accept"}"#,
+                "tds-sim hangs after accept",
+            )?);
+            promote(lab, new, &mut promotions)?;
+        }
+        Scenario::CrashNode => {
+            let t = lab.clock.now();
+            lab.node_cmd(old, &["ip", "link", "set", "eth0", "down"])?;
+            lab.actions.push((t, old, "eth0 down (node crash)".into()));
+            faults.push(t);
+            lab.kill_agent(old);
+            lab.kill_sim(old);
+            promote(lab, new, &mut promotions)?;
+        }
+        Scenario::PartitionPrimary => {
+            let t = lab.clock.now();
+            nft_partition(lab, old)?;
+            lab.actions
+                .push((t, old, "nft drops everything on eth0 (partition)".into()));
+            faults.push(t);
+            sleep_ms(s.lease_ms);
+            lab.set_role(old, "RESOLVING")?;
+            promote(lab, new, &mut promotions)?;
+        }
+        Scenario::Flap => {
+            let (mut cur, mut other) = (old, new);
+            for k in 0..s.flaps.max(1) {
+                if k > 0 {
+                    sleep_ms(s.flap_interval_ms);
+                }
+                faults.push(lab.set_role(cur, "SECONDARY")?);
+                promote(lab, other, &mut promotions)?;
+                std::mem::swap(&mut cur, &mut other);
+            }
+            primary = cur;
+        }
+        Scenario::KillAgent => {
+            faults.push(lab.kill_agent(old));
+            lab.restart_agent(old)?;
+            primary = old;
+        }
+    }
+    let server = lab.nodes[primary].server.clone();
+    let last = promotions.last().map_or(faults[0], |p| p.at);
+    wait_client(lab, &server, last, 3000);
+    // Watch a little longer: idle resets, stray answers from the old primary.
+    sleep_ms(if scenario == Scenario::KillAgent {
+        2000
+    } else {
+        700
+    });
+    let end = lab.clock.now();
+
+    let attempts = lab.client().attempts_between(start, end);
+    let owners = lab.samplers().owners_between(start, end);
+    let idle_sessions: Vec<crate::client::IdleSession> = {
+        let all = lab
+            .client()
+            .idle
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        idle.iter().filter_map(|&i| all.get(i).cloned()).collect()
+    };
+    let result = analyze(&TrialInput {
+        start,
+        end,
+        faults: faults.clone(),
+        promotions: promotions.clone(),
+        steady_server: (scenario == Scenario::KillAgent).then(|| server.clone()),
+        attempts: &attempts,
+        owners: &owners,
+        idle: &idle_sessions,
+    });
+    let timeline = if lab.settings.implementation == Impl::Tdsvip {
+        lab.agent_get(primary, "/events")
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|v| {
+                v.as_array().and_then(|a| {
+                    a.iter()
+                        .rev()
+                        .find(|t| t["direction"] == "acquire")
+                        .cloned()
+                })
+            })
+    } else {
+        None
+    };
+    let mut owner_changes: Vec<(f64, Vec<bool>)> = Vec::new();
+    for o in &owners {
+        if owner_changes.last().map(|(_, v)| v) != Some(&o.owners) {
+            owner_changes.push((o.at, o.owners.clone()));
+        }
+    }
+    let arp = lab
+        .samplers()
+        .arp_between(start, end)
+        .into_iter()
+        .map(|a| (a.at, a.macs))
+        .collect();
+    let trial = Trial {
+        scenario,
+        index,
+        old,
+        new: primary,
+        start,
+        end,
+        faults,
+        promotions,
+        idle,
+        result,
+        timeline,
+        actions: lab.actions[actions_before..].to_vec(),
+        owner_changes,
+        arp,
+        idle_sessions: idle_sessions
+            .into_iter()
+            .map(|s| (s.opened, s.closed))
+            .collect(),
+    };
+    restore(lab, scenario, old, primary)?;
+    Ok(trial)
+}
+
+/// Brings the old primary back as a SECONDARY (or healthy, for kill-agent) and waits
+/// until `primary` is the steady owner.
+fn restore(lab: &mut Lab, scenario: Scenario, old: usize, primary: usize) -> Result<(), String> {
+    match scenario {
+        Scenario::KillPrimary => lab.start_sim(old, "SECONDARY")?,
+        Scenario::Loss => {
+            nft_clear(lab.client_ns());
+            lab.start_sim(old, "SECONDARY")?;
+        }
+        Scenario::Switchover | Scenario::Flap | Scenario::KillAgent => {}
+        Scenario::HangPrimary => {
+            lab.sim_put(
+                old,
+                r#"{"fault":"none","role":"SECONDARY"}"#,
+                "restore: healthy SECONDARY",
+            )?;
+        }
+        Scenario::PartitionPrimary => {
+            lab.set_role(old, "SECONDARY")?;
+            nft_clear(&lab.nodes[old].ns.clone());
+        }
+        Scenario::CrashNode => {
+            lab.start_sim(old, "SECONDARY")?;
+            if lab.settings.implementation == Impl::Keepalived {
+                // keepalived leaves its VIP behind when killed; a rebooted node has none.
+                let _ = lab.node_cmd(
+                    old,
+                    &["ip", "addr", "del", &format!("{OVERLAY}/32"), "dev", "eth0"],
+                );
+            }
+            lab.start_agent(old)?;
+            // The restarted agent must have fenced the address before the link returns.
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let addrs = lab.node_cmd(old, &["ip", "-4", "addr", "show", "dev", "eth0"])?;
+                if !addrs.contains(&format!("{OVERLAY}/")) {
+                    break;
+                }
+                if std::time::Instant::now() > end {
+                    return Err(format!(
+                        "restarted agent on node {} did not remove the overlay address within 5 s; {}",
+                        old + 1,
+                        lab.log_hint()
+                    ));
+                }
+                sleep_ms(20);
+            }
+            sleep_ms(300);
+            lab.node_cmd(old, &["ip", "link", "set", "eth0", "up"])?;
+        }
+    }
+    lab.wait_steady(primary, Duration::from_secs(10))?;
+    // Let the restored node's agent settle (rise count, peer polls) before the next trial.
+    sleep_ms(500);
+    Ok(())
+}
+
+/// Runs `trials` trials, alternating the primary between nodes 1 and 2.
+pub fn run(lab: &mut Lab, scenario: Scenario, trials: usize) -> Result<Vec<Trial>, String> {
+    let mut out = Vec::new();
+    let mut primary = lab.sole_owner().unwrap_or(0);
+    for k in 0..trials {
+        let other = if primary == 0 { 1 } else { 0 };
+        let t = run_trial(lab, scenario, k, primary, other)?;
+        primary = t.new;
+        out.push(t);
+    }
+    Ok(out)
+}
