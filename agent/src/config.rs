@@ -263,6 +263,13 @@ pub struct PeerPollConfig {
     pub interval_ms: u64,
     /// Deadline of one read (connect, request and answer).
     pub timeout_ms: u64,
+    /// Before acquiring, every peer is asked whether it still holds the AG's addresses;
+    /// a peer that does not answer within this is taken to be gone (crashed, partitioned).
+    pub handover_timeout_ms: u64,
+    /// How long to wait for a peer that answers that it still holds the addresses (its
+    /// agent releases within its fall count); after that the node acquires anyway and
+    /// alerts. 0 never waits.
+    pub release_wait_ms: u64,
 }
 
 impl Default for PeerPollConfig {
@@ -270,6 +277,8 @@ impl Default for PeerPollConfig {
         PeerPollConfig {
             interval_ms: 200,
             timeout_ms: 150,
+            handover_timeout_ms: 50,
+            release_wait_ms: 1000,
         }
     }
 }
@@ -568,6 +577,18 @@ impl AgentConfig {
             v.push(ConfigIssue::new(
                 "peer_poll.timeout_ms",
                 format!("{} is outside 1..=10000", poll.timeout_ms),
+            ));
+        }
+        if poll.handover_timeout_ms == 0 || poll.handover_timeout_ms > 10_000 {
+            v.push(ConfigIssue::new(
+                "peer_poll.handover_timeout_ms",
+                format!("{} is outside 1..=10000", poll.handover_timeout_ms),
+            ));
+        }
+        if poll.release_wait_ms > 60_000 {
+            v.push(ConfigIssue::new(
+                "peer_poll.release_wait_ms",
+                format!("{} is above 60000", poll.release_wait_ms),
             ));
         }
         if !(1..=10_000).contains(&self.http.events) {

@@ -16,16 +16,25 @@
 //! client could really use the address. Results of probes that started before the acquire
 //! finished are ignored, since they may have reached the old primary.
 //!
-//! Not wired yet: peer polling.
+//! Peers (`[[peer]]`): each peer agent's `/status` is read every `peer_poll.interval_ms` and
+//! each peer replica's TDS endpoint is probed at the local probe rate; both become
+//! `Event::Peer` reports (roles for conflicts, "primary lost" for the timeline). Before an
+//! acquire, every peer is asked at once whether it still holds the AG's addresses: the node
+//! waits (bounded) for a holder that answers to let go, so that a demoted or failing old
+//! primary's agent releases before this one acquires, and it tickles the clients that the
+//! answers (or, for a peer that no longer answers, its last `/status`) list.
+//!
+//! At start, one login probe decides whether addresses a killed predecessor left on the
+//! interface are adopted (replica PRIMARY: they keep serving) or fenced.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tdsvip_cloud::{AwsExecutor, CloudExecutor, Identity, ObserveReport, RouteState};
 use tdsvip_node::executor::{Step, TakeoverFailure};
-use tdsvip_node::{NodeConfig, NodeExecutor, NodeTakeover, Timeline};
+use tdsvip_node::{Connection, NodeConfig, NodeExecutor, NodeTakeover, Timeline};
 use tdsvip_probes::{
     AnyProbe, HysteresisConfig, LoginConfig, Mode, Password, ProbeConfig, ProbeResult, ProbeRunner,
     ScheduleConfig, Tls,
@@ -33,13 +42,21 @@ use tdsvip_probes::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AgentConfig, TlsSetting};
+use crate::config::{AgentConfig, PeerPollConfig, StopAddresses, TlsSetting};
 use crate::controller::{
-    AgController, AgPolicy, Decision, Drift, DriftKind, Event, NodeCall, ReplicaRole, StepRecord,
+    AgController, AgPolicy, Decision, Drift, DriftKind, Event, LossTracker, NodeCall, PeerReport,
+    PeerView, PrimaryLoss, ReplicaRole, StepRecord,
 };
 use crate::http::{HttpServer, HttpState, load_token};
 use crate::metrics::{AgentMetrics, PacketVerdict};
-use crate::status::{AgStatus, AgentStatus, DEFAULT_EVENTS, RouteOwner, StatusStore};
+use crate::peers::{PeerUrl, fetch_status, parse_status};
+use crate::status::{AgStatus, AgentStatus, PeerStatus, RouteOwner, StatusStore};
+use crate::systemd::{Notifier, watchdog_interval};
+
+/// Connections a peer listed more than this long ago are not tickled.
+const PEER_CONNECTIONS_MAX_AGE: Duration = Duration::from_secs(60);
+/// Between two handover questions to a peer that still holds the addresses.
+const HANDOVER_RETRY: Duration = Duration::from_millis(10);
 
 /// Why the agent could not start (or stopped badly). `Config` problems exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +85,24 @@ struct AgRuntime {
     /// When the last successful acquire returned (overlay logins before it do not count).
     acquired_at: Option<Instant>,
     cloud: Option<Arc<AwsExecutor>>,
+    /// The local replica's loss, served to peers as `primary_loss`.
+    loss: LossTracker,
+    /// Whether a local probe result has arrived (READY=1 waits for every AG's first).
+    probed: bool,
+}
+
+/// One `[[peer]]` as the loop holds it.
+struct PeerRuntime {
+    name: String,
+    url: PeerUrl,
+    /// Per AG: when the peer last listed its clients, and the list.
+    connections: BTreeMap<String, (Instant, Vec<Connection>)>,
+}
+
+/// What this node's probes of a peer replica's TDS endpoint say, per (peer, AG).
+struct PeerReplicaWatch {
+    loss: LossTracker,
+    role: Option<ReplicaRole>,
 }
 
 /// What reaches the loop.
@@ -79,6 +114,10 @@ enum Input {
     Cloud(usize, Event),
     /// A cloud observation made during reconciliation.
     Observed(usize, Box<ObserveReport>),
+    /// A read of peer `.0`'s `/status`, answered (or given up) at `.1`.
+    PeerStatus(usize, Instant, Result<serde_json::Value, String>),
+    /// A probe of peer `.0`'s replica for AG `.1`.
+    PeerProbe(usize, usize, Box<ProbeResult>),
     Stop(&'static str),
 }
 
@@ -99,19 +138,25 @@ pub async fn run(
         None => None,
     };
     let node_name = config.node_name();
-    if !config.peers.is_empty() {
-        tracing::warn!(
-            peers = config.peers.len(),
-            "[[peer]] is configured but peer polling is not wired yet: no conflict detection from peers, no peer timings (ownership never depends on peers)"
-        );
-    }
+    let notifier = Notifier::from_env().map_err(DriverError::Start)?;
     let metrics = Arc::new(AgentMetrics::new().map_err(|e| DriverError::Start(e.to_string()))?);
     let mut initial = AgentStatus::new(&node_name);
     for ag in &config.ags {
         let ips = ag.overlay_addresses().iter().map(|a| a.ip).collect();
         initial.ags.insert(ag.name.clone(), AgStatus::new(ips));
     }
-    let status = Arc::new(StatusStore::new(initial, DEFAULT_EVENTS));
+    for peer in &config.peers {
+        initial.peers.insert(
+            peer.name.clone(),
+            PeerStatus {
+                url: peer.status_url.clone(),
+                checked_unix: None,
+                view: None,
+                error: None,
+            },
+        );
+    }
+    let status = Arc::new(StatusStore::new(initial, config.http.events));
     let token = match &config.http.token_file {
         Some(path) => {
             Some(load_token(path).map_err(|e| cfg_err("http.token_file", e.to_string()))?)
@@ -123,6 +168,9 @@ pub async fn run(
     for (i, ag) in config.ags.iter().enumerate() {
         let mut policy = AgPolicy::from_config(&config.probe, config.cloud.as_ref());
         policy.expect_overlay_login = true;
+        // A peer's report is renewed every poll; a PRIMARY it saw stays evidence for a few.
+        policy.peer_stale_after =
+            Duration::from_millis(3 * config.peer_poll.interval_ms + config.peer_poll.timeout_ms);
         let controller =
             AgController::new(&ag.name, policy).map_err(|e| cfg_err("probe", e.to_string()))?;
         let overlay: Vec<tdsvip_node::OverlayAddress> = ag
@@ -137,13 +185,18 @@ pub async fn run(
         let mut node_cfg = NodeConfig::new(&config.interface, overlay);
         node_cfg.tracked_ports = vec![ag.port];
         node_cfg.ebpf = config.ebpf.enabled;
+        node_cfg.adopt_present = local_replica_is_primary(&config, &password, &ag.name, ag).await;
         let node = NodeExecutor::new(node_cfg).map_err(|e| {
             DriverError::Start(format!(
                 "ag[{i}] ({}): node executor on {}: {e}",
                 ag.name, config.interface
             ))
         })?;
-        tracing::info!(ag = %ag.name, interface = %config.interface, ebpf = config.ebpf.enabled, "node executor ready (addresses fenced)");
+        if node.adopted().is_empty() {
+            tracing::info!(ag = %ag.name, interface = %config.interface, ebpf = config.ebpf.enabled, "node executor ready (addresses fenced)");
+        } else {
+            tracing::info!(ag = %ag.name, interface = %config.interface, ebpf = config.ebpf.enabled, adopted = ?node.adopted(), "node executor ready: the replica answered PRIMARY at start, so the addresses a previous agent left keep serving (the controller confirms with its rise count)");
+        }
         let addresses: Vec<IpAddr> = ag.overlay_addresses().iter().map(|a| a.ip).collect();
         let cloud = match (&config.cloud, &identity) {
             (Some(cloud), Some(identity)) => {
@@ -180,48 +233,37 @@ pub async fn run(
             owned: false,
             acquired_at: None,
             cloud,
+            loss: LossTracker::new(config.probe.fall),
+            probed: false,
         });
     }
+    let peers: Vec<PeerRuntime> = config
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            PeerUrl::parse(&p.status_url)
+                .map(|url| PeerRuntime {
+                    name: p.name.clone(),
+                    url,
+                    connections: BTreeMap::new(),
+                })
+                .map_err(|e| cfg_err(format!("peer[{i}].status_url"), e))
+        })
+        .collect::<Result<_, _>>()?;
 
     let cancel = shutdown.child_token();
     let (tx, mut rx) = mpsc::channel::<Input>(64);
 
-    // Probes: one login probe per AG on the local replica.
+    // Probes: one login probe per AG on the local replica, and one through the overlay IP.
     for (i, ag) in config.ags.iter().enumerate() {
-        let timeout = Duration::from_millis(config.probe.timeout_ms);
-        let mut login = LoginConfig::new(config.sql.user.clone(), password.clone());
-        login.ag = Some(ag.name.clone());
-        login.databases = ag.databases.clone();
-        login.timeout = timeout;
-        login.tls = match config.sql.tls {
-            TlsSetting::Off => Tls::Off,
-            TlsSetting::Required => Tls::Required {
-                trust_cert: config.sql.trust_server_certificate,
-                hostname_in_certificate: None,
-            },
-        };
-        let probe_cfg = ProbeConfig {
-            timeout,
-            ..ProbeConfig::default()
-        };
-        let probe = AnyProbe::new(
-            Mode::Login,
+        let runner = login_runner(
+            &config,
+            &password,
+            &ag.name,
+            &ag.databases,
             config.sql.endpoint,
-            probe_cfg.clone(),
-            Some(login.clone()),
-        )
-        .map_err(|e| cfg_err("probe", e.to_string()))?;
-        let schedule = ScheduleConfig {
-            interval: Duration::from_millis(config.probe.interval_ms),
-            jitter: Duration::from_millis(config.probe.jitter_ms),
-        };
-        let hysteresis = HysteresisConfig {
-            rise: config.probe.rise,
-            fall: config.probe.fall,
-            ..HysteresisConfig::default()
-        };
-        let runner = ProbeRunner::new(probe, schedule, hysteresis)
-            .map_err(|e| cfg_err("probe", e.to_string()))?;
+        )?;
         let (_handle, mut obs) = runner.spawn(4, cancel.clone());
         let tx2 = tx.clone();
         tokio::spawn(async move {
@@ -236,10 +278,7 @@ pub async fn run(
         overlay.sort_by_key(|a| !a.ip.is_ipv4());
         if let Some(first) = overlay.first() {
             let target = std::net::SocketAddr::new(first.ip, ag.port);
-            let probe = AnyProbe::new(Mode::Login, target, probe_cfg, Some(login))
-                .map_err(|e| cfg_err("probe", e.to_string()))?;
-            let runner = ProbeRunner::new(probe, schedule, hysteresis)
-                .map_err(|e| cfg_err("probe", e.to_string()))?;
+            let runner = login_runner(&config, &password, &ag.name, &ag.databases, target)?;
             let (_handle, mut obs) = runner.spawn(4, cancel.clone());
             let tx2 = tx.clone();
             tokio::spawn(async move {
@@ -249,6 +288,60 @@ pub async fn run(
                             .send(Input::OverlayLogin(i, o.result.started))
                             .await
                             .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    // Peers: their agents' /status, and their replicas' TDS endpoints.
+    let token_text = token.as_ref().map(|t| t.secret().to_owned());
+    for (p, peer) in peers.iter().enumerate() {
+        let (url, token, poll, poll_tx, poll_cancel) = (
+            peer.url.clone(),
+            token_text.clone(),
+            config.peer_poll.clone(),
+            tx.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(poll.interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = poll_cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let answer = fetch_status(
+                    &url,
+                    token.as_deref(),
+                    Duration::from_millis(poll.timeout_ms),
+                )
+                .await;
+                if poll_tx
+                    .send(Input::PeerStatus(p, Instant::now(), answer))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let Some(endpoint) = config.peers[p].sql_endpoint else {
+            continue;
+        };
+        for (i, ag) in config.ags.iter().enumerate() {
+            let runner = login_runner(&config, &password, &ag.name, &ag.databases, endpoint)?;
+            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+            let tx2 = tx.clone();
+            tokio::spawn(async move {
+                while let Some(o) = obs.recv().await {
+                    if tx2
+                        .send(Input::PeerProbe(p, i, Box::new(o.result)))
+                        .await
+                        .is_err()
                     {
                         break;
                     }
@@ -296,17 +389,46 @@ pub async fn run(
     let http_task = tokio::spawn(server.run(http_cancel.clone()));
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
 
+    let replica_watch = (0..peers.len())
+        .flat_map(|p| (0..config.ags.len()).map(move |i| (p, i)))
+        .map(|key| {
+            (
+                key,
+                PeerReplicaWatch {
+                    loss: LossTracker::new(config.probe.fall),
+                    role: None,
+                },
+            )
+        })
+        .collect();
     let mut driver = Loop {
         ags,
         metrics,
         status,
         node_name,
         tx: tx.clone(),
+        peers,
+        replica_watch,
+        token: token_text,
+        peer_poll: config.peer_poll.clone(),
+        notifier,
+        ready: false,
     };
     drop(tx);
     let mut reconcile =
         tokio::time::interval(Duration::from_millis(config.reconcile.interval_ms.max(1)));
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut publish_connections =
+        tokio::time::interval(Duration::from_millis(config.peer_poll.interval_ms));
+    publish_connections.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog_every = driver.notifier.as_ref().and(watchdog_interval());
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    if let Some(every) = watchdog_every {
+        tracing::info!(
+            every_ms = every.as_millis() as u64,
+            "feeding the systemd watchdog from the control loop"
+        );
+    }
     let stop_reason = loop {
         tokio::select! {
             input = rx.recv() => match input {
@@ -324,19 +446,43 @@ pub async fn run(
                     driver.process(i, event).await;
                 }
                 Some(Input::Observed(i, report)) => driver.on_observed(i, *report).await,
+                Some(Input::PeerStatus(p, at, answer)) => driver.on_peer_status(p, at, answer).await,
+                Some(Input::PeerProbe(p, i, result)) => driver.on_peer_probe(p, i, *result).await,
                 Some(Input::Stop(why)) => break why,
                 None => break "every input closed",
             },
             _ = reconcile.tick() => driver.reconcile().await,
+            _ = publish_connections.tick() => driver.publish_connections(),
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                if let Some(n) = &driver.notifier {
+                    n.send("WATCHDOG=1");
+                }
+            }
         }
     };
-    tracing::info!(reason = stop_reason, "stopping: releasing owned addresses");
+    if let Some(n) = &driver.notifier {
+        n.send("STOPPING=1");
+    }
     cancel.cancel();
     let mut failed = Vec::new();
-    for i in 0..driver.ags.len() {
-        driver.process(i, Event::Stop).await;
-        if driver.ags[i].owned {
-            failed.push(driver.ags[i].controller.ag().to_owned());
+    match config.shutdown.addresses {
+        StopAddresses::Release => {
+            tracing::info!(reason = stop_reason, "stopping: releasing owned addresses");
+            for i in 0..driver.ags.len() {
+                driver.process(i, Event::Stop).await;
+                if driver.ags[i].owned {
+                    failed.push(driver.ags[i].controller.ag().to_owned());
+                }
+            }
+        }
+        StopAddresses::Keep => {
+            let kept: Vec<String> = driver
+                .ags
+                .iter()
+                .filter(|rt| rt.owned)
+                .map(|rt| rt.controller.ag().to_owned())
+                .collect();
+            tracing::warn!(reason = stop_reason, kept = ?kept, "stopping with shutdown.addresses = \"keep\": owned addresses stay on the interface, unfenced, until an agent starts again");
         }
     }
     http_cancel.cancel();
@@ -352,6 +498,176 @@ pub async fn run(
     }
 }
 
+/// The login probe the agent runs against `target` for AG `ag` (the local replica, a peer
+/// replica, or the overlay IP).
+fn login_probe(
+    config: &AgentConfig,
+    password: &Password,
+    ag: &str,
+    databases: &[String],
+    target: std::net::SocketAddr,
+) -> Result<AnyProbe, DriverError> {
+    let timeout = Duration::from_millis(config.probe.timeout_ms);
+    let mut login = LoginConfig::new(config.sql.user.clone(), password.clone());
+    login.ag = Some(ag.to_owned());
+    login.databases = databases.to_vec();
+    login.timeout = timeout;
+    login.tls = match config.sql.tls {
+        TlsSetting::Off => Tls::Off,
+        TlsSetting::Required => Tls::Required {
+            trust_cert: config.sql.trust_server_certificate,
+            hostname_in_certificate: None,
+        },
+    };
+    let probe_cfg = ProbeConfig {
+        timeout,
+        ..ProbeConfig::default()
+    };
+    AnyProbe::new(Mode::Login, target, probe_cfg, Some(login))
+        .map_err(|e| cfg_err("probe", e.to_string()))
+}
+
+fn login_runner(
+    config: &AgentConfig,
+    password: &Password,
+    ag: &str,
+    databases: &[String],
+    target: std::net::SocketAddr,
+) -> Result<ProbeRunner, DriverError> {
+    let probe = login_probe(config, password, ag, databases, target)?;
+    let schedule = ScheduleConfig {
+        interval: Duration::from_millis(config.probe.interval_ms),
+        jitter: Duration::from_millis(config.probe.jitter_ms),
+    };
+    let hysteresis = HysteresisConfig {
+        rise: config.probe.rise,
+        fall: config.probe.fall,
+        ..HysteresisConfig::default()
+    };
+    ProbeRunner::new(probe, schedule, hysteresis).map_err(|e| cfg_err("probe", e.to_string()))
+}
+
+/// One probe of the local replica at start: whether addresses a killed predecessor left on
+/// the interface may keep serving (see `NodeConfig::adopt_present`). Any doubt fences.
+async fn local_replica_is_primary(
+    config: &AgentConfig,
+    password: &Password,
+    name: &str,
+    ag: &crate::config::AgConfig,
+) -> bool {
+    let Ok(mut probe) = login_probe(config, password, name, &ag.databases, config.sql.endpoint)
+    else {
+        return false;
+    };
+    let result = probe.probe().await;
+    let primary = result.outcome.is_ok();
+    tracing::info!(ag = name, outcome = %result.outcome, adopt = primary, "start-up probe of the local replica");
+    primary
+}
+
+/// The peer-role part of a probe of a peer replica: what SQL Server answered, if it did.
+fn role_of(result: &ProbeResult) -> Option<ReplicaRole> {
+    use tdsvip_probes::Outcome;
+    match &result.outcome {
+        Outcome::Ok => Some(ReplicaRole::Primary),
+        Outcome::NotPrimary { .. } | Outcome::DbNotOnline { .. } => result
+            .server
+            .role
+            .as_deref()
+            .map(ReplicaRole::from_role_desc),
+        _ => None,
+    }
+}
+
+/// What the handover question to the peers found.
+struct Handover {
+    step: StepRecord,
+    connections: Vec<Connection>,
+    /// A peer still held the addresses when the wait ran out.
+    refused: Option<String>,
+}
+
+/// Asks every peer, in parallel and until none answers that it holds `ag`'s addresses (or
+/// `release_wait_ms` runs out), whether it still holds them; gathers the clients they list.
+async fn await_peer_release(
+    peers: &[PeerRuntime],
+    token: Option<&str>,
+    poll: &PeerPollConfig,
+    ag: &str,
+    started: Instant,
+) -> Handover {
+    let begin = Instant::now();
+    let deadline = begin + Duration::from_millis(poll.release_wait_ms);
+    let timeout = Duration::from_millis(poll.handover_timeout_ms);
+    let mut rounds = 0u32;
+    loop {
+        rounds += 1;
+        let mut asks = tokio::task::JoinSet::new();
+        for peer in peers {
+            let (name, url, token) = (
+                peer.name.clone(),
+                peer.url.clone(),
+                token.map(str::to_owned),
+            );
+            asks.spawn(async move {
+                let answer = fetch_status(&url, token.as_deref(), timeout).await;
+                (name, answer)
+            });
+        }
+        let mut holders = Vec::new();
+        let mut silent = Vec::new();
+        let mut connections = Vec::new();
+        while let Some(joined) = asks.join_next().await {
+            let Ok((name, answer)) = joined else { continue };
+            match answer.and_then(|v| parse_status(&v)) {
+                Ok(doc) => {
+                    if let Some(view) = doc.ags.get(ag) {
+                        connections.extend(view.connections.iter().copied());
+                        if view.owned {
+                            holders.push(name);
+                        }
+                    }
+                }
+                Err(e) => silent.push(format!("{name}: {e}")),
+            }
+        }
+        let now = Instant::now();
+        let done = holders.is_empty() || now >= deadline;
+        if done {
+            let refused = (!holders.is_empty()).then(|| {
+                format!(
+                    "peer {} still holds the addresses of {ag} after {} ms (its replica may still be PRIMARY): not acquiring",
+                    holders.join(", "),
+                    poll.release_wait_ms
+                )
+            });
+            let mut detail = format!(
+                "{} round(s), {} client(s) listed",
+                rounds,
+                connections.len()
+            );
+            if !silent.is_empty() {
+                detail.push_str(&format!("; taken as gone: {}", silent.join("; ")));
+            }
+            if let Some(r) = &refused {
+                detail.push_str(&format!("; {r}"));
+            }
+            return Handover {
+                step: StepRecord {
+                    name: "peer_release".to_owned(),
+                    offset: begin.saturating_duration_since(started),
+                    duration: now - begin,
+                    ok: refused.is_none(),
+                    detail,
+                },
+                connections,
+                refused,
+            };
+        }
+        tokio::time::sleep(HANDOVER_RETRY).await;
+    }
+}
+
 struct Loop {
     ags: Vec<AgRuntime>,
     metrics: Arc<AgentMetrics>,
@@ -360,6 +676,14 @@ struct Loop {
     /// For cloud tasks to report back; the loop also holds the receiver, so `recv` never
     /// sees the channel closed.
     tx: mpsc::Sender<Input>,
+    peers: Vec<PeerRuntime>,
+    replica_watch: BTreeMap<(usize, usize), PeerReplicaWatch>,
+    /// The bearer token, sent to peers (one token per cluster).
+    token: Option<String>,
+    peer_poll: PeerPollConfig,
+    notifier: Option<Notifier>,
+    /// READY=1 sent.
+    ready: bool,
 }
 
 fn route_owners(tables: impl Iterator<Item = (String, Option<RouteState>)>) -> Vec<RouteOwner> {
@@ -446,10 +770,23 @@ impl Loop {
             .map(ReplicaRole::from_role_desc);
         self.metrics.set_role(&ag, &self.node_name, role.as_ref());
         let summary = crate::status::ProbeSummary::from(&result);
+        let rt = &mut self.ags[i];
+        rt.loss
+            .observe(&result.outcome, result.started, Instant::now());
+        let loss = rt.loss.loss(Instant::now());
+        rt.probed = true;
         self.status.update_ag(&ag, |a| {
             a.last_local_probe = Some(summary);
             a.replica_role = result.server.role.clone();
+            a.primary_loss = loss;
         });
+        if !self.ready && self.ags.iter().all(|rt| rt.probed) {
+            self.ready = true;
+            if let Some(n) = &self.notifier {
+                n.send("READY=1");
+            }
+            tracing::info!("every AG's local replica probed once: ready");
+        }
         let event = Event::LocalProbe {
             outcome: result.outcome.clone(),
             started: result.started,
@@ -487,8 +824,53 @@ impl Loop {
                 }
                 tracing::info!(ag, decision = %d, "decision");
                 let started = Instant::now();
-                let r = rt.node.acquire(&[]).await;
-                let call = node_call(started, &r);
+                let mut handover = None;
+                if matches!(d, Decision::Acquire { .. }) && !self.peers.is_empty() {
+                    let h = await_peer_release(
+                        &self.peers,
+                        self.token.as_deref(),
+                        &self.peer_poll,
+                        &ag,
+                        started,
+                    )
+                    .await;
+                    if let Some(refused) = &h.refused {
+                        let call = NodeCall {
+                            started,
+                            steps: vec![h.step.clone()],
+                            error: Some(refused.clone()),
+                        };
+                        log_steps(&ag, "acquire", &call);
+                        return Some(Event::NodeAcquired(call));
+                    }
+                    handover = Some(h);
+                }
+                let rt = &mut self.ags[i];
+                let mut clients: Vec<Connection> = Vec::new();
+                if let Some(h) = &handover {
+                    clients.extend(h.connections.iter().copied());
+                }
+                for peer in &self.peers {
+                    if let Some((at, list)) = peer.connections.get(&ag)
+                        && at.elapsed() <= PEER_CONNECTIONS_MAX_AGE
+                    {
+                        clients.extend(list.iter().copied());
+                    }
+                }
+                clients.sort();
+                clients.dedup();
+                let node_started = Instant::now();
+                let r = rt.node.acquire(&clients).await;
+                let mut call = node_call(node_started, &r);
+                // Node step offsets count from the node call; the call counts from `started`.
+                let shift = node_started - started;
+                for step in &mut call.steps {
+                    step.offset += shift;
+                }
+                call.started = started;
+                if let Some(h) = handover {
+                    call.steps.insert(0, h.step);
+                }
                 log_steps(&ag, "acquire", &call);
                 if call.error.is_none() {
                     rt.owned = true;
@@ -562,6 +944,127 @@ impl Loop {
             tracing::info!(ag, timeline = %serde_json::to_string(&t).unwrap_or_default(), "failover timeline");
             self.metrics.record_timeline(&t);
             self.status.push_timeline(t);
+        }
+    }
+
+    /// A read of peer `p`'s `/status`: kept for our `/status`, and, per AG, a report for the
+    /// controller and the peer's client list for the next acquire.
+    async fn on_peer_status(
+        &mut self,
+        p: usize,
+        at: Instant,
+        answer: Result<serde_json::Value, String>,
+    ) {
+        let name = self.peers[p].name.clone();
+        let checked_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let parsed = answer.and_then(|v| parse_status(&v));
+        let (summary, error) = match &parsed {
+            Ok(doc) => (Some(doc.summary.clone()), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        let changed_error =
+            self.status.snapshot().peers.get(&name).map(|s| &s.error) != Some(&error);
+        if changed_error {
+            match &error {
+                Some(e) => {
+                    tracing::warn!(peer = %name, error = %e, "peer /status unreadable (ownership does not depend on it)")
+                }
+                None => tracing::info!(peer = %name, "peer /status readable"),
+            }
+        }
+        self.status.update(|s| {
+            if let Some(entry) = s.peers.get_mut(&name) {
+                entry.checked_unix = Some(checked_unix);
+                entry.error = error;
+                if summary.is_some() {
+                    entry.view = summary;
+                }
+            }
+        });
+        for i in 0..self.ags.len() {
+            let ag = self.ags[i].controller.ag().to_owned();
+            let view = match &parsed {
+                Ok(doc) => doc.ags.get(&ag),
+                Err(_) => None,
+            };
+            let report = match view {
+                None => PeerReport {
+                    peer: name.clone(),
+                    at,
+                    view: None,
+                },
+                Some(v) => {
+                    if !v.connections.is_empty() || v.owned {
+                        self.peers[p]
+                            .connections
+                            .insert(ag.clone(), (at, v.connections.clone()));
+                    }
+                    let (role, seen) = match &v.role {
+                        Some((role, age)) => {
+                            (Some(role.clone()), at.checked_sub(*age).unwrap_or(at))
+                        }
+                        None => (None, at),
+                    };
+                    let primary_lost = v.loss.map(|(first, detected)| PrimaryLoss {
+                        first_failure: at.checked_sub(first).unwrap_or(at),
+                        detected: detected.map(|d| at.checked_sub(d).unwrap_or(at)),
+                    });
+                    PeerReport {
+                        peer: name.clone(),
+                        at: seen,
+                        view: Some(PeerView { role, primary_lost }),
+                    }
+                }
+            };
+            self.process(i, Event::Peer(report)).await;
+        }
+    }
+
+    /// A probe of peer `p`'s replica for AG `i`: its role (for conflicts) and, when it was
+    /// PRIMARY and fails, the loss as this node saw it. Only news reaches the controller.
+    async fn on_peer_probe(&mut self, p: usize, i: usize, result: ProbeResult) {
+        let now = Instant::now();
+        let role = role_of(&result);
+        let Some(watch) = self.replica_watch.get_mut(&(p, i)) else {
+            return;
+        };
+        let loss_changed = watch.loss.observe(&result.outcome, result.started, now);
+        let role_changed = watch.role != role;
+        watch.role = role.clone();
+        // A PRIMARY report is renewed every time: its age decides whether it still counts.
+        if !(loss_changed || role_changed || role == Some(ReplicaRole::Primary)) {
+            return;
+        }
+        let primary_lost = watch.loss.loss(now);
+        let report = PeerReport {
+            peer: format!("{} (tds)", self.peers[p].name),
+            at: result.started,
+            view: Some(PeerView { role, primary_lost }),
+        };
+        self.process(i, Event::Peer(report)).await;
+    }
+
+    /// While owning: the clients `conn_track` sees, for peers to tickle after a takeover.
+    fn publish_connections(&mut self) {
+        for rt in &self.ags {
+            let list: Vec<Connection> = if rt.owned {
+                match rt.node.tracked_connections() {
+                    Ok(all) => all
+                        .into_iter()
+                        .filter(|c| rt.addresses.contains(&c.server.ip()))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                }
+            } else {
+                Vec::new()
+            };
+            self.status.update_ag(rt.controller.ag(), |a| {
+                if a.tracked_connections != list {
+                    a.tracked_connections = list;
+                }
+            });
         }
     }
 

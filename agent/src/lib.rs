@@ -11,3 +11,4 @@ pub mod http;
 pub mod metrics;
 pub mod peers;
 pub mod status;
+pub mod systemd;

@@ -12,13 +12,36 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use tdsvip_node::Connection;
 use tdsvip_probes::ProbeResult;
 use tokio::sync::watch;
 
-use crate::controller::{FailoverTimeline, OwnershipState};
+use crate::controller::{FailoverTimeline, OwnershipState, PrimaryLoss};
+use crate::peers::PeerSummary;
+
+/// Serializes an instant as its age in milliseconds when the document is written: peers
+/// compare ages, never the clocks of two machines.
+fn age_ms<S: Serializer>(at: &Instant, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(at.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// `primary_loss` as `{"first_failure_age_ms", "detected_age_ms"}`.
+fn loss_ages<S: Serializer>(loss: &Option<PrimaryLoss>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Ages {
+        first_failure_age_ms: f64,
+        detected_age_ms: Option<f64>,
+    }
+    let ms = |at: Instant| at.elapsed().as_secs_f64() * 1000.0;
+    loss.map(|l| Ages {
+        first_failure_age_ms: ms(l.first_failure),
+        detected_age_ms: l.detected.map(ms),
+    })
+    .serialize(s)
+}
 
 /// How many completed timelines `/events` keeps unless told otherwise.
 pub const DEFAULT_EVENTS: usize = 32;
@@ -37,6 +60,9 @@ pub struct ProbeSummary {
     pub role: Option<String>,
     /// Wall-clock start, Unix seconds (for display only).
     pub started_unix: f64,
+    /// How long ago the probe started, when the document is served (`age_ms`).
+    #[serde(rename = "age_ms", serialize_with = "age_ms")]
+    pub started: Instant,
 }
 
 impl From<&ProbeResult> for ProbeSummary {
@@ -52,6 +78,7 @@ impl From<&ProbeResult> for ProbeSummary {
                 .started_wall
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
+            started: r.started,
         }
     }
 }
@@ -81,6 +108,13 @@ pub struct AgStatus {
     pub replica_role: Option<String>,
     pub route_tables: Vec<RouteOwner>,
     pub last_timeline: Option<FailoverTimeline>,
+    /// When the local replica, last seen PRIMARY, started failing (served as ages; `null`
+    /// when it has not, or long ago): the start of the next owner's failover timeline.
+    #[serde(serialize_with = "loss_ages")]
+    pub primary_loss: Option<PrimaryLoss>,
+    /// The overlay IP's clients that `conn_track` saw while this node owned it: the next
+    /// owner tickles them, also when this node is gone.
+    pub tracked_connections: Vec<Connection>,
 }
 
 impl AgStatus {
@@ -93,17 +127,20 @@ impl AgStatus {
             replica_role: None,
             route_tables: Vec::new(),
             last_timeline: None,
+            primary_loss: None,
+            tracked_connections: Vec::new(),
         }
     }
 }
 
-/// A peer agent's last `/status`, kept as the peer sent it (it is another agent's JSON).
+/// A peer agent as this node last read it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerStatus {
     pub url: String,
     /// Unix seconds of the last attempt to read it.
     pub checked_unix: Option<f64>,
-    pub view: Option<serde_json::Value>,
+    /// What its last good answer said (a summary, never its whole document).
+    pub view: Option<PeerSummary>,
     /// Why the last attempt failed, if it did.
     pub error: Option<String>,
 }
@@ -293,6 +330,7 @@ mod tests {
             latency_seconds: 0.001,
             role: role.map(str::to_owned),
             started_unix: 0.0,
+            started: Instant::now(),
         }
     }
 

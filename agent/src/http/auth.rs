@@ -50,6 +50,13 @@ impl Token {
         Ok(Token(t.as_bytes().to_vec()))
     }
 
+    /// The token's text, for this agent's own requests to its peers (one token per cluster).
+    /// Never log it.
+    pub fn secret(&self) -> &str {
+        // `parse` built it from a `&str`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
     /// Whether an `Authorization` header value is `Bearer <this token>`.
     pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
         let Some(value) = authorization else {
