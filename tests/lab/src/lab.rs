@@ -362,6 +362,34 @@ impl Lab {
         &self.tdsvip_bin
     }
 
+    /// SIGKILLs node `i`'s agent and tds-sim together (a crash), then reaps them.
+    pub fn kill_node_processes(&mut self, i: usize) -> f64 {
+        let t = self.clock.now();
+        let mut children: Vec<Child> = [self.nodes[i].agent.take(), self.nodes[i].sim.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for c in &children {
+            // SAFETY: kill(2) on our own children's pids, before reaping them.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+        }
+        for c in &mut children {
+            let _ = c.wait();
+        }
+        if self.settings.implementation == Impl::Keepalived {
+            crate::keepalived::cleanup_after_kill(self, i);
+        }
+        self.record(
+            t,
+            i,
+            format!(
+                "SIGKILL {} and tds-sim",
+                self.settings.implementation.name()
+            ),
+        );
+        t
+    }
+
     /// SIGKILLs node `i`'s agent; returns the time.
     pub fn kill_agent(&mut self, i: usize) -> f64 {
         let t = self.clock.now();

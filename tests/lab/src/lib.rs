@@ -34,6 +34,8 @@ pub struct DrillOutcome {
     /// Human timeline of every trial.
     pub text: String,
     pub plot: Option<String>,
+    /// The lab's work dir (logs, configs); removed unless `Settings::keep` was set.
+    pub work_dir: std::path::PathBuf,
 }
 
 /// Starts a lab, runs `trials` trials of `scenario`, tears the lab down.
@@ -64,5 +66,6 @@ pub fn run_drill(
         summary,
         text,
         plot,
+        work_dir: lab.dir.clone(),
     })
 }

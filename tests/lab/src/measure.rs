@@ -12,8 +12,8 @@
 //!   the overlay IP; `idle_session_reset`: when an idle session saw EOF/RST − takeover
 //!   (negative when the old primary closed it before the takeover, e.g. its process died);
 //! - `dual_owner_samples`: samples in the trial in which more than one node owned it;
-//! - `non_primary_answers`: attempts in a settled period (settle → next fault or the end)
-//!   answered by anything but the promoted node reporting PRIMARY.
+//! - `non_primary_answers`: answers received in a settled period (settle → next fault or
+//!   the end) from anything but the promoted node reporting PRIMARY.
 
 use crate::client::{Attempt, IdleSession};
 use crate::sampler::OwnerSample;
@@ -97,7 +97,7 @@ pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
         if let Some(s) = settle {
             r.non_primary_answers += in_trial
                 .iter()
-                .filter(|a| a.end > s && a.start < next_fault && a.answered())
+                .filter(|a| a.end > s && a.end < next_fault && a.answered())
                 .filter(|a| !a.primary_answer_from(&p.server))
                 .count();
         }

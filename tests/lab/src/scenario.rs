@@ -206,19 +206,23 @@ pub fn run_trial(
             promote(lab, new, &mut promotions)?;
         }
         Scenario::CrashNode => {
-            let t = lab.clock.now();
+            // The whole node at once: link, agent and SQL Server; the fault time is when
+            // the link was down (after the command returned).
             lab.node_cmd(old, &["ip", "link", "set", "eth0", "down"])?;
+            let t = lab.clock.now();
             lab.actions.push((t, old, "eth0 down (node crash)".into()));
             faults.push(t);
-            lab.kill_agent(old);
-            lab.kill_sim(old);
+            lab.kill_node_processes(old);
             promote(lab, new, &mut promotions)?;
         }
         Scenario::PartitionPrimary => {
-            let t = lab.clock.now();
             nft_partition(lab, old)?;
-            lab.actions
-                .push((t, old, "nft drops everything on eth0 (partition)".into()));
+            let t = lab.clock.now();
+            lab.actions.push((
+                t,
+                old,
+                "nft drops everything on eth0 (partition in effect)".into(),
+            ));
             faults.push(t);
             sleep_ms(s.lease_ms);
             lab.set_role(old, "RESOLVING")?;
