@@ -114,19 +114,28 @@ enum Input {
     Cloud(usize, Event),
     /// A cloud observation made during reconciliation.
     Observed(usize, Box<ObserveReport>),
-    /// A read of peer `.0`'s `/status`, answered (or given up) at `.1`.
-    PeerStatus(usize, Instant, Result<serde_json::Value, String>),
+    /// A read of peer `.0`'s `/status`, answered (or given up) at `.1`. Peers are named,
+    /// not numbered: after a reload, a late answer of a removed peer is simply dropped.
+    PeerStatus(String, Instant, Result<serde_json::Value, String>),
     /// A probe of peer `.0`'s replica for AG `.1`.
-    PeerProbe(usize, usize, Box<ProbeResult>),
+    PeerProbe(String, usize, Box<ProbeResult>),
+    /// SIGHUP.
+    Reload,
     Stop(&'static str),
 }
 
-/// Runs the agent until SIGTERM/SIGINT (or `shutdown`) and its release complete.
+/// Reads the configuration (and the password) again, for SIGHUP; the errors are `KEY: reason`.
+pub type Reloader = Box<dyn Fn() -> Result<(AgentConfig, Password), Vec<String>> + Send + Sync>;
+
+/// Runs the agent until SIGTERM/SIGINT (or `shutdown`) and its release complete. SIGHUP
+/// calls `reload` (when given) and applies what can change while running (see [`live_part`]).
 pub async fn run(
     config: AgentConfig,
     password: Password,
     shutdown: CancellationToken,
+    reload: Option<Reloader>,
 ) -> Result<(), DriverError> {
+    let mut config = config;
     let identity = match &config.cloud {
         Some(cloud) => Some(Identity::resolve(cloud).await.map_err(|e| {
             if e.is_config_problem() {
@@ -255,100 +264,16 @@ pub async fn run(
     let cancel = shutdown.child_token();
     let (tx, mut rx) = mpsc::channel::<Input>(64);
 
-    // Probes: one login probe per AG on the local replica, and one through the overlay IP.
-    for (i, ag) in config.ags.iter().enumerate() {
-        let runner = login_runner(
-            &config,
-            &password,
-            &ag.name,
-            &ag.databases,
-            config.sql.endpoint,
-        )?;
-        let (_handle, mut obs) = runner.spawn(4, cancel.clone());
-        let tx2 = tx.clone();
-        tokio::spawn(async move {
-            while let Some(o) = obs.recv().await {
-                if tx2.send(Input::Probe(i, Box::new(o.result))).await.is_err() {
-                    break;
-                }
-            }
-        });
-        // Through the overlay IP: its first address (IPv4 first, as clients mostly use it).
-        let mut overlay = ag.overlay_addresses();
-        overlay.sort_by_key(|a| !a.ip.is_ipv4());
-        if let Some(first) = overlay.first() {
-            let target = std::net::SocketAddr::new(first.ip, ag.port);
-            let runner = login_runner(&config, &password, &ag.name, &ag.databases, target)?;
-            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
-            let tx2 = tx.clone();
-            tokio::spawn(async move {
-                while let Some(o) = obs.recv().await {
-                    if o.result.outcome.is_ok()
-                        && tx2
-                            .send(Input::OverlayLogin(i, o.result.started))
-                            .await
-                            .is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-        }
-    }
-
-    // Peers: their agents' /status, and their replicas' TDS endpoints.
     let token_text = token.as_ref().map(|t| t.secret().to_owned());
-    for (p, peer) in peers.iter().enumerate() {
-        let (url, token, poll, poll_tx, poll_cancel) = (
-            peer.url.clone(),
-            token_text.clone(),
-            config.peer_poll.clone(),
-            tx.clone(),
-            cancel.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(poll.interval_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = poll_cancel.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let answer = fetch_status(
-                    &url,
-                    token.as_deref(),
-                    Duration::from_millis(poll.timeout_ms),
-                )
-                .await;
-                if poll_tx
-                    .send(Input::PeerStatus(p, Instant::now(), answer))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let Some(endpoint) = config.peers[p].sql_endpoint else {
-            continue;
-        };
-        for (i, ag) in config.ags.iter().enumerate() {
-            let runner = login_runner(&config, &password, &ag.name, &ag.databases, endpoint)?;
-            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
-            let tx2 = tx.clone();
-            tokio::spawn(async move {
-                while let Some(o) = obs.recv().await {
-                    if tx2
-                        .send(Input::PeerProbe(p, i, Box::new(o.result)))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-        }
-    }
+    let mut inputs_cancel = cancel.child_token();
+    spawn_inputs(
+        &config,
+        &password,
+        &peers,
+        token_text.as_deref(),
+        &tx,
+        &inputs_cancel,
+    )?;
 
     // Signals.
     {
@@ -357,6 +282,16 @@ pub async fn run(
             .map_err(|e| DriverError::Start(format!("SIGTERM handler: {e}")))?;
         let mut int = signal(SignalKind::interrupt())
             .map_err(|e| DriverError::Start(format!("SIGINT handler: {e}")))?;
+        let mut hup = signal(SignalKind::hangup())
+            .map_err(|e| DriverError::Start(format!("SIGHUP handler: {e}")))?;
+        let hup_tx = tx.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if hup_tx.send(Input::Reload).await.is_err() {
+                    break;
+                }
+            }
+        });
         let tx = tx.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -389,18 +324,7 @@ pub async fn run(
     let http_task = tokio::spawn(server.run(http_cancel.clone()));
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
 
-    let replica_watch = (0..peers.len())
-        .flat_map(|p| (0..config.ags.len()).map(move |i| (p, i)))
-        .map(|key| {
-            (
-                key,
-                PeerReplicaWatch {
-                    loss: LossTracker::new(config.probe.fall),
-                    role: None,
-                },
-            )
-        })
-        .collect();
+    let replica_watch = replica_watches(&peers, &config);
     let mut driver = Loop {
         ags,
         metrics,
@@ -446,8 +370,48 @@ pub async fn run(
                     driver.process(i, event).await;
                 }
                 Some(Input::Observed(i, report)) => driver.on_observed(i, *report).await,
-                Some(Input::PeerStatus(p, at, answer)) => driver.on_peer_status(p, at, answer).await,
-                Some(Input::PeerProbe(p, i, result)) => driver.on_peer_probe(p, i, *result).await,
+                Some(Input::PeerStatus(p, at, answer)) => driver.on_peer_status(&p, at, answer).await,
+                Some(Input::PeerProbe(p, i, result)) => driver.on_peer_probe(&p, i, *result).await,
+                Some(Input::Reload) => {
+                    let Some(reload) = &reload else {
+                        tracing::warn!("SIGHUP ignored: the agent was not started from a config file");
+                        continue;
+                    };
+                    match reload() {
+                        Err(issues) => {
+                            for issue in &issues {
+                                tracing::error!(issue = %issue, "reload refused: the running configuration stays in force");
+                            }
+                            driver.metrics.count_reload(false);
+                        }
+                        Ok((new, new_password)) => {
+                            let (effective, restart) = live_part(&config, new);
+                            for key in &restart {
+                                tracing::warn!(key, "changed in the file: takes effect at the next restart (the running value stays)");
+                            }
+                            inputs_cancel.cancel();
+                            inputs_cancel = cancel.child_token();
+                            match driver.reload_peers(&effective) {
+                                Ok(gone) => driver.forget_peers(gone).await,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "reload refused");
+                                    driver.metrics.count_reload(false);
+                                    continue;
+                                }
+                            }
+                            if let Err(e) = spawn_inputs(&effective, &new_password, &driver.peers, driver.token.as_deref(), &driver.tx, &inputs_cancel) {
+                                tracing::error!(error = %e, "reload: probes could not be restarted with the new settings");
+                                driver.metrics.count_reload(false);
+                                continue;
+                            }
+                            reconcile = tokio::time::interval(Duration::from_millis(effective.reconcile.interval_ms.max(1)));
+                            reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            config = effective;
+                            driver.metrics.count_reload(true);
+                            tracing::info!(restart_needed = ?restart, "configuration reloaded: probes, peers, peer_poll, reconcile, sql and shutdown now follow the file");
+                        }
+                    }
+                }
                 Some(Input::Stop(why)) => break why,
                 None => break "every input closed",
             },
@@ -496,6 +460,173 @@ pub async fn run(
             failed.join(", ")
         )))
     }
+}
+
+/// Starts every task that feeds the loop from the config: the local and overlay probes per
+/// AG, each peer's `/status` poll and each peer replica's probe. They stop with `cancel`
+/// (a reload starts a new set).
+fn spawn_inputs(
+    config: &AgentConfig,
+    password: &Password,
+    peers: &[PeerRuntime],
+    token_text: Option<&str>,
+    tx: &mpsc::Sender<Input>,
+    cancel: &CancellationToken,
+) -> Result<(), DriverError> {
+    // Probes: one login probe per AG on the local replica, and one through the overlay IP.
+    for (i, ag) in config.ags.iter().enumerate() {
+        let runner = login_runner(
+            config,
+            password,
+            &ag.name,
+            &ag.databases,
+            config.sql.endpoint,
+        )?;
+        let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+        let tx2 = tx.clone();
+        tokio::spawn(async move {
+            while let Some(o) = obs.recv().await {
+                if tx2.send(Input::Probe(i, Box::new(o.result))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Through the overlay IP: its first address (IPv4 first, as clients mostly use it).
+        let mut overlay = ag.overlay_addresses();
+        overlay.sort_by_key(|a| !a.ip.is_ipv4());
+        if let Some(first) = overlay.first() {
+            let target = std::net::SocketAddr::new(first.ip, ag.port);
+            let runner = login_runner(config, password, &ag.name, &ag.databases, target)?;
+            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+            let tx2 = tx.clone();
+            tokio::spawn(async move {
+                while let Some(o) = obs.recv().await {
+                    if o.result.outcome.is_ok()
+                        && tx2
+                            .send(Input::OverlayLogin(i, o.result.started))
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    // Peers: their agents' /status, and their replicas' TDS endpoints.
+    for (p, peer) in peers.iter().enumerate() {
+        let name = peer.name.clone();
+        let (url, token, poll, poll_tx, poll_cancel) = (
+            peer.url.clone(),
+            token_text.map(str::to_owned),
+            config.peer_poll.clone(),
+            tx.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(poll.interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = poll_cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let answer = fetch_status(
+                    &url,
+                    token.as_deref(),
+                    Duration::from_millis(poll.timeout_ms),
+                )
+                .await;
+                if poll_tx
+                    .send(Input::PeerStatus(name.clone(), Instant::now(), answer))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let Some(endpoint) = config.peers[p].sql_endpoint else {
+            continue;
+        };
+        for (i, ag) in config.ags.iter().enumerate() {
+            let runner = login_runner(config, password, &ag.name, &ag.databases, endpoint)?;
+            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+            let tx2 = tx.clone();
+            let name = peer.name.clone();
+            tokio::spawn(async move {
+                while let Some(o) = obs.recv().await {
+                    if tx2
+                        .send(Input::PeerProbe(name.clone(), i, Box::new(o.result)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    Ok(())
+}
+
+/// Which keys of `new` can take effect without a restart: the running config with those
+/// replaced, and the keys that changed but need a restart (AGs, interface, HTTP listener,
+/// eBPF, cloud, rise/fall: the controllers, executors and listener are built from them).
+pub fn live_part(running: &AgentConfig, new: AgentConfig) -> (AgentConfig, Vec<&'static str>) {
+    let mut restart = Vec::new();
+    if new.node != running.node {
+        restart.push("node");
+    }
+    if new.interface != running.interface {
+        restart.push("interface");
+    }
+    if new.ags != running.ags {
+        restart.push("ag");
+    }
+    if new.http != running.http {
+        restart.push("http");
+    }
+    if new.ebpf != running.ebpf {
+        restart.push("ebpf");
+    }
+    if new.cloud != running.cloud {
+        restart.push("cloud");
+    }
+    if (new.probe.rise, new.probe.fall) != (running.probe.rise, running.probe.fall) {
+        restart.push("probe.rise/probe.fall");
+    }
+    let mut effective = running.clone();
+    effective.sql = new.sql;
+    effective.probe.interval_ms = new.probe.interval_ms;
+    effective.probe.timeout_ms = new.probe.timeout_ms;
+    effective.probe.jitter_ms = new.probe.jitter_ms;
+    effective.peers = new.peers;
+    effective.peer_poll = new.peer_poll;
+    effective.reconcile = new.reconcile;
+    effective.shutdown = new.shutdown;
+    (effective, restart)
+}
+
+fn replica_watches(
+    peers: &[PeerRuntime],
+    config: &AgentConfig,
+) -> BTreeMap<(String, usize), PeerReplicaWatch> {
+    peers
+        .iter()
+        .flat_map(|p| (0..config.ags.len()).map(move |i| (p.name.clone(), i)))
+        .map(|key| {
+            (
+                key,
+                PeerReplicaWatch {
+                    loss: LossTracker::new(config.probe.fall),
+                    role: None,
+                },
+            )
+        })
+        .collect()
 }
 
 /// The login probe the agent runs against `target` for AG `ag` (the local replica, a peer
@@ -677,7 +808,8 @@ struct Loop {
     /// sees the channel closed.
     tx: mpsc::Sender<Input>,
     peers: Vec<PeerRuntime>,
-    replica_watch: BTreeMap<(usize, usize), PeerReplicaWatch>,
+    /// Keyed by peer name and AG index.
+    replica_watch: BTreeMap<(String, usize), PeerReplicaWatch>,
     /// The bearer token, sent to peers (one token per cluster).
     token: Option<String>,
     peer_poll: PeerPollConfig,
@@ -951,11 +1083,14 @@ impl Loop {
     /// controller and the peer's client list for the next acquire.
     async fn on_peer_status(
         &mut self,
-        p: usize,
+        name: &str,
         at: Instant,
         answer: Result<serde_json::Value, String>,
     ) {
-        let name = self.peers[p].name.clone();
+        let Some(p) = self.peers.iter().position(|peer| peer.name == name) else {
+            return;
+        };
+        let name = name.to_owned();
         let checked_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -1024,10 +1159,10 @@ impl Loop {
 
     /// A probe of peer `p`'s replica for AG `i`: its role (for conflicts) and, when it was
     /// PRIMARY and fails, the loss as this node saw it. Only news reaches the controller.
-    async fn on_peer_probe(&mut self, p: usize, i: usize, result: ProbeResult) {
+    async fn on_peer_probe(&mut self, name: &str, i: usize, result: ProbeResult) {
         let now = Instant::now();
         let role = role_of(&result);
-        let Some(watch) = self.replica_watch.get_mut(&(p, i)) else {
+        let Some(watch) = self.replica_watch.get_mut(&(name.to_owned(), i)) else {
             return;
         };
         let loss_changed = watch.loss.observe(&result.outcome, result.started, now);
@@ -1039,7 +1174,7 @@ impl Loop {
         }
         let primary_lost = watch.loss.loss(now);
         let report = PeerReport {
-            peer: format!("{} (tds)", self.peers[p].name),
+            peer: format!("{name} (tds)"),
             at: result.started,
             view: Some(PeerView { role, primary_lost }),
         };
@@ -1065,6 +1200,60 @@ impl Loop {
                     a.tracked_connections = list;
                 }
             });
+        }
+    }
+
+    /// Reload: the peers of `config`; a peer that stays keeps the clients it listed. Returns
+    /// the names of the peers that are gone.
+    fn reload_peers(&mut self, config: &AgentConfig) -> Result<Vec<String>, DriverError> {
+        let mut old: BTreeMap<String, PeerRuntime> =
+            self.peers.drain(..).map(|p| (p.name.clone(), p)).collect();
+        let mut peers = Vec::new();
+        for (i, p) in config.peers.iter().enumerate() {
+            let url = PeerUrl::parse(&p.status_url)
+                .map_err(|e| cfg_err(format!("peer[{i}].status_url"), e))?;
+            let connections = old
+                .remove(&p.name)
+                .map(|o| o.connections)
+                .unwrap_or_default();
+            peers.push(PeerRuntime {
+                name: p.name.clone(),
+                url,
+                connections,
+            });
+        }
+        self.replica_watch = replica_watches(&peers, config);
+        self.peers = peers;
+        self.peer_poll = config.peer_poll.clone();
+        self.status.update(|s| {
+            s.peers
+                .retain(|name, _| config.peers.iter().any(|p| &p.name == name));
+            for p in &config.peers {
+                let entry = s.peers.entry(p.name.clone()).or_insert(PeerStatus {
+                    url: p.status_url.clone(),
+                    checked_unix: None,
+                    view: None,
+                    error: None,
+                });
+                entry.url = p.status_url.clone();
+            }
+        });
+        Ok(old.into_keys().collect())
+    }
+
+    /// Peers removed by a reload must not keep blocking or stamping anything.
+    async fn forget_peers(&mut self, names: Vec<String>) {
+        for name in names {
+            for i in 0..self.ags.len() {
+                for peer in [name.clone(), format!("{name} (tds)")] {
+                    let report = PeerReport {
+                        peer,
+                        at: Instant::now(),
+                        view: None,
+                    };
+                    self.process(i, Event::Peer(report)).await;
+                }
+            }
         }
     }
 
@@ -1159,5 +1348,81 @@ impl Loop {
             }
             self.process(i, Event::Reconcile { drift }).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+interface = "eth0"
+[sql]
+user = "tdsvip"
+password_file = "/etc/tdsvip/sql-password"
+[probe]
+interval_ms = 20
+[[ag]]
+name = "AG1"
+addresses = ["10.0.0.100"]
+"#;
+
+    fn parse(extra: &str) -> AgentConfig {
+        AgentConfig::parse(&format!("{BASE}{extra}")).unwrap()
+    }
+
+    #[test]
+    fn live_keys_apply_and_the_rest_waits_for_a_restart() {
+        let running = parse("");
+        let new = AgentConfig::parse(
+            &BASE
+                .replace("interval_ms = 20", "interval_ms = 50\nfall = 5")
+                .replace("eth0", "eth1")
+                .replace("10.0.0.100", "10.0.0.101"),
+        )
+        .unwrap();
+        let new = AgentConfig {
+            peers: vec![crate::config::PeerConfig {
+                name: "n2".into(),
+                status_url: "http://10.0.0.2:9477".into(),
+                sql_endpoint: None,
+            }],
+            ..new
+        };
+        let (effective, restart) = live_part(&running, new);
+        assert_eq!(effective.probe.interval_ms, 50);
+        assert_eq!(effective.peers.len(), 1);
+        // Kept as running until a restart.
+        assert_eq!(effective.interface, "eth0");
+        assert_eq!(effective.ags, running.ags);
+        assert_eq!(effective.probe.fall, running.probe.fall);
+        assert_eq!(restart, ["interface", "ag", "probe.rise/probe.fall"]);
+        let (same, none) = live_part(&running, running.clone());
+        assert_eq!(same, running);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn roles_come_only_from_sql_server_answers() {
+        let mut r = ProbeResult {
+            target: "10.0.0.2:1433".parse().unwrap(),
+            mode: Mode::Login,
+            outcome: tdsvip_probes::Outcome::Ok,
+            started_wall: std::time::SystemTime::now(),
+            started: Instant::now(),
+            latency: Duration::from_millis(1),
+            phases: tdsvip_probes::PhaseTimes::default(),
+            session_reused: None,
+            server: tdsvip_probes::ServerInfo::default(),
+        };
+        assert_eq!(role_of(&r), Some(ReplicaRole::Primary));
+        r.outcome = tdsvip_probes::Outcome::NotPrimary {
+            role: Some("SECONDARY".into()),
+            detail: "x".into(),
+        };
+        r.server.role = Some("SECONDARY".into());
+        assert_eq!(role_of(&r), Some(ReplicaRole::Secondary));
+        r.outcome = tdsvip_probes::Outcome::Refused;
+        assert_eq!(role_of(&r), None);
     }
 }

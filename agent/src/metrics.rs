@@ -117,6 +117,7 @@ pub struct AgentMetrics {
     conflicts: IntCounterVec,
     drift_repairs: IntCounterVec,
     overlay_packets: IntCounterVec,
+    config_reloads: IntCounterVec,
     packets_seen: Mutex<ResetAware<(IpAddr, PacketVerdict)>>,
     conflicts_seen: Mutex<ResetAware<String>>,
     drift_seen: Mutex<ResetAware<(String, DriftKind)>>,
@@ -247,6 +248,12 @@ impl AgentMetrics {
                 "Packets to an overlay address seen by the eBPF guard, by verdict.",
                 &["address", "verdict"],
             )?,
+            config_reloads: counter(
+                &r,
+                "tdsvip_config_reloads_total",
+                "SIGHUP reloads of the configuration file, by result (applied or refused).",
+                &["result"],
+            )?,
             registry: r,
             packets_seen: Mutex::new(ResetAware::new()),
             conflicts_seen: Mutex::new(ResetAware::new()),
@@ -255,6 +262,13 @@ impl AgentMetrics {
     }
 
     /// One probe's latency, and its failure class unless it succeeded.
+    /// One SIGHUP reload: applied, or refused with the running config kept.
+    pub fn count_reload(&self, applied: bool) {
+        self.config_reloads
+            .with_label_values(&[if applied { "applied" } else { "refused" }])
+            .inc();
+    }
+
     pub fn observe_probe(&self, result: &ProbeResult) {
         let target = result.target.to_string();
         let mode = result.mode.name();

@@ -21,7 +21,7 @@ pub struct RunArgs {
     config: PathBuf,
 }
 
-fn password(config: &AgentConfig) -> Result<Password, String> {
+fn read_password(config: &AgentConfig) -> Result<Password, String> {
     if let Some(path) = &config.sql.password_file {
         return read_password_file(path).map_err(|e| format!("sql.password_file: {e}"));
     }
@@ -44,15 +44,22 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let password = match password(&config) {
+    let password = match read_password(&config) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let path = args.config.clone();
+    let reload: driver::Reloader = Box::new(move || {
+        let config = AgentConfig::load(&path)
+            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let password = read_password(&config).map_err(|e| vec![e])?;
+        Ok((config, password))
+    });
     super::block_on(async move {
-        match driver::run(config, password, CancellationToken::new()).await {
+        match driver::run(config, password, CancellationToken::new(), Some(reload)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ DriverError::Config { .. }) => {
                 eprintln!("{e}");
