@@ -400,7 +400,8 @@ mod tests {
 
     #[test]
     fn hostile_documents_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        type Spoil = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Spoil, &str)> = vec![
             (Box::new(|v| v["node"] = json!(5)), "status.node"),
             (Box::new(|v| v["ags"] = json!([])), "status.ags"),
             (
