@@ -141,7 +141,6 @@ vrrp_instance AG1 {{
     virtual_router_id 51
     priority 100
     advert_int {advert}
-    nopreempt_off_placeholder
     unicast_src_ip {src}
     unicast_peer {{
 {unicast}    }}
@@ -162,7 +161,6 @@ vrrp_instance AG1 {{
         advert = t.advert_int,
         src = node_ip(i),
     )
-    .replace("    nopreempt_off_placeholder\n", "")
 }
 
 #[cfg(test)]
