@@ -131,4 +131,10 @@ if [ "$what" = tests ] || [ "$what" = lab ] || [ "$what" = all ]; then
 fi
 # <<< eBPF toolchain <<<
 
+# The failover lab (tests/lab, ./run-lab and its tests): keepalived is the peer tdsvip is
+# measured against (--impl keepalived and the benchmark); nft and arping come from the block above.
+if [ "$what" = tests ] || [ "$what" = lab ] || [ "$what" = all ]; then
+  need_apt keepalived
+fi
+
 say "done ($what)"

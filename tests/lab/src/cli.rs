@@ -48,6 +48,13 @@ pub struct DrillArgs {
     /// Write an SVG picture of the client's view here.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Also run moto's EC2 server: agents claim --route-tables route tables for their ENIs;
+    /// reports how long after promotion every table pointed at the new owner.
+    #[arg(long)]
+    pub cloud: bool,
+    /// With --cloud: how many route tables.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub route_tables: u8,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -52,6 +52,8 @@ pub struct Settings {
     pub work_root: Option<PathBuf>,
     /// Keep the work dir (logs, configs) after a successful run.
     pub keep: bool,
+    /// `--cloud`: moto's EC2 server and this many route tables.
+    pub cloud_tables: Option<usize>,
 }
 
 impl Default for Settings {
@@ -84,6 +86,7 @@ impl Default for Settings {
             arp_every_ms: 250,
             work_root: None,
             keep: false,
+            cloud_tables: None,
         }
     }
 }
@@ -105,6 +108,7 @@ pub struct Lab {
     pub nodes: Vec<Node>,
     pub client: Option<Client>,
     pub samplers: Option<Samplers>,
+    pub cloud: Option<crate::cloud::Cloud>,
     /// The lab's own actions: (time, node index, what).
     pub actions: Vec<(f64, usize, String)>,
     password: String,
@@ -165,6 +169,7 @@ impl Lab {
             nodes,
             client: None,
             samplers: None,
+            cloud: None,
             actions: Vec::new(),
             password: random_password(),
             token: random_password() + &random_password(),
@@ -178,6 +183,21 @@ impl Lab {
         }
         std::fs::write(&token_file, format!("{}\n", lab.token))
             .map_err(|e| format!("{}: {e}", token_file.display()))?;
+        if let Some(tables) = lab.settings.cloud_tables {
+            if lab.settings.implementation != Impl::Tdsvip {
+                return Err(
+                    "--cloud: only tdsvip claims route tables (keepalived has no cloud takeover)"
+                        .into(),
+                );
+            }
+            lab.cloud = Some(crate::cloud::Cloud::start(
+                &lab.topo.hub,
+                &lab.dir,
+                lab.clock,
+                lab.nodes.len(),
+                tables,
+            )?);
+        }
         for i in 0..lab.nodes.len() {
             lab.start_agent(i)?;
         }
@@ -320,7 +340,7 @@ impl Lab {
                 self.nodes.len(),
                 self.settings.agent,
                 &self.dir.join("http-token"),
-                None,
+                self.cloud.as_ref().map(|c| c.agent_section(i)).as_deref(),
             ),
         )
         .map_err(|e| format!("{}: {e}", cfg.display()))?;
@@ -334,7 +354,13 @@ impl Lab {
             &self.nodes[i].ns,
             &self.tdsvip_bin,
             &args,
-            &[("TDSVIP_PASSWORD", &self.password), ("RUST_LOG", "info")],
+            &[
+                ("TDSVIP_PASSWORD", &self.password),
+                ("RUST_LOG", "info"),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
             &log,
             None,
         )?;
@@ -544,6 +570,7 @@ impl Drop for Lab {
         let failed = self.failed || std::thread::panicking();
         self.client.take();
         self.samplers.take();
+        self.cloud.take();
         for n in &mut self.nodes {
             if let Some(mut c) = n.agent.take() {
                 procs::terminate(&mut c, Duration::from_millis(500));

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod http;
 pub mod keepalived;

@@ -32,7 +32,8 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         None => {
             let d = cli.drill;
-            let settings = d.common.settings(d.implementation);
+            let mut settings = d.common.settings(d.implementation);
+            settings.cloud_tables = d.cloud.then_some(d.route_tables as usize);
             let out = run_drill(settings, d.scenario, d.trials as usize, d.plot.is_some())?;
             print!("{}", out.text);
             if let Some(p) = &d.json {

@@ -148,6 +148,22 @@ pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
     r
 }
 
+/// When, after `after`, a route sample first showed every table pointing at `eni`, minus
+/// `after`; `None` if never. `samples`: (time, target per table).
+pub fn routes_converged(
+    samples: &[(f64, Vec<Option<String>>)],
+    after: f64,
+    eni: &str,
+) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|(at, _)| *at >= after)
+        .find(|(_, targets)| {
+            !targets.is_empty() && targets.iter().all(|t| t.as_deref() == Some(eni))
+        })
+        .map(|(at, _)| at - after)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +183,25 @@ mod tests {
             at,
             owners: owners.to_vec(),
         }
+    }
+
+    #[test]
+    fn routes_converge_when_every_table_points_at_the_eni() {
+        let s = |at: f64, t: &[Option<&str>]| {
+            (
+                at,
+                t.iter().map(|x| x.map(str::to_owned)).collect::<Vec<_>>(),
+            )
+        };
+        let samples = vec![
+            s(5.0, &[Some("eni-b"), Some("eni-b")]),
+            s(10.0, &[Some("eni-a"), Some("eni-a")]),
+            s(20.0, &[Some("eni-b"), Some("eni-a")]),
+            s(30.0, &[Some("eni-b"), Some("eni-b")]),
+        ];
+        assert_eq!(routes_converged(&samples, 8.0, "eni-b"), Some(22.0));
+        assert_eq!(routes_converged(&samples, 8.0, "eni-c"), None);
+        assert_eq!(routes_converged(&[s(9.0, &[])], 8.0, "eni-b"), None);
     }
 
     #[test]

@@ -57,6 +57,14 @@ pub fn find(name: &str, env_var: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// The first `name` on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|f| f.is_file())
+}
+
 /// Starts `program args` in `ns` (via `ip netns exec`, which execs, so the child's pid is
 /// the program's), stdout to `stdout` (or null), stderr to `log`.
 pub fn spawn_in(

@@ -37,6 +37,9 @@ pub fn settings_json(s: &Settings) -> Value {
     match s.implementation {
         Impl::Tdsvip => {
             v["probe_interval_ms"] = json!(s.agent.interval_ms);
+            if let Some(n) = s.cloud_tables {
+                v["cloud"] = json!({"ec2": "moto_server", "route_tables": n});
+            }
             v["probe_timeout_ms"] = json!(s.agent.timeout_ms);
             v["rise"] = json!(s.agent.rise);
             v["fall"] = json!(s.agent.fall);
@@ -69,7 +72,10 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
         client_outage_ms: summarize_optional(&all(&|t| t.result.client_outage.clone())),
         promotion_to_client_ms: summarize_optional(&all(&|t| t.result.promotion_to_client.clone())),
         idle_session_reset_ms: summarize_optional(&all(&|t| t.result.idle_reset.clone())),
-        route_tables_ms: None,
+        route_tables_ms: lab
+            .cloud
+            .as_ref()
+            .map(|_| summarize_optional(&all(&|t| t.route_tables.clone()))),
         dual_owner_samples: trials.iter().map(|t| t.result.dual_owner_samples).sum(),
         non_primary_answers: trials.iter().map(|t| t.result.non_primary_answers).sum(),
         settings: settings_json(&lab.settings),
@@ -151,6 +157,23 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
             lines.push((*at, format!("{}  ARP from client: {text}", rel(*at))));
             last_arp = Some(who);
         }
+    }
+    for (at, targets) in &t.route_changes {
+        let who: Vec<String> = targets
+            .iter()
+            .map(|x| match x {
+                None => "none".to_owned(),
+                Some(eni) => lab
+                    .cloud
+                    .as_ref()
+                    .and_then(|c| c.enis.iter().position(|e| e == eni))
+                    .map_or(eni.clone(), |i| format!("node{}", i + 1)),
+            })
+            .collect();
+        lines.push((
+            *at,
+            format!("{}  route tables point at: {}", rel(*at), who.join(", ")),
+        ));
     }
     for (k, p) in t.promotions.iter().enumerate() {
         if let Some(s) = t.result.settle.get(k).copied().flatten() {

@@ -98,6 +98,10 @@ pub struct Trial {
     pub owner_changes: Vec<(f64, Vec<bool>)>,
     /// ARP answers seen from the client: (time, MACs).
     pub arp: Vec<(f64, Vec<String>)>,
+    /// `--cloud`: per promotion, ms until every route table pointed at the new owner's ENI.
+    pub route_tables: Vec<Option<f64>>,
+    /// `--cloud`: route-table changes seen by the lab: (time, target per table).
+    pub route_changes: Vec<(f64, Vec<Option<String>>)>,
     /// Idle sessions: (opened, closed at and how).
     pub idle_sessions: Vec<(f64, Option<(f64, String)>)>,
 }
@@ -305,6 +309,27 @@ pub fn run_trial(
         .into_iter()
         .map(|a| (a.at, a.macs))
         .collect();
+    let (route_tables, route_changes) = match &lab.cloud {
+        None => (Vec::new(), Vec::new()),
+        Some(c) => {
+            let samples: Vec<(f64, Vec<Option<String>>)> = c
+                .samples_between(start, end)
+                .into_iter()
+                .map(|s| (s.at, s.targets))
+                .collect();
+            let per: Vec<Option<f64>> = promotions
+                .iter()
+                .map(|p| crate::measure::routes_converged(&samples, p.at, &c.enis[p.node]))
+                .collect();
+            let mut changes: Vec<(f64, Vec<Option<String>>)> = Vec::new();
+            for s in samples {
+                if changes.last().map(|(_, t)| t) != Some(&s.1) {
+                    changes.push(s);
+                }
+            }
+            (per, changes)
+        }
+    };
     let trial = Trial {
         scenario,
         index,
@@ -320,6 +345,8 @@ pub fn run_trial(
         actions: lab.actions[actions_before..].to_vec(),
         owner_changes,
         arp,
+        route_tables,
+        route_changes,
         idle_sessions: idle_sessions
             .into_iter()
             .map(|s| (s.opened, s.closed))

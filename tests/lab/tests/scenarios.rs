@@ -3,7 +3,8 @@
 //! sample ever shows two owners, no answer from a non-primary once the promotion settled,
 //! and (kill-primary, switchover) every idle session of the old primary is reset within
 //! 200 ms of the takeover. kill-agent: the address stays served without a single failed
-//! client attempt while the owner's agent is killed and restarted.
+//! client attempt while the owner's agent is killed and restarted. With `--cloud` (moto):
+//! every route table points at the new owner's ENI within 2 s of the promotion.
 //!
 //! Labs run one at a time (a static mutex) so that timings are not skewed by each other.
 //! The binaries come from the same target dir (`cargo build -p tdsvip -p tds-sim`, which
@@ -18,10 +19,14 @@ use tdsvip_lab::{DrillOutcome, run_drill};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn drill(scenario: Scenario) -> DrillOutcome {
+    drill_with(scenario, Settings::default())
+}
+
+fn drill_with(scenario: Scenario, settings: Settings) -> DrillOutcome {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let settings = Settings {
         keep: true,
-        ..Settings::default()
+        ..settings
     };
     match run_drill(settings, scenario, 1, false) {
         Ok(out) => out,
@@ -69,6 +74,35 @@ fn check(out: &DrillOutcome, idle_within: Option<f64>) {
 #[test]
 fn kill_primary() {
     check(&drill(Scenario::KillPrimary), Some(200.0));
+}
+
+/// With moto's EC2 server: the new owner also claims both route tables, within 2 s of
+/// the promotion (moto answers a ReplaceRoute in milliseconds once warm).
+#[test]
+fn kill_primary_with_cloud() {
+    let out = drill_with(
+        Scenario::KillPrimary,
+        Settings {
+            cloud_tables: Some(2),
+            ..Settings::default()
+        },
+    );
+    let t = &out.trials[0];
+    assert_eq!(t.route_tables.len(), 1, "{}", out.text);
+    let ms = t.route_tables[0].unwrap_or_else(|| {
+        panic!(
+            "the route tables never all pointed at the new owner's ENI\n{}\nlogs: {}",
+            out.text,
+            out.work_dir.display()
+        )
+    });
+    assert!(
+        ms <= 2000.0,
+        "route tables converged {ms:.1} ms after promotion\n{}",
+        out.text
+    );
+    assert!(out.summary.route_tables_ms.is_some());
+    check(&out, Some(200.0));
 }
 
 #[test]
