@@ -14,8 +14,13 @@
 //! Not checked: the rest of the sandbox (ProtectSystem=, RestrictAddressFamilies=, …) with
 //! the agent running under it: that needs a booted systemd, which this container lacks.
 
+mod common;
+
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::netns::{Lab, within};
 
 const UNIT: &str = include_str!("../../deploy/tdsvip.service");
 const INSTALLED_BINARY: &str = "/usr/local/bin/tdsvip";
@@ -170,29 +175,6 @@ fn config_reading_the_credential_passes_check_config() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", complaints(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Two namespaces on a veth pair, deleted on Drop (also when an assertion fails).
-struct Netns {
-    node: String,
-    client: String,
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.node, &self.client] {
-            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
-        }
-    }
-}
-
 /// The unit's `AmbientCapabilities=` as setpriv wants them: `-all,+net_admin,...`.
 fn unit_ambient_caps() -> String {
     let line = UNIT
@@ -213,146 +195,54 @@ fn unit_ambient_caps() -> String {
 /// those four effective capabilities, and releases on SIGTERM within 2 s.
 #[test]
 fn agent_works_unprivileged_with_the_units_ambient_capabilities() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "creates network namespaces: run as root"
-    );
-    let name = format!("tvd{}", std::process::id());
-    let lab = Netns {
-        node: format!("{name}-a"),
-        client: format!("{name}-c"),
-    };
-    let _ = Command::new("ip")
-        .args(["netns", "delete", &lab.node])
-        .status();
-    let _ = Command::new("ip")
-        .args(["netns", "delete", &lab.client])
-        .status();
-    sh(&["ip", "netns", "add", &lab.node]);
-    sh(&["ip", "netns", "add", &lab.client]);
-    sh(&[
-        "ip",
-        "-n",
-        &lab.node,
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &lab.client,
-    ]);
-    for (ns, ip) in [
-        (&lab.node, "10.232.11.2/24"),
-        (&lab.client, "10.232.11.1/24"),
-    ] {
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", ns, "addr", "add", ip, "dev", "eth0"]);
-        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
 
-    // tds-sim on a thread inside the node namespace, playing the PRIMARY.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let ns = lab.node.clone();
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-        // SAFETY: setns with a valid namespace fd affects only this thread.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut cfg = tds_sim::SimConfig::new("NODEA", "AG1", tds_sim::Role::Primary);
-            cfg.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
-            cfg.databases = vec![("sales".into(), tds_sim::DbState::Online)];
-            let sim = tds_sim::start(cfg).await.expect("tds-sim");
-            tx.send(sim.tds_addr().port()).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    let port = rx
-        .recv_timeout(std::time::Duration::from_secs(5))
-        .expect("tds-sim start");
+    let mut lab = Lab::new("tvd", 11);
+    // tds-sim inside the node namespace, playing the PRIMARY.
+    let sim = lab.start_sim();
 
     // Everything the unprivileged agent reads must be reachable by uid 65534 (not /root).
-    use std::os::unix::fs::PermissionsExt;
-    let dir = scratch("unprivileged");
+    let dir = lab.dir.clone();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.join("tdsvip");
     std::fs::copy(env!("CARGO_BIN_EXE_tdsvip"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for (f, text) in [
-        ("pw", "secret\n"),
-        ("token", "unprivileged-test-token-0123456789ab\n"),
-    ] {
-        let p = dir.join(f);
-        std::fs::write(&p, text).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "unprivileged-test-token-0123456789ab\n").unwrap();
+    // Writes the password file `pw` too.
+    let config = lab.write_config(&lab.agent_config(
+        &sim,
+        &format!(
+            "listen = \"127.0.0.1:19479\"\ntoken_file = \"{}\"",
+            token.display()
+        ),
+        "[ebpf]\nenabled = true\n[reconcile]\ninterval_ms = 200",
+    ));
+    for p in [dir.join("pw"), token] {
         std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let config = dir.join("tdsvip.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node = \"nodea\"\ninterface = \"eth0\"\n[sql]\nendpoint = \"127.0.0.1:{port}\"\n\
-             user = \"tdsvip\"\npassword_file = \"{d}/pw\"\n[probe]\ninterval_ms = 20\n\
-             timeout_ms = 200\nrise = 2\nfall = 3\n[[ag]]\nname = \"AG1\"\n\
-             addresses = [\"10.232.11.100\"]\nport = {port}\ndatabases = [\"sales\"]\n\
-             [http]\nlisten = \"127.0.0.1:19479\"\ntoken_file = \"{d}/token\"\n\
-             [ebpf]\nenabled = true\n[reconcile]\ninterval_ms = 200\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let caps = unit_ambient_caps();
-    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.node,
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-        .arg(format!("--inh-caps={caps}"))
-        .arg(format!("--ambient-caps={caps}"))
-        .arg(format!("--bounding-set={caps}"))
-        .arg(&bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the agent under setpriv");
-    let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-    let has_overlay = || {
-        sh(&["ip", "-n", &lab.node, "-4", "addr", "show", "dev", "eth0"])
-            .contains("10.232.11.100/32")
-    };
-    let within = |secs: u64, f: &dyn Fn() -> bool| {
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        while std::time::Instant::now() < end {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        false
-    };
-    let acquired = within(5, &has_overlay);
+    let argv: Vec<OsString> = vec![
+        "setpriv".into(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps={caps}").into(),
+        format!("--ambient-caps={caps}").into(),
+        format!("--bounding-set={caps}").into(),
+        bin.into(),
+        "run".into(),
+        "--config".into(),
+        config.into(),
+    ];
     // setpriv and `ip netns exec` exec, so the child's pid is the agent's.
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let pid = lab.spawn_in_node(&argv, &[]);
+    let acquired = within(Duration::from_secs(5), || lab.has_overlay());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |k: &str| {
         status
             .lines()
@@ -361,34 +251,22 @@ fn agent_works_unprivileged_with_the_units_ambient_capabilities() {
             .unwrap_or_default()
     };
     let (uid, cap_eff) = (field("Uid:"), field("CapEff:"));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let released = within(2, &|| !has_overlay());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    let mut exited = false;
-    while std::time::Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            exited = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    if !exited {
-        let _ = child.kill();
-    }
-    let exit = child.wait().unwrap();
+    // SIGTERM: the agent releases and exits within 2 s.
+    let exit = lab.stop_agent(Duration::from_secs(2));
+    let exited = exit.is_some();
+    let released = !lab.has_overlay();
     assert!(
         acquired,
         "not acquired as an unprivileged user:\n{}",
-        agent_log()
+        lab.agent_log()
     );
     assert_eq!(uid, "65534", "{status}");
     // CAP_NET_ADMIN (12), CAP_NET_RAW (13), CAP_PERFMON (38), CAP_BPF (39), nothing else.
     assert_eq!(cap_eff, "000000c000003000", "{status}");
-    assert!(agent_log().contains("stopped"), "{}", agent_log());
+    assert!(lab.agent_log().contains("stopped"), "{}", lab.agent_log());
     assert!(
-        released && exited && exit.success(),
+        released && exited && exit.is_some_and(|e| e.success()),
         "released {released}, exited {exited} {exit:?}:\n{}",
-        agent_log()
+        lab.agent_log()
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

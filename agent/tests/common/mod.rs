@@ -1,6 +1,8 @@
 //! Helpers shared by the tests that run the `tdsvip` binary.
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod netns;
+
 use std::process::Output;
 
 use serde_json::Value;
