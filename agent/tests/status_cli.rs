@@ -15,6 +15,7 @@ use tdsvip::controller::{Direction, FailoverTimeline, OwnershipState, TimedStep}
 use tdsvip::http::{HttpServer, HttpState, Token};
 use tdsvip::metrics::AgentMetrics;
 use tdsvip::status::{AgStatus, AgentStatus, ProbeSummary, RouteOwner, StatusStore};
+use tdsvip_probes::{Mode, Outcome, PhaseTimes, ProbeResult, ServerInfo};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "status-cli-test-token-0123456789";
@@ -137,16 +138,22 @@ fn owning_status() -> AgentStatus {
     ag.state = OwnershipState::Owner;
     ag.owned_addresses = vec![ip("10.9.0.10")];
     ag.replica_role = Some("PRIMARY".into());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    ag.last_local_probe = Some(ProbeSummary {
+    // Started 5 minutes ago by both clocks.
+    let ago = Duration::from_secs(300);
+    ag.last_local_probe = Some(ProbeSummary::from(&ProbeResult {
         target: "127.0.0.1:1433".parse().unwrap(),
-        mode: "login",
-        outcome: "ok",
-        detail: "ok".into(),
-        latency_seconds: 0.0015,
-        role: Some("PRIMARY".into()),
-        started_unix: now.as_secs_f64() - 300.0,
-    });
+        mode: Mode::Login,
+        outcome: Outcome::Ok,
+        started_wall: SystemTime::now() - ago,
+        started: Instant::now().checked_sub(ago).expect("up for 5 minutes"),
+        latency: Duration::from_micros(1500),
+        phases: PhaseTimes::default(),
+        session_reused: None,
+        server: ServerInfo {
+            role: Some("PRIMARY".into()),
+            ..ServerInfo::default()
+        },
+    }));
     ag.route_tables = vec![
         RouteOwner {
             route_table: "rtb-0aaa".into(),
@@ -589,6 +596,118 @@ fn an_answer_that_is_not_a_status_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
     assert!(
         stderr(&out).contains("answered 503 Service Unavailable: busy"),
+        "{}",
+        both(&out)
+    );
+}
+
+/// `tdsvip status` inside the node namespace of a netns lab, against a real `tdsvip run`
+/// following tds-sim's role: owner with its acquire timeline, then standby after the
+/// demotion, then exit 1 once the agent is gone.
+#[test]
+fn status_of_a_running_agent_follows_the_failover() {
+    use common::netns::{Lab, within};
+
+    let mut lab = Lab::new("tvs", 13);
+    let sim = lab.start_sim();
+    let token = lab.dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let http_addr: SocketAddr = "127.0.0.1:19480".parse().unwrap();
+    let overlay = lab.overlay();
+    let config = lab.agent_config(
+        &sim,
+        &format!(
+            "listen = \"{http_addr}\"\ntoken_file = \"{}\"",
+            token.display()
+        ),
+        "[ebpf]\nenabled = false",
+    );
+    lab.start_agent(&config, &[]);
+    let config_file = lab.dir.join("tdsvip.toml");
+    let node = lab.node.clone();
+    let status = |extra: &[&str]| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node,
+                env!("CARGO_BIN_EXE_tdsvip"),
+                "status",
+            ])
+            .arg("--config")
+            .arg(&config_file)
+            .args(extra)
+            .env_remove("TDSVIP_HTTP_TOKEN")
+            .output()
+            .expect("run tdsvip status in the namespace")
+    };
+    assert!(
+        within(Duration::from_secs(5), || lab.has_overlay()),
+        "not acquired:\n{}",
+        lab.agent_log()
+    );
+    // The acquire's timeline is complete once the first login through the address is in.
+    let owner = within(Duration::from_secs(3), || {
+        let out = status(&[]);
+        out.status.success() && stdout(&out).contains("first client login through the overlay IP")
+    });
+    let out = status(&[]);
+    assert!(owner, "{}\n{}", both(&out), lab.agent_log());
+    let text = stdout(&out);
+    for needle in [
+        "node nodea (tdsvip ",
+        &format!("at http://{http_addr}"),
+        "AG AG1: owner",
+        "replica role      PRIMARY",
+        &format!("owned addresses   {overlay}"),
+        "last local probe  ok in ",
+        "[login to 127.0.0.1:",
+        "last failover     acquire (primary)",
+        "decided: acquire",
+        "address ok (took ",
+        "phases            decide ",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+    let out = status(&["--json"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let v = common::json(&out);
+    assert_eq!(v["ags"]["AG1"]["state"], "owner", "{v}");
+    assert_eq!(
+        v["ags"]["AG1"]["owned_addresses"][0],
+        overlay.as_str(),
+        "{v}"
+    );
+
+    lab.set_role(&sim, "SECONDARY");
+    assert!(
+        within(Duration::from_secs(2), || !lab.has_overlay()),
+        "not released:\n{}",
+        lab.agent_log()
+    );
+    let standby = within(Duration::from_secs(2), || {
+        let text = stdout(&status(&[]));
+        text.contains("AG AG1: standby") && text.contains("last failover     release (not_primary)")
+    });
+    let out = status(&[]);
+    assert!(standby, "{}", both(&out));
+    assert!(
+        stdout(&out).contains("owned addresses   none"),
+        "{}",
+        both(&out)
+    );
+    assert!(stdout(&out).contains("decided: release"), "{}", both(&out));
+
+    let stopped = lab.stop_agent(Duration::from_secs(3));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "{stopped:?}\n{}",
+        lab.agent_log()
+    );
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        stderr(&out).contains(&format!("connection refused by {http_addr}")),
         "{}",
         both(&out)
     );

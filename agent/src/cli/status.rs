@@ -630,7 +630,10 @@ fn render_probe(p: &Value, now_unix: f64) -> String {
     if let Some(l) = m.get("latency_seconds").and_then(Value::as_f64) {
         let _ = write!(s, " in {}", ms(l));
     }
-    if let Some(t) = m.get("started_unix").and_then(Value::as_f64)
+    // The agent's own monotonic age when it has one, else its wall clock against ours.
+    if let Some(a) = m.get("age_ms").and_then(Value::as_f64) {
+        let _ = write!(s, ", {}", age(a / 1000.0, 0.0));
+    } else if let Some(t) = m.get("started_unix").and_then(Value::as_f64)
         && t > 0.0
     {
         let _ = write!(s, ", {}", age(now_unix, t));
@@ -878,12 +881,15 @@ fn render_peer(out: &mut String, name: &str, p: &Value, now_unix: f64) {
                 .get("owned_addresses")
                 .and_then(list_of_scalars)
                 .unwrap_or_else(|| "unknown".into());
-            line(
-                out,
-                4,
-                &format!("AG {ag}"),
-                format!("{state}, replica {role}, owns {owned}"),
-            );
+            let mut text = format!("{state}, replica {role}, owns {owned}");
+            if let Some(a) = a.as_object() {
+                for (k, v) in a {
+                    if !["state", "replica_role", "owned_addresses"].contains(&k.as_str()) {
+                        let _ = write!(text, ", {k} {}", scalar(v));
+                    }
+                }
+            }
+            line(out, 4, &format!("AG {ag}"), text);
         }
         let mut rest = view.clone();
         for k in ["node", "ags", "version", "peers"] {
