@@ -120,7 +120,9 @@ fn unit_exposure_is_low() {
 #[test]
 fn unit_sandbox_directives_are_present() {
     for line in [
-        "Type=exec",
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=5s",
         "Restart=always",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
