@@ -72,7 +72,24 @@ fn remove_stale_labs(prefix: &str) {
         };
         let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
         if pid.is_empty() || !Path::new(&format!("/proc/{pid}")).exists() {
+            // What that test started in the namespace (agent, prometheus, moto) outlived it:
+            // end those processes, by pid, before the namespace goes.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+                let text = String::from_utf8_lossy(&out.stdout);
+                for p in text
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    if p > 1 {
+                        // SAFETY: kill(2) of one process left in our own stale namespace.
+                        unsafe { libc::kill(p, libc::SIGKILL) };
+                    }
+                }
+            }
             let _ = Command::new("ip").args(["netns", "delete", name]).status();
+            if let Some(lab) = name.strip_suffix("-a").or_else(|| name.strip_suffix("-c")) {
+                let _ = std::fs::remove_dir_all(std::env::temp_dir().join(lab));
+            }
         }
     }
 }
