@@ -44,6 +44,12 @@ pub struct AgPolicy {
     pub peer_stale_after: Duration,
     /// Whether a probe through the overlay IP runs, so an acquire's timeline waits for it.
     pub expect_overlay_login: bool,
+    /// How long a successful acquire's timeline waits for what comes after the node call
+    /// (route tables, the first login through the overlay IP). A SQL Server that does not
+    /// listen on the overlay IP, or a cloud API that never answers, must not keep the
+    /// failover out of `/events` and the metrics: the timeline is then closed and names what
+    /// never came.
+    pub timeline_limit: Duration,
 }
 
 impl AgPolicy {
@@ -59,6 +65,7 @@ impl AgPolicy {
             },
             peer_stale_after: Duration::from_secs(5),
             expect_overlay_login: false,
+            timeline_limit: Duration::from_secs(30),
         }
     }
 

@@ -184,7 +184,7 @@ impl AgController {
         }
         self.track_conflict(now, &mut out);
         self.evaluate(now, &mut out);
-        self.close_timeline_if_complete();
+        self.close_timeline_if_complete(now);
         out
     }
 
@@ -633,8 +633,8 @@ impl AgController {
         }
     }
 
-    fn close_timeline_if_complete(&mut self) {
-        let Some(t) = &self.timeline else {
+    fn close_timeline_if_complete(&mut self, now: Instant) {
+        let Some(t) = &mut self.timeline else {
             return;
         };
         let complete = match t.direction {
@@ -642,8 +642,20 @@ impl AgController {
             Direction::Acquire => match t.node_ok {
                 Some(false) => true,
                 Some(true) => {
-                    (self.policy.cloud_retry.is_none() || t.cloud_done.is_some())
-                        && (!self.policy.expect_overlay_login || t.first_client_login.is_some())
+                    let mut waiting = Vec::new();
+                    if self.policy.cloud_retry.is_some() && t.cloud_done.is_none() {
+                        waiting.push("route_tables");
+                    }
+                    if self.policy.expect_overlay_login && t.first_client_login.is_none() {
+                        waiting.push("first_client_login");
+                    }
+                    if !waiting.is_empty()
+                        && now.saturating_duration_since(t.decided) >= self.policy.timeline_limit
+                    {
+                        t.unfinished = waiting.clone();
+                        waiting.clear();
+                    }
+                    waiting.is_empty()
                 }
                 None => false,
             },

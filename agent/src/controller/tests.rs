@@ -1069,3 +1069,30 @@ fn never_two_owners_under_random_interleavings() {
         "the generator must exercise acquires: {acquires}"
     );
 }
+
+// SQL Server not listening on the overlay IP: the acquire's timeline must still reach
+// /events and the metrics, saying what never came.
+#[test]
+fn an_acquire_timeline_closes_at_its_limit_naming_what_never_came() {
+    let mut p = AgPolicy::new(2, 3);
+    p.expect_overlay_login = true;
+    p.timeline_limit = Duration::from_millis(1000);
+    let mut b = Bench::new(p);
+    b.probe(0, Outcome::Ok);
+    let d = b.probe(20, Outcome::Ok);
+    assert_eq!(count(&d, is_acquire), 1);
+    b.acquired(26);
+    assert!(b.c.take_completed_timelines().is_empty());
+    b.probe(500, Outcome::Ok);
+    assert!(b.c.take_completed_timelines().is_empty());
+    b.probe(1020, Outcome::Ok);
+    let done = b.c.take_completed_timelines();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].unfinished, ["first_client_login"]);
+    let json = serde_json::to_value(&done[0]).unwrap();
+    assert_eq!(
+        json["unfinished"],
+        serde_json::json!(["first_client_login"])
+    );
+    assert_eq!(b.c.state(), OwnershipState::Owner);
+}

@@ -70,6 +70,9 @@ pub struct FailoverTimeline {
     /// End of the claim that made every table point here.
     pub cloud_done: Option<Instant>,
     pub first_client_login: Option<Instant>,
+    /// What the timeline was still waiting for when it was closed at its time limit
+    /// (`route_tables`, `first_client_login`); empty for a complete timeline.
+    pub unfinished: Vec<&'static str>,
 }
 
 /// Per-phase durations, named as the metric's `phase` label.
@@ -131,6 +134,7 @@ impl FailoverTimeline {
             cloud_first_start: None,
             cloud_done: None,
             first_client_login: None,
+            unfinished: Vec::new(),
         }
     }
 
@@ -223,6 +227,7 @@ struct TimelineJson<'a> {
     route_tables: Vec<StepJson<'a>>,
     route_tables_done: Option<f64>,
     first_client_login: Option<f64>,
+    unfinished: &'a [&'static str],
     phases: PhasesJson,
 }
 
@@ -261,6 +266,7 @@ impl Serialize for FailoverTimeline {
             route_tables: steps_json(&self.route_tables, origin),
             route_tables_done: opt(self.cloud_done),
             first_client_login: opt(self.first_client_login),
+            unfinished: &self.unfinished,
             phases: PhasesJson {
                 detect: secs(p.detect),
                 decide: secs(p.decide),
