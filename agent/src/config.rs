@@ -503,6 +503,15 @@ impl AgentConfig {
                 "at least one [[ag]] table is required",
             ));
         }
+        if self.ebpf.enabled && self.ags.len() > 1 {
+            // Each AG has its own node executor, and each would attach its own XDP guard to
+            // the one interface: the second attach fails (or, with other attach modes, would
+            // replace the first AG's guard). Refuse it here rather than at start.
+            v.push(ConfigIssue::new(
+                "ag[1]",
+                "more than one [[ag]] with ebpf.enabled = true is not supported yet (one eBPF guard per interface); run one AG per agent, or set ebpf.enabled = false",
+            ));
+        }
         let mut names = BTreeSet::new();
         let mut seen_ips = BTreeSet::new();
         for (i, ag) in self.ags.iter().enumerate() {
@@ -845,6 +854,17 @@ status_url = "ftp://x"
         assert!("10.1.2.3/0".parse::<OverlayAddress>().is_err());
         assert!("::1".parse::<OverlayAddress>().is_err());
         assert!("224.0.0.1".parse::<OverlayAddress>().is_err());
+    }
+
+    #[test]
+    fn two_ags_need_ebpf_off_for_now() {
+        let two = format!("{MINIMAL}[[ag]]\nname = \"AG2\"\naddresses = [\"10.0.0.101\"]\n");
+        let got = issues(&two);
+        assert!(
+            got.iter().any(|g| g.starts_with("ag[1]: more than one")),
+            "{got:?}"
+        );
+        assert!(issues(&format!("{two}[ebpf]\nenabled = false\n")).is_empty());
     }
 
     #[test]
