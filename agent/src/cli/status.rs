@@ -227,7 +227,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
     };
     let deadline = Duration::from_millis(args.timeout_ms);
     block_on(async move {
-        let value = match fetch(&target, token.as_ref(), deadline).await {
+        let (value, body) = match fetch(&target, token.as_ref(), deadline).await {
             Ok(v) => v,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -235,13 +235,8 @@ pub fn run(args: StatusArgs) -> ExitCode {
             }
         };
         if args.json {
-            match serde_json::to_string_pretty(&value) {
-                Ok(s) => println!("{s}"),
-                Err(e) => {
-                    eprintln!("error: cannot encode the answer: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            // The agent's own text, re-indented: its field order stays.
+            println!("{}", pretty(&body));
         } else {
             print!("{}", render(&value, &target.url, unix_now()));
         }
@@ -318,11 +313,12 @@ fn error_detail(body: &[u8]) -> String {
     text.chars().take(200).collect()
 }
 
+/// The agent's answer, parsed and as text (a JSON object, so valid UTF-8).
 async fn fetch(
     target: &Target,
     token: Option<&Token>,
     deadline: Duration,
-) -> Result<Value, FetchError> {
+) -> Result<(Value, String), FetchError> {
     let start = Instant::now();
     let url = target.url.clone();
     let timeout = |what| FetchError::Timeout {
@@ -459,7 +455,68 @@ async fn fetch(
             detail: "not a JSON object".into(),
         });
     }
-    Ok(value)
+    let text = String::from_utf8(body.to_vec()).map_err(|e| FetchError::NotStatus {
+        url: url.clone(),
+        detail: format!("not UTF-8: {e}"),
+    })?;
+    Ok((value, text))
+}
+
+/// Re-indents JSON text that already parsed, two spaces a level as `serde_json`'s pretty
+/// printer does, but keeping the text's own key order (a `Value` would sort the keys).
+fn pretty(json: &str) -> String {
+    fn newline(out: &mut String, depth: usize) {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    }
+    let mut out = String::with_capacity(json.len() * 2);
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+                let close = if c == '{' { '}' } else { ']' };
+                out.push(c);
+                if chars.next_if_eq(&close).is_some() {
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1006,6 +1063,25 @@ mod tests {
         assert_eq!(arg, "--token-file");
         assert!(why.contains("/nonexistent/t"), "{why}");
         assert!(pick_token(None, None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn pretty_keeps_the_key_order_and_matches_serde_json() {
+        // Keys already sorted, with every kind of value: the same text as serde_json's.
+        let sorted = r#"{"a":[],"b":{},"c":[1,{"x":null,"y":"q\"{[,:]}\\"}],"d":-1500.0,"e":true, "f" : [ { } ]}"#;
+        let v: Value = serde_json::from_str(sorted).unwrap();
+        assert_eq!(pretty(sorted), serde_json::to_string_pretty(&v).unwrap());
+        // Unsorted keys stay in their order, and the text means the same.
+        let unsorted = r#"{"node":"n1","version":"1","ags":{"b":1,"a":2},"peers":{}}"#;
+        let p = pretty(unsorted);
+        assert_eq!(
+            serde_json::from_str::<Value>(&p).unwrap(),
+            serde_json::from_str::<Value>(unsorted).unwrap()
+        );
+        let at = |k: &str| p.find(k).unwrap();
+        assert!(at("\"node\"") < at("\"version\"") && at("\"version\"") < at("\"ags\""));
+        assert!(at("\"b\": 1") < at("\"a\": 2"), "{p}");
+        assert!(p.contains("\n  \"peers\": {}\n}"), "{p}");
     }
 
     #[test]
