@@ -52,7 +52,7 @@ pub struct StatusArgs {
     #[arg(long)]
     json: bool,
     /// Deadline for connecting and for the whole answer, in milliseconds.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
 }
 
