@@ -17,40 +17,6 @@ use common::netns::{Lab, in_ns, within};
 const PREFIX: &str = "tvl";
 const NET: u8 = 41;
 
-fn config(tds: SocketAddr, pw: &std::path::Path, interval_ms: u64, extra: &str) -> String {
-    format!(
-        r#"
-node = "nodea"
-interface = "eth0"
-{extra}
-[sql]
-endpoint = "{tds}"
-user = "tdsvip"
-password_file = "{pw}"
-
-[probe]
-interval_ms = {interval_ms}
-timeout_ms = 200
-rise = 2
-fall = 3
-
-[[ag]]
-name = "AG1"
-addresses = ["10.232.{NET}.100"]
-port = {port}
-databases = ["sales"]
-
-[http]
-listen = "127.0.0.1:19478"
-
-[reconcile]
-interval_ms = 200
-"#,
-        pw = pw.display(),
-        port = tds.port(),
-    )
-}
-
 /// Every datagram the agent sends to `NOTIFY_SOCKET`, with when it arrived.
 struct Notifications {
     seen: Arc<Mutex<Vec<(Instant, String)>>>,
@@ -112,8 +78,6 @@ fn hup(pid: u32) {
 fn notify_watchdog_reload_and_adopting_restart() {
     let mut lab = Lab::new(PREFIX, NET);
     let sim = lab.start_sim();
-    let pw = lab.dir.join("pw");
-    std::fs::write(&pw, "secret\n").unwrap();
     let http_addr = SocketAddr::from(([127, 0, 0, 1], 19478));
     let notify_path = lab.dir.join("notify");
     let notes = Notifications::bind(&notify_path);
@@ -122,7 +86,11 @@ fn notify_watchdog_reload_and_adopting_restart() {
         ("NOTIFY_SOCKET", notify.as_str()),
         ("WATCHDOG_USEC", "400000"),
     ];
-    let good = config(sim.tds, &pw, 20, "");
+    let good = lab.agent_config(
+        &sim,
+        r#"listen = "127.0.0.1:19478""#,
+        "[reconcile]\ninterval_ms = 200",
+    );
     let started = Instant::now();
     let pid = lab.start_agent(&good, &env);
 
@@ -152,7 +120,11 @@ fn notify_watchdog_reload_and_adopting_restart() {
     );
 
     // SIGHUP with a new probe rate (applied) and a new interface (needs a restart).
-    lab.write_config(&config(sim.tds, &pw, 50, "").replace("\"eth0\"", "\"eth9\""));
+    lab.write_config(
+        &good
+            .replace("interval_ms = 20\n", "interval_ms = 50\n")
+            .replace("\"eth0\"", "\"eth9\""),
+    );
     hup(pid);
     let reloads = |result: &str| {
         let (_, m) = lab.http("GET", http_addr, "/metrics", None);
@@ -174,14 +146,18 @@ fn notify_watchdog_reload_and_adopting_restart() {
     assert!(lab.has_overlay(), "a reload must not move the address");
 
     // A broken file is refused, naming the key, and the agent keeps running as it was.
-    lab.write_config(&config(sim.tds, &pw, 20, "bogus = 1"));
+    lab.write_config(&format!("{good}\nbogus = 1\n"));
     hup(pid);
     assert!(
         within(Duration::from_secs(3), || reloads("refused") == Some(1.0)),
         "reload not refused:\n{}",
         lab.agent_log()
     );
-    assert!(lab.agent_log().contains("bogus: unknown key"));
+    assert!(
+        lab.agent_log().contains("reconcile.bogus: unknown key"),
+        "{}",
+        lab.agent_log()
+    );
     let (code, _) = lab.http("GET", http_addr, "/primary", None);
     assert_eq!(code, 200);
 
