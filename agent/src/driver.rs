@@ -1063,6 +1063,8 @@ impl Loop {
         }
         self.metrics.observe_controller(&rt.controller);
         let state = rt.controller.state();
+        let conflicts = rt.controller.conflicts();
+        let peers_primary = rt.controller.primary_peers(Instant::now());
         let owned = if rt.owned {
             rt.addresses.clone()
         } else {
@@ -1071,6 +1073,8 @@ impl Loop {
         self.status.update_ag(&ag, |a| {
             a.state = state;
             a.owned_addresses = owned;
+            a.conflicts = conflicts;
+            a.peers_primary = peers_primary;
         });
         for t in rt.controller.take_completed_timelines() {
             tracing::info!(ag, timeline = %serde_json::to_string(&t).unwrap_or_default(), "failover timeline");

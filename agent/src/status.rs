@@ -115,6 +115,11 @@ pub struct AgStatus {
     /// The overlay IP's clients that `conn_track` saw while this node owned it: the next
     /// owner tickles them, also when this node is gone.
     pub tracked_connections: Vec<Connection>,
+    /// Conflict episodes since start: the local replica and a peer both PRIMARY.
+    pub conflicts: u64,
+    /// The peers whose latest report counts as PRIMARY right now (a conflict in progress
+    /// when the local replica is PRIMARY too).
+    pub peers_primary: Vec<String>,
 }
 
 impl AgStatus {
@@ -129,6 +134,8 @@ impl AgStatus {
             last_timeline: None,
             primary_loss: None,
             tracked_connections: Vec::new(),
+            conflicts: 0,
+            peers_primary: Vec::new(),
         }
     }
 }

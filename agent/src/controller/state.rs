@@ -217,7 +217,7 @@ impl AgController {
     /// local replica was: a peer seen PRIMARY before the local replica became PRIMARY is the
     /// old primary of a switchover or a failover, not a second primary, and waiting for a
     /// newer report of it would cost a poll interval of every failover.
-    fn primary_peers(&self, now: Instant) -> Vec<String> {
+    pub fn primary_peers(&self, now: Instant) -> Vec<String> {
         let local_since = self.health.first_ok_at();
         self.peers
             .iter()
@@ -339,9 +339,27 @@ impl AgController {
     }
 
     fn start_timeline(&mut self, timeline: FailoverTimeline) {
-        if let Some(open) = self.timeline.replace(timeline) {
+        if let Some(mut open) = self.timeline.replace(timeline) {
+            // Cut short by the next ownership change (a demotion before the first login
+            // through the overlay IP, say): say what it never got.
+            open.unfinished = self.still_waiting(&open);
             self.completed.push(open);
         }
+    }
+
+    /// What an acquire's timeline still waits for after a successful node call.
+    fn still_waiting(&self, t: &FailoverTimeline) -> Vec<&'static str> {
+        let mut waiting = Vec::new();
+        if t.direction != Direction::Acquire || t.node_ok != Some(true) {
+            return waiting;
+        }
+        if self.policy.cloud_retry.is_some() && t.cloud_done.is_none() {
+            waiting.push("route_tables");
+        }
+        if self.policy.expect_overlay_login && t.first_client_login.is_none() {
+            waiting.push("first_client_login");
+        }
+        waiting
     }
 
     fn acquire(&mut self, now: Instant, out: &mut Vec<Decision>) {
@@ -634,6 +652,10 @@ impl AgController {
     }
 
     fn close_timeline_if_complete(&mut self, now: Instant) {
+        let waiting = match &self.timeline {
+            Some(t) => self.still_waiting(t),
+            None => return,
+        };
         let Some(t) = &mut self.timeline else {
             return;
         };
@@ -642,13 +664,7 @@ impl AgController {
             Direction::Acquire => match t.node_ok {
                 Some(false) => true,
                 Some(true) => {
-                    let mut waiting = Vec::new();
-                    if self.policy.cloud_retry.is_some() && t.cloud_done.is_none() {
-                        waiting.push("route_tables");
-                    }
-                    if self.policy.expect_overlay_login && t.first_client_login.is_none() {
-                        waiting.push("first_client_login");
-                    }
+                    let mut waiting = waiting;
                     if !waiting.is_empty()
                         && now.saturating_duration_since(t.decided) >= self.policy.timeline_limit
                     {

@@ -1095,4 +1095,18 @@ fn an_acquire_timeline_closes_at_its_limit_naming_what_never_came() {
         serde_json::json!(["first_client_login"])
     );
     assert_eq!(b.c.state(), OwnershipState::Owner);
+
+    // Cut short by a demotion before any overlay login: it says so too.
+    let mut b2 = Bench::new({
+        let mut p = AgPolicy::new(2, 3);
+        p.expect_overlay_login = true;
+        p
+    });
+    b2.probe(0, Outcome::Ok);
+    b2.probe(20, Outcome::Ok);
+    b2.acquired(26);
+    b2.probe(40, secondary());
+    let done = b2.c.take_completed_timelines();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].unfinished, ["first_client_login"]);
 }
