@@ -549,19 +549,12 @@ const TIMELINE_KNOWN: &[&str] = &[
     "route_tables",
     "route_tables_done",
     "first_client_login",
+    "unfinished",
     "phases",
 ];
 const PEER_KNOWN: &[&str] = &["url", "checked_unix", "view", "error"];
 /// The phases in the order they happen, as `tdsvip_failover_phase_duration_seconds{phase}`.
-const PHASES: &[&str] = &[
-    "detect",
-    "decide",
-    "address",
-    "garp",
-    "ebpf",
-    "route_table",
-    "first_client_login",
-];
+const PHASES: &[&str] = &tdsvip::controller::PHASE_NAMES;
 
 /// A scalar as a person reads it (strings without quotes).
 fn scalar(v: &Value) -> String {
@@ -842,6 +835,16 @@ fn render_timeline(out: &mut String, indent: usize, t: &Value) {
             line(out, indent + 2, "phases", known.join(", "));
         }
     }
+    let unfinished: Vec<&str> = m
+        .get("unfinished")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !unfinished.is_empty() {
+        line(out, indent + 2, "never came", unfinished.join(", "));
+    }
     let mut other = String::new();
     unknown_fields(&mut other, indent + 4, m, TIMELINE_KNOWN);
     if !other.is_empty() {
@@ -1095,7 +1098,8 @@ mod tests {
                     "owned_addresses": "not-a-list",
                     "conflicts": 2,
                     "last_timeline": {"direction": "acquire", "decided": 0.5,
-                        "phases": {"decide": 0.25, "tickle": 0.001}, "new_thing": [1, 2]}
+                        "phases": {"decide": 0.25, "tickle": 0.001}, "new_thing": [1, 2],
+                        "unfinished": ["first_client_login"]}
                 },
                 "AG2": 7
             },
@@ -1113,6 +1117,7 @@ mod tests {
             "+500.000 ms  decided: acquire",
             "decide 250.000 ms, tickle 1.000 ms",
             "new_thing: 1, 2",
+            "never came        first_client_login",
             "AG2: 7",
             "n2 (http://n2): not checked yet",
             "error             refused",

@@ -27,7 +27,7 @@ pub use event::{
 pub use loss::LossTracker;
 pub use policy::{AgPolicy, Backoff, PolicyError};
 pub use state::{AgController, OwnershipState};
-pub use timeline::{Direction, FailoverTimeline, Phases, TimedStep};
+pub use timeline::{Direction, FailoverTimeline, PHASE_NAMES, Phases, TimedStep};
 
 #[cfg(test)]
 mod tests;

@@ -87,21 +87,35 @@ pub struct Phases {
     pub first_client_login: Option<Duration>,
 }
 
+/// The phases in the order they happen, as the `phase` label of
+/// `tdsvip_failover_phase_duration_seconds` and the keys of a timeline's `phases`.
+pub const PHASE_NAMES: [&str; 7] = [
+    "detect",
+    "decide",
+    "address",
+    "garp",
+    "ebpf",
+    "route_table",
+    "first_client_login",
+];
+
 impl Phases {
     /// `(phase label, duration)` for every known phase, for the histogram.
     pub fn known(&self) -> Vec<(&'static str, Duration)> {
-        [
-            ("detect", self.detect),
-            ("decide", self.decide),
-            ("address", self.address),
-            ("garp", self.garp),
-            ("ebpf", self.ebpf),
-            ("route_table", self.route_table),
-            ("first_client_login", self.first_client_login),
-        ]
-        .into_iter()
-        .filter_map(|(name, d)| d.map(|d| (name, d)))
-        .collect()
+        let durations = [
+            self.detect,
+            self.decide,
+            self.address,
+            self.garp,
+            self.ebpf,
+            self.route_table,
+            self.first_client_login,
+        ];
+        PHASE_NAMES
+            .into_iter()
+            .zip(durations)
+            .filter_map(|(name, d)| d.map(|d| (name, d)))
+            .collect()
     }
 }
 
