@@ -571,7 +571,7 @@ impl AgentConfig {
                     format!("{:?} is not unique (or is this node's own name)", peer.name),
                 ));
             }
-            if let Err(reason) = crate::peers::PeerUrl::parse(&peer.status_url) {
+            if let Err(reason) = crate::http::client::parse_url(&peer.status_url) {
                 v.push(ConfigIssue::new(format!("peer[{i}].status_url"), reason));
             }
         }

@@ -47,9 +47,10 @@ use crate::controller::{
     AgController, AgPolicy, Decision, Drift, DriftKind, Event, LossTracker, NodeCall, PeerReport,
     PeerView, PrimaryLoss, ReplicaRole, StepRecord,
 };
+use crate::http::client::{Bearer, Target, parse_url};
 use crate::http::{HttpServer, HttpState, load_token};
 use crate::metrics::{AgentMetrics, PacketVerdict};
-use crate::peers::{PeerUrl, fetch_status, parse_status};
+use crate::peers::{fetch_status, parse_status};
 use crate::status::{AgStatus, AgentStatus, PeerStatus, RouteOwner, StatusStore};
 use crate::systemd::{Notifier, watchdog_interval};
 
@@ -94,7 +95,7 @@ struct AgRuntime {
 /// One `[[peer]]` as the loop holds it.
 struct PeerRuntime {
     name: String,
-    url: PeerUrl,
+    url: Target,
     /// Per AG: when the peer last listed its clients, and the list.
     connections: BTreeMap<String, (Instant, Vec<Connection>)>,
 }
@@ -251,7 +252,7 @@ pub async fn run(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            PeerUrl::parse(&p.status_url)
+            parse_url(&p.status_url)
                 .map(|url| PeerRuntime {
                     name: p.name.clone(),
                     url,
@@ -264,13 +265,16 @@ pub async fn run(
     let cancel = shutdown.child_token();
     let (tx, mut rx) = mpsc::channel::<Input>(64);
 
-    let token_text = token.as_ref().map(|t| t.secret().to_owned());
+    let token_text = token.as_ref().map(|t| Bearer {
+        value: t.secret().to_owned(),
+        source: "http.token_file (this node's own, sent to its peers)".to_owned(),
+    });
     let mut inputs_cancel = cancel.child_token();
     spawn_inputs(
         &config,
         &password,
         &peers,
-        token_text.as_deref(),
+        token_text.as_ref(),
         &tx,
         &inputs_cancel,
     )?;
@@ -399,7 +403,7 @@ pub async fn run(
                                     continue;
                                 }
                             }
-                            if let Err(e) = spawn_inputs(&effective, &new_password, &driver.peers, driver.token.as_deref(), &driver.tx, &inputs_cancel) {
+                            if let Err(e) = spawn_inputs(&effective, &new_password, &driver.peers, driver.token.as_ref(), &driver.tx, &inputs_cancel) {
                                 tracing::error!(error = %e, "reload: probes could not be restarted with the new settings");
                                 driver.metrics.count_reload(false);
                                 continue;
@@ -469,7 +473,7 @@ fn spawn_inputs(
     config: &AgentConfig,
     password: &Password,
     peers: &[PeerRuntime],
-    token_text: Option<&str>,
+    token_text: Option<&Bearer>,
     tx: &mpsc::Sender<Input>,
     cancel: &CancellationToken,
 ) -> Result<(), DriverError> {
@@ -519,7 +523,7 @@ fn spawn_inputs(
         let name = peer.name.clone();
         let (url, token, poll, poll_tx, poll_cancel) = (
             peer.url.clone(),
-            token_text.map(str::to_owned),
+            token_text.cloned(),
             config.peer_poll.clone(),
             tx.clone(),
             cancel.clone(),
@@ -532,12 +536,9 @@ fn spawn_inputs(
                     _ = poll_cancel.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let answer = fetch_status(
-                    &url,
-                    token.as_deref(),
-                    Duration::from_millis(poll.timeout_ms),
-                )
-                .await;
+                let answer =
+                    fetch_status(&url, token.as_ref(), Duration::from_millis(poll.timeout_ms))
+                        .await;
                 if poll_tx
                     .send(Input::PeerStatus(name.clone(), Instant::now(), answer))
                     .await
@@ -722,7 +723,7 @@ struct Handover {
 /// `release_wait_ms` runs out), whether it still holds them; gathers the clients they list.
 async fn await_peer_release(
     peers: &[PeerRuntime],
-    token: Option<&str>,
+    token: Option<&Bearer>,
     poll: &PeerPollConfig,
     ag: &str,
     started: Instant,
@@ -735,13 +736,9 @@ async fn await_peer_release(
         rounds += 1;
         let mut asks = tokio::task::JoinSet::new();
         for peer in peers {
-            let (name, url, token) = (
-                peer.name.clone(),
-                peer.url.clone(),
-                token.map(str::to_owned),
-            );
+            let (name, url, token) = (peer.name.clone(), peer.url.clone(), token.cloned());
             asks.spawn(async move {
-                let answer = fetch_status(&url, token.as_deref(), timeout).await;
+                let answer = fetch_status(&url, token.as_ref(), timeout).await;
                 (name, answer)
             });
         }
@@ -811,7 +808,7 @@ struct Loop {
     /// Keyed by peer name and AG index.
     replica_watch: BTreeMap<(String, usize), PeerReplicaWatch>,
     /// The bearer token, sent to peers (one token per cluster).
-    token: Option<String>,
+    token: Option<Bearer>,
     peer_poll: PeerPollConfig,
     notifier: Option<Notifier>,
     /// READY=1 sent.
@@ -960,7 +957,7 @@ impl Loop {
                 if matches!(d, Decision::Acquire { .. }) && !self.peers.is_empty() {
                     let h = await_peer_release(
                         &self.peers,
-                        self.token.as_deref(),
+                        self.token.as_ref(),
                         &self.peer_poll,
                         &ag,
                         started,
@@ -1214,7 +1211,7 @@ impl Loop {
             self.peers.drain(..).map(|p| (p.name.clone(), p)).collect();
         let mut peers = Vec::new();
         for (i, p) in config.peers.iter().enumerate() {
-            let url = PeerUrl::parse(&p.status_url)
+            let url = parse_url(&p.status_url)
                 .map_err(|e| cfg_err(format!("peer[{i}].status_url"), e))?;
             let connections = old
                 .remove(&p.name)

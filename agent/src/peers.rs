@@ -12,158 +12,33 @@
 //! - `tracked_connections`: the clients of the overlay IP that the peer's `conn_track` saw,
 //!   so that a new owner can tickle them even when the old owner is gone.
 //!
-//! Only plain `http://` is spoken: the agents talk over the cluster's private network, and
-//! an `https://` URL is refused by the config check rather than silently sent in clear.
+//! The request itself is `http::client`'s, the one `tdsvip status` uses.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::Value;
 use tdsvip_node::Connection;
 
 use crate::controller::ReplicaRole;
+use crate::http::client::{self, Bearer, Target};
 
-/// Largest `/status` body accepted from a peer (a few thousand tracked connections fit).
-pub const MAX_STATUS_BYTES: usize = 4 << 20;
 /// Most connections taken from one peer for one AG.
 pub const MAX_CONNECTIONS: usize = 65_536;
 
-/// A peer's base URL, `http://HOST[:PORT][/PREFIX]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerUrl {
-    pub host: String,
-    pub port: u16,
-    /// Path prefix without a trailing slash (empty for none).
-    pub prefix: String,
-}
-
-impl PeerUrl {
-    pub fn parse(url: &str) -> Result<PeerUrl, String> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "{url:?}: https is not supported by the peer client; use http:// on the cluster's private network"
-            ));
-        }
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(format!("{url:?} is not an http:// URL"));
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if path.contains(['?', '#']) || path.chars().any(|c| c.is_whitespace()) {
-            return Err(format!(
-                "{url:?}: the path must not have a query, fragment or spaces"
-            ));
-        }
-        if authority.contains('@') {
-            return Err(format!("{url:?}: credentials in the URL are not supported"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{url:?}: unclosed '[' in the host"))?;
-            host.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| format!("{url:?}: {host:?} is not an IPv6 address"))?;
-            let port = match after {
-                "" => None,
-                p => Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| format!("{url:?}: junk after ']'"))?,
-                ),
-            };
-            (host.to_owned(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), Some(p)),
-                None => (authority.to_owned(), None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        if !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
-        {
-            return Err(format!("{url:?}: {host:?} is not a host name or address"));
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p > 0 => p,
-                _ => return Err(format!("{url:?}: {p:?} is not a port (1-65535)")),
-            },
-        };
-        Ok(PeerUrl {
-            host,
-            port,
-            prefix: path.trim_end_matches('/').to_owned(),
-        })
-    }
-
-    fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// `GET {url}/status` with the bearer token, within `deadline`; the parsed JSON, or why not.
+/// `GET /status` of a peer within `deadline`: the parsed JSON, or why not (the client's
+/// precise message: refused, timeout, 401, not JSON, …).
 pub async fn fetch_status(
-    url: &PeerUrl,
-    token: Option<&str>,
+    target: &Target,
+    token: Option<&Bearer>,
     deadline: Duration,
 ) -> Result<Value, String> {
-    tokio::time::timeout(deadline, fetch(url, token))
+    client::fetch(target, token, deadline)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} ms", deadline.as_millis())))
-}
-
-async fn fetch(url: &PeerUrl, token: Option<&str>) -> Result<Value, String> {
-    let stream = match url.host.parse::<IpAddr>() {
-        Ok(ip) => tokio::net::TcpStream::connect((ip, url.port)).await,
-        Err(_) => tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await,
-    }
-    .map_err(|e| format!("connect {}: {e}", url.authority()))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
-    let conn = tokio::spawn(conn);
-    let mut request = Request::get(format!("{}/status", url.prefix))
-        .header(hyper::header::HOST, url.authority())
-        .header(hyper::header::ACCEPT, "application/json");
-    if let Some(token) = token {
-        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_STATUS_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    conn.abort();
-    if !status.is_success() {
-        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        return Err(format!("HTTP {status}: {}", text.trim()));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+        .map(|(value, _)| value)
+        .map_err(|e| e.to_string())
 }
 
 /// What a peer's `/status` says about one AG.
@@ -320,40 +195,6 @@ pub fn parse_status(doc: &Value) -> Result<PeerDocument, String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn urls() {
-        let u = PeerUrl::parse("http://10.0.1.12:9477").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.prefix.as_str()),
-            ("10.0.1.12", 9477, "")
-        );
-        let u = PeerUrl::parse("http://node2/agent/").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.prefix.as_str()),
-            ("node2", 80, "/agent")
-        );
-        let u = PeerUrl::parse("http://[fd00::12]:9477").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.authority()),
-            ("fd00::12", "[fd00::12]:9477".into())
-        );
-        for bad in [
-            "https://x:1",
-            "ftp://x",
-            "http://",
-            "http://:80",
-            "http://x:0",
-            "http://x:99999",
-            "http://u:p@x",
-            "http://x/a?b",
-            "http://[fd00::1",
-            "http://x y",
-        ] {
-            assert!(PeerUrl::parse(bad).is_err(), "{bad} accepted");
-        }
-        assert!(PeerUrl::parse("https://x").unwrap_err().contains("https"));
-    }
 
     fn doc() -> Value {
         json!({

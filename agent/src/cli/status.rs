@@ -10,29 +10,19 @@
 //! configuration (the message names the argument).
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header::{self, HeaderValue};
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value};
-use tokio::net::TcpStream;
 
 use super::{EXIT_USAGE, block_on, usage_error};
 use tdsvip::config::AgentConfig;
+use tdsvip::http::client::{
+    Bearer as Token, DEFAULT_URL, TOKEN_ENV, fetch, parse_url, url_of_listen,
+};
 
-/// Where the agent listens unless the config or `--url` says otherwise.
-const DEFAULT_URL: &str = "http://127.0.0.1:9477";
-/// The environment variable that may carry the bearer token.
-pub const TOKEN_ENV: &str = "TDSVIP_HTTP_TOKEN";
-/// An agent's status is a few KiB; a peer list with tracked connections stays far below this.
-const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Arrays longer than this are cut short in the human output.
 const MAX_LIST: usize = 20;
 
@@ -54,87 +44,6 @@ pub struct StatusArgs {
     /// Deadline for connecting and for the whole answer, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
-}
-
-/// The request to make: where to connect and what to ask.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    /// For messages: the URL as the user knows it.
-    url: String,
-    /// Host as given (brackets of an IPv6 literal removed) and port.
-    host: String,
-    port: u16,
-    /// The `Host` header.
-    authority: String,
-    /// `/status`, under the URL's path if it has one.
-    path: String,
-}
-
-/// Parses `--url`: an `http://HOST[:PORT][/PREFIX]` base URL (a URL already ending in
-/// `/status` is taken as it is).
-fn parse_url(text: &str) -> Result<Target, String> {
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a URL ({e}); give e.g. {DEFAULT_URL}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "{text:?}: https is not supported, the agent serves plain HTTP (give http://…)"
-            ));
-        }
-        Some(other) => return Err(format!("{text:?}: scheme {other:?} is not http")),
-        None => return Err(format!("{text:?} has no scheme; give e.g. {DEFAULT_URL}")),
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("{text:?} has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "{text:?}: credentials in the URL are not supported (use --token-file)"
-        ));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    if host.is_empty() {
-        return Err(format!("{text:?} has no host"));
-    }
-    if uri.query().is_some() {
-        return Err(format!("{text:?}: a query string is not expected"));
-    }
-    let port = uri.port_u16().unwrap_or(80);
-    let base = uri.path().trim_end_matches('/');
-    let path = if base.ends_with("/status") {
-        base.to_owned()
-    } else {
-        format!("{base}/status")
-    };
-    Ok(Target {
-        url: text.to_owned(),
-        host,
-        port,
-        authority: authority.as_str().to_owned(),
-        path,
-    })
-}
-
-/// The URL of a listen address; an unspecified address (0.0.0.0, ::) is reached on loopback.
-fn url_of_listen(listen: SocketAddr) -> String {
-    let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", SocketAddr::new(ip, listen.port()))
-}
-
-/// A bearer token and where it came from (for messages, never the token itself).
-struct Token {
-    value: String,
-    source: String,
 }
 
 /// The token as the agent's own reader accepts it: trailing newlines dropped, nothing else
@@ -248,218 +157,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-#[derive(Debug, thiserror::Error)]
-enum FetchError {
-    #[error("cannot resolve {host}: {source}")]
-    Resolve {
-        host: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot reach the agent at {url}: connection refused by {addr} (is `tdsvip run` running, and is this its http.listen?)"
-    )]
-    Refused { url: String, addr: SocketAddr },
-    #[error("cannot reach the agent at {url}: {addr}: {source}")]
-    Connect {
-        url: String,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("timeout: the agent at {url} did not {what} within {ms} ms")]
-    Timeout {
-        url: String,
-        what: &'static str,
-        ms: u128,
-    },
-    #[error("the agent at {url} broke off the HTTP exchange: {source}")]
-    Http { url: String, source: hyper::Error },
-    #[error(
-        "the agent at {url} requires a bearer token (401 Unauthorized): give --token-file, {TOKEN_ENV} or a --config with http.token_file"
-    )]
-    NoToken { url: String },
-    #[error("the agent at {url} refused the token from {from} (401 Unauthorized): {detail}")]
-    BadToken {
-        url: String,
-        from: String,
-        detail: String,
-    },
-    #[error("{url}: GET {path} answered {status}: {detail}")]
-    Status {
-        url: String,
-        path: String,
-        status: StatusCode,
-        detail: String,
-    },
-    #[error("{url}: cannot read the answer: {detail}")]
-    Body { url: String, detail: String },
-    #[error("{url}: the answer is not a tdsvip status ({detail}); is this the agent's URL?")]
-    NotStatus { url: String, detail: String },
-}
-
-/// What an error answer says: the agent's `{"error": "..."}`, else the start of the body.
-fn error_detail(body: &[u8]) -> String {
-    if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body)
-        && let Some(Value::String(e)) = m.get("error")
-    {
-        return e.clone();
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return "no reason given".into();
-    }
-    text.chars().take(200).collect()
-}
-
-/// The agent's answer, parsed and as text (a JSON object, so valid UTF-8).
-async fn fetch(
-    target: &Target,
-    token: Option<&Token>,
-    deadline: Duration,
-) -> Result<(Value, String), FetchError> {
-    let start = Instant::now();
-    let url = target.url.clone();
-    let timeout = |what| FetchError::Timeout {
-        url: url.clone(),
-        what,
-        ms: deadline.as_millis(),
-    };
-    let left = || deadline.saturating_sub(start.elapsed());
-
-    let addrs: Vec<SocketAddr> = tokio::time::timeout(
-        left(),
-        tokio::net::lookup_host((target.host.as_str(), target.port)),
-    )
-    .await
-    .map_err(|_| timeout("resolve its host"))?
-    .map_err(|source| FetchError::Resolve {
-        host: target.host.clone(),
-        source,
-    })?
-    .collect();
-    let mut last_err = None;
-    let mut stream = None;
-    for addr in &addrs {
-        match tokio::time::timeout(left(), TcpStream::connect(addr)).await {
-            Err(_) => return Err(timeout("accept the connection")),
-            Ok(Ok(s)) => {
-                stream = Some(s);
-                break;
-            }
-            Ok(Err(e)) => last_err = Some((*addr, e)),
-        }
-    }
-    let stream = match (stream, last_err) {
-        (Some(s), _) => s,
-        (None, Some((addr, e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err(FetchError::Refused {
-                url: url.clone(),
-                addr,
-            });
-        }
-        (None, Some((addr, source))) => {
-            return Err(FetchError::Connect {
-                url: url.clone(),
-                addr,
-                source,
-            });
-        }
-        (None, None) => {
-            return Err(FetchError::Resolve {
-                host: target.host.clone(),
-                source: std::io::Error::other("no address found"),
-            });
-        }
-    };
-    let _ = stream.set_nodelay(true);
-
-    let exchange = async {
-        let http = |source| FetchError::Http {
-            url: url.clone(),
-            source,
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        // The connection task ends when the exchange does (or with this runtime).
-        tokio::spawn(conn);
-        let mut req = Request::get(target.path.as_str())
-            .header(header::ACCEPT, "application/json")
-            .header(header::CONNECTION, "close")
-            .header(
-                header::USER_AGENT,
-                concat!("tdsvip-status/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| FetchError::Body {
-                url: url.clone(),
-                detail: format!("cannot build the request: {e}"),
-            })?;
-        let host = HeaderValue::from_str(&target.authority).map_err(|e| FetchError::Body {
-            url: url.clone(),
-            detail: format!("bad host: {e}"),
-        })?;
-        req.headers_mut().insert(header::HOST, host);
-        if let Some(t) = token {
-            let v = HeaderValue::from_str(&format!("Bearer {}", t.value)).map_err(|_| {
-                FetchError::Body {
-                    url: url.clone(),
-                    detail: format!("the token from {} cannot be sent in a header", t.source),
-                }
-            })?;
-            req.headers_mut().insert(header::AUTHORIZATION, v);
-        }
-        let resp = sender.send_request(req).await.map_err(http)?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| FetchError::Body {
-                url: url.clone(),
-                detail: e.to_string(),
-            })?
-            .to_bytes();
-        Ok::<_, FetchError>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(left(), exchange)
-        .await
-        .map_err(|_| timeout("answer"))??;
-
-    if status == StatusCode::UNAUTHORIZED {
-        return Err(match token {
-            None => FetchError::NoToken { url: url.clone() },
-            Some(t) => FetchError::BadToken {
-                url: url.clone(),
-                from: t.source.clone(),
-                detail: error_detail(&body),
-            },
-        });
-    }
-    if !status.is_success() {
-        return Err(FetchError::Status {
-            url: url.clone(),
-            path: target.path.clone(),
-            status,
-            detail: error_detail(&body),
-        });
-    }
-    let value: Value = serde_json::from_slice(&body).map_err(|e| FetchError::NotStatus {
-        url: url.clone(),
-        detail: format!("not JSON: {e}"),
-    })?;
-    if !value.is_object() {
-        return Err(FetchError::NotStatus {
-            url: url.clone(),
-            detail: "not a JSON object".into(),
-        });
-    }
-    let text = String::from_utf8(body.to_vec()).map_err(|e| FetchError::NotStatus {
-        url: url.clone(),
-        detail: format!("not UTF-8: {e}"),
-    })?;
-    Ok((value, text))
 }
 
 /// Re-indents JSON text that already parsed, two spaces a level as `serde_json`'s pretty
@@ -1003,48 +700,6 @@ fn render(v: &Value, url: &str, now_unix: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_parse_or_say_why_not() {
-        let t = parse_url("http://127.0.0.1:9477").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 9477));
-        assert_eq!(t.path, "/status");
-        assert_eq!(t.authority, "127.0.0.1:9477");
-        let t = parse_url("http://[::1]:19477/").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("::1", 19477, "/status")
-        );
-        let t = parse_url("http://agent.example/tdsvip/status").unwrap();
-        assert_eq!((t.port, t.path.as_str()), (80, "/tdsvip/status"));
-        let t = parse_url("http://h:1/prefix").unwrap();
-        assert_eq!(t.path, "/prefix/status");
-        for (bad, why) in [
-            ("127.0.0.1:9477", "no scheme"),
-            ("https://h:1", "https is not supported"),
-            ("ftp://h", "is not http"),
-            ("http://", "not a URL"),
-            ("http://u:p@h:1", "credentials"),
-            ("http://h:1/status?x=1", "query"),
-            ("not a url", "not a URL"),
-        ] {
-            let e = parse_url(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn listen_addresses_become_reachable_urls() {
-        assert_eq!(
-            url_of_listen("0.0.0.0:9477".parse().unwrap()),
-            "http://127.0.0.1:9477"
-        );
-        assert_eq!(url_of_listen("[::]:1".parse().unwrap()), "http://[::1]:1");
-        assert_eq!(
-            url_of_listen("10.0.0.5:9477".parse().unwrap()),
-            "http://10.0.0.5:9477"
-        );
-    }
 
     #[test]
     fn tokens_are_checked_like_the_agent_does() {

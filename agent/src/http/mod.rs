@@ -13,6 +13,7 @@
 //! - `routes.rs`: the endpoints as a function of the request head; `auth.rs`: the token.
 
 mod auth;
+pub mod client;
 mod routes;
 
 #[cfg(test)]
