@@ -76,6 +76,8 @@ pub struct ClientSettings {
 
 enum Cmd {
     OpenIdle(usize, std::sync::mpsc::Sender<Result<Vec<usize>, String>>),
+    /// Closes every idle session still open (their records stay as they were).
+    CloseIdle,
     Stop,
 }
 
@@ -137,6 +139,11 @@ impl Client {
             .map_err(|_| "opening idle sessions timed out".to_owned())?
     }
 
+    /// Closes the idle sessions still open (at the end of a trial).
+    pub fn close_idle(&self) {
+        let _ = self.cmds.send(Cmd::CloseIdle);
+    }
+
     pub fn attempts_between(&self, from: f64, to: f64) -> Vec<Attempt> {
         self.attempts
             .lock()
@@ -174,6 +181,7 @@ async fn run(
     config.timeout = settings.deadline;
     config.application_name = "tdsvip-lab".into();
     let tasks = tokio::task::LocalSet::new();
+    let mut watchers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     tasks
         .run_until(async {
             loop {
@@ -197,6 +205,11 @@ async fn run(
                     }
                     cmd = rx.recv() => match cmd {
                         None | Some(Cmd::Stop) => return,
+                        Some(Cmd::CloseIdle) => {
+                            for w in watchers.drain(..) {
+                                w.abort();
+                            }
+                        }
                         Some(Cmd::OpenIdle(n, reply)) => {
                             let mut opened = Vec::new();
                             let mut error = None;
@@ -209,7 +222,7 @@ async fn run(
                                             v.len() - 1
                                         };
                                         opened.push(idx);
-                                        tokio::task::spawn_local(watch_idle(stream, idx, idle.clone(), clock));
+                                        watchers.push(tokio::task::spawn_local(watch_idle(stream, idx, idle.clone(), clock)));
                                     }
                                     Err(e) => { error = Some(e); break; }
                                 }

@@ -109,6 +109,8 @@ pub struct Lab {
     pub client: Option<Client>,
     pub samplers: Option<Samplers>,
     pub cloud: Option<crate::cloud::Cloud>,
+    /// Killed children not reaped yet.
+    killed: Vec<Child>,
     /// The lab's own actions: (time, node index, what).
     pub actions: Vec<(f64, usize, String)>,
     password: String,
@@ -170,6 +172,7 @@ impl Lab {
             client: None,
             samplers: None,
             cloud: None,
+            killed: Vec::new(),
             actions: Vec::new(),
             password: random_password(),
             token: random_password() + &random_password(),
@@ -388,10 +391,11 @@ impl Lab {
         &self.tdsvip_bin
     }
 
-    /// SIGKILLs node `i`'s agent and tds-sim together (a crash), then reaps them.
+    /// SIGKILLs node `i`'s agent and tds-sim together (a crash); they are reaped later
+    /// ([`Lab::reap`]) so that the promotion does not wait for the kernel's cleanup.
     pub fn kill_node_processes(&mut self, i: usize) -> f64 {
         let t = self.clock.now();
-        let mut children: Vec<Child> = [self.nodes[i].agent.take(), self.nodes[i].sim.take()]
+        let children: Vec<Child> = [self.nodes[i].agent.take(), self.nodes[i].sim.take()]
             .into_iter()
             .flatten()
             .collect();
@@ -399,9 +403,7 @@ impl Lab {
             // SAFETY: kill(2) on our own children's pids, before reaping them.
             unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
         }
-        for c in &mut children {
-            let _ = c.wait();
-        }
+        self.killed.extend(children);
         if self.settings.implementation == Impl::Keepalived {
             crate::keepalived::cleanup_after_kill(self, i);
         }
@@ -414,6 +416,13 @@ impl Lab {
             ),
         );
         t
+    }
+
+    /// Waits for processes killed without reaping.
+    pub fn reap(&mut self) {
+        for mut c in self.killed.drain(..) {
+            let _ = c.wait();
+        }
     }
 
     /// SIGKILLs node `i`'s agent; returns the time.
@@ -571,6 +580,7 @@ impl Drop for Lab {
         self.client.take();
         self.samplers.take();
         self.cloud.take();
+        self.reap();
         for n in &mut self.nodes {
             if let Some(mut c) = n.agent.take() {
                 procs::terminate(&mut c, Duration::from_millis(500));

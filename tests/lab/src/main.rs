@@ -50,6 +50,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Some(Cmd::Bench(b)) => {
             let mut runs = Vec::new();
+            let mut timelines = String::new();
             let mut table = std::collections::BTreeMap::new();
             for implementation in [Impl::Tdsvip, Impl::Keepalived] {
                 for scenario in [Scenario::KillPrimary, Scenario::Switchover] {
@@ -65,6 +66,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         false,
                     )?;
                     print!("{}", tdsvip_lab::report::summary_text(&out.summary));
+                    timelines.push_str(&out.text);
                     table.insert(
                         (implementation.name(), scenario.name()),
                         out.summary.clone(),
@@ -119,6 +121,9 @@ fn run(cli: Cli) -> Result<(), String> {
             let default = bench_dir().join("lab.json");
             write_file(&default, &text)?;
             println!("JSON: {}", default.display());
+            let tl = bench_dir().join("lab-timelines.txt");
+            write_file(&tl, &timelines)?;
+            println!("every trial's timeline: {}", tl.display());
             if let Some(p) = &b.json {
                 write_file(p, &text)?;
                 println!("JSON: {}", p.display());

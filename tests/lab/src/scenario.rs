@@ -106,6 +106,17 @@ pub struct Trial {
     pub idle_sessions: Vec<(f64, Option<(f64, String)>)>,
 }
 
+/// Uniform in 0..n from /dev/urandom (0 if it cannot be read).
+fn random_below(n: u64) -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() || n == 0 {
+        return 0;
+    }
+    u64::from_le_bytes(b) % n
+}
+
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
@@ -177,7 +188,9 @@ pub fn run_trial(
         lab.actions
             .push((t, usize::MAX, "client link: 30 % random loss (nft)".into()));
     }
-    sleep_ms(300);
+    // A random phase before the fault, so that periodic timers (probe intervals, keepalived's
+    // once-a-second script) are not sampled at the same phase in every trial.
+    sleep_ms(300 + random_below(1000));
     let mut faults = Vec::new();
     let mut promotions = Vec::new();
     let mut primary = new;
@@ -272,6 +285,7 @@ pub fn run_trial(
             .unwrap_or_default();
         idle.iter().filter_map(|&i| all.get(i).cloned()).collect()
     };
+    lab.client().close_idle();
     let result = analyze(&TrialInput {
         start,
         end,
@@ -378,6 +392,7 @@ fn restore(lab: &mut Lab, scenario: Scenario, old: usize, primary: usize) -> Res
             nft_clear(&lab.nodes[old].ns.clone());
         }
         Scenario::CrashNode => {
+            lab.reap();
             lab.start_sim(old, "SECONDARY")?;
             if lab.settings.implementation == Impl::Keepalived {
                 // keepalived leaves its VIP behind when killed; a rebooted node has none.
