@@ -94,6 +94,10 @@ pub enum ReleaseCause {
     DbNotOnline,
     /// The local SQL Server stopped answering for the fall count.
     NotAnswering,
+    /// The local SQL Server stopped answering (before the fall count) and a peer replica
+    /// was seen PRIMARY after the local one last was: SQL Server has a new primary, so
+    /// waiting out the fall count would only delay the new owner.
+    PeerPrimary,
     /// The acquire failed part way; the release undoes the steps that worked.
     AcquireFailed,
     /// The agent is stopping.
@@ -109,6 +113,7 @@ impl ReleaseCause {
             ReleaseCause::NotPrimary => "not_primary",
             ReleaseCause::DbNotOnline => "db_not_online",
             ReleaseCause::NotAnswering => "not_answering",
+            ReleaseCause::PeerPrimary => "peer_primary",
             ReleaseCause::AcquireFailed => "acquire_failed",
             ReleaseCause::Stop => "stop",
             ReleaseCause::Startup => "startup",

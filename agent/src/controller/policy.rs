@@ -12,8 +12,12 @@
 //! | `timeout`, `refused`, `reset`, `unreachable`, `protocol_error`, `login_failed` | [`Verdict::Unconfirmed`] | counts toward fall: local SQL is not answering |
 //! | `io_error` | [`Verdict::Unconfirmed`] | counts toward fall: a local problem, not a verdict on the server, but the agent can no longer confirm PRIMARY either |
 //!
-//! Peers: only a reachable peer's fresh report that its replica is PRIMARY matters, and only
-//! to forbid acquiring. An unreachable or silent peer is forgotten; otherwise a dead old
+//! Peers: only a reachable peer's fresh report that its replica is PRIMARY matters. Seen
+//! after the local replica became PRIMARY, it forbids acquiring (a conflict). Seen after the
+//! local replica was last confirmed PRIMARY while local SQL has stopped answering, it
+//! releases at once instead of after the fall count (`peer_primary`): SQL Server has a new
+//! primary, and every probe interval spent counting is an interval the new owner waits for
+//! this one to let go. An unreachable or silent peer is forgotten; otherwise a dead old
 //! primary's last report would keep the new primary from ever taking the address.
 
 use std::fmt;
@@ -179,6 +183,8 @@ pub struct LocalHealth {
     detected_at: Option<Instant>,
     last_unconfirmed: Option<String>,
     last_was_ok: bool,
+    /// Start of the latest `ok` probe: the last moment the replica was confirmed PRIMARY.
+    last_ok_started: Option<Instant>,
 }
 
 impl LocalHealth {
@@ -194,6 +200,7 @@ impl LocalHealth {
             detected_at: None,
             last_unconfirmed: None,
             last_was_ok: false,
+            last_ok_started: None,
         }
     }
 
@@ -210,6 +217,7 @@ impl LocalHealth {
                 self.first_failure_at = None;
                 self.detected_at = None;
                 self.last_was_ok = true;
+                self.last_ok_started = Some(started);
             }
             Verdict::SqlSaysNo { cause, what } => {
                 self.fail(started);
@@ -263,6 +271,21 @@ impl LocalHealth {
             ));
         }
         None
+    }
+
+    /// Local SQL Server stopped answering (at least one unconfirmed probe in a row), the
+    /// fall count not necessarily reached, with the latest failure's description.
+    pub fn unanswered(&self) -> Option<(u32, &str)> {
+        (self.unconfirmed_streak > 0).then(|| {
+            (
+                self.unconfirmed_streak,
+                self.last_unconfirmed.as_deref().unwrap_or("no answer"),
+            )
+        })
+    }
+
+    pub fn last_ok_started(&self) -> Option<Instant> {
+        self.last_ok_started
     }
 
     pub fn ok_streak(&self) -> u32 {

@@ -230,8 +230,29 @@ impl AgController {
             .collect()
     }
 
+    /// Peers seen PRIMARY that the local replica was confirmed PRIMARY after: two primaries
+    /// at once. A peer seen PRIMARY after the local replica's latest `ok` is not one yet:
+    /// that is what every failover looks like from the old primary (its SQL died, a peer
+    /// was promoted), and it must not raise a conflict alert.
+    fn conflicting_peers(&self, now: Instant) -> Vec<String> {
+        let Some(confirmed) = self.health.last_ok_started() else {
+            return Vec::new();
+        };
+        self.primary_peers(now)
+            .into_iter()
+            .filter(|name| self.peers.get(name).is_some_and(|(at, _)| confirmed >= *at))
+            .collect()
+    }
+
     fn track_conflict(&mut self, now: Instant, out: &mut Vec<Decision>) {
-        let peers = self.primary_peers(now);
+        // An episode starts on the strict condition and lasts while any fresh peer report
+        // still says PRIMARY (a newer report of the same peer must not end it and start a
+        // new one before the local replica is probed again).
+        let peers = if self.in_conflict {
+            self.primary_peers(now)
+        } else {
+            self.conflicting_peers(now)
+        };
         let active = self.health.says_primary() && !peers.is_empty();
         if active && !self.in_conflict {
             self.conflicts += 1;
@@ -299,11 +320,11 @@ impl AgController {
             }
             OwnershipState::Acquiring => {
                 if self.release_after_acquire.is_none() {
-                    self.release_after_acquire = self.release_reason();
+                    self.release_after_acquire = self.release_reason(now);
                 }
             }
             OwnershipState::Owner => {
-                if let Some((cause, reason)) = self.release_reason() {
+                if let Some((cause, reason)) = self.release_reason(now) {
                     self.release(now, cause, reason, out);
                 }
             }
@@ -321,11 +342,35 @@ impl AgController {
         }
     }
 
-    fn release_reason(&self) -> Option<(ReleaseCause, String)> {
+    fn release_reason(&self, now: Instant) -> Option<(ReleaseCause, String)> {
         if self.stopped {
             return Some((ReleaseCause::Stop, "the agent is stopping".to_owned()));
         }
-        self.health.must_release()
+        if let Some(why) = self.health.must_release() {
+            return Some(why);
+        }
+        let (failures, last) = self.health.unanswered()?;
+        let since = self.health.last_ok_started();
+        let newer: Vec<&str> = self
+            .peers
+            .iter()
+            .filter(|(_, (at, view))| {
+                view.role == Some(ReplicaRole::Primary)
+                    && now.saturating_duration_since(*at) <= self.policy.peer_stale_after
+                    && since.is_none_or(|s| *at >= s)
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        (!newer.is_empty()).then(|| {
+            (
+                ReleaseCause::PeerPrimary,
+                format!(
+                    "local SQL Server not answering ({failures} failed probe(s), fall {}, last {last}) and peer {} seen PRIMARY since the local replica last was: SQL Server has a new primary",
+                    self.policy.fall,
+                    newer.join(", ")
+                ),
+            )
+        })
     }
 
     fn hold_once(&mut self, cause: HoldCause, reason: String, out: &mut Vec<Decision>) {
@@ -419,11 +464,15 @@ impl AgController {
                 FailoverTimeline::new(&self.ag, Direction::Release, Some(cause), &reason, now);
             if matches!(
                 cause,
-                ReleaseCause::NotPrimary | ReleaseCause::DbNotOnline | ReleaseCause::NotAnswering
+                ReleaseCause::NotPrimary
+                    | ReleaseCause::DbNotOnline
+                    | ReleaseCause::NotAnswering
+                    | ReleaseCause::PeerPrimary
             ) {
                 timeline.old_primary_failed = self.health.first_failure_at();
                 timeline.old_primary_failed_by = Some("local".to_owned());
-                timeline.detected = self.health.detected_at();
+                // The peer's PRIMARY is what turned the failures into a verdict.
+                timeline.detected = self.health.detected_at().or(Some(now));
             }
             self.start_timeline(timeline);
         }

@@ -327,19 +327,20 @@ fn not_answering_releases_after_exactly_the_fall_count() {
 fn a_peer_reporting_primary_blocks_acquire_and_counts_one_conflict() {
     let mut b = Bench::default();
     assert!(b.probe(0, Outcome::Ok).is_empty());
-    // Seen PRIMARY after the local replica was: two primaries at once.
-    let d = b.peer(10, "node-b", Some(ReplicaRole::Primary));
+    // Seen PRIMARY after the local replica was, then the local one confirmed PRIMARY again:
+    // two primaries at once.
+    assert!(b.peer(10, "node-b", Some(ReplicaRole::Primary)).is_empty());
+    let d = b.probe(20, Outcome::Ok);
     match d.as_slice() {
-        [Decision::Alert { kind, reason, .. }] => {
+        [
+            Decision::Alert { kind, reason, .. },
+            Decision::Hold { reason: held, .. },
+        ] => {
             assert_eq!(*kind, AlertKind::Conflict);
             assert!(reason.contains("node-b"), "{reason}");
             assert!(reason.contains("not acquiring"), "{reason}");
+            assert!(held.contains("node-b"), "{held}");
         }
-        other => panic!("{other:?}"),
-    }
-    let d = b.probe(20, Outcome::Ok);
-    match d.as_slice() {
-        [Decision::Hold { reason, .. }] => assert!(reason.contains("node-b"), "{reason}"),
         other => panic!("{other:?}"),
     }
     for i in 2..20 {
@@ -365,8 +366,9 @@ fn a_peer_reporting_primary_blocks_acquire_and_counts_one_conflict() {
 fn the_holder_keeps_the_address_only_while_its_own_replica_is_primary() {
     let mut b = Bench::default();
     let t = b.own();
-    // The last local probe said PRIMARY: the peer's report starts the conflict at once.
-    let d = b.peer(t, "node-b", Some(ReplicaRole::Primary));
+    // The peer's report, then a local probe that confirms PRIMARY: the conflict starts.
+    assert!(b.peer(t, "node-b", Some(ReplicaRole::Primary)).is_empty());
+    let d = b.probe(t, Outcome::Ok);
     match d.as_slice() {
         [Decision::Alert { kind, reason, .. }] => {
             assert_eq!(*kind, AlertKind::Conflict);
@@ -375,7 +377,6 @@ fn the_holder_keeps_the_address_only_while_its_own_replica_is_primary() {
         other => panic!("{other:?}"),
     }
     assert_eq!(b.c.state(), OwnershipState::Owner);
-    assert!(b.probe(t, Outcome::Ok).is_empty());
     assert!(b.probe(t + 20, Outcome::Ok).is_empty());
     assert_eq!(b.c.conflicts(), 1);
     let (cause, _) = only_release(&b.probe(t + 40, resolving()));
@@ -383,9 +384,12 @@ fn the_holder_keeps_the_address_only_while_its_own_replica_is_primary() {
     assert!(b.released(t + 50).is_empty());
     // Local PRIMARY again while the peer still says PRIMARY: a new episode, no acquire.
     assert!(b.probe(t + 60, Outcome::Ok).is_empty());
-    let d = b.peer(t + 70, "node-b", Some(ReplicaRole::Primary));
-    assert_eq!(count(&d, |d| matches!(d, Decision::Alert { .. })), 1);
+    assert!(
+        b.peer(t + 70, "node-b", Some(ReplicaRole::Primary))
+            .is_empty()
+    );
     let d = b.probe(t + 80, Outcome::Ok);
+    assert_eq!(count(&d, |d| matches!(d, Decision::Alert { .. })), 1);
     assert_eq!(count(&d, is_acquire), 0, "{d:?}");
     assert_eq!(b.c.conflicts(), 2);
 }
@@ -528,7 +532,8 @@ fn the_old_primary_seen_before_the_promotion_does_not_block() {
     assert_eq!(b.c.conflicts(), 0);
     // Reports seen during the local PRIMARY streak do count.
     assert!(b.acquired(36).is_empty());
-    let d = b.peer(40, "node-b", Some(ReplicaRole::Primary));
+    assert!(b.peer(40, "node-b", Some(ReplicaRole::Primary)).is_empty());
+    let d = b.probe(50, Outcome::Ok);
     assert_eq!(count(&d, |d| matches!(d, Decision::Alert { .. })), 1);
     assert_eq!(b.c.conflicts(), 1);
 }
@@ -1109,4 +1114,54 @@ fn an_acquire_timeline_closes_at_its_limit_naming_what_never_came() {
     let done = b2.c.take_completed_timelines();
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0].unfinished, ["first_client_login"]);
+}
+
+// A failing owner whose peer replica is seen PRIMARY after the owner last was: SQL Server
+// has a new primary, release without waiting out the fall count.
+#[test]
+fn a_failing_owner_releases_at_once_when_a_peer_became_primary() {
+    let mut b = Bench::default();
+    let t = b.own();
+    assert!(b.probe(t, Outcome::Ok).is_empty());
+    // The old primary's SQL dies; a peer replica is promoted and seen PRIMARY.
+    assert!(
+        b.peer(t + 10, "node-b (tds)", Some(ReplicaRole::Primary))
+            .is_empty()
+    );
+    let (cause, reason) = only_release(&b.probe(t + 20, Outcome::Refused));
+    assert_eq!(cause, ReleaseCause::PeerPrimary);
+    assert!(
+        reason.contains("node-b (tds)") && reason.contains("fall 3"),
+        "{reason}"
+    );
+    b.released(t + 26);
+    let done = b.c.take_completed_timelines();
+    let release = done.last().unwrap();
+    assert_eq!(release.reason_label(), "peer_primary");
+    assert!(release.detected.is_some() && release.old_primary_failed.is_some());
+
+    // A PRIMARY report from before the local replica was last confirmed does not count:
+    // one failed probe is not enough then.
+    let mut b = Bench::default();
+    let t = b.own();
+    b.peer(t, "node-b", Some(ReplicaRole::Primary));
+    assert!(
+        b.probe(t + 10, Outcome::Ok)
+            .iter()
+            .all(|d| !matches!(d, Decision::Release { .. }))
+    );
+    assert!(b.probe(t + 30, Outcome::Refused).is_empty());
+    assert_eq!(b.c.state(), OwnershipState::Owner);
+    // Nor does a peer report while the local replica still answers PRIMARY (a conflict:
+    // the holder keeps the address while its own replica is PRIMARY).
+    let mut b = Bench::default();
+    let t = b.own();
+    b.probe(t, Outcome::Ok);
+    b.peer(t + 10, "node-b", Some(ReplicaRole::Primary));
+    assert!(
+        b.probe(t + 20, Outcome::Ok)
+            .iter()
+            .all(|d| !matches!(d, Decision::Release { .. }))
+    );
+    assert_eq!(b.c.state(), OwnershipState::Owner);
 }
