@@ -10,7 +10,8 @@
 //! or the agent's internals, and the address plus ARP are what decide where packets go.
 //!
 //! ARP: every `arp_every`, `arping` from the client namespace sends one request for the
-//! overlay IP and records every MAC that answered within its deadline.
+//! overlay IP and records every MAC that answered within 100 ms (it waits for a second
+//! reply, `-C 2`, so that two nodes answering at once are both seen).
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -141,7 +142,7 @@ impl Samplers {
                             let at = clock.now();
                             let out = Command::new("ip")
                                 .args(["netns", "exec", &client, "arping", "-i", "eth0"])
-                                .args(["-c", "1", "-w", "0.1", &overlay.to_string()])
+                                .args(["-c", "1", "-C", "2", "-w", "0.1", &overlay.to_string()])
                                 .output();
                             let macs = out
                                 .map(|o| parse_arping(&String::from_utf8_lossy(&o.stdout)))
