@@ -392,34 +392,20 @@ fn restore(lab: &mut Lab, scenario: Scenario, old: usize, primary: usize) -> Res
             nft_clear(&lab.nodes[old].ns.clone());
         }
         Scenario::CrashNode => {
+            // A reboot: kernel state is gone (the killed agent's address with it), the link
+            // comes up, then SQL Server and the agent start (as with systemd's
+            // network-online ordering).
             lab.reap();
-            lab.start_sim(old, "SECONDARY")?;
-            if lab.settings.implementation == Impl::Keepalived {
-                // keepalived leaves its VIP behind when killed; a rebooted node has none.
-                let _ = lab.node_cmd(
+            let addrs = lab.node_cmd(old, &["ip", "-4", "addr", "show", "dev", "eth0"])?;
+            if addrs.contains(&format!("{OVERLAY}/")) {
+                lab.node_cmd(
                     old,
                     &["ip", "addr", "del", &format!("{OVERLAY}/32"), "dev", "eth0"],
-                );
+                )?;
             }
-            lab.start_agent(old)?;
-            // The restarted agent must have fenced the address before the link returns.
-            let end = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let addrs = lab.node_cmd(old, &["ip", "-4", "addr", "show", "dev", "eth0"])?;
-                if !addrs.contains(&format!("{OVERLAY}/")) {
-                    break;
-                }
-                if std::time::Instant::now() > end {
-                    return Err(format!(
-                        "restarted agent on node {} did not remove the overlay address within 5 s; {}",
-                        old + 1,
-                        lab.log_hint()
-                    ));
-                }
-                sleep_ms(20);
-            }
-            sleep_ms(300);
             lab.node_cmd(old, &["ip", "link", "set", "eth0", "up"])?;
+            lab.start_sim(old, "SECONDARY")?;
+            lab.start_agent(old)?;
         }
     }
     lab.wait_steady(primary, Duration::from_secs(10))?;
