@@ -13,7 +13,7 @@
 
 use crate::config::{self, KeepalivedTiming};
 use crate::lab::Lab;
-use crate::netns::{OVERLAY, node_ip};
+use crate::netns::node_ip;
 
 fn check_script(lab: &Lab, i: usize) -> Result<std::path::PathBuf, String> {
     let pw = lab.dir.join("sql-password");
@@ -89,5 +89,4 @@ pub fn cleanup_after_kill(lab: &Lab, i: usize) {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let _ = std::fs::remove_file(path);
-    let _ = OVERLAY;
 }
