@@ -193,14 +193,27 @@ impl Announcer {
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), AnnounceError> {
-        let result = self
-            .tx
-            .send_to(frame, None)
-            .unwrap_or_else(|| Err(io::Error::other("frame larger than the write buffer")));
+        let mut result = self.send_once(frame);
+        // When the link goes down the kernel leaves ENETDOWN pending on every packet socket
+        // bound to it, and the next send reports it even if the link is up again by then
+        // (an agent started while its link was down failed its first acquire this way). The
+        // error is cleared by reporting it: one retry tells a stale error from a link that
+        // is really down.
+        if let Err(e) = &result
+            && e.raw_os_error() == Some(libc::ENETDOWN)
+        {
+            result = self.send_once(frame);
+        }
         result.map_err(|source| AnnounceError::Send {
             interface: self.interface.clone(),
             source,
         })
+    }
+
+    fn send_once(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.tx
+            .send_to(frame, None)
+            .unwrap_or_else(|| Err(io::Error::other("frame larger than the write buffer")))
     }
 
     /// One round: for each IPv4 address a GARP request and a GARP reply, for each IPv6

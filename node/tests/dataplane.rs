@@ -356,3 +356,37 @@ async fn duplicate_address_detection_refuses_an_address_in_use() {
     assert!(timeline.steps[0].kind == StepKind::Dad && timeline.steps[0].ok);
     assert!(b.verify().await.unwrap().owned);
 }
+
+/// A link that went down and came back (a reboot, a cable, the lab's crash-node) leaves a
+/// stale ENETDOWN on the announcer's packet socket: the next acquire must still work, and one
+/// while the link is really down must fail saying so.
+#[tokio::test(flavor = "current_thread")]
+async fn acquire_works_after_the_link_flapped_and_fails_while_it_is_down() {
+    let lab = Lab::new(18);
+    let mut a = executor(&lab.a, config(&lab, false));
+    lab.a.ip(&["link", "set", "eth0", "down"]);
+    lab.a.ip(&["link", "set", "eth0", "up"]);
+    let timeline = a
+        .acquire(&[])
+        .await
+        .expect("acquire after the link came back");
+    assert!(
+        timeline
+            .steps
+            .iter()
+            .any(|s| s.kind == StepKind::Garp && s.ok),
+        "{timeline:?}"
+    );
+    assert!(a.verify().await.unwrap().owned);
+    a.release().await.expect("release");
+    lab.a.ip(&["link", "set", "eth0", "down"]);
+    let down = a
+        .acquire(&[])
+        .await
+        .expect_err("acquired with the link down");
+    assert!(
+        down.error.to_string().contains("Network is down"),
+        "{}",
+        down.error
+    );
+}
