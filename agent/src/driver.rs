@@ -56,6 +56,8 @@ use crate::systemd::{Notifier, watchdog_interval};
 
 /// Connections a peer listed more than this long ago are not tickled.
 const PEER_CONNECTIONS_MAX_AGE: Duration = Duration::from_secs(60);
+/// How recent a peer's "I do not hold the addresses" must be to skip asking it again.
+const HOLD_REPORT_FRESH: Duration = Duration::from_secs(1);
 /// Between two handover questions to a peer that still holds the addresses.
 const HANDOVER_RETRY: Duration = Duration::from_millis(10);
 
@@ -90,6 +92,8 @@ struct AgRuntime {
     loss: LossTracker,
     /// Whether a local probe result has arrived (READY=1 waits for every AG's first).
     probed: bool,
+    /// The login through the overlay IP, run at once after an acquire.
+    overlay_probe: Option<OverlayProbe>,
 }
 
 /// One `[[peer]]` as the loop holds it.
@@ -98,6 +102,8 @@ struct PeerRuntime {
     url: Target,
     /// Per AG: when the peer last listed its clients, and the list.
     connections: BTreeMap<String, (Instant, Vec<Connection>)>,
+    /// Per AG: when the peer last answered, and whether it held the addresses then.
+    holds: BTreeMap<String, (Instant, bool)>,
 }
 
 /// What this node's probes of a peer replica's TDS endpoint say, per (peer, AG).
@@ -245,6 +251,7 @@ pub async fn run(
             cloud,
             loss: LossTracker::new(config.probe.fall),
             probed: false,
+            overlay_probe: overlay_probe(&config, &password, ag),
         });
     }
     let peers: Vec<PeerRuntime> = config
@@ -257,6 +264,7 @@ pub async fn run(
                     name: p.name.clone(),
                     url,
                     connections: BTreeMap::new(),
+                    holds: BTreeMap::new(),
                 })
                 .map_err(|e| cfg_err(format!("peer[{i}].status_url"), e))
         })
@@ -407,6 +415,9 @@ pub async fn run(
                                 tracing::error!(error = %e, "reload: probes could not be restarted with the new settings");
                                 driver.metrics.count_reload(false);
                                 continue;
+                            }
+                            for (rt, ag) in driver.ags.iter_mut().zip(&effective.ags) {
+                                rt.overlay_probe = overlay_probe(&effective, &new_password, ag);
                             }
                             reconcile = tokio::time::interval(Duration::from_millis(effective.reconcile.interval_ms.max(1)));
                             reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -639,24 +650,78 @@ fn login_probe(
     databases: &[String],
     target: std::net::SocketAddr,
 ) -> Result<AnyProbe, DriverError> {
-    let timeout = Duration::from_millis(config.probe.timeout_ms);
-    let mut login = LoginConfig::new(config.sql.user.clone(), password.clone());
-    login.ag = Some(ag.to_owned());
-    login.databases = databases.to_vec();
-    login.timeout = timeout;
-    login.tls = match config.sql.tls {
-        TlsSetting::Off => Tls::Off,
-        TlsSetting::Required => Tls::Required {
-            trust_cert: config.sql.trust_server_certificate,
-            hostname_in_certificate: None,
-        },
-    };
-    let probe_cfg = ProbeConfig {
-        timeout,
-        ..ProbeConfig::default()
-    };
-    AnyProbe::new(Mode::Login, target, probe_cfg, Some(login))
+    let probe = OverlayProbe::new(config, password, ag, databases, target);
+    probe.build()
+}
+
+/// What it takes to build a login probe again (the one through the overlay IP is rebuilt
+/// after every acquire, see [`Loop::spawn_first_overlay_login`]).
+#[derive(Clone)]
+struct OverlayProbe {
+    target: std::net::SocketAddr,
+    config: ProbeConfig,
+    login: LoginConfig,
+}
+
+impl OverlayProbe {
+    fn new(
+        config: &AgentConfig,
+        password: &Password,
+        ag: &str,
+        databases: &[String],
+        target: std::net::SocketAddr,
+    ) -> OverlayProbe {
+        let timeout = Duration::from_millis(config.probe.timeout_ms);
+        let mut login = LoginConfig::new(config.sql.user.clone(), password.clone());
+        login.ag = Some(ag.to_owned());
+        login.databases = databases.to_vec();
+        login.timeout = timeout;
+        login.tls = match config.sql.tls {
+            TlsSetting::Off => Tls::Off,
+            TlsSetting::Required => Tls::Required {
+                trust_cert: config.sql.trust_server_certificate,
+                hostname_in_certificate: None,
+            },
+        };
+        let probe_cfg = ProbeConfig {
+            timeout,
+            ..ProbeConfig::default()
+        };
+        OverlayProbe {
+            target,
+            config: probe_cfg,
+            login,
+        }
+    }
+
+    fn build(&self) -> Result<AnyProbe, DriverError> {
+        AnyProbe::new(
+            Mode::Login,
+            self.target,
+            self.config.clone(),
+            Some(self.login.clone()),
+        )
         .map_err(|e| cfg_err("probe", e.to_string()))
+    }
+}
+
+/// The AG's first overlay address (IPv4 first, as clients mostly use it) and its port.
+fn overlay_probe(
+    config: &AgentConfig,
+    password: &Password,
+    ag: &crate::config::AgConfig,
+) -> Option<OverlayProbe> {
+    let mut overlay = ag.overlay_addresses();
+    overlay.sort_by_key(|a| !a.ip.is_ipv4());
+    let first = overlay.first()?;
+    let target = std::net::SocketAddr::new(first.ip, ag.port);
+    Some(OverlayProbe::new(
+        config,
+        password,
+        &ag.name,
+        &ag.databases,
+        target,
+    ))
 }
 
 fn login_runner(
@@ -735,7 +800,14 @@ async fn await_peer_release(
     loop {
         rounds += 1;
         let mut asks = tokio::task::JoinSet::new();
-        for peer in peers {
+        // A peer that answered moments ago that it does not hold the addresses is not
+        // asked: an unreachable third node must not cost the handover timeout.
+        let asked = peers.iter().filter(|p| {
+            !p.holds
+                .get(ag)
+                .is_some_and(|(at, held)| !held && at.elapsed() <= HOLD_REPORT_FRESH)
+        });
+        for peer in asked {
             let (name, url, token) = (peer.name.clone(), peer.url.clone(), token.cloned());
             asks.spawn(async move {
                 let answer = fetch_status(&url, token.as_ref(), timeout).await;
@@ -1005,6 +1077,7 @@ impl Loop {
                     rt.owned = true;
                     if matches!(d, Decision::Acquire { .. }) {
                         rt.acquired_at = Some(Instant::now());
+                        self.spawn_first_overlay_login(i);
                     }
                 }
                 Some(Event::NodeAcquired(call))
@@ -1132,6 +1205,7 @@ impl Loop {
                     view: None,
                 },
                 Some(v) => {
+                    self.peers[p].holds.insert(ag.clone(), (at, v.owned));
                     if !v.connections.is_empty() || v.owned {
                         self.peers[p]
                             .connections
@@ -1182,6 +1256,30 @@ impl Loop {
         self.process(i, Event::Peer(report)).await;
     }
 
+    /// Right after an acquire, logs in through the overlay IP until it works (every 5 ms, for
+    /// at most 5 s): the periodic overlay probe may still be waiting out a deadline on the
+    /// old owner, which would make `first_client_login` late by up to the probe timeout.
+    fn spawn_first_overlay_login(&self, i: usize) {
+        let Some(parts) = self.ags[i].overlay_probe.clone() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let Ok(mut probe) = parts.build() else {
+                return;
+            };
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < give_up {
+                let result = probe.probe().await;
+                if result.outcome.is_ok() {
+                    let _ = tx.send(Input::OverlayLogin(i, result.started)).await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+
     /// While owning: the clients `conn_track` sees, for peers to tickle after a takeover.
     fn publish_connections(&mut self) {
         for rt in &self.ags {
@@ -1213,14 +1311,15 @@ impl Loop {
         for (i, p) in config.peers.iter().enumerate() {
             let url = parse_url(&p.status_url)
                 .map_err(|e| cfg_err(format!("peer[{i}].status_url"), e))?;
-            let connections = old
+            let (connections, holds) = old
                 .remove(&p.name)
-                .map(|o| o.connections)
+                .map(|o| (o.connections, o.holds))
                 .unwrap_or_default();
             peers.push(PeerRuntime {
                 name: p.name.clone(),
                 url,
                 connections,
+                holds,
             });
         }
         self.replica_watch = replica_watches(&peers, config);
