@@ -11,6 +11,7 @@ pub mod client;
 pub mod clock;
 pub mod cloud;
 pub mod config;
+pub mod guard;
 pub mod http;
 pub mod keepalived;
 pub mod lab;

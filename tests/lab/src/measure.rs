@@ -11,7 +11,10 @@
 //! - *takeover*: the first owner sample after the fault in which the promoted node owns
 //!   the overlay IP; `idle_session_reset`: when an idle session saw EOF/RST − takeover
 //!   (negative when the old primary closed it before the takeover, e.g. its process died);
-//! - `dual_owner_samples`: samples in the trial in which more than one node owned it;
+//! - `dual_owner_samples`: samples in the trial in which more than one node owned it (had
+//!   it on its up `eth0` and its eBPF guard did not fence it, see [`crate::sampler`]);
+//! - `fenced_holder_samples`: samples in which some node had it on its up `eth0` while its
+//!   guard fenced it (reported, not asserted: the guard doing its job);
 //! - `non_primary_answers`: answers received in a settled period (settle → next fault or
 //!   the end) from anything but the promoted node reporting PRIMARY.
 
@@ -49,6 +52,7 @@ pub struct TrialResult {
     pub takeover: Option<f64>,
     pub idle_reset: Vec<Option<f64>>,
     pub dual_owner_samples: usize,
+    pub fenced_holder_samples: usize,
     pub non_primary_answers: usize,
     /// Answers by a non-primary before the promotion settled (reported, not asserted).
     pub non_primary_before_settle: usize,
@@ -131,6 +135,7 @@ pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
         .filter(|s| s.at >= t.start && s.at < t.end)
         .collect();
     r.dual_owner_samples = samples.iter().filter(|s| s.count() > 1).count();
+    r.fenced_holder_samples = samples.iter().filter(|s| s.fenced_holders() > 0).count();
     if let (Some(p), Some(&fault)) = (t.promotions.first(), t.faults.first()) {
         r.takeover = samples
             .iter()
@@ -167,6 +172,7 @@ pub fn routes_converged(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guard::GuardState;
 
     fn att(start: f64, outcome: &'static str, server: Option<&str>, role: &str) -> Attempt {
         Attempt {
@@ -179,10 +185,7 @@ mod tests {
     }
 
     fn sample(at: f64, owners: &[bool]) -> OwnerSample {
-        OwnerSample {
-            at,
-            owners: owners.to_vec(),
-        }
+        OwnerSample::new(at, owners.iter().map(|o| (*o, GuardState::Owner)).collect())
     }
 
     #[test]
@@ -285,6 +288,34 @@ mod tests {
         assert_eq!(r.non_primary_answers, 2);
         assert_eq!(r.dual_owner_samples, 1);
         assert_eq!(r.client_outage, vec![Some(12.0)]);
+    }
+
+    #[test]
+    fn a_fenced_holder_is_not_an_owner() {
+        use GuardState::*;
+        let owners = vec![
+            // Both hold it, the old owner's guard fences it: one owner, one fenced holder.
+            OwnerSample::new(1005.0, vec![(true, Fenced), (true, Owner)]),
+            // No guard (agent killed) passes everything: two owners.
+            OwnerSample::new(1010.0, vec![(true, NoGuard), (true, Owner)]),
+            // The guard says OWNER but the address is gone: not an owner.
+            OwnerSample::new(1015.0, vec![(false, Owner), (true, Owner)]),
+        ];
+        assert_eq!(owners[0].owners, vec![false, true]);
+        assert_eq!(owners[1].count(), 2);
+        assert_eq!(owners[2].owners, vec![false, true]);
+        let r = analyze(&TrialInput {
+            start: 900.0,
+            end: 2000.0,
+            faults: vec![999.0],
+            promotions: vec![],
+            steady_server: None,
+            attempts: &[],
+            owners: &owners,
+            idle: &[],
+        });
+        assert_eq!(r.dual_owner_samples, 1);
+        assert_eq!(r.fenced_holder_samples, 1);
     }
 
     #[test]

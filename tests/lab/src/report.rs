@@ -18,6 +18,7 @@ pub struct RunSummary {
     pub idle_session_reset_ms: Summary,
     pub route_tables_ms: Option<Summary>,
     pub dual_owner_samples: usize,
+    pub fenced_holder_samples: usize,
     pub non_primary_answers: usize,
     pub settings: Value,
 }
@@ -77,6 +78,7 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
             .as_ref()
             .map(|_| summarize_optional(&all(&|t| t.route_tables.clone()))),
         dual_owner_samples: trials.iter().map(|t| t.result.dual_owner_samples).sum(),
+        fenced_holder_samples: trials.iter().map(|t| t.result.fenced_holder_samples).sum(),
         non_primary_answers: trials.iter().map(|t| t.result.non_primary_answers).sum(),
         settings: settings_json(&lab.settings),
     }
@@ -92,6 +94,7 @@ impl RunSummary {
             "promotion_to_client_ms": self.promotion_to_client_ms,
             "idle_session_reset_ms": self.idle_session_reset_ms,
             "dual_owner_samples": self.dual_owner_samples,
+            "fenced_holder_samples": self.fenced_holder_samples,
             "non_primary_answers": self.non_primary_answers,
             "settings": self.settings,
         });
@@ -138,6 +141,17 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
             who.join(" + ")
         };
         lines.push((*at, format!("{}  owner sample: {who}", rel(*at))));
+    }
+    for (at, guards) in &t.guard_changes {
+        let states: Vec<String> = guards
+            .iter()
+            .enumerate()
+            .map(|(i, g)| format!("node{} {}", i + 1, g.label()))
+            .collect();
+        lines.push((
+            *at,
+            format!("{}  guard sample: {}", rel(*at), states.join(", ")),
+        ));
     }
     let mac_node = |m: &str| {
         lab.nodes
@@ -250,12 +264,13 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
     }
     let r = &t.result;
     out.push_str(&format!(
-        "  => promotion->client {:?} ms, outage {:?} ms, takeover {} ms after the fault, idle resets after takeover {:?} ms, dual-owner samples {}, non-primary answers after settle {} (before settle {}), failed attempts {}\n",
+        "  => promotion->client {:?} ms, outage {:?} ms, takeover {} ms after the fault, idle resets after takeover {:?} ms, dual-owner samples {}, fenced-holder samples {}, non-primary answers after settle {} (before settle {}), failed attempts {}\n",
         r.promotion_to_client.iter().map(|x| f(*x)).collect::<Vec<_>>(),
         r.client_outage.iter().map(|x| f(*x)).collect::<Vec<_>>(),
         f(r.takeover.map(|x| x - t0)),
         r.idle_reset.iter().map(|x| f(*x)).collect::<Vec<_>>(),
         r.dual_owner_samples,
+        r.fenced_holder_samples,
         r.non_primary_answers,
         r.non_primary_before_settle,
         r.failed_attempts,
@@ -286,8 +301,8 @@ pub fn summary_text(s: &RunSummary) -> String {
         out.push_str(&line("route tables ms", r));
     }
     out.push_str(&format!(
-        "  dual-owner samples {}, non-primary answers {}\n",
-        s.dual_owner_samples, s.non_primary_answers
+        "  dual-owner samples {}, fenced-holder samples {}, non-primary answers {}\n",
+        s.dual_owner_samples, s.fenced_holder_samples, s.non_primary_answers
     ));
     out
 }

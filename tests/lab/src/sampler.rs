@@ -4,10 +4,12 @@
 //! Owner samples: one thread enters each node namespace in turn every `every` (10 ms) and
 //! asks the kernel (`getifaddrs`, a netlink dump) whether the overlay address is on `eth0`
 //! and whether `eth0` has its link (IFF_RUNNING: a node whose link is down cannot answer
-//! for the address, whatever its address list says). One sample holds every node at the
-//! same tick, so two owners in one sample is a dual-owner sample. The eBPF guard's state is
-//! not sampled: reading a BPF map 100 times a second per node would need `bpftool` processes
-//! or the agent's internals, and the address plus ARP are what decide where packets go.
+//! for the address, whatever its address list says), then reads the eBPF guard's state for
+//! the address ([`crate::guard`]: one netlink request for the XDP program id and one map
+//! lookup). A node *owns* the address in a sample when it is present with the link up and
+//! the guard does not fence it (OWNER, or no guard at all, as after the agent was killed).
+//! One sample holds every node at the same tick, so two owners in one sample is a dual-owner
+//! sample; a node holding the address while fenced is a *fenced holder*.
 //!
 //! ARP: every `arp_every`, `arping` from the client namespace sends one request for the
 //! overlay IP and records every MAC that answered within 100 ms (it waits for a second
@@ -20,18 +22,44 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::guard::{GuardReader, GuardState};
 use crate::netns::NsHandle;
 
-/// One tick: for each node, whether it owned the overlay IP.
+/// One tick: for each node, whether it owned the overlay IP, whether the address was on its
+/// up link, and its guard's state for the address.
 #[derive(Debug, Clone)]
 pub struct OwnerSample {
     pub at: f64,
+    /// `present[i] && guard[i].passes()`.
     pub owners: Vec<bool>,
+    pub present: Vec<bool>,
+    pub guard: Vec<GuardState>,
 }
 
 impl OwnerSample {
+    /// A sample from per-node (address present on an up link, guard state).
+    pub fn new(at: f64, nodes: Vec<(bool, GuardState)>) -> OwnerSample {
+        let owners = nodes.iter().map(|(p, g)| *p && g.passes()).collect();
+        let (present, guard) = nodes.into_iter().unzip();
+        OwnerSample {
+            at,
+            owners,
+            present,
+            guard,
+        }
+    }
+
     pub fn count(&self) -> usize {
         self.owners.iter().filter(|o| **o).count()
+    }
+
+    /// Nodes holding the address on an up link while their guard fences it.
+    pub fn fenced_holders(&self) -> usize {
+        self.present
+            .iter()
+            .zip(&self.guard)
+            .filter(|(p, g)| **p && **g == GuardState::Fenced)
+            .count()
     }
 }
 
@@ -110,15 +138,26 @@ impl Samplers {
                 std::thread::Builder::new()
                     .name("lab-owners".into())
                     .spawn(move || {
+                        // Each reader opens its netlink socket on its first read, made while
+                        // this thread is in that node's namespace.
+                        let mut guards: Vec<GuardReader> =
+                            handles.iter().map(|_| GuardReader::new(overlay)).collect();
                         let mut next = std::time::Instant::now();
                         while !stop.load(Ordering::Relaxed) {
                             let at = clock.now();
-                            let o: Vec<bool> = handles
+                            let o: Vec<(bool, GuardState)> = handles
                                 .iter()
-                                .map(|h| h.enter().is_ok() && owns(overlay))
+                                .zip(guards.iter_mut())
+                                .map(|(h, g)| {
+                                    if h.enter().is_ok() {
+                                        (owns(overlay), g.read())
+                                    } else {
+                                        (false, GuardState::Unknown)
+                                    }
+                                })
                                 .collect();
                             if let Ok(mut v) = owners.lock() {
-                                v.push(OwnerSample { at, owners: o });
+                                v.push(OwnerSample::new(at, o));
                             }
                             next += every;
                             let now = std::time::Instant::now();

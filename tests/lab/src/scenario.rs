@@ -96,6 +96,8 @@ pub struct Trial {
     pub actions: Vec<(f64, usize, String)>,
     /// Owner changes seen by the sampler: (time, owners).
     pub owner_changes: Vec<(f64, Vec<bool>)>,
+    /// Changes of the nodes' eBPF guard states for the overlay IP: (time, states).
+    pub guard_changes: Vec<(f64, Vec<crate::guard::GuardState>)>,
     /// ARP answers seen from the client: (time, MACs).
     pub arp: Vec<(f64, Vec<String>)>,
     /// `--cloud`: per promotion, ms until every route table pointed at the new owner's ENI.
@@ -312,9 +314,13 @@ pub fn run_trial(
         None
     };
     let mut owner_changes: Vec<(f64, Vec<bool>)> = Vec::new();
+    let mut guard_changes: Vec<(f64, Vec<crate::guard::GuardState>)> = Vec::new();
     for o in &owners {
         if owner_changes.last().map(|(_, v)| v) != Some(&o.owners) {
             owner_changes.push((o.at, o.owners.clone()));
+        }
+        if guard_changes.last().map(|(_, v)| v) != Some(&o.guard) {
+            guard_changes.push((o.at, o.guard.clone()));
         }
     }
     let arp = lab
@@ -358,6 +364,7 @@ pub fn run_trial(
         timeline,
         actions: lab.actions[actions_before..].to_vec(),
         owner_changes,
+        guard_changes,
         arp,
         route_tables,
         route_changes,
