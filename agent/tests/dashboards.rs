@@ -22,8 +22,13 @@ use tdsvip::metrics::{AgentMetrics, PacketVerdict};
 use tdsvip_cloud::report::{CallRecord, CallResult, Operation};
 use tdsvip_probes::{Mode, Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo};
 
+/// Relative to the package root, where `cargo test` runs tests (not `env!`: a binary from a
+/// shared target dir may have been built in another checkout).
 fn dashboards() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+    // Absolute: tools run from other directories are given these paths.
+    Path::new("../dashboards")
+        .canonicalize()
+        .expect("../dashboards from the package root")
 }
 
 fn read(name: &str) -> String {
