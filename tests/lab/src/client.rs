@@ -145,15 +145,7 @@ impl Client {
     }
 
     pub fn attempts_between(&self, from: f64, to: f64) -> Vec<Attempt> {
-        self.attempts
-            .lock()
-            .map(|a| {
-                a.iter()
-                    .filter(|x| x.start >= from && x.start < to)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::clock::between(&self.attempts, from, to)
     }
 }
 
@@ -312,5 +304,11 @@ async fn watch_idle(
         && let Some(x) = v.get_mut(idx)
     {
         x.closed = Some((at, how));
+    }
+}
+
+impl crate::clock::Stamped for Attempt {
+    fn stamp(&self) -> f64 {
+        self.start
     }
 }

@@ -257,15 +257,7 @@ impl Cloud {
     }
 
     pub fn samples_between(&self, from: f64, to: f64) -> Vec<RouteSample> {
-        self.samples
-            .lock()
-            .map(|v| {
-                v.iter()
-                    .filter(|s| s.at >= from && s.at < to)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::clock::between(&self.samples, from, to)
     }
 }
 
@@ -278,5 +270,11 @@ impl Drop for Cloud {
         if let Some(mut m) = self.moto.take() {
             procs::kill(&mut m);
         }
+    }
+}
+
+impl crate::clock::Stamped for RouteSample {
+    fn stamp(&self) -> f64 {
+        self.at
     }
 }

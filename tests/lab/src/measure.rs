@@ -188,6 +188,33 @@ mod tests {
         OwnerSample::new(at, owners.iter().map(|o| (*o, GuardState::Owner)).collect())
     }
 
+    /// A trial from 900 to 2000 ms with one fault and at most one promotion
+    /// (`(at, node, server)`), no idle sessions and no steady server.
+    fn trial<'a>(
+        fault: f64,
+        promotion: Option<(f64, usize, &str)>,
+        attempts: &'a [Attempt],
+        owners: &'a [OwnerSample],
+    ) -> TrialInput<'a> {
+        TrialInput {
+            start: 900.0,
+            end: 2000.0,
+            faults: vec![fault],
+            promotions: promotion
+                .map(|(at, node, server)| Promotion {
+                    at,
+                    node,
+                    server: server.into(),
+                })
+                .into_iter()
+                .collect(),
+            steady_server: None,
+            attempts,
+            owners,
+            idle: &[],
+        }
+    }
+
     #[test]
     fn routes_converge_when_every_table_points_at_the_eni() {
         let s = |at: f64, t: &[Option<&str>]| {
@@ -234,18 +261,8 @@ mod tests {
             },
         ];
         let r = analyze(&TrialInput {
-            start: 900.0,
-            end: 2000.0,
-            faults: vec![1000.0],
-            promotions: vec![Promotion {
-                at: 1001.0,
-                node: 1,
-                server: "B".into(),
-            }],
-            steady_server: None,
-            attempts: &attempts,
-            owners: &owners,
             idle: &idle,
+            ..trial(1000.0, Some((1001.0, 1, "B")), &attempts, &owners)
         });
         assert_eq!(r.settle, vec![Some(1032.0)]);
         assert_eq!(r.promotion_to_client, vec![Some(31.0)]);
@@ -269,20 +286,7 @@ mod tests {
             sample(1005.0, &[true, true]),
             sample(1015.0, &[false, true]),
         ];
-        let r = analyze(&TrialInput {
-            start: 900.0,
-            end: 2000.0,
-            faults: vec![999.0],
-            promotions: vec![Promotion {
-                at: 1000.0,
-                node: 1,
-                server: "B".into(),
-            }],
-            steady_server: None,
-            attempts: &attempts,
-            owners: &owners,
-            idle: &[],
-        });
+        let r = analyze(&trial(999.0, Some((1000.0, 1, "B")), &attempts, &owners));
         assert_eq!(r.non_primary_before_settle, 1);
         // After settling, A answering (as SECONDARY, and as a second PRIMARY) both count.
         assert_eq!(r.non_primary_answers, 2);
@@ -304,16 +308,7 @@ mod tests {
         assert_eq!(owners[0].owners, vec![false, true]);
         assert_eq!(owners[1].count(), 2);
         assert_eq!(owners[2].owners, vec![false, true]);
-        let r = analyze(&TrialInput {
-            start: 900.0,
-            end: 2000.0,
-            faults: vec![999.0],
-            promotions: vec![],
-            steady_server: None,
-            attempts: &[],
-            owners: &owners,
-            idle: &[],
-        });
+        let r = analyze(&trial(999.0, None, &[], &owners));
         assert_eq!(r.dual_owner_samples, 1);
         assert_eq!(r.fenced_holder_samples, 1);
     }
@@ -321,20 +316,7 @@ mod tests {
     #[test]
     fn no_settle_is_none_and_kill_agent_outage() {
         let attempts = vec![att(1000.0, "refused", None, "")];
-        let r = analyze(&TrialInput {
-            start: 900.0,
-            end: 2000.0,
-            faults: vec![999.0],
-            promotions: vec![Promotion {
-                at: 1000.0,
-                node: 1,
-                server: "B".into(),
-            }],
-            steady_server: None,
-            attempts: &attempts,
-            owners: &[],
-            idle: &[],
-        });
+        let r = analyze(&trial(999.0, Some((1000.0, 1, "B")), &attempts, &[]));
         assert_eq!(r.promotion_to_client, vec![None]);
         assert_eq!(r.client_outage, vec![None]);
 
@@ -346,26 +328,14 @@ mod tests {
             att(1040.0, "ok", Some("A"), "PRIMARY"),
         ];
         let r = analyze(&TrialInput {
-            start: 900.0,
-            end: 2000.0,
-            faults: vec![1000.0],
-            promotions: vec![],
             steady_server: Some("A".into()),
-            attempts: &attempts,
-            owners: &[],
-            idle: &[],
+            ..trial(1000.0, None, &attempts, &[])
         });
         assert_eq!(r.client_outage, vec![Some(32.0)]);
         assert_eq!(r.non_primary_answers, 0);
         let r = analyze(&TrialInput {
-            start: 900.0,
-            end: 2000.0,
-            faults: vec![1000.0],
-            promotions: vec![],
             steady_server: Some("A".into()),
-            attempts: &attempts[..1],
-            owners: &[],
-            idle: &[],
+            ..trial(1000.0, None, &attempts[..1], &[])
         });
         assert_eq!(r.client_outage, vec![Some(0.0)]);
     }

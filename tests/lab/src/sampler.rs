@@ -204,27 +204,11 @@ impl Samplers {
     }
 
     pub fn owners_between(&self, from: f64, to: f64) -> Vec<OwnerSample> {
-        self.owners
-            .lock()
-            .map(|v| {
-                v.iter()
-                    .filter(|s| s.at >= from && s.at < to)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::clock::between(&self.owners, from, to)
     }
 
     pub fn arp_between(&self, from: f64, to: f64) -> Vec<ArpSample> {
-        self.arp
-            .lock()
-            .map(|v| {
-                v.iter()
-                    .filter(|s| s.at >= from && s.at < to)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::clock::between(&self.arp, from, to)
     }
 
     /// The latest owner sample.
@@ -257,6 +241,18 @@ impl Drop for Samplers {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+impl crate::clock::Stamped for OwnerSample {
+    fn stamp(&self) -> f64 {
+        self.at
+    }
+}
+
+impl crate::clock::Stamped for ArpSample {
+    fn stamp(&self) -> f64 {
+        self.at
     }
 }
 
