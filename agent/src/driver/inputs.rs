@@ -1,0 +1,260 @@
+//! The probes that feed the loop: the local replica's login probe, the one through the
+//! overlay IP (periodic, and once at once after each acquire), the start-up probe that
+//! decides adoption, and the tasks that read the peers. A reload cancels them all and starts
+//! a new set from the new config.
+
+use super::*;
+
+/// Starts every task that feeds the loop from the config: the local and overlay probes per
+/// AG, each peer's `/status` poll and each peer replica's probe. They stop with `cancel`
+/// (a reload starts a new set).
+pub(super) fn spawn_inputs(
+    config: &AgentConfig,
+    password: &Password,
+    peers: &[PeerRuntime],
+    token_text: Option<&Bearer>,
+    tx: &mpsc::Sender<Input>,
+    cancel: &CancellationToken,
+) -> Result<(), DriverError> {
+    // Probes: one login probe per AG on the local replica, and one through the overlay IP.
+    for (i, ag) in config.ags.iter().enumerate() {
+        let runner = login_runner(
+            config,
+            password,
+            &ag.name,
+            &ag.databases,
+            config.sql.endpoint,
+        )?;
+        let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+        let tx2 = tx.clone();
+        tokio::spawn(async move {
+            while let Some(o) = obs.recv().await {
+                if tx2.send(Input::Probe(i, Box::new(o.result))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Through the overlay IP: its first address (IPv4 first, as clients mostly use it).
+        let mut overlay = ag.overlay_addresses();
+        overlay.sort_by_key(|a| !a.ip.is_ipv4());
+        if let Some(first) = overlay.first() {
+            let target = std::net::SocketAddr::new(first.ip, ag.port);
+            let runner = login_runner(config, password, &ag.name, &ag.databases, target)?;
+            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+            let tx2 = tx.clone();
+            tokio::spawn(async move {
+                while let Some(o) = obs.recv().await {
+                    if o.result.outcome.is_ok()
+                        && tx2
+                            .send(Input::OverlayLogin(i, o.result.started))
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    // Peers: their agents' /status, and their replicas' TDS endpoints.
+    for (p, peer) in peers.iter().enumerate() {
+        let name = peer.name.clone();
+        let (url, token, poll, poll_tx, poll_cancel) = (
+            peer.url.clone(),
+            token_text.cloned(),
+            config.peer_poll.clone(),
+            tx.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(poll.interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = poll_cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let answer =
+                    fetch_status(&url, token.as_ref(), Duration::from_millis(poll.timeout_ms))
+                        .await;
+                if poll_tx
+                    .send(Input::PeerStatus(name.clone(), Instant::now(), answer))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let Some(endpoint) = config.peers[p].sql_endpoint else {
+            continue;
+        };
+        for (i, ag) in config.ags.iter().enumerate() {
+            let runner = login_runner(config, password, &ag.name, &ag.databases, endpoint)?;
+            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
+            let tx2 = tx.clone();
+            let name = peer.name.clone();
+            tokio::spawn(async move {
+                while let Some(o) = obs.recv().await {
+                    if tx2
+                        .send(Input::PeerProbe(name.clone(), i, Box::new(o.result)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    Ok(())
+}
+
+/// The login probe the agent runs against `target` for AG `ag` (the local replica, a peer
+/// replica, or the overlay IP).
+pub(super) fn login_probe(
+    config: &AgentConfig,
+    password: &Password,
+    ag: &str,
+    databases: &[String],
+    target: std::net::SocketAddr,
+) -> Result<AnyProbe, DriverError> {
+    let probe = OverlayProbe::new(config, password, ag, databases, target);
+    probe.build()
+}
+
+/// What it takes to build a login probe again (the one through the overlay IP is rebuilt
+/// after every acquire, see [`Loop::spawn_first_overlay_login`]).
+#[derive(Clone)]
+pub(super) struct OverlayProbe {
+    pub(super) target: std::net::SocketAddr,
+    pub(super) config: ProbeConfig,
+    pub(super) login: LoginConfig,
+}
+
+impl OverlayProbe {
+    pub(super) fn new(
+        config: &AgentConfig,
+        password: &Password,
+        ag: &str,
+        databases: &[String],
+        target: std::net::SocketAddr,
+    ) -> OverlayProbe {
+        let timeout = Duration::from_millis(config.probe.timeout_ms);
+        let mut login = LoginConfig::new(config.sql.user.clone(), password.clone());
+        login.ag = Some(ag.to_owned());
+        login.databases = databases.to_vec();
+        login.timeout = timeout;
+        login.tls = match config.sql.tls {
+            TlsSetting::Off => Tls::Off,
+            TlsSetting::Required => Tls::Required {
+                trust_cert: config.sql.trust_server_certificate,
+                hostname_in_certificate: None,
+            },
+        };
+        let probe_cfg = ProbeConfig {
+            timeout,
+            ..ProbeConfig::default()
+        };
+        OverlayProbe {
+            target,
+            config: probe_cfg,
+            login,
+        }
+    }
+
+    pub(super) fn build(&self) -> Result<AnyProbe, DriverError> {
+        AnyProbe::new(
+            Mode::Login,
+            self.target,
+            self.config.clone(),
+            Some(self.login.clone()),
+        )
+        .map_err(|e| cfg_err("probe", e.to_string()))
+    }
+}
+
+/// The AG's first overlay address (IPv4 first, as clients mostly use it) and its port.
+pub(super) fn overlay_probe(
+    config: &AgentConfig,
+    password: &Password,
+    ag: &crate::config::AgConfig,
+) -> Option<OverlayProbe> {
+    let mut overlay = ag.overlay_addresses();
+    overlay.sort_by_key(|a| !a.ip.is_ipv4());
+    let first = overlay.first()?;
+    let target = std::net::SocketAddr::new(first.ip, ag.port);
+    Some(OverlayProbe::new(
+        config,
+        password,
+        &ag.name,
+        &ag.databases,
+        target,
+    ))
+}
+
+pub(super) fn login_runner(
+    config: &AgentConfig,
+    password: &Password,
+    ag: &str,
+    databases: &[String],
+    target: std::net::SocketAddr,
+) -> Result<ProbeRunner, DriverError> {
+    let probe = login_probe(config, password, ag, databases, target)?;
+    let schedule = ScheduleConfig {
+        interval: Duration::from_millis(config.probe.interval_ms),
+        jitter: Duration::from_millis(config.probe.jitter_ms),
+    };
+    let hysteresis = HysteresisConfig {
+        rise: config.probe.rise,
+        fall: config.probe.fall,
+        ..HysteresisConfig::default()
+    };
+    ProbeRunner::new(probe, schedule, hysteresis).map_err(|e| cfg_err("probe", e.to_string()))
+}
+
+/// One probe of the local replica at start: whether addresses a killed predecessor left on
+/// the interface may keep serving (see `NodeConfig::adopt_present`). Any doubt fences.
+pub(super) async fn local_replica_is_primary(
+    config: &AgentConfig,
+    password: &Password,
+    name: &str,
+    ag: &crate::config::AgConfig,
+) -> bool {
+    let Ok(mut probe) = login_probe(config, password, name, &ag.databases, config.sql.endpoint)
+    else {
+        return false;
+    };
+    let result = probe.probe().await;
+    let primary = result.outcome.is_ok();
+    tracing::info!(ag = name, outcome = %result.outcome, adopt = primary, "start-up probe of the local replica");
+    primary
+}
+
+impl Loop {
+    /// Right after an acquire, logs in through the overlay IP until it works (every 5 ms, for
+    /// at most 5 s): the periodic overlay probe may still be waiting out a deadline on the
+    /// old owner, which would make `first_client_login` late by up to the probe timeout.
+    pub(super) fn spawn_first_overlay_login(&self, i: usize) {
+        let Some(parts) = self.ags[i].overlay_probe.clone() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let Ok(mut probe) = parts.build() else {
+                return;
+            };
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < give_up {
+                let result = probe.probe().await;
+                if result.outcome.is_ok() {
+                    let _ = tx.send(Input::OverlayLogin(i, result.started)).await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+}

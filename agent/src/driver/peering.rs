@@ -1,0 +1,332 @@
+//! The driver's side of peers: reading each `[[peer]]`'s `/status` and probing its replica
+//! (both become `Event::Peer` reports), the handover question asked before an acquire, the
+//! clients this node publishes for the next owner, and peers added or removed by a reload.
+
+use super::*;
+
+/// One `[[peer]]` as the loop holds it.
+pub(super) struct PeerRuntime {
+    pub(super) name: String,
+    pub(super) url: Target,
+    /// Per AG: when the peer last listed its clients, and the list.
+    pub(super) connections: BTreeMap<String, (Instant, Vec<Connection>)>,
+    /// Per AG: when the peer last answered, and whether it held the addresses then.
+    pub(super) holds: BTreeMap<String, (Instant, bool)>,
+    /// Why the last read failed (`None`: it worked), so that only changes are logged.
+    pub(super) last_error: Option<String>,
+}
+
+/// What this node's probes of a peer replica's TDS endpoint say, per (peer, AG).
+pub(super) struct PeerReplicaWatch {
+    pub(super) loss: LossTracker,
+    pub(super) role: Option<ReplicaRole>,
+}
+
+pub(super) fn replica_watches(
+    peers: &[PeerRuntime],
+    config: &AgentConfig,
+) -> BTreeMap<(String, usize), PeerReplicaWatch> {
+    peers
+        .iter()
+        .flat_map(|p| (0..config.ags.len()).map(move |i| (p.name.clone(), i)))
+        .map(|key| {
+            (
+                key,
+                PeerReplicaWatch {
+                    loss: LossTracker::new(config.probe.fall),
+                    role: None,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The peer-role part of a probe of a peer replica: what SQL Server answered, if it did.
+pub(super) fn role_of(result: &ProbeResult) -> Option<ReplicaRole> {
+    use tdsvip_probes::Outcome;
+    match &result.outcome {
+        Outcome::Ok => Some(ReplicaRole::Primary),
+        Outcome::NotPrimary { .. } | Outcome::DbNotOnline { .. } => result
+            .server
+            .role
+            .as_deref()
+            .map(ReplicaRole::from_role_desc),
+        _ => None,
+    }
+}
+
+/// What the handover question to the peers found.
+pub(super) struct Handover {
+    pub(super) step: StepRecord,
+    pub(super) connections: Vec<Connection>,
+    /// A peer still held the addresses when the wait ran out.
+    pub(super) refused: Option<String>,
+}
+
+/// Asks every peer, in parallel and until none answers that it holds `ag`'s addresses (or
+/// `release_wait_ms` runs out), whether it still holds them; gathers the clients they list.
+pub(super) async fn await_peer_release(
+    peers: &[PeerRuntime],
+    token: Option<&Bearer>,
+    poll: &PeerPollConfig,
+    ag: &str,
+    started: Instant,
+) -> Handover {
+    let begin = Instant::now();
+    let deadline = begin + Duration::from_millis(poll.release_wait_ms);
+    let timeout = Duration::from_millis(poll.handover_timeout_ms);
+    let mut rounds = 0u32;
+    loop {
+        rounds += 1;
+        let mut asks = tokio::task::JoinSet::new();
+        // A peer that answered moments ago that it does not hold the addresses is not
+        // asked: an unreachable third node must not cost the handover timeout.
+        let asked = peers.iter().filter(|p| {
+            !p.holds
+                .get(ag)
+                .is_some_and(|(at, held)| !held && at.elapsed() <= HOLD_REPORT_FRESH)
+        });
+        for peer in asked {
+            let (name, url, token) = (peer.name.clone(), peer.url.clone(), token.cloned());
+            asks.spawn(async move {
+                let answer = fetch_status(&url, token.as_ref(), timeout).await;
+                (name, answer)
+            });
+        }
+        let mut holders = Vec::new();
+        let mut silent = Vec::new();
+        let mut connections = Vec::new();
+        while let Some(joined) = asks.join_next().await {
+            let Ok((name, answer)) = joined else { continue };
+            match answer.and_then(|v| parse_status(&v)) {
+                Ok(doc) => {
+                    if let Some(view) = doc.ags.get(ag) {
+                        connections.extend(view.connections.iter().copied());
+                        if view.owned {
+                            holders.push(name);
+                        }
+                    }
+                }
+                Err(e) => silent.push(format!("{name}: {e}")),
+            }
+        }
+        let now = Instant::now();
+        let done = holders.is_empty() || now >= deadline;
+        if done {
+            let refused = (!holders.is_empty()).then(|| {
+                format!(
+                    "peer {} still holds the addresses of {ag} after {} ms (its replica may still be PRIMARY): not acquiring",
+                    holders.join(", "),
+                    poll.release_wait_ms
+                )
+            });
+            let mut detail = format!(
+                "{} round(s), {} client(s) listed",
+                rounds,
+                connections.len()
+            );
+            if !silent.is_empty() {
+                detail.push_str(&format!("; taken as gone: {}", silent.join("; ")));
+            }
+            if let Some(r) = &refused {
+                detail.push_str(&format!("; {r}"));
+            }
+            return Handover {
+                step: StepRecord {
+                    name: "peer_release".to_owned(),
+                    offset: begin.saturating_duration_since(started),
+                    duration: now - begin,
+                    ok: refused.is_none(),
+                    detail,
+                },
+                connections,
+                refused,
+            };
+        }
+        tokio::time::sleep(HANDOVER_RETRY).await;
+    }
+}
+
+impl Loop {
+    /// A read of peer `p`'s `/status`: kept for our `/status`, and, per AG, a report for the
+    /// controller and the peer's client list for the next acquire.
+    pub(super) async fn on_peer_status(
+        &mut self,
+        name: &str,
+        at: Instant,
+        answer: Result<serde_json::Value, String>,
+    ) {
+        let Some(p) = self.peers.iter().position(|peer| peer.name == name) else {
+            return;
+        };
+        let name = name.to_owned();
+        let checked_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let parsed = answer.and_then(|v| parse_status(&v));
+        let (summary, error) = match &parsed {
+            Ok(doc) => (Some(doc.summary.clone()), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        if std::mem::replace(&mut self.peers[p].last_error, error.clone()) != error {
+            match &error {
+                Some(e) => {
+                    tracing::warn!(peer = %name, error = %e, "peer /status unreadable (ownership does not depend on it)")
+                }
+                None => tracing::info!(peer = %name, "peer /status readable"),
+            }
+        }
+        self.status.update(|s| {
+            if let Some(entry) = s.peers.get_mut(&name) {
+                entry.checked_unix = Some(checked_unix);
+                entry.error = error;
+                if summary.is_some() {
+                    entry.view = summary;
+                }
+            }
+        });
+        for i in 0..self.ags.len() {
+            let ag = self.ags[i].controller.ag().to_owned();
+            let view = match &parsed {
+                Ok(doc) => doc.ags.get(&ag),
+                Err(_) => None,
+            };
+            let report = match view {
+                None => PeerReport {
+                    peer: name.clone(),
+                    at,
+                    view: None,
+                },
+                Some(v) => {
+                    self.peers[p].holds.insert(ag.clone(), (at, v.owned));
+                    if !v.connections.is_empty() || v.owned {
+                        self.peers[p]
+                            .connections
+                            .insert(ag.clone(), (at, v.connections.clone()));
+                    }
+                    let (role, seen) = match &v.role {
+                        Some((role, age)) => {
+                            (Some(role.clone()), at.checked_sub(*age).unwrap_or(at))
+                        }
+                        None => (None, at),
+                    };
+                    let primary_lost = v.loss.map(|(first, detected)| PrimaryLoss {
+                        first_failure: at.checked_sub(first).unwrap_or(at),
+                        detected: detected.map(|d| at.checked_sub(d).unwrap_or(at)),
+                    });
+                    PeerReport {
+                        peer: name.clone(),
+                        at: seen,
+                        view: Some(PeerView { role, primary_lost }),
+                    }
+                }
+            };
+            self.process(i, Event::Peer(report)).await;
+        }
+    }
+
+    /// A probe of peer `p`'s replica for AG `i`: its role (for conflicts) and, when it was
+    /// PRIMARY and fails, the loss as this node saw it. Only news reaches the controller.
+    pub(super) async fn on_peer_probe(&mut self, name: &str, i: usize, result: ProbeResult) {
+        let now = Instant::now();
+        let role = role_of(&result);
+        let Some(watch) = self.replica_watch.get_mut(&(name.to_owned(), i)) else {
+            return;
+        };
+        let loss_changed = watch.loss.observe(&result.outcome, result.started, now);
+        let role_changed = watch.role != role;
+        watch.role = role.clone();
+        // A PRIMARY report is renewed every time: its age decides whether it still counts.
+        if !(loss_changed || role_changed || role == Some(ReplicaRole::Primary)) {
+            return;
+        }
+        let primary_lost = watch.loss.loss(now);
+        let report = PeerReport {
+            peer: format!("{name} (tds)"),
+            at: result.started,
+            view: Some(PeerView { role, primary_lost }),
+        };
+        self.process(i, Event::Peer(report)).await;
+    }
+
+    /// While owning: the clients `conn_track` sees, for peers to tickle after a takeover.
+    pub(super) fn publish_connections(&mut self) {
+        for rt in &self.ags {
+            let list: Vec<Connection> = if rt.owned {
+                match rt.node.tracked_connections() {
+                    Ok(all) => all
+                        .into_iter()
+                        .filter(|c| rt.addresses.contains(&c.server.ip()))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                }
+            } else {
+                Vec::new()
+            };
+            self.status.update_ag(rt.controller.ag(), |a| {
+                if a.tracked_connections != list {
+                    a.tracked_connections = list;
+                }
+            });
+        }
+    }
+
+    /// Reload: the peers of `config`; a peer that stays keeps the clients it listed. Returns
+    /// the names of the peers that are gone.
+    pub(super) fn reload_peers(
+        &mut self,
+        config: &AgentConfig,
+    ) -> Result<Vec<String>, DriverError> {
+        let mut old: BTreeMap<String, PeerRuntime> =
+            self.peers.drain(..).map(|p| (p.name.clone(), p)).collect();
+        let mut peers = Vec::new();
+        for (i, p) in config.peers.iter().enumerate() {
+            let url = parse_url(&p.status_url)
+                .map_err(|e| cfg_err(format!("peer[{i}].status_url"), e))?;
+            let (connections, holds, last_error) = old
+                .remove(&p.name)
+                .map(|o| (o.connections, o.holds, o.last_error))
+                .unwrap_or_default();
+            peers.push(PeerRuntime {
+                name: p.name.clone(),
+                url,
+                connections,
+                holds,
+                last_error,
+            });
+        }
+        self.replica_watch = replica_watches(&peers, config);
+        self.peers = peers;
+        self.peer_poll = config.peer_poll.clone();
+        self.status.update(|s| {
+            s.peers
+                .retain(|name, _| config.peers.iter().any(|p| &p.name == name));
+            for p in &config.peers {
+                let entry = s.peers.entry(p.name.clone()).or_insert(PeerStatus {
+                    url: p.status_url.clone(),
+                    checked_unix: None,
+                    view: None,
+                    error: None,
+                });
+                entry.url = p.status_url.clone();
+            }
+        });
+        Ok(old.into_keys().collect())
+    }
+
+    /// Peers removed by a reload must not keep blocking or stamping anything.
+    pub(super) async fn forget_peers(&mut self, names: Vec<String>) {
+        for name in names {
+            for i in 0..self.ags.len() {
+                for peer in [name.clone(), format!("{name} (tds)")] {
+                    let report = PeerReport {
+                        peer,
+                        at: Instant::now(),
+                        view: None,
+                    };
+                    self.process(i, Event::Peer(report)).await;
+                }
+            }
+        }
+    }
+}

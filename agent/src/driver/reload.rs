@@ -1,0 +1,117 @@
+//! SIGHUP: which keys of a reloaded config can take effect while the agent runs.
+
+use super::*;
+
+/// Which keys of `new` can take effect without a restart: the running config with those
+/// replaced, and the keys that changed but need a restart (AGs, interface, HTTP listener,
+/// eBPF, cloud, rise/fall: the controllers, executors and listener are built from them).
+pub fn live_part(running: &AgentConfig, new: AgentConfig) -> (AgentConfig, Vec<&'static str>) {
+    let mut restart = Vec::new();
+    if new.node != running.node {
+        restart.push("node");
+    }
+    if new.interface != running.interface {
+        restart.push("interface");
+    }
+    if new.ags != running.ags {
+        restart.push("ag");
+    }
+    if new.http != running.http {
+        restart.push("http");
+    }
+    if new.ebpf != running.ebpf {
+        restart.push("ebpf");
+    }
+    if new.cloud != running.cloud {
+        restart.push("cloud");
+    }
+    if (new.probe.rise, new.probe.fall) != (running.probe.rise, running.probe.fall) {
+        restart.push("probe.rise/probe.fall");
+    }
+    let mut effective = running.clone();
+    effective.sql = new.sql;
+    effective.probe.interval_ms = new.probe.interval_ms;
+    effective.probe.timeout_ms = new.probe.timeout_ms;
+    effective.probe.jitter_ms = new.probe.jitter_ms;
+    effective.peers = new.peers;
+    effective.peer_poll = new.peer_poll;
+    effective.reconcile = new.reconcile;
+    effective.shutdown = new.shutdown;
+    (effective, restart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+interface = "eth0"
+[sql]
+user = "tdsvip"
+password_file = "/etc/tdsvip/sql-password"
+[probe]
+interval_ms = 20
+[[ag]]
+name = "AG1"
+addresses = ["10.0.0.100"]
+"#;
+
+    fn parse(extra: &str) -> AgentConfig {
+        AgentConfig::parse(&format!("{BASE}{extra}")).unwrap()
+    }
+
+    #[test]
+    fn live_keys_apply_and_the_rest_waits_for_a_restart() {
+        let running = parse("");
+        let new = AgentConfig::parse(
+            &BASE
+                .replace("interval_ms = 20", "interval_ms = 50\nfall = 5")
+                .replace("eth0", "eth1")
+                .replace("10.0.0.100", "10.0.0.101"),
+        )
+        .unwrap();
+        let new = AgentConfig {
+            peers: vec![crate::config::PeerConfig {
+                name: "n2".into(),
+                status_url: "http://10.0.0.2:9477".into(),
+                sql_endpoint: None,
+            }],
+            ..new
+        };
+        let (effective, restart) = live_part(&running, new);
+        assert_eq!(effective.probe.interval_ms, 50);
+        assert_eq!(effective.peers.len(), 1);
+        // Kept as running until a restart.
+        assert_eq!(effective.interface, "eth0");
+        assert_eq!(effective.ags, running.ags);
+        assert_eq!(effective.probe.fall, running.probe.fall);
+        assert_eq!(restart, ["interface", "ag", "probe.rise/probe.fall"]);
+        let (same, none) = live_part(&running, running.clone());
+        assert_eq!(same, running);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn roles_come_only_from_sql_server_answers() {
+        let mut r = ProbeResult {
+            target: "10.0.0.2:1433".parse().unwrap(),
+            mode: Mode::Login,
+            outcome: tdsvip_probes::Outcome::Ok,
+            started_wall: std::time::SystemTime::now(),
+            started: Instant::now(),
+            latency: Duration::from_millis(1),
+            phases: tdsvip_probes::PhaseTimes::default(),
+            session_reused: None,
+            server: tdsvip_probes::ServerInfo::default(),
+        };
+        assert_eq!(role_of(&r), Some(ReplicaRole::Primary));
+        r.outcome = tdsvip_probes::Outcome::NotPrimary {
+            role: Some("SECONDARY".into()),
+            detail: "x".into(),
+        };
+        r.server.role = Some("SECONDARY".into());
+        assert_eq!(role_of(&r), Some(ReplicaRole::Secondary));
+        r.outcome = tdsvip_probes::Outcome::Refused;
+        assert_eq!(role_of(&r), None);
+    }
+}
