@@ -109,6 +109,17 @@ need_apt systemd
 need_npm_dir "${TDSVIP_GRAFANA_SCHEMA_DIR:-$HOME/.cache/tdsvip/grafana-schema}" \
   @grafana/schema@13.2.3 ts-json-schema-generator@2.4.0 ajv-cli@5.0.0
 
+# >>> Java and Node TDS drivers (tds-sim, issue 11) >>>
+# tds-sim's tests also log in with jTDS (Java; javac compiles a small client at test time) and
+# tedious (Node), installed in a cache dir outside the clone (tests/tds-sim/tests/drivers.rs reads
+# TDSVIP_TEDIOUS_DIR, default $HOME/.cache/tdsvip/tedious). Both send @@-variables in their
+# session setup and sp_executesql/sp_prepexec with positional parameters (shared/TOOLCHAIN.md).
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  need_apt libjtds-java default-jdk-headless
+  need_npm_dir "${TDSVIP_TEDIOUS_DIR:-$HOME/.cache/tdsvip/tedious}" tedious@18.6.1
+fi
+# <<< Java and Node TDS drivers <<<
+
 if [ "$what" = fuzz ] || [ "$what" = all ] || [ "$what" = tests ]; then
   # Fuzzing: cargo-fuzz drives libFuzzer on the nightly toolchain already on the machine.
   need_cargo_tool cargo-fuzz cargo-fuzz@0.13.2

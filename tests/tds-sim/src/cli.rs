@@ -1,13 +1,17 @@
 //! The command line, shared by the binary and its tests.
 //!
 //! clap reports a bad argument by name and exits with status 2; value parsers here make
-//! sure a bad role, database state or version is reported the same way.
+//! sure a bad role, database state, version or replica spec is reported the same way. The
+//! AG flags (`--endpoint`, `--replica`, ...) describe what `CREATE AVAILABILITY GROUP ..
+//! WITH (CLUSTER_TYPE = EXTERNAL)` would: the lab generates them for every node.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
-use crate::{DbState, Health, Role, SimConfig};
+use crate::{AgConfig, AvailabilityMode, DbState, Health, Partner, Role, SimConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +51,51 @@ pub struct Args {
     /// Product version reported in PRELOGIN and LOGINACK, MAJOR.MINOR.BUILD.
     #[arg(long, value_name = "VERSION", default_value = "16.0.1000", value_parser = parse_version)]
     pub product_version: tds_codec::Version,
+    /// This replica's database mirroring endpoint (where partners' primaries connect).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub endpoint: Option<SocketAddr>,
+    /// A partner replica, NAME=ADDR:PORT[,MODE] with MODE SYNCHRONOUS_COMMIT (default),
+    /// ASYNCHRONOUS_COMMIT or CONFIGURATION_ONLY; repeat for each partner.
+    #[arg(long = "replica", value_name = "NAME=ADDR:PORT[,MODE]", value_parser = parse_partner)]
+    pub partners: Vec<Partner>,
+    /// This replica's AVAILABILITY_MODE.
+    #[arg(long, value_name = "MODE", default_value = "SYNCHRONOUS_COMMIT", value_parser = AvailabilityMode::parse)]
+    pub availability_mode: AvailabilityMode,
+    /// SESSION_TIMEOUT in milliseconds (SQL Server: whole seconds, 10 by default).
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub session_timeout_ms: u64,
+    /// REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT at creation.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub required_synchronized_secondaries_to_commit: u32,
+    /// WRITE_LEASE_VALIDITY in seconds, as if the AG was created with it (renewed by
+    /// `ALTER AVAILABILITY GROUP .. SET (WRITE_LEASE_VALIDITY = s)`).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub write_lease_validity: Option<u64>,
+    /// Where the log and sequence_number are kept across restarts; a replica restarted on
+    /// a dir that holds state comes back RESOLVING. Without it the log is in memory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn parse_partner(s: &str) -> Result<Partner, String> {
+    let (name, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=ADDR:PORT[,MODE]"))?;
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(format!("replica name '{name}' must be 1 to 128 characters"));
+    }
+    let (addr, mode) = match rest.split_once(',') {
+        Some((a, m)) => (a, AvailabilityMode::parse(m)?),
+        None => (rest, AvailabilityMode::SynchronousCommit),
+    };
+    let endpoint = addr
+        .parse()
+        .map_err(|_| format!("'{addr}' is not an ADDR:PORT endpoint"))?;
+    Ok(Partner {
+        name: name.to_string(),
+        endpoint,
+        mode,
+    })
 }
 
 fn parse_database(s: &str) -> Result<(String, DbState), String> {
@@ -86,6 +135,17 @@ impl Args {
         cfg.databases = self.databases;
         cfg.health = self.synchronization_health;
         cfg.product_version = self.product_version;
+        cfg.ag_config = AgConfig {
+            endpoint: self.endpoint,
+            mode: self.availability_mode,
+            partners: self.partners,
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+            required_synchronized_secondaries_to_commit: self
+                .required_synchronized_secondaries_to_commit,
+            write_lease_validity_s: self.write_lease_validity,
+            data_dir: self.data_dir,
+            ..AgConfig::default()
+        };
         cfg
     }
 }
@@ -113,5 +173,15 @@ mod tests {
         assert_eq!(parse_version("15.0.2000").unwrap().build, 2000);
         assert!(parse_version("15.0").is_err());
         assert!(parse_version("15.x.1").is_err());
+        let p = parse_partner("SQL2=10.0.0.2:5022,async").unwrap();
+        assert_eq!(p.mode, AvailabilityMode::AsynchronousCommit);
+        assert_eq!(p.endpoint.port(), 5022);
+        assert_eq!(
+            parse_partner("SQL3=127.0.0.1:1").unwrap().mode,
+            AvailabilityMode::SynchronousCommit
+        );
+        assert!(parse_partner("SQL2").is_err());
+        assert!(parse_partner("SQL2=nowhere").is_err());
+        assert!(parse_partner("SQL2=127.0.0.1:1,maybe").is_err());
     }
 }

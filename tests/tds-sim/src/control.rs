@@ -1,5 +1,7 @@
-//! The HTTP control API: `GET /state` shows the replica, `PUT /state` merges a partial
-//! JSON object into it.
+//! The HTTP control API: `GET /state` shows the replica (and its AG state: sequence
+//! number, hardened LSN, partners, discarded transactions, whether it would acknowledge a
+//! commit now), `PUT /state` merges a partial JSON object into it; `replication`
+//! (`running`, `stalled`, `dropped`) is the replication fault.
 //!
 //! Every bad request gets a 4xx with `{"error": "..."}` naming the offending key, never a
 //! crash: the lab drives this API from scripts, and a precise message is what makes a
@@ -23,6 +25,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::ag::ReplMode;
 use crate::state::{Change, DbState, Fault, Health, Role, Shared};
 
 const MAX_BODY: usize = 64 * 1024;
@@ -77,6 +80,47 @@ pub(crate) fn state_json(shared: &Shared) -> Value {
         "failed_logins": s.failed_logins,
         "queries": s.queries,
         "changed_at_unix_ms": r.changed_at_unix_ms,
+        "ag_state": ag_json(shared, r.role),
+    })
+}
+
+fn ag_json(shared: &Shared, role: Role) -> Value {
+    let cfg = &shared.ag.cfg;
+    let s = shared.ag.read();
+    let now = crate::state::now_unix_ms();
+    let lease_ok = s.lease_ok(shared.ag.lease_configured(), now);
+    let synced = s.synchronized_count();
+    let partners: Vec<Value> = s
+        .partners
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.conf.name,
+                "endpoint": p.conf.endpoint.to_string(),
+                "availability_mode": p.conf.mode.as_str(),
+                "connected": p.connected,
+                "synchronized": p.synchronized,
+                "hardened_lsn": p.hardened_lsn,
+                "last_error": p.last_error,
+            })
+        })
+        .collect();
+    json!({
+        "availability_mode": cfg.mode.as_str(),
+        "sequence_number": s.seq,
+        "last_hardened_lsn": s.log.last_lsn(),
+        "ledger_rows": s.log.ledger().len(),
+        "required_synchronized_secondaries_to_commit": s.required,
+        "synchronized_secondaries": synced,
+        "write_lease_expires_unix_ms": s.lease_expiry_ms,
+        "write_lease_valid": lease_ok,
+        "would_acknowledge_commit": crate::ag::rules::would_acknowledge(role, lease_ok, synced, s.required),
+        "synchronization_state": s.local_sync_state(role, cfg.mode).as_str(),
+        "upstream_primary": s.upstream.as_ref().map(|u| u.primary.clone()),
+        "was_synchronized_when_primary_lost": s.was_synchronized,
+        "discarded_on_rejoin": s.discarded_on_rejoin,
+        "replication": s.replication.as_str(),
+        "partners": partners,
     })
 }
 
@@ -123,7 +167,7 @@ async fn handle(
                 Ok(v) => v,
                 Err(e) => return Ok(error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}"))),
             };
-            let change = match parse_change(&value, &shared) {
+            let (change, repl) = match parse_change(&value, &shared) {
                 Ok(c) => c,
                 Err(msg) => {
                     warn!(error = %msg, "control PUT /state refused");
@@ -132,6 +176,9 @@ async fn handle(
             };
             info!(body = %value, "control PUT /state");
             let refuse_change = change.fault.map(|f| f == Fault::Refuse);
+            if let Some(m) = repl {
+                shared.ag.update(|s| s.replication = m);
+            }
             shared.apply(change, "control API PUT /state");
             if let Some(want_refused) = refuse_change {
                 let mut l = shared.listening.subscribe();
@@ -164,11 +211,12 @@ fn string<'a>(key: &str, v: &'a Value) -> Result<&'a str, String> {
 }
 
 /// Validates a partial state object; the error names the key.
-fn parse_change(v: &Value, shared: &Shared) -> Result<Change, String> {
+fn parse_change(v: &Value, shared: &Shared) -> Result<(Change, Option<ReplMode>), String> {
     let obj = v
         .as_object()
         .ok_or_else(|| format!("body must be a JSON object, got {v}"))?;
     let mut c = Change::default();
+    let mut repl = None;
     let mut fault_name: Option<String> = None;
     for (key, val) in obj {
         match key.as_str() {
@@ -212,6 +260,11 @@ fn parse_change(v: &Value, shared: &Shared) -> Result<Change, String> {
                 }
             }
             "fault" => fault_name = Some(string(key, val)?.to_string()),
+            "replication" => {
+                repl = Some(
+                    ReplMode::parse(string(key, val)?).map_err(|e| format!("replication: {e}"))?,
+                )
+            }
             "delay_ms" => {
                 let d = val.as_u64().ok_or_else(|| {
                     format!("delay_ms: must be a non-negative integer of milliseconds, got {val}")
@@ -224,7 +277,7 @@ fn parse_change(v: &Value, shared: &Shared) -> Result<Change, String> {
                 c.delay_ms = Some(d);
             }
             "server_name" | "ag" | "connections" | "open_connections" | "logins"
-            | "failed_logins" | "queries" | "changed_at_unix_ms" => {
+            | "failed_logins" | "queries" | "changed_at_unix_ms" | "ag_state" => {
                 return Err(format!("key '{key}' is read-only"));
             }
             other => return Err(format!("unknown key '{other}'")),
@@ -240,5 +293,5 @@ fn parse_change(v: &Value, shared: &Shared) -> Result<Change, String> {
         }
         c.fault = Some(f);
     }
-    Ok(c)
+    Ok((c, repl))
 }

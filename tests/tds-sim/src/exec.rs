@@ -1,5 +1,6 @@
-//! Runs requests after login: SQL batches, `sp_executesql` RPCs and transaction-manager
-//! requests, against one session's state and the replica's current state.
+//! Runs requests after login: SQL batches and transaction-manager requests (RPCs in
+//! `rpc`, the AG and ledger statements in `exec_ag`), against one session's state and the
+//! replica's current state.
 //!
 //! Statements that return no rows (SET, USE, transaction control) produce no DONE of their
 //! own, as in SQL Server, unless they end the batch; a SELECT produces its result set and a
@@ -8,8 +9,8 @@
 //! RETURNSTATUS and DONEPROC.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use tds_codec::rpc::RpcRequest;
 use tds_codec::token::DoneKind;
 use tds_codec::token::done::{cur_cmd, status};
 use tds_codec::token::envchange::EnvChange;
@@ -35,14 +36,47 @@ pub struct Session {
     pub database: String,
     pub trancount: u32,
     pub descriptor: u64,
+    /// `sp_set_session_context 'external_cluster', 'yes'` ran.
+    pub external_cluster: bool,
+    /// Ledger rows inserted in the open transaction.
+    pub pending: Vec<crate::repl::codec::Row>,
+    /// The highest LSN this request committed: the answer waits until it is durable.
+    pub commit_lsn: Option<u64>,
+    /// `sp_prepare` handles: the statement text and its parameter names in order.
+    pub prepared: HashMap<i32, (String, Vec<String>)>,
+    pub next_handle: i32,
+    /// `SET IMPLICIT_TRANSACTIONS ON`: an INSERT outside a transaction opens one.
+    pub implicit_transactions: bool,
 }
 
 impl Session {
-    /// RESET_CONNECTION: back to the login's database, no transaction.
+    pub fn new(spid: u16, tds_version: u32, user: String, database: String) -> Session {
+        Session {
+            spid,
+            tds_version,
+            user,
+            login_database: database.clone(),
+            database,
+            trancount: 0,
+            descriptor: 0,
+            external_cluster: false,
+            pending: Vec::new(),
+            commit_lsn: None,
+            prepared: HashMap::new(),
+            next_handle: 1,
+            implicit_transactions: false,
+        }
+    }
+
+    /// RESET_CONNECTION: back to the login's database, no transaction, no session context.
     pub fn reset(&mut self) {
         self.database = self.login_database.clone();
         self.trancount = 0;
         self.descriptor = 0;
+        self.external_cluster = false;
+        self.pending.clear();
+        self.prepared.clear();
+        self.implicit_transactions = false;
     }
 }
 
@@ -86,22 +120,25 @@ pub fn database_error(replica: &Replica, name: &str) -> Option<SqlError> {
 }
 
 /// What one statement produced, besides the tokens it already wrote.
-enum Outcome {
+pub(crate) enum Outcome {
     Rows(query::ResultSet),
     Quiet(u16),
+    /// Rows affected (INSERT): a DONE with the count.
+    Affected(u16, u64),
 }
 
 pub struct Exec<'a> {
-    pub shared: &'a Shared,
+    pub shared: &'a Arc<Shared>,
     pub replica: &'a Replica,
     pub session: &'a mut Session,
 }
 
 impl Exec<'_> {
-    fn env<'p>(&'p self, params: &'p HashMap<String, Value>) -> Env<'p> {
+    pub(crate) fn env<'p>(&'p self, params: &'p HashMap<String, Value>) -> Env<'p> {
         let v = self.shared.product_version;
         Env {
             replica: self.replica,
+            ag: &self.shared.ag,
             spid: self.session.spid,
             database: &self.session.database,
             trancount: self.session.trancount,
@@ -121,7 +158,12 @@ impl Exec<'_> {
         let v72 = r.v72();
         match st {
             Stmt::Select(s) => Ok(Outcome::Rows(query::select(s, &self.env(params))?)),
-            Stmt::Set { .. } => Ok(Outcome::Quiet(cur_cmd::SET)),
+            Stmt::Set { option, value } => {
+                if option == "IMPLICIT_TRANSACTIONS" {
+                    self.session.implicit_transactions = value.as_deref() == Some("ON");
+                }
+                Ok(Outcome::Quiet(cur_cmd::SET))
+            }
             Stmt::Use { database } => {
                 if let Some(e) = database_error(self.replica, database) {
                     return Err(e);
@@ -161,10 +203,13 @@ impl Exec<'_> {
                     ));
                 }
                 self.session.trancount -= 1;
-                if self.session.trancount == 0 && v72 {
-                    r.env(EnvChange::CommitTransaction {
-                        descriptor: self.session.descriptor,
-                    });
+                if self.session.trancount == 0 {
+                    if v72 {
+                        r.env(EnvChange::CommitTransaction {
+                            descriptor: self.session.descriptor,
+                        });
+                    }
+                    self.commit_pending()?;
                 }
                 Ok(Outcome::Quiet(cur_cmd::COMMIT))
             }
@@ -177,6 +222,7 @@ impl Exec<'_> {
                     ));
                 }
                 self.session.trancount = 0;
+                self.session.pending.clear();
                 if v72 {
                     r.env(EnvChange::RollbackTransaction {
                         descriptor: self.session.descriptor,
@@ -191,16 +237,18 @@ impl Exec<'_> {
                     Ok(Outcome::Quiet(cur_cmd::NONE))
                 }
             }
-            Stmt::Exec { procedure } => Err(SqlError::new(
-                2812,
-                16,
-                format!("Could not find stored procedure '{procedure}'."),
-            )),
+            Stmt::Exec { procedure, args } => self.procedure(procedure, args, params),
+            Stmt::Insert {
+                table,
+                columns,
+                rows,
+            } => self.insert(table, columns, rows, params),
+            Stmt::AlterAg { ag, action } => self.alter_ag(ag, action),
         }
     }
 
     /// Runs a batch's text. Returns the statement kinds (for the log) and whether it failed.
-    fn run_text(
+    pub(crate) fn run_text(
         &mut self,
         text: &str,
         params: &HashMap<String, Value>,
@@ -235,6 +283,10 @@ impl Exec<'_> {
                     pending_done = None;
                 }
                 Ok(Outcome::Quiet(cmd)) => pending_done = Some(cmd),
+                Ok(Outcome::Affected(cmd, n)) => {
+                    r.done(kind, status::COUNT, cmd, n);
+                    pending_done = None;
+                }
                 Err(e) => {
                     r.error(&e);
                     r.done(kind, status::ERROR, cur_cmd::NONE, 0);
@@ -252,87 +304,6 @@ impl Exec<'_> {
 
     pub fn batch(&mut self, text: &str, r: &mut Response) -> (Vec<&'static str>, Option<SqlError>) {
         self.run_text(text, &HashMap::new(), DoneKind::Done, r)
-    }
-
-    /// Runs each call of an RPC request; only `sp_executesql` exists here.
-    pub fn rpc(
-        &mut self,
-        req: &RpcRequest,
-        r: &mut Response,
-    ) -> (Vec<&'static str>, Option<SqlError>) {
-        let mut kinds = Vec::new();
-        let mut first_error = None;
-        for call in &req.calls {
-            if !call.proc.is_executesql() {
-                let name = match &call.proc {
-                    tds_codec::rpc::Proc::Name(n) => n.clone(),
-                    tds_codec::rpc::Proc::Id(id) => format!("system procedure id {id}"),
-                };
-                let e = SqlError::new(
-                    2812,
-                    16,
-                    format!("Could not find stored procedure '{name}'."),
-                );
-                r.error(&e);
-                r.done(DoneKind::DoneProc, status::ERROR, cur_cmd::EXECUTE, 0);
-                kinds.push("unknown_procedure");
-                first_error.get_or_insert(e);
-                continue;
-            }
-            let mut positional = call
-                .params
-                .iter()
-                .filter(|p| p.name.is_empty() || !p.name.starts_with('@'));
-            let stmt = match call
-                .params
-                .iter()
-                .find(|p| p.name.eq_ignore_ascii_case("@stmt"))
-                .or_else(|| positional.next())
-            {
-                Some(p) => match &p.value {
-                    Value::Text(t) => t.clone(),
-                    _ => String::new(),
-                },
-                None => {
-                    let e = SqlError::new(
-                        201,
-                        16,
-                        "Procedure or function 'sp_executesql' expects parameter '@statement', which was not supplied.",
-                    );
-                    r.error(&e);
-                    r.done(DoneKind::DoneProc, status::ERROR, cur_cmd::EXECUTE, 0);
-                    first_error.get_or_insert(e);
-                    continue;
-                }
-            };
-            let params: HashMap<String, Value> = call
-                .params
-                .iter()
-                .filter(|p| {
-                    p.name.starts_with('@')
-                        && !p.name.eq_ignore_ascii_case("@stmt")
-                        && !p.name.eq_ignore_ascii_case("@params")
-                })
-                .map(|p| (p.name.to_lowercase(), p.value.clone()))
-                .collect();
-            let (k, err) = self.run_text(&stmt, &params, DoneKind::DoneInProc, r);
-            kinds.extend(k);
-            r.return_status(if err.is_some() { 1 } else { 0 });
-            r.done(
-                DoneKind::DoneProc,
-                if err.is_some() {
-                    status::ERROR
-                } else {
-                    status::FINAL
-                },
-                cur_cmd::EXECUTE,
-                0,
-            );
-            if let Some(e) = err {
-                first_error.get_or_insert(e);
-            }
-        }
-        (kinds, first_error)
     }
 
     /// Answers a transaction-manager request with the ENVCHANGEs python-tds expects.
@@ -377,6 +348,17 @@ impl Exec<'_> {
                     (if commit { "tm_commit" } else { "tm_rollback" }, Some(e))
                 } else {
                     s.trancount = 0;
+                    let rows = std::mem::take(&mut s.pending);
+                    if commit && !rows.is_empty() {
+                        match crate::exec_ag::commit_rows(self.shared, self.replica.role, rows) {
+                            Ok(lsn) => s.commit_lsn = Some(lsn),
+                            Err(e) => {
+                                r.error(&e);
+                                r.done(DoneKind::Done, status::ERROR, cur_cmd::NONE, 0);
+                                return ("tm_commit", Some(e));
+                            }
+                        }
+                    }
                     let d = s.descriptor;
                     r.env(if commit {
                         EnvChange::CommitTransaction { descriptor: d }

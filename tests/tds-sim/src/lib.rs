@@ -7,15 +7,30 @@
 //! a role, health and database states that can be changed at run time, and can misbehave
 //! on purpose (refuse, hang, reset, slow down, send garbage, reject logins).
 //!
-//! Layout: [`state`] holds the replica and counters, `server` the listener, `session` one
-//! connection, `sql` parses queries, `query` evaluates them, `exec` runs requests,
-//! `respond` encodes answers, `control` is the HTTP API, `cli` the command line.
+//! With an [`AgConfig`] naming partners and a mirroring endpoint it also plays its part of
+//! an availability group with `CLUSTER_TYPE = EXTERNAL`: it replicates committed
+//! transactions (the `dbo.ledger` table) to its partners over TCP, acknowledges a commit
+//! only under SQL Server's synchronous-commit rule, and answers the T-SQL an HA manager
+//! uses (`FAILOVER`, `FORCE_FAILOVER_ALLOW_DATA_LOSS`, `OFFLINE`, the write lease, the
+//! HADR DMVs).
+//!
+//! Layout: [`state`] holds the replica and counters, [`ag`] the AG model (its rules in
+//! `ag::rules`), `repl` replication (wire codec, log, primary and secondary sides),
+//! `server` the listener, `session` one connection, `sql` parses queries, `query` and
+//! `catalog` evaluate them, `exec` runs requests, `respond` encodes answers, `control` is
+//! the HTTP API, `cli` the command line.
+#![forbid(unsafe_code)]
 
+pub mod ag;
+mod catalog;
 pub mod cli;
 mod control;
 mod exec;
+mod exec_ag;
 mod query;
+pub mod repl;
 mod respond;
+mod rpc;
 mod server;
 mod session;
 pub mod sql;
@@ -29,6 +44,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use ag::{AgConfig, AvailabilityMode, Partner};
 use state::{Change, Replica, Shared};
 pub use state::{DbState, Fault, Health, Role, Stats};
 
@@ -47,6 +63,9 @@ pub struct SimConfig {
     pub databases: Vec<(String, DbState)>,
     pub product_version: tds_codec::Version,
     pub health: Health,
+    /// The availability group: partners, mirroring endpoint, commit rule, lease, data dir.
+    /// The default is a replica alone, with no endpoint and its log in memory.
+    pub ag_config: AgConfig,
 }
 
 impl SimConfig {
@@ -69,6 +88,7 @@ impl SimConfig {
                 sub_build: 0,
             },
             health: Health::Healthy,
+            ag_config: AgConfig::default(),
         }
     }
 }
@@ -78,6 +98,7 @@ pub struct SimHandle {
     shared: Arc<Shared>,
     tds_addr: SocketAddr,
     control_addr: Option<SocketAddr>,
+    endpoint_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -101,10 +122,30 @@ pub async fn start(cfg: SimConfig) -> io::Result<SimHandle> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
+    let (log, seq, restarted) = match &cfg.ag_config.data_dir {
+        Some(dir) => {
+            let l = repl::log::Log::open(dir)?;
+            (l.log, l.seq, l.restarted)
+        }
+        None => (repl::log::Log::memory(), 0, false),
+    };
+    // A replica of an EXTERNAL AG that restarts comes back RESOLVING: only the HA
+    // manager's FAILOVER makes it primary again.
+    let role = if restarted { Role::Resolving } else { cfg.role };
+    let endpoint = match cfg.ag_config.endpoint {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| context("mirroring endpoint", a, e))?,
+        ),
+        None => None,
+    };
+    let partners = cfg.ag_config.partners.len();
+    let ag = ag::Ag::new(cfg.ag_config, log, seq);
     let replica = Replica {
         server_name: cfg.server_name,
         ag: cfg.ag,
-        role: cfg.role,
+        role,
         health: cfg.health,
         databases: cfg.databases,
         fault: Fault::None,
@@ -118,17 +159,35 @@ pub async fn start(cfg: SimConfig) -> io::Result<SimHandle> {
         cfg.password,
         cfg.product_version,
         replica,
+        ag,
     ));
+    if role == Role::Primary {
+        // The first role of a new AG counts as a role change: sequence_number 1, a lease.
+        shared.role_changed(Role::Resolving, Role::Primary);
+    }
     shared.listening.send_replace(true);
     let mut tasks = vec![tokio::spawn(server::run(tds, tds_addr, shared.clone()))];
+    let endpoint_addr = match endpoint {
+        Some(l) => {
+            let a = l.local_addr()?;
+            tasks.push(tokio::spawn(repl::secondary::run(l, shared.clone())));
+            Some(a)
+        }
+        None => None,
+    };
+    for i in 0..partners {
+        tasks.push(tokio::spawn(repl::primary::run(shared.clone(), i)));
+    }
+    tasks.push(tokio::spawn(shared.clone().watch_lease()));
     if let Some(l) = control {
         tasks.push(tokio::spawn(control::run(l, shared.clone())));
     }
-    tracing::info!(tds = %tds_addr, control = ?control_addr, "tds-sim started");
+    tracing::info!(tds = %tds_addr, control = ?control_addr, endpoint = ?endpoint_addr, restarted, %role, "tds-sim started");
     Ok(SimHandle {
         shared,
         tds_addr,
         control_addr,
+        endpoint_addr,
         tasks,
     })
 }
@@ -140,6 +199,11 @@ impl SimHandle {
 
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
+    }
+
+    /// The mirroring endpoint's bound address, if one is configured.
+    pub fn endpoint_addr(&self) -> Option<SocketAddr> {
+        self.endpoint_addr
     }
 
     pub fn set_role(&self, r: Role) {

@@ -1,28 +1,23 @@
-//! Evaluates parsed `SELECT`s against the replica's virtual catalog.
+//! Evaluates parsed `SELECT`s against the replica's virtual catalog (`catalog`).
 //!
-//! Three system views are modelled, with the columns a health check reads:
-//! `sys.dm_hadr_availability_replica_states` (the local replica only),
-//! `sys.availability_groups` (the sim's one AG) and `sys.databases` (the configured
-//! databases; system databases are not listed, so "all databases" means the ones the sim
-//! plays). Column types follow SQL Server's: names are `sysname` (NVARCHAR(128)), `*_desc`
-//! columns NVARCHAR(60), codes TINYINT/INT (INTN). `group_id` is a uniqueidentifier in SQL
-//! Server; here it is a fixed NVARCHAR GUID string, which only matters if selected.
-//! Joins are nested loops with an equality condition; filters are ANDed comparisons and
-//! `IN` lists; text compares case-insensitively like the default collation.
+//! Joins are nested loops with an equality condition; filters are ANDed comparisons,
+//! `IN` lists and `BETWEEN`; `COUNT`/`MAX`/`MIN` without `GROUP BY` fold the filtered rows
+//! into one; text compares case-insensitively like the default collation.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use tds_codec::token::Column;
 use tds_codec::token::colmetadata::flags;
-use tds_codec::types::{TypeInfo, Value};
+use tds_codec::types::Value;
 
-use crate::sql::{CmpOp, Expr, Item, Pred, Select, SqlError, TableRef};
+use crate::sql::{AggFn, CmpOp, Expr, Item, Pred, Select, SqlError, TableRef};
 use crate::state::Replica;
 
 /// What a statement can see besides the catalog.
 pub struct Env<'a> {
     pub replica: &'a Replica,
+    pub ag: &'a crate::ag::Ag,
     pub spid: u16,
     pub database: &'a str,
     pub trancount: u32,
@@ -39,89 +34,7 @@ pub struct ResultSet {
     pub rows: Vec<Vec<Value>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Ty {
-    Int(u8),
-    NVarChar(u16),
-}
-
-impl Ty {
-    fn info(self) -> TypeInfo {
-        match self {
-            Ty::Int(n) => TypeInfo::int_n(n),
-            Ty::NVarChar(n) => TypeInfo::nvarchar(n),
-        }
-    }
-}
-
-struct Table {
-    columns: Vec<(&'static str, Ty)>,
-    rows: Vec<Vec<Value>>,
-}
-
-/// A fixed id shared by the replica and its AG, so the health query's join matches.
-const GROUP_ID: &str = "5D6A8A3E-7B59-4C5D-9F0A-2B1C3D4E5F60";
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-fn table(key: &str, env: &Env<'_>) -> Option<Table> {
-    let r = env.replica;
-    Some(match key {
-        "sys.dm_hadr_availability_replica_states" => Table {
-            columns: vec![
-                ("replica_id", Ty::NVarChar(36)),
-                ("group_id", Ty::NVarChar(36)),
-                ("is_local", Ty::Int(1)),
-                ("role", Ty::Int(1)),
-                ("role_desc", Ty::NVarChar(60)),
-                ("operational_state_desc", Ty::NVarChar(60)),
-                ("connected_state_desc", Ty::NVarChar(60)),
-                ("synchronization_health", Ty::Int(1)),
-                ("synchronization_health_desc", Ty::NVarChar(60)),
-            ],
-            rows: vec![vec![
-                text("1F1E1D1C-0000-4000-8000-000000000001"),
-                text(GROUP_ID),
-                Value::Int(1),
-                Value::Int(r.role.code()),
-                text(r.role.as_str()),
-                text("ONLINE"),
-                text("CONNECTED"),
-                Value::Int(r.health.code()),
-                text(r.health.as_str()),
-            ]],
-        },
-        "sys.availability_groups" => Table {
-            columns: vec![("group_id", Ty::NVarChar(36)), ("name", Ty::NVarChar(128))],
-            rows: vec![vec![text(GROUP_ID), text(&r.ag)]],
-        },
-        "sys.databases" => Table {
-            columns: vec![
-                ("name", Ty::NVarChar(128)),
-                ("database_id", Ty::Int(4)),
-                ("state", Ty::Int(1)),
-                ("state_desc", Ty::NVarChar(60)),
-            ],
-            rows: r
-                .databases
-                .iter()
-                .enumerate()
-                .map(|(i, (name, st))| {
-                    // Ids 1-4 belong to master, tempdb, model and msdb.
-                    vec![
-                        text(name),
-                        Value::Int(5 + i as i64),
-                        Value::Int(st.code()),
-                        text(st.as_str()),
-                    ]
-                })
-                .collect(),
-        },
-        _ => return None,
-    })
-}
+use crate::catalog::{Table, Ty, table, text};
 
 struct Bound {
     /// The alias, or the table's own name when it has none.
@@ -201,7 +114,18 @@ fn eval(
                 "spid" => (Ty::Int(2), Value::Int(env.spid as i64)),
                 "trancount" => (Ty::Int(4), Value::Int(env.trancount as i64)),
                 "language" => (Ty::NVarChar(128), text("us_english")),
-                "error" | "rowcount" => (Ty::Int(4), Value::Int(0)),
+                "error" | "rowcount" | "procid" | "nestlevel" | "langid" => {
+                    (Ty::Int(4), Value::Int(0))
+                }
+                "max_precision" => (Ty::Int(1), Value::Int(38)),
+                "datefirst" => (Ty::Int(1), Value::Int(7)),
+                "textsize" => (Ty::Int(4), Value::Int(2_147_483_647)),
+                "lock_timeout" => (Ty::Int(4), Value::Int(-1)),
+                // ANSI_WARNINGS, ANSI_PADDING, ANSI_NULLS, CONCAT_NULL_YIELDS_NULL,
+                // QUOTED_IDENTIFIER, ANSI_NULL_DFLT_ON, ARITHABORT: what drivers set.
+                "options" => (Ty::Int(4), Value::Int(5176)),
+                "identity" => (Ty::Int(8), Value::Null),
+                "max_connections" => (Ty::Int(4), Value::Int(32767)),
                 "microsoftversion" => {
                     let v = env.product_version;
                     let n = ((v.major as i64) << 24) | ((v.minor as i64) << 16) | v.build as i64;
@@ -246,6 +170,13 @@ fn eval(
                 ));
             }
         },
+        Expr::Agg(..) => {
+            return Err(SqlError::new(
+                147,
+                15,
+                "An aggregate may not appear in the WHERE clause unless it is in a subquery contained in a HAVING clause or a select list.",
+            ));
+        }
         Expr::Column(parts) => {
             let (ti, ci) = resolve(parts, bound)?;
             let (name, ty) = bound[ti].table.columns[ci];
@@ -301,6 +232,13 @@ fn test(p: &Pred, env: &Env<'_>, bound: &[Bound], row: &[&Vec<Value>]) -> Result
                 hit |= compare(&v, &w) == Some(Ordering::Equal);
             }
             hit != *negated
+        }
+        Pred::Between { expr, low, high } => {
+            let v = eval(expr, env, bound, row)?.3;
+            let lo = eval(low, env, bound, row)?.3;
+            let hi = eval(high, env, bound, row)?.3;
+            compare(&v, &lo).is_some_and(|o| o != Ordering::Less)
+                && compare(&v, &hi).is_some_and(|o| o != Ordering::Greater)
         }
     })
 }
@@ -370,9 +308,20 @@ pub fn select(s: &Select, env: &Env<'_>) -> Result<ResultSet, SqlError> {
             Item::Expr { expr, alias } => exprs.push((expr.clone(), alias.clone())),
         }
     }
+    let aggregated = exprs.iter().any(|(e, _)| matches!(e, Expr::Agg(..)));
     let mut columns = Vec::new();
     for (e, alias) in &exprs {
-        let (ty, nullable, name, _) = eval(e, env, &bound, &empty_refs)?;
+        let (ty, nullable, name, _) = match e {
+            Expr::Agg(f, arg) => agg_type(*f, arg.as_deref(), env, &bound, &empty_refs)?,
+            Expr::Column(_) if aggregated => {
+                return Err(SqlError::new(
+                    8120,
+                    16,
+                    "Column is invalid in the select list because it is not contained in either an aggregate function or the GROUP BY clause.",
+                ));
+            }
+            _ => eval(e, env, &bound, &empty_refs)?,
+        };
         let fl = if nullable { flags::NULLABLE } else { 0 };
         columns.push(Column::new(
             alias.as_deref().unwrap_or(&name),
@@ -417,6 +366,19 @@ pub fn select(s: &Select, env: &Env<'_>) -> Result<ResultSet, SqlError> {
         });
         kept = keyed.into_iter().map(|(_, c)| c).collect();
     }
+    if aggregated {
+        let mut row = Vec::new();
+        for (e, _) in &exprs {
+            row.push(match e {
+                Expr::Agg(f, arg) => fold(*f, arg.as_deref(), env, &bound, &kept)?,
+                other => eval(other, env, &bound, &empty_refs)?.3,
+            });
+        }
+        return Ok(ResultSet {
+            columns,
+            rows: vec![row],
+        });
+    }
     if let Some(n) = s.top {
         kept.truncate(n.max(0) as usize);
     }
@@ -435,6 +397,56 @@ pub fn select(s: &Select, env: &Env<'_>) -> Result<ResultSet, SqlError> {
     })
 }
 
+/// Type, nullability and name of an aggregate's column.
+fn agg_type(
+    f: AggFn,
+    arg: Option<&Expr>,
+    env: &Env<'_>,
+    bound: &[Bound],
+    empty: &[&Vec<Value>],
+) -> Result<(Ty, bool, String, Value), SqlError> {
+    match (f, arg) {
+        (AggFn::Count, _) => Ok((Ty::Int(4), false, String::new(), Value::Null)),
+        (_, Some(e)) => {
+            let (ty, _, _, _) = eval(e, env, bound, empty)?;
+            Ok((ty, true, String::new(), Value::Null))
+        }
+        (_, None) => Err(SqlError::syntax_near("*")),
+    }
+}
+
+/// Folds an aggregate over the kept rows.
+fn fold(
+    f: AggFn,
+    arg: Option<&Expr>,
+    env: &Env<'_>,
+    bound: &[Bound],
+    kept: &[Vec<usize>],
+) -> Result<Value, SqlError> {
+    let Some(e) = arg else {
+        return Ok(Value::Int(kept.len() as i64));
+    };
+    let mut values = Vec::new();
+    for c in kept {
+        let v = eval(e, env, bound, &rows_of(bound, c))?.3;
+        if v != Value::Null {
+            values.push(v);
+        }
+    }
+    let pick = |want: Ordering| {
+        values
+            .iter()
+            .cloned()
+            .reduce(|a, b| if compare(&b, &a) == Some(want) { b } else { a })
+            .unwrap_or(Value::Null)
+    };
+    Ok(match f {
+        AggFn::Count => Value::Int(values.len() as i64),
+        AggFn::Max => pick(Ordering::Greater),
+        AggFn::Min => pick(Ordering::Less),
+    })
+}
+
 fn rows_of<'b>(bound: &'b [Bound], combo: &[usize]) -> Vec<&'b Vec<Value>> {
     combo
         .iter()
@@ -448,6 +460,7 @@ mod tests {
     use super::*;
     use crate::sql::{Stmt, parse_batch};
     use crate::state::{DbState, Fault, Health, Role};
+    use tds_codec::types::TypeInfo;
 
     fn replica() -> Replica {
         Replica {
@@ -469,8 +482,22 @@ mod tests {
 
     fn run(sql: &str, r: &Replica) -> Result<Vec<ResultSet>, SqlError> {
         let params = HashMap::from([("@p1".to_string(), Value::Text("AG1".into()))]);
+        let ag = crate::ag::Ag::new(Default::default(), crate::repl::log::Log::memory(), 0);
+        ag.update(|s| {
+            for (lsn, id) in [(1u64, 10i64), (2, 20), (3, 30)] {
+                s.log
+                    .append(crate::repl::codec::Record {
+                        lsn,
+                        epoch: 1,
+                        commit_unix_ms: 1,
+                        rows: vec![(id, id * 2)],
+                    })
+                    .unwrap();
+            }
+        });
         let env = Env {
             replica: r,
+            ag: &ag,
             spid: 51,
             database: "master",
             trancount: 0,
@@ -564,6 +591,36 @@ mod tests {
             4104
         );
         assert_eq!(run("SELECT @undeclared", &r).unwrap_err().number, 137);
+        let agg = run(
+            "SELECT COUNT(*), MAX(id), MIN(at) FROM dbo.ledger; SELECT id FROM dbo.ledger WHERE id BETWEEN 15 AND 30 ORDER BY id DESC; SELECT COUNT(*), MAX(id) FROM dbo.ledger WHERE id > 99",
+            &r,
+        )
+        .unwrap();
+        assert_eq!(
+            agg[0].rows,
+            vec![vec![Value::Int(3), Value::Int(30), Value::Int(20)]]
+        );
+        assert_eq!(
+            agg[1].rows,
+            vec![vec![Value::Int(30)], vec![Value::Int(20)]]
+        );
+        assert_eq!(agg[2].rows, vec![vec![Value::Int(0), Value::Null]]);
+        assert_eq!(
+            run("SELECT id, COUNT(*) FROM dbo.ledger", &r)
+                .unwrap_err()
+                .number,
+            8120
+        );
+        assert_eq!(
+            run("SELECT id FROM dbo.ledger WHERE COUNT(*) > 1", &r)
+                .unwrap_err()
+                .number,
+            147
+        );
+        assert_eq!(
+            run("SELECT @@MAX_PRECISION, @@OPTIONS, @@DATEFIRST", &r).unwrap()[0].rows,
+            vec![vec![Value::Int(38), Value::Int(5176), Value::Int(7)]]
+        );
         let top = run(
             "SELECT TOP 1 name FROM sys.databases ORDER BY name DESC",
             &r,

@@ -381,15 +381,29 @@ impl Conn {
             %database,
             "login succeeded"
         );
-        Ok(Session {
-            spid: self.spid,
-            tds_version: version,
-            user: l.username,
-            login_database: database.clone(),
-            database,
-            trancount: 0,
-            descriptor: 0,
-        })
+        Ok(Session::new(self.spid, version, l.username, database))
+    }
+
+    /// Waits until the commit at `lsn` may be acknowledged. The client may give up first:
+    /// an ATTENTION is answered with DONE_ATTN instead of the results (the transaction
+    /// stays committed locally, unacknowledged) and `false` returned; anything else ends
+    /// the session.
+    async fn wait_durable(&mut self, lsn: u64, session: &Session) -> Result<bool, End> {
+        let shared = self.shared.clone();
+        tokio::select! {
+            _ = shared.ag.wait_durable(lsn) => Ok(true),
+            m = self.read() => {
+                let m = m?;
+                if m.ty != PacketType::Attention {
+                    return Err(End::Close(format!("{} while a commit waited for its secondaries", m.ty.name())));
+                }
+                info!(conn = self.id, lsn, "ATTENTION while the commit waited for its secondaries");
+                let mut r = Response::new(session.tds_version, "");
+                r.done(DoneKind::Done, status::ATTN, cur_cmd::NONE, 0);
+                self.write(&r.finish()).await?;
+                Ok(false)
+            }
+        }
     }
 
     async fn request(&mut self, msg: Message, session: &mut Session) -> Result<(), End> {
@@ -457,6 +471,12 @@ impl Conn {
                 (vec![k], e)
             }
         };
+        if let Some(lsn) = session.commit_lsn.take() {
+            // The commit rule: answer only once the commit is durable where it must be.
+            if !self.wait_durable(lsn, session).await? {
+                return Ok(());
+            }
+        }
         match &error {
             None => {
                 info!(conn = self.id, request = msg.ty.name(), kinds = ?kinds, role = %replica.role, "query answered")

@@ -288,6 +288,7 @@ pub(crate) struct Change {
 }
 
 pub(crate) struct Shared {
+    pub ag: crate::ag::Ag,
     pub user: String,
     pub password: String,
     pub product_version: tds_codec::Version,
@@ -305,8 +306,10 @@ impl Shared {
         password: String,
         product_version: tds_codec::Version,
         replica: Replica,
+        ag: crate::ag::Ag,
     ) -> Self {
         Shared {
+            ag,
             user,
             password,
             product_version,
@@ -335,12 +338,14 @@ impl Shared {
 
     /// Applies `change`, logging each field that actually changed with `reason`.
     pub fn apply(&self, change: Change, reason: &str) {
+        let mut role_change = None;
         self.state.send_if_modified(|r| {
             let mut changed = false;
             if let Some(role) = change.role
                 && role != r.role
             {
                 tracing::info!(from = %r.role, to = %role, reason, "role changed");
+                role_change = Some((r.role, role));
                 r.role = role;
                 changed = true;
             }
@@ -403,6 +408,10 @@ impl Shared {
             }
             changed
         });
+        // Outside the role lock: the AG state has its own (see `ag`'s lock order).
+        if let Some((from, to)) = role_change {
+            self.role_changed(from, to);
+        }
     }
 
     pub fn shut_down(&self) {

@@ -44,9 +44,22 @@ pub struct SimProcess {
     pub control: SocketAddr,
 }
 
+/// A loopback port that was free a moment ago (for endpoints partners must know first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
 impl SimProcess {
     /// Starts the binary on loopback port 0 with `extra` arguments and reads its address line.
     pub fn start(role: &str, extra: &[&str]) -> SimProcess {
+        SimProcess::start_named("SQL1", role, extra)
+    }
+
+    /// As [`SimProcess::start`], with its own server (replica) name.
+    pub fn start_named(name: &str, role: &str, extra: &[&str]) -> SimProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tds-sim"));
         cmd.args([
             "--listen",
@@ -54,7 +67,7 @@ impl SimProcess {
             "--control",
             "127.0.0.1:0",
             "--server-name",
-            "SQL1",
+            name,
             "--ag",
             "AG1",
             "--role",
@@ -212,6 +225,8 @@ pub fn row_strings(r: &tiberius::Row) -> Vec<String> {
         .map(|i| {
             if let Ok(Some(s)) = r.try_get::<&str, _>(i) {
                 s.to_string()
+            } else if let Ok(Some(n)) = r.try_get::<i64, _>(i) {
+                n.to_string()
             } else if let Ok(Some(n)) = r.try_get::<i32, _>(i) {
                 n.to_string()
             } else if let Ok(Some(n)) = r.try_get::<i16, _>(i) {
