@@ -185,3 +185,43 @@ fn role_change_is_seen_by_an_open_tsql_session() {
         "one session ran both batches"
     );
 }
+
+#[test]
+fn ledger_writes_ag_statements_and_dmvs_on_every_tds_version() {
+    for (k, v) in VERSIONS.iter().enumerate() {
+        // A fresh replica per version: ids and sequence numbers start over.
+        let sim = SimProcess::start("PRIMARY", &["--database", "db1"]);
+        let input = "INSERT INTO dbo.ledger (id, at) VALUES (1, 10), (2, 20)\ngo\n\
+             BEGIN TRAN INSERT INTO dbo.ledger (id, at) VALUES (3, 30) COMMIT\ngo\n\
+             SELECT COUNT(*), MAX(id) FROM dbo.ledger\ngo\n\
+             SELECT id FROM dbo.ledger WHERE id BETWEEN 2 AND 3\ngo\n\
+             ALTER AVAILABILITY GROUP AG1 SET (REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = 0)\ngo\n\
+             SELECT synchronization_state_desc, is_primary_replica, last_hardened_lsn FROM sys.dm_hadr_database_replica_states\ngo\n\
+             SELECT cluster_type_desc, sequence_number, required_synchronized_secondaries_to_commit FROM sys.availability_groups\ngo\n\
+             SELECT replica_server_name, availability_mode_desc, failover_mode_desc FROM sys.availability_replicas\ngo\n\
+             EXEC sp_server_diagnostics\ngo\n\
+             ALTER AVAILABILITY GROUP AG1 FAILOVER\ngo\n\
+             EXEC sp_set_session_context @key = N'external_cluster', @value = N'yes'\n\
+             ALTER AVAILABILITY GROUP AG1 FAILOVER\ngo\n\
+             INSERT INTO dbo.ledger (id, at) VALUES (3, 1)\ngo\n";
+        let (_, out) = tsql(v, sim.port(), PASSWORD, input);
+        let ctx = format!("TDSVER={v} (#{k}): {out}");
+        assert!(out.contains("(2 rows affected)"), "{ctx}");
+        assert!(out.contains("(1 row affected)"), "{ctx}");
+        assert!(out.contains("3\t3"), "{ctx}");
+        assert!(out.contains("\n2\n3\n"), "{ctx}");
+        assert!(out.contains("SYNCHRONIZED\t1\t2"), "{ctx}");
+        assert!(out.contains("external\t2\t0"), "{ctx}");
+        assert!(out.contains("SQL1\tSYNCHRONOUS_COMMIT\tEXTERNAL"), "{ctx}");
+        assert!(out.contains("clean"), "{ctx}");
+        // Without the session context, then on a replica that is already primary.
+        assert!(out.contains("Msg 47104"), "{ctx}");
+        assert!(out.contains("Msg 41122"), "{ctx}");
+        assert!(out.contains("Msg 2627"), "{ctx}");
+        assert_eq!(
+            common::get_state(sim.control)["ag_state"]["ledger_rows"],
+            3,
+            "{ctx}"
+        );
+    }
+}

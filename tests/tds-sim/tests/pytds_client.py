@@ -90,6 +90,36 @@ with connect(True) as conn:
     check(cur.fetchall() == [(2,)], "session usable after an error")
     print("unknown statement error 102 OK")
 
+with connect(True) as conn:
+    # The ledger: parameterised inserts (sp_executesql), a transaction, aggregates.
+    cur = conn.cursor()
+    put_state({"role": "PRIMARY"})
+    for i in (1, 2, 3):
+        cur.execute("INSERT INTO dbo.ledger (id, at) VALUES (%s, %s)", (i, i * 10))
+        check(cur.rowcount == 1, f"rowcount {cur.rowcount}")
+    cur.execute("SELECT COUNT(*), MAX(id) FROM dbo.ledger WHERE id BETWEEN %s AND %s", (2, 3))
+    check(cur.fetchall() == [(2, 3)], "count and max")
+    cur.execute("EXEC sp_set_session_context @key = N'external_cluster', @value = N'yes'")
+    cur.execute("SELECT synchronization_state_desc, last_hardened_lsn FROM sys.dm_hadr_database_replica_states")
+    check(cur.fetchall() == [("SYNCHRONIZED", 3), ("SYNCHRONIZED", 3)], "database replica states")
+    try:
+        cur.execute("ALTER AVAILABILITY GROUP AG1 FAILOVER")
+        raise AssertionError("FAILOVER on the primary did not fail")
+    except pytds.Error as e:
+        check(e.msg_no == 41122, f"error number {e.msg_no}")
+    print("ledger and AG statements OK")
+
+with connect(False) as conn:
+    cur = conn.cursor()
+    cur.execute("INSERT INTO dbo.ledger (id, at) VALUES (%s, 40)", (4,))
+    conn.rollback()
+    cur.execute("INSERT INTO dbo.ledger (id, at) VALUES (%s, 50)", (5,))
+    conn.commit()
+    cur.execute("SELECT id FROM dbo.ledger WHERE id BETWEEN 4 AND 5")
+    check(cur.fetchall() == [(5,)], "rolled back 4, committed 5")
+    print("ledger transactions OK")
+    put_state({"role": "SECONDARY"})
+
 try:
     connect(True, pw="wrong")
     raise AssertionError("wrong password accepted")

@@ -65,6 +65,8 @@ fn python_tds_autocommit_on_and_off_params_role_change_and_errors() {
         "autocommit=False transactions OK",
         "role change seen by open session OK",
         "unknown statement error 102 OK",
+        "ledger and AG statements OK",
+        "ledger transactions OK",
         "wrong password 18456 OK",
         "ALL OK",
     ] {
