@@ -111,6 +111,23 @@ pub struct CommonArgs {
     /// Keep the work dir after a successful run.
     #[arg(long)]
     pub keep: bool,
+    /// Who promotes a secondary: `lab` (the lab plays the HA manager, through T-SQL with
+    /// `external_cluster`). `agent` comes with the issue "The agent promotes".
+    #[arg(long, value_name = "WHO", default_value = "lab", value_parser = parse_promote)]
+    pub promote: String,
+    /// tds-sim's SESSION_TIMEOUT in ms (sim-only unit).
+    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub session_timeout_ms: u64,
+}
+
+fn parse_promote(s: &str) -> Result<String, String> {
+    match s {
+        "lab" => Ok(s.to_string()),
+        "agent" => {
+            Err("--promote agent is not built yet (issue \"The agent promotes\"); use lab".into())
+        }
+        _ => Err(format!("unknown promoter '{s}' (expected lab)")),
+    }
 }
 
 fn parse_scenario(s: &str) -> Result<Scenario, String> {
@@ -160,6 +177,7 @@ impl CommonArgs {
             flap_interval_ms: self.flap_interval_ms,
             work_root: self.work_dir.clone(),
             keep: self.keep,
+            session_timeout_ms: self.session_timeout_ms,
             ..d
         }
     }

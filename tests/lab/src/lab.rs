@@ -2,8 +2,12 @@
 //! the client and the samplers, and the lab's own actions on them (kill, demote, promote,
 //! partition), each stamped on the lab's clock.
 //!
-//! The lab plays SQL Server's failover machinery through tds-sim's control API; it never
-//! touches the agents except to kill and restart them in the drills that say so.
+//! The sims form one replicated AG (every replica synchronous but node 3 in async-replica,
+//! one synchronous secondary required to commit). The lab plays the HA manager
+//! (`--promote lab`): role changes go through T-SQL with `external_cluster`, as Pacemaker's
+//! agent sends them; faults (kill, hang, partition, stalled replication) through the control
+//! API and the kernel. It never touches the agents except to kill and restart them in the
+//! drills that say so. A writer commits a row every 10 ms through the overlay IP.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -54,6 +58,30 @@ pub struct Settings {
     pub keep: bool,
     /// `--cloud`: moto's EC2 server and this many route tables.
     pub cloud_tables: Option<usize>,
+    /// tds-sim's SESSION_TIMEOUT (ms; a sim-only unit, SQL Server counts seconds).
+    pub session_timeout_ms: u64,
+    /// REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT of the AG.
+    pub required_synchronized: u32,
+    /// The writer's commit period and deadline.
+    pub writer_every_ms: u64,
+    pub writer_deadline_ms: u64,
+    /// The node whose replica is ASYNCHRONOUS_COMMIT (async-replica sets node 3); every
+    /// other replica is SYNCHRONOUS_COMMIT.
+    pub async_node: Option<usize>,
+}
+
+/// The mirroring endpoint port of every node.
+pub const ENDPOINT_PORT: u16 = 5022;
+
+impl Settings {
+    /// Node `i`'s AVAILABILITY_MODE.
+    pub fn availability_mode(&self, i: usize) -> &'static str {
+        if self.async_node == Some(i) {
+            "ASYNCHRONOUS_COMMIT"
+        } else {
+            "SYNCHRONOUS_COMMIT"
+        }
+    }
 }
 
 impl Default for Settings {
@@ -87,6 +115,11 @@ impl Default for Settings {
             work_root: None,
             keep: false,
             cloud_tables: None,
+            session_timeout_ms: 500,
+            required_synchronized: 1,
+            writer_every_ms: 10,
+            writer_deadline_ms: 1000,
+            async_node: None,
         }
     }
 }
@@ -107,6 +140,7 @@ pub struct Lab {
     pub dir: PathBuf,
     pub nodes: Vec<Node>,
     pub client: Option<Client>,
+    pub writer: Option<crate::writer::Writer>,
     pub samplers: Option<Samplers>,
     pub cloud: Option<crate::cloud::Cloud>,
     /// Killed children not reaped yet.
@@ -170,6 +204,7 @@ impl Lab {
             dir,
             nodes,
             client: None,
+            writer: None,
             samplers: None,
             cloud: None,
             killed: Vec::new(),
@@ -226,6 +261,18 @@ impl Lab {
                 deadline: Duration::from_millis(lab.settings.client_deadline_ms),
             },
         )?);
+        lab.writer = Some(crate::writer::Writer::start(
+            &lab.topo.client,
+            lab.clock,
+            crate::writer::WriterSettings {
+                target: SocketAddr::from((OVERLAY, config::TDS_PORT)),
+                user: config::USER.into(),
+                password: lab.password.clone(),
+                every: Duration::from_millis(lab.settings.writer_every_ms),
+                login_deadline: Duration::from_millis(lab.settings.client_deadline_ms.max(200)),
+                commit_deadline: Duration::from_millis(lab.settings.writer_deadline_ms),
+            },
+        )?);
         lab.wait_steady(0, Duration::from_secs(15))?;
         lab.failed = false;
         Ok(lab)
@@ -265,7 +312,7 @@ impl Lab {
         let n = &self.nodes[i];
         let out = self.dir.join(format!("sim{}.out", i + 1));
         let log = self.dir.join(format!("sim{}.log", i + 1));
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--listen",
             &format!("0.0.0.0:{}", config::TDS_PORT),
             "--control",
@@ -286,6 +333,7 @@ impl Lab {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(self.ag_args(i));
         let child = procs::spawn_in(&n.ns, &self.sim_bin, &args, &[], &log, Some(&out))?;
         self.nodes[i].sim = Some(child);
         let end = std::time::Instant::now() + Duration::from_secs(10);
@@ -310,6 +358,141 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Node `i`'s part of the AG: endpoint on its `eth0`, every partner, the commit rule,
+    /// and a data dir that survives its restarts (so it comes back RESOLVING).
+    fn ag_args(&self, i: usize) -> Vec<String> {
+        let mut a = vec![
+            "--endpoint".to_string(),
+            format!("{}:{ENDPOINT_PORT}", self.nodes[i].ip),
+            "--availability-mode".into(),
+            self.settings.availability_mode(i).into(),
+            "--session-timeout-ms".into(),
+            self.settings.session_timeout_ms.to_string(),
+            "--required-synchronized-secondaries-to-commit".into(),
+            self.settings.required_synchronized.to_string(),
+            "--data-dir".into(),
+            self.dir
+                .join(format!("sim{}-data", i + 1))
+                .display()
+                .to_string(),
+        ];
+        for (j, other) in self.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            a.push("--replica".into());
+            a.push(format!(
+                "{}={}:{ENDPOINT_PORT},{}",
+                other.server,
+                other.ip,
+                self.settings.availability_mode(j)
+            ));
+        }
+        a
+    }
+
+    /// Runs T-SQL on node `i`'s tds-sim, from inside its namespace (loopback: reachable
+    /// even while its `eth0` is partitioned).
+    pub fn tsql(&self, i: usize, sql: &str) -> Result<crate::tsql::Answer, String> {
+        let (user, pw, sql) = (
+            config::USER.to_string(),
+            self.password.clone(),
+            sql.to_string(),
+        );
+        in_ns(&self.nodes[i].ns, move || {
+            crate::tsql::run(
+                SocketAddr::from(([127, 0, 0, 1], config::TDS_PORT)),
+                &user,
+                &pw,
+                &sql,
+                Duration::from_secs(3),
+            )
+        })?
+        .map_err(|e| format!("node {}: {e}", i + 1))
+    }
+
+    /// GET /state of node `i`'s tds-sim.
+    pub fn sim_state(&self, i: usize) -> Result<serde_json::Value, String> {
+        in_ns(&self.nodes[i].ns, move || {
+            crate::http::request(
+                SocketAddr::from(([127, 0, 0, 1], config::CONTROL_PORT)),
+                "GET",
+                "/state",
+                "",
+                None,
+                Duration::from_secs(2),
+            )
+        })?
+        .and_then(|(code, body)| {
+            if code != 200 {
+                return Err(format!("GET /state: {code} {body}"));
+            }
+            serde_json::from_str(&body).map_err(|e| format!("GET /state: {e}"))
+        })
+    }
+
+    /// The HA manager's promotion: `external_cluster`, then `FAILOVER` (or
+    /// `FORCE_FAILOVER_ALLOW_DATA_LOSS`). FAILOVER returns before the role changes, so the
+    /// lab re-reads the replica until it is PRIMARY and returns that time.
+    pub fn promote(&mut self, i: usize, forced: bool) -> Result<f64, String> {
+        let verb = if forced {
+            "FORCE_FAILOVER_ALLOW_DATA_LOSS"
+        } else {
+            "FAILOVER"
+        };
+        let sent = self.clock.now();
+        self.tsql(
+            i,
+            &format!(
+                "{} ALTER AVAILABILITY GROUP [{}] {verb}",
+                crate::tsql::EXTERNAL_CLUSTER,
+                config::AG
+            ),
+        )?;
+        let end = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let s = self.sim_state(i)?;
+            if s["role"] == "PRIMARY" {
+                let t = self.clock.now();
+                self.record(sent, i, format!("T-SQL {verb}"));
+                self.record(t, i, "tds-sim role PRIMARY (seen)");
+                return Ok(t);
+            }
+            if std::time::Instant::now() > end {
+                return Err(format!(
+                    "node {}: {verb} returned but the replica is {}",
+                    i + 1,
+                    s["role"]
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// `ALTER AVAILABILITY GROUP .. SET (ROLE = SECONDARY)` (or `OFFLINE`); returns the
+    /// time just before it was sent (it takes effect before the answer).
+    pub fn demote(&mut self, i: usize, offline: bool) -> Result<f64, String> {
+        let what = if offline {
+            "OFFLINE"
+        } else {
+            "SET (ROLE = SECONDARY)"
+        };
+        let t = self.clock.now();
+        self.tsql(
+            i,
+            &format!(
+                "{} ALTER AVAILABILITY GROUP [{}] {what}",
+                crate::tsql::EXTERNAL_CLUSTER,
+                config::AG
+            ),
+        )?;
+        self.record(t, i, format!("T-SQL {what}"));
+        Ok(t)
+    }
+
+    pub fn writer(&self) -> &crate::writer::Writer {
+        self.writer
+            .as_ref()
+            .expect("writer runs while the lab lives")
     }
 
     /// SIGKILLs node `i`'s tds-sim; returns the time.
@@ -577,6 +760,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let failed = self.failed || std::thread::panicking();
+        self.writer.take();
         self.client.take();
         self.samplers.take();
         self.cloud.take();

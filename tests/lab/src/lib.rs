@@ -24,6 +24,8 @@ pub mod sampler;
 pub mod scenario;
 pub mod signals;
 pub mod stats;
+pub mod tsql;
+pub mod writer;
 
 use lab::{Lab, Settings};
 use report::RunSummary;
@@ -47,6 +49,13 @@ pub fn run_drill(
     trials: usize,
     want_plot: bool,
 ) -> Result<DrillOutcome, String> {
+    let mut settings = settings;
+    if scenario == Scenario::AsyncReplica {
+        if settings.nodes < 3 {
+            return Err("async-replica needs 3 nodes (node 3 is the asynchronous replica)".into());
+        }
+        settings.async_node = Some(2);
+    }
     let mut lab = Lab::start(settings)?;
     let res = scenario::run(&mut lab, scenario, trials);
     let trials = match res {

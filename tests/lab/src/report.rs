@@ -20,6 +20,10 @@ pub struct RunSummary {
     pub dual_owner_samples: usize,
     pub fenced_holder_samples: usize,
     pub non_primary_answers: usize,
+    pub acked_commits: usize,
+    pub lost_commits: usize,
+    pub discarded_on_rejoin: u64,
+    pub write_outage_ms: Summary,
     pub settings: Value,
 }
 
@@ -34,6 +38,11 @@ pub fn settings_json(s: &Settings) -> Value {
         "lease_ms": s.lease_ms,
         "flaps": s.flaps,
         "flap_interval_ms": s.flap_interval_ms,
+        "promote": "lab",
+        "session_timeout_ms": s.session_timeout_ms,
+        "required_synchronized_secondaries_to_commit": s.required_synchronized,
+        "writer_every_ms": s.writer_every_ms,
+        "writer_deadline_ms": s.writer_deadline_ms,
     });
     match s.implementation {
         Impl::Tdsvip => {
@@ -80,6 +89,10 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
         dual_owner_samples: trials.iter().map(|t| t.result.dual_owner_samples).sum(),
         fenced_holder_samples: trials.iter().map(|t| t.result.fenced_holder_samples).sum(),
         non_primary_answers: trials.iter().map(|t| t.result.non_primary_answers).sum(),
+        acked_commits: trials.iter().map(|t| t.commits.acked).sum(),
+        lost_commits: trials.iter().map(|t| t.commits.lost.len()).sum(),
+        discarded_on_rejoin: trials.iter().map(|t| t.discarded_on_rejoin).sum(),
+        write_outage_ms: summarize_optional(&all(&|t| vec![t.commits.write_outage_ms])),
         settings: settings_json(&lab.settings),
     }
 }
@@ -96,6 +109,10 @@ impl RunSummary {
             "dual_owner_samples": self.dual_owner_samples,
             "fenced_holder_samples": self.fenced_holder_samples,
             "non_primary_answers": self.non_primary_answers,
+            "acked_commits": self.acked_commits,
+            "lost_commits": self.lost_commits,
+            "discarded_on_rejoin": self.discarded_on_rejoin,
+            "write_outage_ms": self.write_outage_ms,
             "settings": self.settings,
         });
         if let Some(r) = &self.route_tables_ms {
@@ -275,6 +292,14 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
         r.non_primary_before_settle,
         r.failed_attempts,
     ));
+    out.push_str(&format!(
+        "  => writer: {} commits acknowledged, {} lost {:?}, write outage {} ms, old primary discarded {} on rejoin\n",
+        t.commits.acked,
+        t.commits.lost.len(),
+        t.commits.lost.iter().take(5).collect::<Vec<_>>(),
+        f(t.commits.write_outage_ms),
+        t.discarded_on_rejoin,
+    ));
     out
 }
 
@@ -303,6 +328,11 @@ pub fn summary_text(s: &RunSummary) -> String {
     out.push_str(&format!(
         "  dual-owner samples {}, fenced-holder samples {}, non-primary answers {}\n",
         s.dual_owner_samples, s.fenced_holder_samples, s.non_primary_answers
+    ));
+    out.push_str(&line("write outage ms", &s.write_outage_ms));
+    out.push_str(&format!(
+        "  commits acknowledged {}, lost {}, discarded on rejoin {}\n",
+        s.acked_commits, s.lost_commits, s.discarded_on_rejoin
     ));
     out
 }

@@ -20,10 +20,11 @@ pub enum Scenario {
     Flap,
     Loss,
     KillAgent,
+    AsyncReplica,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::KillPrimary,
         Scenario::Switchover,
         Scenario::HangPrimary,
@@ -32,6 +33,7 @@ impl Scenario {
         Scenario::Flap,
         Scenario::Loss,
         Scenario::KillAgent,
+        Scenario::AsyncReplica,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Scenario {
             Scenario::Flap => "flap",
             Scenario::Loss => "loss",
             Scenario::KillAgent => "kill-agent",
+            Scenario::AsyncReplica => "async-replica",
         }
     }
 
@@ -106,6 +109,10 @@ pub struct Trial {
     pub route_changes: Vec<(f64, Vec<Option<String>>)>,
     /// Idle sessions: (opened, closed at and how).
     pub idle_sessions: Vec<(f64, Option<(f64, String)>)>,
+    /// The writer's commits in the trial, checked against the new primary.
+    pub commits: crate::writer::CommitResult,
+    /// Transactions the old primary discarded when it rejoined (from its tds-sim).
+    pub discarded_on_rejoin: u64,
 }
 
 /// Uniform in 0..n from /dev/urandom (0 if it cannot be read).
@@ -199,7 +206,7 @@ pub fn run_trial(
     let promote =
         |lab: &mut Lab, node: usize, promotions: &mut Vec<Promotion>| -> Result<(), String> {
             sleep_ms(s.promote_delay_ms);
-            let at = lab.set_role(node, "PRIMARY")?;
+            let at = lab.promote(node, scenario == Scenario::AsyncReplica)?;
             promotions.push(Promotion {
                 at,
                 node,
@@ -212,8 +219,20 @@ pub fn run_trial(
             faults.push(lab.kill_sim(old));
             promote(lab, new, &mut promotions)?;
         }
+        Scenario::AsyncReplica => {
+            // The asynchronous partner stops hardening first, or it is usually caught up
+            // and the loss this drill must show would not happen.
+            lab.sim_put(
+                new,
+                r#"{"replication":"stalled"}"#,
+                "replication stalled (async partner)",
+            )?;
+            sleep_ms(300);
+            faults.push(lab.kill_sim(old));
+            promote(lab, new, &mut promotions)?;
+        }
         Scenario::Switchover => {
-            faults.push(lab.set_role(old, "SECONDARY")?);
+            faults.push(lab.demote(old, false)?);
             promote(lab, new, &mut promotions)?;
         }
         Scenario::HangPrimary => {
@@ -244,7 +263,7 @@ pub fn run_trial(
             ));
             faults.push(t);
             sleep_ms(s.lease_ms);
-            lab.set_role(old, "RESOLVING")?;
+            lab.demote(old, true)?;
             promote(lab, new, &mut promotions)?;
         }
         Scenario::Flap => {
@@ -253,7 +272,7 @@ pub fn run_trial(
                 if k > 0 {
                     sleep_ms(s.flap_interval_ms);
                 }
-                faults.push(lab.set_role(cur, "SECONDARY")?);
+                faults.push(lab.demote(cur, false)?);
                 promote(lab, other, &mut promotions)?;
                 std::mem::swap(&mut cur, &mut other);
             }
@@ -350,7 +369,13 @@ pub fn run_trial(
             (per, changes)
         }
     };
-    let trial = Trial {
+    let commits = commit_result(lab, primary, start, end, faults[0])?;
+    let discarded_before = if restarts(scenario) {
+        0
+    } else {
+        discarded(lab, old)
+    };
+    let mut trial = Trial {
         scenario,
         index,
         old,
@@ -372,30 +397,119 @@ pub fn run_trial(
             .into_iter()
             .map(|s| (s.opened, s.closed))
             .collect(),
+        commits,
+        discarded_on_rejoin: 0,
     };
     restore(lab, scenario, old, primary)?;
+    if scenario != Scenario::KillAgent {
+        trial.discarded_on_rejoin = discarded(lab, old).saturating_sub(discarded_before);
+    }
     Ok(trial)
+}
+
+/// Waits until node `i`'s database replica is SYNCHRONIZED with its primary.
+fn wait_synchronized(lab: &Lab, i: usize) -> Result<(), String> {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = lab.sim_state(i)?;
+        if s["ag_state"]["synchronization_state"] == "SYNCHRONIZED" {
+            return Ok(());
+        }
+        if std::time::Instant::now() > end {
+            return Err(format!(
+                "node {} never became SYNCHRONIZED: {}",
+                i + 1,
+                s["ag_state"]
+            ));
+        }
+        sleep_ms(10);
+    }
+}
+
+/// Scenarios whose old primary's tds-sim is restarted (its counters start over).
+fn restarts(scenario: Scenario) -> bool {
+    matches!(
+        scenario,
+        Scenario::KillPrimary | Scenario::Loss | Scenario::CrashNode | Scenario::AsyncReplica
+    )
+}
+
+fn discarded(lab: &Lab, node: usize) -> u64 {
+    lab.sim_state(node)
+        .ok()
+        .and_then(|s| s["ag_state"]["discarded_on_rejoin"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Asks the primary which of the trial's acknowledged ids it has.
+fn commit_result(
+    lab: &Lab,
+    primary: usize,
+    start: f64,
+    end: f64,
+    fault: f64,
+) -> Result<crate::writer::CommitResult, String> {
+    let commits = lab.writer().between(start, end);
+    let acked: Vec<i64> = commits
+        .iter()
+        .filter(|c| c.acked.is_some())
+        .map(|c| c.id)
+        .collect();
+    let mut present = std::collections::BTreeSet::new();
+    if let (Some(lo), Some(hi)) = (acked.iter().min(), acked.iter().max()) {
+        let a = lab.tsql(
+            primary,
+            &format!("SELECT id FROM dbo.ledger WHERE id BETWEEN {lo} AND {hi}"),
+        )?;
+        for row in a.sets.into_iter().flatten() {
+            if let Some(tds_codec::types::Value::Int(id)) = row.first() {
+                present.insert(*id);
+            }
+        }
+    }
+    Ok(crate::writer::analyze(&commits, &present, fault))
 }
 
 /// Brings the old primary back as a SECONDARY (or healthy, for kill-agent) and waits
 /// until `primary` is the steady owner.
 fn restore(lab: &mut Lab, scenario: Scenario, old: usize, primary: usize) -> Result<(), String> {
     match scenario {
-        Scenario::KillPrimary => lab.start_sim(old, "SECONDARY")?,
+        // A restarted replica of an EXTERNAL AG comes back RESOLVING; the HA manager makes
+        // it a secondary, and it catches up (discarding what the new primary never had).
+        Scenario::KillPrimary => {
+            lab.start_sim(old, "SECONDARY")?;
+            lab.demote(old, false)?;
+        }
         Scenario::Loss => {
             nft_clear(lab.client_ns());
             lab.start_sim(old, "SECONDARY")?;
+            lab.demote(old, false)?;
+        }
+        Scenario::AsyncReplica => {
+            lab.sim_put(
+                primary,
+                r#"{"replication":"running"}"#,
+                "replication running",
+            )?;
+            lab.start_sim(old, "SECONDARY")?;
+            lab.demote(old, false)?;
+            // Fail back to the synchronous old primary once it is SYNCHRONIZED again, so
+            // that the next trial again promotes the asynchronous replica.
+            lab.wait_steady(primary, Duration::from_secs(10))?;
+            wait_synchronized(lab, old)?;
+            lab.demote(primary, false)?;
+            lab.promote(old, false)?;
+            lab.wait_steady(old, Duration::from_secs(10))?;
+            sleep_ms(500);
+            return Ok(());
         }
         Scenario::Switchover | Scenario::Flap | Scenario::KillAgent => {}
         Scenario::HangPrimary => {
-            lab.sim_put(
-                old,
-                r#"{"fault":"none","role":"SECONDARY"}"#,
-                "restore: healthy SECONDARY",
-            )?;
+            lab.sim_put(old, r#"{"fault":"none"}"#, "restore: fault cleared")?;
+            lab.demote(old, false)?;
         }
         Scenario::PartitionPrimary => {
-            lab.set_role(old, "SECONDARY")?;
+            lab.demote(old, false)?;
             nft_clear(&lab.nodes[old].ns.clone());
         }
         Scenario::CrashNode => {
@@ -412,6 +526,7 @@ fn restore(lab: &mut Lab, scenario: Scenario, old: usize, primary: usize) -> Res
             }
             lab.node_cmd(old, &["ip", "link", "set", "eth0", "up"])?;
             lab.start_sim(old, "SECONDARY")?;
+            lab.demote(old, false)?;
             lab.start_agent(old)?;
         }
     }
@@ -426,9 +541,18 @@ pub fn run(lab: &mut Lab, scenario: Scenario, trials: usize) -> Result<Vec<Trial
     let mut out = Vec::new();
     let mut primary = lab.sole_owner().unwrap_or(0);
     for k in 0..trials {
-        let other = if primary == 0 { 1 } else { 0 };
+        let other = if scenario == Scenario::AsyncReplica {
+            // The asynchronous replica (node 3) is the one promoted.
+            2
+        } else if primary == 0 {
+            1
+        } else {
+            0
+        };
         let t = run_trial(lab, scenario, k, primary, other)?;
-        primary = t.new;
+        if scenario != Scenario::AsyncReplica {
+            primary = t.new;
+        }
         out.push(t);
     }
     Ok(out)
