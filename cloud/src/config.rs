@@ -102,26 +102,7 @@ fn default_backoff_cap_ms() -> u64 {
 }
 
 /// One validation failure: the full key path and why the value is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigProblem {
-    pub key: String,
-    pub reason: String,
-}
-
-impl ConfigProblem {
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigProblem {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.reason)
-    }
-}
+pub use tdsvip_config_problem::ConfigProblem;
 
 const CALL_TIMEOUT_RANGE_MS: (u64, u64) = (50, 60_000);
 const MAX_ATTEMPTS_RANGE: (u32, u32) = (1, 10);

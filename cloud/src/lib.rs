@@ -18,6 +18,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 mod ec2;
 pub mod error;

@@ -8,6 +8,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use tdsvip_backoff::Backoff;
+
 use crate::config::CloudConfig;
 use crate::error::CloudError;
 use crate::report::{CallRecord, CallResult, Operation};
@@ -33,20 +35,19 @@ impl RetryPolicy {
         }
     }
 
-    /// The longest pause before retry number `retry` (1 = the pause after the first attempt).
-    pub fn backoff_ceiling(&self, retry: u32) -> Duration {
-        let doublings = retry.saturating_sub(1).min(31);
-        self.backoff_base
-            .saturating_mul(1u32 << doublings)
-            .min(self.backoff_cap)
+    fn doubling(&self) -> Backoff {
+        Backoff::new(self.backoff_base, self.backoff_cap)
     }
 
-    /// "Equal jitter": half the ceiling plus a random part of the other half (`unit` in [0, 1)),
-    /// so that nodes retrying together spread out yet every retry still waits a little.
+    /// The longest pause before retry number `retry` (1 = the pause after the first attempt).
+    pub fn backoff_ceiling(&self, retry: u32) -> Duration {
+        self.doubling().delay(retry)
+    }
+
+    /// "Equal jitter" (`unit` in [0, 1)): nodes retrying together spread out, yet every retry
+    /// still waits a little.
     pub fn backoff(&self, retry: u32, unit: f64) -> Duration {
-        let ceiling = self.backoff_ceiling(retry);
-        let half = ceiling / 2;
-        half + half.mul_f64(unit.clamp(0.0, 1.0))
+        self.doubling().jittered(retry, unit)
     }
 
     /// Worst-case duration of one call that uses every attempt: the time budget of a claim or
@@ -309,23 +310,6 @@ mod tests {
             message: format!("{code} happened"),
             status: Some(status),
         }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let p = policy(2000, 6, 100, 1000);
-        let ceilings: Vec<u128> = (1..=6).map(|r| p.backoff_ceiling(r).as_millis()).collect();
-        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(p.backoff_ceiling(1000), Duration::from_millis(1000));
-    }
-
-    #[test]
-    fn jitter_stays_between_half_and_full_ceiling() {
-        let p = policy(2000, 4, 100, 1000);
-        assert_eq!(p.backoff(3, 0.0), Duration::from_millis(200));
-        assert_eq!(p.backoff(3, 1.0), Duration::from_millis(400));
-        assert_eq!(p.backoff(3, 0.5), Duration::from_millis(300));
-        assert_eq!(p.backoff(3, 7.0), Duration::from_millis(400));
     }
 
     #[test]

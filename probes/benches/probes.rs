@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tdsvip_probes::{
-    AnyProbe, HysteresisConfig, LatencySummary, LoginConfig, Mode, ProbeConfig, ProbeRunner,
-    Schedule, ScheduleConfig,
+    AnyProbe, LatencySummary, LoginConfig, Mode, ProbeConfig, ProbeRunner, Schedule, ScheduleConfig,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -135,9 +134,7 @@ fn load_child() {
                     }));
                     continue;
                 }
-                let runner =
-                    ProbeRunner::new(probe_for(mode, t), schedule, HysteresisConfig::default())
-                        .expect("runner");
+                let runner = ProbeRunner::new(probe_for(mode, t), schedule).expect("runner");
                 let (task, mut rx) = runner.spawn(16, cancel.clone());
                 tasks.push(task);
                 counters.push(tokio::spawn(async move {

@@ -14,27 +14,12 @@ pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// The default deadline of every probe.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// An invalid configuration value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct ConfigError {
-    /// The offending field, as named in the config structs.
-    pub field: &'static str,
-    pub reason: String,
-}
+/// An invalid configuration value: the field, as named in the config structs, and why.
+pub use tdsvip_config_problem::ConfigProblem;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-}
-
-pub(crate) fn validate_timeout(field: &'static str, t: Duration) -> Result<(), ConfigError> {
+pub(crate) fn validate_timeout(field: &'static str, t: Duration) -> Result<(), ConfigProblem> {
     if t < MIN_TIMEOUT {
-        return Err(ConfigError::new(
+        return Err(ConfigProblem::new(
             field,
             format!("{t:?} is below the minimum of {MIN_TIMEOUT:?}"),
         ));
@@ -62,7 +47,7 @@ impl Default for ProbeConfig {
 }
 
 impl ProbeConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
         validate_timeout("timeout", self.timeout)
     }
 }
@@ -151,17 +136,17 @@ impl LoginConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
         validate_timeout("timeout", self.timeout)?;
         if self.user.is_empty() {
-            return Err(ConfigError::new("user", "must not be empty"));
+            return Err(ConfigProblem::new("user", "must not be empty"));
         }
         // LOGIN7 carries lengths in 16-bit character counts capped at 128 for names.
         if self.user.encode_utf16().count() > 128 {
-            return Err(ConfigError::new("user", "longer than 128 characters"));
+            return Err(ConfigProblem::new("user", "longer than 128 characters"));
         }
         if self.password.expose().encode_utf16().count() > 128 {
-            return Err(ConfigError::new("password", "longer than 128 characters"));
+            return Err(ConfigProblem::new("password", "longer than 128 characters"));
         }
         if let Some(ag) = &self.ag {
             validate_sysname("ag", ag)?;
@@ -170,7 +155,7 @@ impl LoginConfig {
             validate_sysname("databases", db)?;
         }
         if !self.databases.is_empty() && self.ag.is_none() {
-            return Err(ConfigError::new(
+            return Err(ConfigProblem::new(
                 "databases",
                 "database checks need an availability group (ag)",
             ));
@@ -178,7 +163,7 @@ impl LoginConfig {
         if let Tls::Required { .. } = self.tls
             && !cfg!(feature = "tls")
         {
-            return Err(ConfigError::new(
+            return Err(ConfigProblem::new(
                 "tls",
                 "this build has no TLS support (cargo feature `tls`)",
             ));
@@ -190,18 +175,18 @@ impl LoginConfig {
 /// AG and database names are `sysname` (nvarchar(128)). Quotes are escaped when the query
 /// is built; control characters are refused because no real object has them and they would
 /// only make logs and the query text confusing.
-fn validate_sysname(field: &'static str, name: &str) -> Result<(), ConfigError> {
+fn validate_sysname(field: &'static str, name: &str) -> Result<(), ConfigProblem> {
     if name.is_empty() {
-        return Err(ConfigError::new(field, "names must not be empty"));
+        return Err(ConfigProblem::new(field, "names must not be empty"));
     }
     if name.encode_utf16().count() > 128 {
-        return Err(ConfigError::new(
+        return Err(ConfigProblem::new(
             field,
             format!("{name:?} is longer than 128 characters"),
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(ConfigError::new(
+        return Err(ConfigProblem::new(
             field,
             format!("{name:?} contains a control character"),
         ));
@@ -228,30 +213,30 @@ mod tests {
             timeout: Duration::from_millis(9),
             ..Default::default()
         };
-        assert_eq!(p.validate().unwrap_err().field, "timeout");
+        assert_eq!(p.validate().unwrap_err().key, "timeout");
         p.timeout = Duration::from_millis(10);
         assert!(p.validate().is_ok());
         let mut l = LoginConfig::new("u", "p");
         l.timeout = Duration::from_millis(5);
-        assert_eq!(l.validate().unwrap_err().field, "timeout");
+        assert_eq!(l.validate().unwrap_err().key, "timeout");
     }
 
     #[test]
     fn login_fields_are_validated_by_name() {
         let mut l = LoginConfig::new("", "p");
-        assert_eq!(l.validate().unwrap_err().field, "user");
+        assert_eq!(l.validate().unwrap_err().key, "user");
         l.user = "u".into();
         l.databases = vec!["db1".into()];
-        assert_eq!(l.validate().unwrap_err().field, "databases");
+        assert_eq!(l.validate().unwrap_err().key, "databases");
         l.ag = Some("AG1".into());
         assert!(l.validate().is_ok());
         l.databases.push(String::new());
-        assert_eq!(l.validate().unwrap_err().field, "databases");
+        assert_eq!(l.validate().unwrap_err().key, "databases");
         l.databases.pop();
         l.ag = Some("a\0b".into());
-        assert_eq!(l.validate().unwrap_err().field, "ag");
+        assert_eq!(l.validate().unwrap_err().key, "ag");
         l.ag = Some("x".repeat(129));
-        assert_eq!(l.validate().unwrap_err().field, "ag");
+        assert_eq!(l.validate().unwrap_err().key, "ag");
         // Quotes are legal in names; the query builder escapes them.
         l.ag = Some("it's".into());
         assert!(l.validate().is_ok());
@@ -266,6 +251,6 @@ mod tests {
             hostname_in_certificate: None,
         };
         let e = l.validate().unwrap_err();
-        assert_eq!(e.field, "tls");
+        assert_eq!(e.key, "tls");
     }
 }

@@ -1,5 +1,4 @@
-//! Health probes for a SQL Server replica, and the filtering that turns them into a
-//! decision the agent can act on.
+//! Health probes for a SQL Server replica, run on a schedule.
 //!
 //! Three probes, from cheapest to most telling, each bounded by one hard deadline per call
 //! and each returning a classified [`Outcome`] with its latency:
@@ -9,14 +8,15 @@
 //!   replica is PRIMARY and its databases ONLINE), the only one that can justify owning the
 //!   overlay IP.
 //!
-//! [`Schedule`] fires them at a fixed rate, [`Hysteresis`] turns outcomes into Up/Down
-//! transitions, and [`ProbeRunner`] glues the three and sends [`Observation`]s to the agent.
+//! [`Schedule`] fires them at a fixed rate and [`ProbeRunner`] sends every result to the
+//! agent as an [`Observation`] (the agent's controller does the rise/fall counting).
 //! Nothing a network peer sends can make these probes panic, hang past their deadline, or
 //! allocate more than a few KiB per answer beyond what the answer really contains.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod health_query;
-pub mod hysteresis;
 pub mod latency;
 pub mod login;
 pub mod outcome;
@@ -31,9 +31,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{ConfigError, LoginConfig, Password, ProbeConfig, Tls};
+pub use config::{ConfigProblem, LoginConfig, Password, ProbeConfig, Tls};
 pub use health_query::{HealthQuery, ResultSet};
-pub use hysteresis::{Hysteresis, HysteresisConfig, State, Transition};
 pub use latency::LatencySummary;
 pub use login::LoginProbe;
 pub use outcome::{DbStatus, Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo};
@@ -68,14 +67,14 @@ impl fmt::Display for Mode {
 }
 
 impl FromStr for Mode {
-    type Err = ConfigError;
+    type Err = ConfigProblem;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "tcp" => Ok(Mode::Tcp),
             "prelogin" => Ok(Mode::Prelogin),
             "login" => Ok(Mode::Login),
-            other => Err(ConfigError::new(
+            other => Err(ConfigProblem::new(
                 "mode",
                 format!("{other:?} is not one of tcp, prelogin, login"),
             )),
@@ -99,13 +98,13 @@ impl AnyProbe {
         target: SocketAddr,
         probe: ProbeConfig,
         login: Option<LoginConfig>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ConfigProblem> {
         Ok(match mode {
             Mode::Tcp => AnyProbe::Tcp(TcpProbe::new(target, probe)?),
             Mode::Prelogin => AnyProbe::Prelogin(PreloginProbe::new(target, probe)?),
             Mode::Login => {
                 let login = login.ok_or_else(|| {
-                    ConfigError::new("login", "the login probe needs a user and a password")
+                    ConfigProblem::new("login", "the login probe needs a user and a password")
                 })?;
                 AnyProbe::Login(Box::new(LoginProbe::new(target, login)?))
             }
@@ -166,14 +165,14 @@ mod tests {
             assert_eq!(m.name().parse::<Mode>().unwrap(), m);
             assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
         }
-        assert_eq!("udp".parse::<Mode>().unwrap_err().field, "mode");
+        assert_eq!("udp".parse::<Mode>().unwrap_err().key, "mode");
     }
 
     #[test]
     fn login_mode_needs_a_login_config() {
         let addr: SocketAddr = "127.0.0.1:1433".parse().unwrap();
         let e = AnyProbe::new(Mode::Login, addr, ProbeConfig::default(), None).unwrap_err();
-        assert_eq!(e.field, "login");
+        assert_eq!(e.key, "login");
         let p = AnyProbe::new(
             Mode::Login,
             addr,

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use crate::Mode;
-use crate::config::{ConfigError, LoginConfig, Tls};
+use crate::config::{ConfigProblem, LoginConfig, Tls};
 use crate::health_query::{HealthQuery, ResultSet};
 use crate::outcome::{Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo, Start};
 
@@ -118,7 +118,7 @@ impl std::fmt::Debug for LoginProbe {
 }
 
 impl LoginProbe {
-    pub fn new(target: SocketAddr, config: LoginConfig) -> Result<Self, ConfigError> {
+    pub fn new(target: SocketAddr, config: LoginConfig) -> Result<Self, ConfigProblem> {
         config.validate()?;
         let query = HealthQuery::new(config.ag.as_deref(), &config.databases);
         Ok(LoginProbe {

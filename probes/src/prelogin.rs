@@ -16,7 +16,7 @@ use tds_codec::{Encryption, PacketType, Prelogin, Version};
 use tokio::io::AsyncWriteExt;
 
 use crate::Mode;
-use crate::config::{ConfigError, ProbeConfig};
+use crate::config::{ConfigProblem, ProbeConfig};
 use crate::outcome::{Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo, Start};
 
 /// Bounds for reading the server's PRELOGIN answer.
@@ -99,7 +99,7 @@ pub struct PreloginProbe {
 }
 
 impl PreloginProbe {
-    pub fn new(target: SocketAddr, config: ProbeConfig) -> Result<Self, ConfigError> {
+    pub fn new(target: SocketAddr, config: ProbeConfig) -> Result<Self, ConfigProblem> {
         config.validate()?;
         let request = request(config.announce_encryption);
         Ok(PreloginProbe {

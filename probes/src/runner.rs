@@ -1,10 +1,12 @@
-//! The loop the agent runs per target: schedule → probe → hysteresis → observation.
+//! The loop the agent runs per target: schedule → probe → observation.
 //!
 //! One probe is in flight at a time per runner: a probe that outlasts the interval makes
 //! the schedule skip ticks (counted in each [`Tick`]) instead of piling up concurrent
-//! probes against a server that is already slow. Every result is sent, not only the
-//! transitions, because the agent's policy also acts on raw outcomes (`not_primary`
-//! releases the address at once) and exports latencies. The channel is bounded: a slow
+//! probes against a server that is already slow. Every result is sent, unfiltered: the
+//! agent's controller does its own rise/fall counting, because it treats outcome classes
+//! differently (`not_primary` releases the address at once, a silent server only after the
+//! fall count, or after one miss once a peer is PRIMARY) and needs the first failed probe
+//! of a streak for the failover timeline. The channel is bounded: a slow
 //! consumer delays the next probe, which the schedule again turns into skipped ticks.
 
 use tokio::sync::mpsc;
@@ -12,8 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::AnyProbe;
-use crate::config::ConfigError;
-use crate::hysteresis::{Hysteresis, HysteresisConfig, State, Transition};
+use crate::config::ConfigProblem;
 use crate::outcome::ProbeResult;
 use crate::schedule::{Schedule, ScheduleConfig, Tick};
 
@@ -21,10 +22,6 @@ use crate::schedule::{Schedule, ScheduleConfig, Tick};
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub result: ProbeResult,
-    /// The filtered state after this result.
-    pub state: State,
-    /// Set when this result flipped the state.
-    pub transition: Option<Transition>,
     pub tick: Tick,
 }
 
@@ -46,21 +43,15 @@ pub struct RunSummary {
 pub struct ProbeRunner {
     probe: AnyProbe,
     schedule: ScheduleConfig,
-    hysteresis: Hysteresis,
     seed: Option<u64>,
 }
 
 impl ProbeRunner {
-    pub fn new(
-        probe: AnyProbe,
-        schedule: ScheduleConfig,
-        hysteresis: HysteresisConfig,
-    ) -> Result<Self, ConfigError> {
+    pub fn new(probe: AnyProbe, schedule: ScheduleConfig) -> Result<Self, ConfigProblem> {
         schedule.validate()?;
         Ok(ProbeRunner {
             probe,
             schedule,
-            hysteresis: Hysteresis::new(hysteresis)?,
             seed: None,
         })
     }
@@ -114,23 +105,7 @@ impl ProbeRunner {
                 r = self.probe.probe() => r,
             };
             probes += 1;
-            let transition = self.hysteresis.observe_result(&result);
-            if let Some(t) = &transition {
-                tracing::info!(
-                    target_addr = %result.target,
-                    mode = result.mode.name(),
-                    from = ?t.from,
-                    to = ?t.to,
-                    cause = %t.cause,
-                    "probe state changed"
-                );
-            }
-            let obs = Observation {
-                result,
-                state: self.hysteresis.state(),
-                transition,
-                tick,
-            };
+            let obs = Observation { result, tick };
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return stop(StopReason::Cancelled, probes, &schedule),

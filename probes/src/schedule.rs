@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::config::ConfigError;
+use crate::config::ConfigProblem;
 
 /// The default probe interval: 20 probes a second.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
@@ -40,15 +40,15 @@ impl Default for ScheduleConfig {
 }
 
 impl ScheduleConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
         if self.interval < Duration::from_millis(1) {
-            return Err(ConfigError::new(
+            return Err(ConfigProblem::new(
                 "interval",
                 format!("{:?} is below the minimum of 1ms", self.interval),
             ));
         }
         if self.jitter >= self.interval {
-            return Err(ConfigError::new(
+            return Err(ConfigProblem::new(
                 "jitter",
                 format!(
                     "{:?} must be below the interval ({:?})",
@@ -87,12 +87,12 @@ pub struct Schedule {
 
 impl Schedule {
     /// A schedule whose tick 0 is due now.
-    pub fn new(cfg: ScheduleConfig) -> Result<Self, ConfigError> {
+    pub fn new(cfg: ScheduleConfig) -> Result<Self, ConfigProblem> {
         Self::starting_at(cfg, Instant::now())
     }
 
     /// A schedule whose tick 0 is due at `origin`.
-    pub fn starting_at(cfg: ScheduleConfig, origin: Instant) -> Result<Self, ConfigError> {
+    pub fn starting_at(cfg: ScheduleConfig, origin: Instant) -> Result<Self, ConfigProblem> {
         cfg.validate()?;
         Ok(Self::validated(cfg, origin))
     }
@@ -175,8 +175,8 @@ mod tests {
 
     #[test]
     fn config_is_validated_by_field() {
-        assert_eq!(cfg(0, 0).validate().unwrap_err().field, "interval");
-        assert_eq!(cfg(20, 20).validate().unwrap_err().field, "jitter");
+        assert_eq!(cfg(0, 0).validate().unwrap_err().key, "interval");
+        assert_eq!(cfg(20, 20).validate().unwrap_err().key, "jitter");
         assert!(cfg(20, 19).validate().is_ok());
     }
 

@@ -15,7 +15,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use crate::Mode;
-use crate::config::{ConfigError, ProbeConfig};
+use crate::config::{ConfigProblem, ProbeConfig};
 use crate::outcome::{Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo, Start};
 
 /// Opens a TCP connection to `addr` with NODELAY and SO_LINGER 0, failing with a classified
@@ -50,7 +50,7 @@ pub struct TcpProbe {
 }
 
 impl TcpProbe {
-    pub fn new(target: SocketAddr, config: ProbeConfig) -> Result<Self, ConfigError> {
+    pub fn new(target: SocketAddr, config: ProbeConfig) -> Result<Self, ConfigProblem> {
         config.validate()?;
         Ok(TcpProbe { target, config })
     }

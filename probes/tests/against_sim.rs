@@ -406,7 +406,8 @@ async fn refuse_closes_the_port() {
     .await
 }
 
-/// The runner on a login probe: Up after `rise` answers, Down after `fall` on demotion.
+/// The runner on a login probe: PRIMARY answers, then the demotion reported as it happens,
+/// on one kept session.
 #[tokio::test]
 async fn runner_follows_a_demotion() {
     bounded(async {
@@ -418,31 +419,21 @@ async fn runner_follows_a_demotion() {
                 interval: ms(20),
                 jitter: Duration::ZERO,
             },
-            HysteresisConfig::default(),
         )
         .unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
         let (handle, mut rx) = runner.spawn(8, cancel.clone());
-        let up = loop {
-            let o = rx.recv().await.unwrap();
-            if let Some(t) = o.transition {
-                break t;
-            }
-        };
-        assert_eq!(up.to, State::Up);
+        for _ in 0..2 {
+            assert_eq!(rx.recv().await.unwrap().result.outcome, Outcome::Ok);
+        }
         sim.set_role(Role::Secondary);
         let down = loop {
             let o = rx.recv().await.unwrap();
-            if let Some(t) = o.transition {
-                break t;
+            if o.result.outcome != Outcome::Ok {
+                break o.result.outcome;
             }
         };
-        assert_eq!(down.to, State::Down);
-        assert!(
-            matches!(down.cause, Outcome::NotPrimary { .. }),
-            "{:?}",
-            down.cause
-        );
+        assert!(matches!(down, Outcome::NotPrimary { .. }), "{down:?}");
         cancel.cancel();
         handle.await.unwrap();
         assert_eq!(sim.stats().logins, 1);

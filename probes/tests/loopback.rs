@@ -90,13 +90,10 @@ async fn refused_for_every_probe() {
 #[tokio::test]
 async fn timeouts_below_10ms_are_refused() {
     let addr = closed_port();
-    assert_eq!(TcpProbe::new(addr, cfg(9)).unwrap_err().field, "timeout");
+    assert_eq!(TcpProbe::new(addr, cfg(9)).unwrap_err().key, "timeout");
+    assert_eq!(PreloginProbe::new(addr, cfg(0)).unwrap_err().key, "timeout");
     assert_eq!(
-        PreloginProbe::new(addr, cfg(0)).unwrap_err().field,
-        "timeout"
-    );
-    assert_eq!(
-        LoginProbe::new(addr, login_cfg(9)).unwrap_err().field,
+        LoginProbe::new(addr, login_cfg(9)).unwrap_err().key,
         "timeout"
     );
     assert!(TcpProbe::new(addr, cfg(10)).is_ok());
