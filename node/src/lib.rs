@@ -6,6 +6,8 @@
 //! All of it needs root-level capabilities ([`caps`]); see `executor.rs` and `guard.rs` for
 //! what happens to the programs and the address when the agent exits or is killed.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod address;
 pub mod announce;
 pub mod caps;

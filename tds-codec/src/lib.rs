@@ -7,6 +7,8 @@
 //! network and must return a [`CodecError`] for any input, never panic, and never allocate
 //! more than the input justifies.
 
+#![forbid(unsafe_code)]
+
 pub mod all_headers;
 pub mod batch;
 mod cursor;

@@ -5,6 +5,7 @@
 //! as IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) so that one key type serves both families and
 //! the kernel programs need a single map per purpose.
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 /// Map from overlay address to [`VipState`] value (`u32`): read by `vip_guard` and `conn_track`.
 pub const MAP_VIP_STATE: &str = "VIP_STATE";
@@ -107,8 +108,11 @@ mod pod {
     // SAFETY: all four types are `#[repr(C)]`, `Copy`, contain only integers and byte arrays,
     // and have no padding (asserted below), so any bit pattern is a valid value.
     unsafe impl aya::Pod for super::VipKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::VipCounters {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnState {}
 
     const _: () = assert!(core::mem::size_of::<super::VipKey>() == 16);

@@ -12,6 +12,7 @@
 //! On the host (`cargo build --workspace`) this crate is an empty binary: the programs only
 //! exist for the BPF target.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_arch = "bpf")]
 mod programs;
