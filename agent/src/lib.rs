@@ -4,6 +4,8 @@
 //! The binary (`main.rs`, `cli/`) is a thin layer over this: it parses the command line and
 //! turns results into exit codes.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod controller;
 pub mod driver;

@@ -5,6 +5,8 @@
 //! line, sets up logging and turns results into exit codes (0 success, 1 the thing checked
 //! is not healthy, 2 bad arguments or configuration).
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod password;
 

@@ -1,8 +1,9 @@
 //! Reading the other agents: each `[[peer]]`'s `GET /status`, turned into what this node's
 //! controller and node executor need from it.
 //!
-//! A peer is another tdsvip, but its answer is still bytes from the network: the parser
-//! takes only the fields it needs, bounds every list, and names the field that was wrong.
+//! A peer is another tdsvip, but its answer is still bytes from the network: it is read as
+//! the one `/status` wire type (`status::StatusDocument`), every list and string is
+//! bounded, and an error names the field that was wrong.
 //! From each AG entry it takes:
 //! - the peer replica's role, with the age of the probe that saw it (served as an age, so
 //!   that clocks of different nodes never meet): the controller only counts a PRIMARY seen
@@ -15,15 +16,14 @@
 //! The request itself is `http::client`'s, the one `tdsvip status` uses.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tdsvip_node::Connection;
 
 use crate::controller::ReplicaRole;
 use crate::http::client::{self, Bearer, Target};
+use crate::status::{AgDocument, PeerAgSummary, PeerSummary, StatusDocument};
 
 /// Most connections taken from one peer for one AG.
 pub const MAX_CONNECTIONS: usize = 65_536;
@@ -53,141 +53,122 @@ pub struct PeerAgView {
     pub connections: Vec<Connection>,
 }
 
-/// The part of a peer's `/status` this node keeps for its own `/status` (never the peer's
-/// whole document: it holds the peer's view of its peers, which would nest without end).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PeerSummary {
-    pub node: String,
-    pub ags: BTreeMap<String, PeerAgSummary>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PeerAgSummary {
-    pub state: String,
-    pub replica_role: Option<String>,
-    pub owned_addresses: Vec<String>,
-    pub tracked_connections: usize,
-}
-
 /// A parsed peer `/status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerDocument {
+    /// What this node keeps for its own `/status`.
     pub summary: PeerSummary,
     pub ags: BTreeMap<String, PeerAgView>,
 }
 
-fn field<'a>(v: &'a Value, key: &str, at: &str) -> Result<&'a Value, String> {
-    v.get(key).ok_or_else(|| format!("{at}.{key}: missing"))
-}
-
-fn opt_str(v: &Value, key: &str, at: &str) -> Result<Option<String>, String> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= 256 => Ok(Some(s.clone())),
-        Some(_) => Err(format!("{at}.{key}: not a string (of at most 256 bytes)")),
+/// An age in milliseconds as a `Duration`, refusing what no clock could have measured.
+fn age(ms: f64, at: &str) -> Result<Duration, String> {
+    if ms.is_finite() && (0.0..=1e12).contains(&ms) {
+        Ok(Duration::from_secs_f64(ms / 1000.0))
+    } else {
+        Err(format!("{at}: not an age in milliseconds"))
     }
 }
 
-fn age(v: &Value, key: &str, at: &str) -> Result<Option<Duration>, String> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(n) => match n.as_f64() {
-            Some(ms) if ms.is_finite() && (0.0..=1e12).contains(&ms) => {
-                Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
-            }
-            _ => Err(format!("{at}.{key}: not an age in milliseconds")),
-        },
+fn bounded_str(s: &Option<String>, at: &str) -> Result<(), String> {
+    match s {
+        Some(s) if s.len() > 256 => Err(format!("{at}: a string of more than 256 bytes")),
+        _ => Ok(()),
     }
 }
 
-/// Parses a peer's `/status` document.
+/// `status.PATH: what`, with a missing field's name added to the path.
+pub fn field_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let mut path = match e.path().to_string() {
+        p if p == "." => "status".to_owned(),
+        p => format!("status.{p}"),
+    };
+    let inner = e.inner().to_string();
+    if let Some(field) = inner
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        path = format!("{path}.{field}");
+    }
+    format!("{path}: {inner}")
+}
+
+/// Parses a peer's `/status` document (the wire type, with every list and string bounded);
+/// an error names the field that is wrong.
 pub fn parse_status(doc: &Value) -> Result<PeerDocument, String> {
-    let node = opt_str(doc, "node", "status")?.ok_or("status.node: missing")?;
-    let ags_value = field(doc, "ags", "status")?
-        .as_object()
-        .ok_or("status.ags: not an object")?;
-    if ags_value.len() > 1024 {
+    let doc: StatusDocument = serde_path_to_error::deserialize(doc).map_err(field_error)?;
+    bounded_str(&Some(doc.node.clone()), "status.node")?;
+    if doc.ags.len() > 1024 {
         return Err("status.ags: more than 1024 AGs".into());
     }
     let mut ags = BTreeMap::new();
     let mut summaries = BTreeMap::new();
-    for (name, entry) in ags_value {
+    for (name, entry) in doc.ags {
         let at = format!("status.ags[{name:?}]");
-        if !entry.is_object() {
-            return Err(format!("{at}: not an object"));
-        }
-        let replica_role = opt_str(entry, "replica_role", &at)?;
-        let probe = entry.get("last_local_probe").filter(|p| !p.is_null());
-        let role = match (&replica_role, probe) {
-            (Some(role), Some(probe)) => {
-                let probe_at = format!("{at}.last_local_probe");
-                age(probe, "age_ms", &probe_at)?.map(|age| (ReplicaRole::from_role_desc(role), age))
-            }
-            _ => None,
-        };
-        let loss = match entry.get("primary_loss").filter(|l| !l.is_null()) {
-            None => None,
-            Some(l) => {
-                let loss_at = format!("{at}.primary_loss");
-                let first = age(l, "first_failure_age_ms", &loss_at)?
-                    .ok_or_else(|| format!("{loss_at}.first_failure_age_ms: missing"))?;
-                Some((first, age(l, "detected_age_ms", &loss_at)?))
-            }
-        };
-        let owned_addresses: Vec<String> = match entry.get("owned_addresses") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) if a.len() <= 64 => a
-                .iter()
-                .map(|ip| {
-                    ip.as_str()
-                        .and_then(|s| s.parse::<IpAddr>().ok())
-                        .map(|ip| ip.to_string())
-                        .ok_or_else(|| format!("{at}.owned_addresses: {ip} is not an address"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(format!("{at}.owned_addresses: not a list of addresses")),
-        };
-        let connections: Vec<Connection> = match entry.get("tracked_connections") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) if a.len() <= MAX_CONNECTIONS => a
-                .iter()
-                .map(|c| {
-                    serde_json::from_value::<Connection>(c.clone())
-                        .map_err(|e| format!("{at}.tracked_connections: {e}"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => {
-                return Err(format!(
-                    "{at}.tracked_connections: not a list of at most {MAX_CONNECTIONS} connections"
-                ));
-            }
-        };
-        let state = opt_str(entry, "state", &at)?.unwrap_or_default();
+        let view = ag_view(&entry, &at)?;
         summaries.insert(
             name.clone(),
             PeerAgSummary {
-                state,
-                replica_role,
-                owned_addresses: owned_addresses.clone(),
-                tracked_connections: connections.len(),
+                state: entry.state,
+                replica_role: entry.replica_role,
+                owned_addresses: entry.owned_addresses,
+                tracked_connections: view.connections.len(),
+                other: Map::new(),
             },
         );
-        ags.insert(
-            name.clone(),
-            PeerAgView {
-                role,
-                loss,
-                owned: !owned_addresses.is_empty(),
-                connections,
-            },
-        );
+        ags.insert(name, view);
     }
     Ok(PeerDocument {
         summary: PeerSummary {
-            node,
+            node: doc.node,
             ags: summaries,
+            other: Map::new(),
         },
         ags,
+    })
+}
+
+/// One AG entry of a peer's document, checked.
+fn ag_view(entry: &AgDocument, at: &str) -> Result<PeerAgView, String> {
+    bounded_str(&entry.replica_role, &format!("{at}.replica_role"))?;
+    if entry.owned_addresses.len() > 64 {
+        return Err(format!("{at}.owned_addresses: more than 64 addresses"));
+    }
+    if entry.tracked_connections.len() > MAX_CONNECTIONS {
+        return Err(format!(
+            "{at}.tracked_connections: more than {MAX_CONNECTIONS} connections"
+        ));
+    }
+    let role = match (&entry.replica_role, &entry.last_local_probe) {
+        (Some(role), Some(probe)) => match probe.age_ms {
+            Some(ms) => {
+                let age = age(ms, &format!("{at}.last_local_probe.age_ms"))?;
+                Some((ReplicaRole::from_role_desc(role), age))
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    let loss = match &entry.primary_loss {
+        None => None,
+        Some(l) => {
+            let loss_at = format!("{at}.primary_loss");
+            let first = age(
+                l.first_failure_age_ms,
+                &format!("{loss_at}.first_failure_age_ms"),
+            )?;
+            let detected = l
+                .detected_age_ms
+                .map(|ms| age(ms, &format!("{loss_at}.detected_age_ms")))
+                .transpose()?;
+            Some((first, detected))
+        }
+    };
+    Ok(PeerAgView {
+        role,
+        loss,
+        owned: !entry.owned_addresses.is_empty(),
+        connections: entry.tracked_connections.clone(),
     })
 }
 

@@ -159,11 +159,13 @@ fn owning_status() -> AgentStatus {
             route_table: "rtb-0aaa".into(),
             target: Some("eni-here".into()),
             this_node: true,
+            ..RouteOwner::default()
         },
         RouteOwner {
             route_table: "rtb-0bbb".into(),
             target: None,
             this_node: false,
+            ..RouteOwner::default()
         },
     ];
     let mut s = AgentStatus::new("sql1");
@@ -575,7 +577,7 @@ fn fields_this_build_does_not_know_are_printed_not_refused() {
                 "last_local_probe": null,
                 "route_tables": [],
                 "last_timeline": null,
-                "conflicts": {"total": 3, "last_peer": "sql3"},
+                "conflict_history": {"total": 3, "last_peer": "sql3"},
                 "tracked_connections": [
                     {"client": "10.9.0.50:50000", "server": "10.9.0.10:1433"},
                     {"client": "10.9.0.51:50001", "server": "10.9.0.10:1433"}
@@ -602,7 +604,7 @@ fn fields_this_build_does_not_know_are_printed_not_refused() {
         "node sql1 (tdsvip 9.9.9)",
         "AG AG1: standby",
         "replica role      SECONDARY",
-        "conflicts:",
+        "conflict_history:",
         "total: 3",
         "last_peer: sql3",
         "tracked_connections: 2 entries",
@@ -623,7 +625,7 @@ fn fields_this_build_does_not_know_are_printed_not_refused() {
     let out = run(&["--url", &format!("http://{}", canned.addr), "--json"]);
     assert!(out.status.success(), "{}", both(&out));
     let v = common::json(&out);
-    assert_eq!(v["ags"]["AG1"]["conflicts"]["total"], 3);
+    assert_eq!(v["ags"]["AG1"]["conflict_history"]["total"], 3);
     assert_eq!(v["peers"]["sql2"]["rtt_ms"], 0.7);
 }
 

@@ -5,6 +5,7 @@ mod probe;
 mod routes;
 mod run;
 mod status;
+mod status_text;
 
 use std::process::ExitCode;
 

@@ -139,7 +139,7 @@ async fn run_async(args: ProbeArgs) -> ExitCode {
     };
     let mut probe = match AnyProbe::new(mode, target, probe_cfg, login) {
         Ok(p) => p,
-        Err(e) => return usage_error(&format!("--{}", e.field.replace('_', "-")), e.reason),
+        Err(e) => return usage_error(&format!("--{}", e.key.replace('_', "-")), e.reason),
     };
     let schedule_cfg = ScheduleConfig {
         interval: Duration::from_millis(args.interval_ms),

@@ -12,6 +12,14 @@ use super::event::DriftKind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Ask every peer whether it still holds the AG's addresses and wait (bounded) for the
+    /// holders to let go; report the answer as `Event::PeersReleased` with this `attempt`.
+    /// The acquire that follows is decided only then.
+    AwaitPeerRelease {
+        ag: String,
+        attempt: u32,
+        reason: String,
+    },
     /// Run the node executor's `acquire` for the AG's addresses.
     Acquire { ag: String, reason: String },
     /// Run the node executor's `release`.
@@ -50,6 +58,7 @@ impl Decision {
     pub fn reason(&self) -> &str {
         match self {
             Decision::Acquire { reason, .. }
+            | Decision::AwaitPeerRelease { reason, .. }
             | Decision::Release { reason, .. }
             | Decision::Hold { reason, .. }
             | Decision::Repair { reason, .. }
@@ -61,6 +70,7 @@ impl Decision {
     pub fn ag(&self) -> &str {
         match self {
             Decision::Acquire { ag, .. }
+            | Decision::AwaitPeerRelease { ag, .. }
             | Decision::Release { ag, .. }
             | Decision::Hold { ag, .. }
             | Decision::Repair { ag, .. }
@@ -74,6 +84,9 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = match self {
             Decision::Acquire { .. } => "acquire".to_owned(),
+            Decision::AwaitPeerRelease { attempt, .. } => {
+                format!("ask the peers to let go (handover {attempt})")
+            }
             Decision::Release { cause, .. } => format!("release ({})", cause.name()),
             Decision::Hold { .. } => "hold".to_owned(),
             Decision::Repair { kind, .. } => format!("repair ({})", kind.name()),

@@ -2,34 +2,42 @@
 //! instant at which the driver saw it, so the controller never reads a clock and tests can
 //! replay any interleaving with exact times.
 //!
-//! The local probe arrives as the raw [`Outcome`] rather than the probe runner's filtered
-//! Up/Down state. The policy treats outcome classes differently (SQL Server saying
+//! The local probe arrives as a [`Verdict`] on each probe (the driver classifies the probe's
+//! outcome) rather than the probe runner's filtered Up/Down state. The policy treats outcome classes differently (SQL Server saying
 //! "not PRIMARY" releases at once, a silent server only after the fall count), the runner's
 //! hysteresis counts every non-`ok` alike, and the failover timeline needs the first failed
 //! probe of a streak, which a filtered state no longer carries. So the controller owns its
 //! rise/fall counting (see `policy.rs`) and the runner's `state` is for display only.
 //!
-//! Executor results are described with the controller's own [`StepRecord`] instead of the
+//! Executor results are described with the controller's own [`TimedStep`] instead of the
 //! node crate's `Timeline`: the node crate pulls in the eBPF build, and the controller only
 //! needs each step's name (the node's `StepKind::name()`, which is also the metric label),
-//! its offset from the start of the call, its duration and whether it worked.
+//! when it started, how long it lasted and whether it worked. The driver converts once.
 
 use std::time::{Duration, Instant};
 
-use tdsvip_cloud::ClaimReport;
-use tdsvip_probes::Outcome;
+use super::policy::Verdict;
+use super::timeline::TimedStep;
 
 /// One input to an AG's controller.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A result of the local login probe for this AG (the health query on the local replica).
     LocalProbe {
-        outcome: Outcome,
+        verdict: Verdict,
         /// When the probe started: a failed probe means the server was failing from then.
         started: Instant,
     },
     /// What a peer agent said about its own replica, or that it could not be reached.
     Peer(PeerReport),
+    /// The peers answered the handover question of `Decision::AwaitPeerRelease` `attempt`.
+    PeersReleased {
+        attempt: u32,
+        /// The wait, as the timeline's `peer_release` step.
+        step: TimedStep,
+        /// A peer still held the addresses when the wait ran out: why the acquire fails.
+        refused: Option<String>,
+    },
     /// The node executor's `acquire` returned.
     NodeAcquired(NodeCall),
     /// The node executor's `release` returned.
@@ -39,7 +47,7 @@ pub enum Event {
         attempt: u32,
         /// When the driver started the claim (the report's times are relative to it).
         started: Instant,
-        report: Box<ClaimReport>,
+        report: Box<ClaimSummary>,
     },
     /// A TDS login through the overlay IP from this node succeeded.
     OverlayLoginOk,
@@ -47,6 +55,8 @@ pub enum Event {
     Reconcile { drift: Vec<Drift> },
     /// The agent is stopping: give up what is owned and never acquire again.
     Stop,
+    /// The instant of [`super::AgController::next_deadline`] has come.
+    Deadline,
 }
 
 /// A role as `sys.dm_hadr_availability_replica_states.role_desc` names it.
@@ -103,24 +113,12 @@ pub struct PrimaryLoss {
     pub detected: Option<Instant>,
 }
 
-/// One step of an executor call, as the node crate's `Timeline` records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepRecord {
-    /// `StepKind::name()`: `address`, `garp`, `ebpf`, `tickle`, `dad`, `sock_destroy`.
-    pub name: String,
-    /// From the start of the call to the start of the step.
-    pub offset: Duration,
-    pub duration: Duration,
-    pub ok: bool,
-    pub detail: String,
-}
-
 /// A finished node executor call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeCall {
     /// When the driver started the call.
     pub started: Instant,
-    pub steps: Vec<StepRecord>,
+    pub steps: Vec<TimedStep>,
     /// `None` when the call succeeded; otherwise the error (the steps so far are in `steps`).
     pub error: Option<String>,
 }
@@ -152,5 +150,33 @@ impl DriftKind {
             DriftKind::Ebpf => "ebpf",
             DriftKind::RouteTable => "route_table",
         }
+    }
+}
+
+/// A cloud claim's result as the controller needs it (the driver summarises the cloud
+/// crate's report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimSummary {
+    pub tables: Vec<TableSummary>,
+    /// The whole claim, from its start.
+    pub total: Duration,
+    /// Some failure is a configuration or IAM problem (retrying will not fix it alone).
+    pub config_problem: bool,
+}
+
+/// One route table (or secondary IP) of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSummary {
+    pub id: String,
+    pub duration: Duration,
+    /// Read back pointing at this node.
+    pub points_here: bool,
+    pub error: Option<String>,
+}
+
+impl ClaimSummary {
+    /// Every table was read back pointing here.
+    pub fn all_point_here(&self) -> bool {
+        !self.tables.is_empty() && self.tables.iter().all(|t| t.points_here)
     }
 }

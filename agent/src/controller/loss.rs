@@ -13,10 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use tdsvip_probes::Outcome;
-
 use super::event::PrimaryLoss;
-use super::policy::{Verdict, classify};
+use super::policy::Verdict;
 
 /// How long a loss stays reportable.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(30);
@@ -45,8 +43,8 @@ impl LossTracker {
 
     /// Counts one probe (started at `started`, answered at `now`); `true` when what
     /// [`LossTracker::loss`] reports changed.
-    pub fn observe(&mut self, outcome: &Outcome, started: Instant, now: Instant) -> bool {
-        match classify(outcome) {
+    pub fn observe(&mut self, verdict: &Verdict, started: Instant, now: Instant) -> bool {
+        match verdict {
             Verdict::Primary => {
                 self.was_primary = true;
                 self.failures = 0;
@@ -94,7 +92,8 @@ impl LossTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tdsvip_probes::Phase;
+    use crate::driver::verdict::classify;
+    use tdsvip_probes::{Outcome, Phase};
 
     fn ms(base: Instant, n: u64) -> Instant {
         base + Duration::from_millis(n)
@@ -110,8 +109,8 @@ mod tests {
     fn a_secondary_failing_is_no_loss() {
         let t = Instant::now();
         let mut l = LossTracker::new(2);
-        assert!(!l.observe(&timeout(), t, ms(t, 5)));
-        assert!(!l.observe(&timeout(), ms(t, 20), ms(t, 25)));
+        assert!(!l.observe(&classify(&timeout()), t, ms(t, 5)));
+        assert!(!l.observe(&classify(&timeout()), ms(t, 20), ms(t, 25)));
         assert_eq!(l.loss(ms(t, 30)), None);
     }
 
@@ -119,8 +118,8 @@ mod tests {
     fn fall_count_detects_and_primary_again_forgets() {
         let t = Instant::now();
         let mut l = LossTracker::new(2);
-        assert!(!l.observe(&Outcome::Ok, t, ms(t, 1)));
-        assert!(l.observe(&timeout(), ms(t, 20), ms(t, 40)));
+        assert!(!l.observe(&classify(&Outcome::Ok), t, ms(t, 1)));
+        assert!(l.observe(&classify(&timeout()), ms(t, 20), ms(t, 40)));
         assert_eq!(
             l.loss(ms(t, 40)),
             Some(PrimaryLoss {
@@ -128,7 +127,7 @@ mod tests {
                 detected: None
             })
         );
-        assert!(l.observe(&timeout(), ms(t, 40), ms(t, 60)));
+        assert!(l.observe(&classify(&timeout()), ms(t, 40), ms(t, 60)));
         assert_eq!(
             l.loss(ms(t, 60)),
             Some(PrimaryLoss {
@@ -137,8 +136,8 @@ mod tests {
             })
         );
         // A third failure changes nothing.
-        assert!(!l.observe(&timeout(), ms(t, 60), ms(t, 80)));
-        assert!(l.observe(&Outcome::Ok, ms(t, 80), ms(t, 81)));
+        assert!(!l.observe(&classify(&timeout()), ms(t, 60), ms(t, 80)));
+        assert!(l.observe(&classify(&Outcome::Ok), ms(t, 80), ms(t, 81)));
         assert_eq!(l.loss(ms(t, 81)), None);
     }
 
@@ -146,18 +145,18 @@ mod tests {
     fn demotion_is_detected_at_once_and_kept_while_secondary() {
         let t = Instant::now();
         let mut l = LossTracker::new(3);
-        l.observe(&Outcome::Ok, t, ms(t, 1));
+        l.observe(&classify(&Outcome::Ok), t, ms(t, 1));
         let demoted = Outcome::NotPrimary {
             role: Some("SECONDARY".into()),
             detail: "role SECONDARY".into(),
         };
-        assert!(l.observe(&demoted, ms(t, 20), ms(t, 22)));
+        assert!(l.observe(&classify(&demoted), ms(t, 20), ms(t, 22)));
         let loss = l.loss(ms(t, 22)).unwrap();
         assert_eq!(
             (loss.first_failure, loss.detected),
             (ms(t, 20), Some(ms(t, 22)))
         );
-        assert!(!l.observe(&demoted, ms(t, 40), ms(t, 42)));
+        assert!(!l.observe(&classify(&demoted), ms(t, 40), ms(t, 42)));
         assert_eq!(l.loss(ms(t, 42)), Some(loss));
     }
 
@@ -165,13 +164,13 @@ mod tests {
     fn a_loss_is_forgotten_after_its_memory() {
         let t = Instant::now();
         let mut l = LossTracker::new(1);
-        l.observe(&Outcome::Ok, t, t);
-        l.observe(&Outcome::Refused, ms(t, 10), ms(t, 11));
+        l.observe(&classify(&Outcome::Ok), t, t);
+        l.observe(&classify(&Outcome::Refused), ms(t, 10), ms(t, 11));
         assert!(l.loss(ms(t, 11)).is_some());
         let late = ms(t, 10) + LOSS_MEMORY + Duration::from_millis(1);
         assert_eq!(l.loss(late), None);
         // The probe after the expiry reports it as a change, once.
-        assert!(l.observe(&Outcome::Refused, late, late));
-        assert!(!l.observe(&Outcome::Refused, late, late));
+        assert!(l.observe(&classify(&Outcome::Refused), late, late));
+        assert!(!l.observe(&classify(&Outcome::Refused), late, late));
     }
 }

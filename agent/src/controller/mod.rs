@@ -22,10 +22,11 @@ pub mod timeline;
 
 pub use decision::{AlertKind, Decision, ReleaseCause};
 pub use event::{
-    Drift, DriftKind, Event, NodeCall, PeerReport, PeerView, PrimaryLoss, ReplicaRole, StepRecord,
+    ClaimSummary, Drift, DriftKind, Event, NodeCall, PeerReport, PeerView, PrimaryLoss,
+    ReplicaRole, TableSummary,
 };
 pub use loss::LossTracker;
-pub use policy::{AgPolicy, Backoff, PolicyError};
+pub use policy::{AgPolicy, Backoff, PolicyError, Verdict};
 pub use state::{AgController, OwnershipState};
 pub use timeline::{Direction, FailoverTimeline, PHASE_NAMES, Phases, TimedStep};
 

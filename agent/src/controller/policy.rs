@@ -23,14 +23,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use tdsvip_cloud::CloudConfig;
-use tdsvip_probes::Outcome;
-
 use super::decision::ReleaseCause;
-use crate::config::ProbeSettings;
-
-/// The longest pause between two cloud claims of one ownership.
-pub const CLOUD_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// Settings of one AG's controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +39,8 @@ pub struct AgPolicy {
     pub acquire_retry: Backoff,
     /// A peer report older than this no longer counts (as if the peer were unreachable).
     pub peer_stale_after: Duration,
+    /// Ask the peers to let go of the addresses before each acquire (peers are configured).
+    pub handover: bool,
     /// Whether a probe through the overlay IP runs, so an acquire's timeline waits for it.
     pub expect_overlay_login: bool,
     /// How long a successful acquire's timeline waits for what comes after the node call
@@ -68,25 +63,10 @@ impl AgPolicy {
                 cap: Duration::from_secs(5),
             },
             peer_stale_after: Duration::from_secs(5),
+            handover: false,
             expect_overlay_login: false,
             timeline_limit: Duration::from_secs(30),
         }
-    }
-
-    /// The policy the config file asks for. A cloud claim that failed has already retried
-    /// each call within its own budget, so the claim-level retries start at the per-call
-    /// backoff cap and double up to [`CLOUD_RETRY_CAP`]: a throttled API is not hammered, and
-    /// a lasting failure is still retried twice a minute.
-    pub fn from_config(probe: &ProbeSettings, cloud: Option<&CloudConfig>) -> AgPolicy {
-        let mut policy = AgPolicy::new(probe.rise, probe.fall);
-        policy.cloud_retry = cloud.map(|c| {
-            let base = Duration::from_millis(c.backoff_cap_ms.max(c.backoff_base_ms).max(1));
-            Backoff {
-                base,
-                cap: CLOUD_RETRY_CAP.max(base),
-            }
-        });
-        policy
     }
 
     pub fn validate(&self) -> Result<(), PolicyError> {
@@ -111,23 +91,13 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-/// Exponential backoff without jitter: one node retries per AG, so there is no herd to
+/// The controller's backoffs have no jitter: one node retries per AG, so there is no herd to
 /// spread, and a deterministic delay lets the decision say exactly when the retry runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub base: Duration,
-    pub cap: Duration,
-}
+pub use tdsvip_backoff::Backoff;
 
-impl Backoff {
-    /// The pause after the `failures`-th failure in a row (1 = the first).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        self.base.saturating_mul(1u32 << doublings).min(self.cap)
-    }
-}
-
-/// What one probe outcome says about owning the address.
+/// What one probe outcome says about owning the address: the controller's own input type
+/// (the driver classifies the probes crate's outcomes, see the table above), so that the
+/// controller depends on nothing that does I/O.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Primary,
@@ -140,30 +110,6 @@ pub enum Verdict {
     Unconfirmed {
         what: String,
     },
-}
-
-pub fn classify(outcome: &Outcome) -> Verdict {
-    match outcome {
-        Outcome::Ok => Verdict::Primary,
-        Outcome::NotPrimary { .. } => Verdict::SqlSaysNo {
-            cause: ReleaseCause::NotPrimary,
-            what: outcome.to_string(),
-        },
-        Outcome::DbNotOnline { .. } => Verdict::SqlSaysNo {
-            cause: ReleaseCause::DbNotOnline,
-            what: outcome.to_string(),
-        },
-        Outcome::Refused
-        | Outcome::Timeout { .. }
-        | Outcome::Reset { .. }
-        | Outcome::Unreachable { .. }
-        | Outcome::LoginFailed { .. }
-        | Outcome::ProtocolError { .. }
-        | Outcome::QueryFailed { .. }
-        | Outcome::IoError { .. } => Verdict::Unconfirmed {
-            what: outcome.to_string(),
-        },
-    }
 }
 
 /// The local replica as the rise/fall counting sees it.
@@ -205,8 +151,8 @@ impl LocalHealth {
     }
 
     /// Counts one probe that started at `started` and whose result arrived at `now`.
-    pub fn observe(&mut self, outcome: &Outcome, started: Instant, now: Instant) {
-        match classify(outcome) {
+    pub fn observe(&mut self, verdict: &Verdict, started: Instant, now: Instant) {
+        match verdict.clone() {
             Verdict::Primary => {
                 if self.ok_streak == 0 {
                     self.first_ok_at = Some(now);
@@ -312,63 +258,10 @@ impl LocalHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tdsvip_probes::Phase;
 
-    fn every_outcome() -> Vec<Outcome> {
-        vec![
-            Outcome::Ok,
-            Outcome::Refused,
-            Outcome::Timeout {
-                phase: Phase::Login,
-            },
-            Outcome::Reset {
-                phase: Phase::Query,
-            },
-            Outcome::Unreachable {
-                detail: "no route".into(),
-            },
-            Outcome::LoginFailed {
-                code: Some(18456),
-                message: "bad password".into(),
-            },
-            Outcome::ProtocolError {
-                phase: Phase::Prelogin,
-                detail: "eof".into(),
-            },
-            Outcome::QueryFailed {
-                code: 297,
-                message: "no VIEW SERVER STATE".into(),
-            },
-            Outcome::NotPrimary {
-                role: Some("SECONDARY".into()),
-                detail: "ag1".into(),
-            },
-            Outcome::DbNotOnline {
-                database: "sales".into(),
-                state: Some("RECOVERING".into()),
-            },
-            Outcome::IoError {
-                phase: Phase::Connect,
-                detail: "EMFILE".into(),
-            },
-        ]
-    }
-
-    #[test]
-    fn every_outcome_has_the_documented_class() {
-        for outcome in every_outcome() {
-            let class = match classify(&outcome) {
-                Verdict::Primary => "primary".to_owned(),
-                Verdict::SqlSaysNo { cause, .. } => format!("no:{}", cause.name()),
-                Verdict::Unconfirmed { .. } => "unconfirmed".to_owned(),
-            };
-            let expected = match outcome.name() {
-                "ok" => "primary",
-                "not_primary" => "no:not_primary",
-                "db_not_online" => "no:db_not_online",
-                _ => "unconfirmed",
-            };
-            assert_eq!(class, expected, "{outcome}");
+    fn refused() -> Verdict {
+        Verdict::Unconfirmed {
+            what: "refused".into(),
         }
     }
 
@@ -377,56 +270,25 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut h = LocalHealth::new(3, 2);
-        h.observe(&Outcome::Ok, ms(0), ms(1));
-        h.observe(&Outcome::Ok, ms(20), ms(21));
+        h.observe(&Verdict::Primary, ms(0), ms(1));
+        h.observe(&Verdict::Primary, ms(20), ms(21));
         assert!(!h.may_own());
-        h.observe(&Outcome::Refused, ms(40), ms(41));
-        h.observe(&Outcome::Ok, ms(60), ms(61));
-        h.observe(&Outcome::Ok, ms(80), ms(81));
+        h.observe(&refused(), ms(40), ms(41));
+        h.observe(&Verdict::Primary, ms(60), ms(61));
+        h.observe(&Verdict::Primary, ms(80), ms(81));
         assert!(!h.may_own());
-        h.observe(&Outcome::Ok, ms(100), ms(101));
+        h.observe(&Verdict::Primary, ms(100), ms(101));
         assert!(h.may_own());
         assert_eq!(h.first_ok_at(), Some(ms(61)));
-        h.observe(&Outcome::Refused, ms(120), ms(121));
+        h.observe(&refused(), ms(120), ms(121));
         assert_eq!(h.must_release(), None);
-        h.observe(&Outcome::Refused, ms(140), ms(141));
+        h.observe(&refused(), ms(140), ms(141));
         let (cause, reason) = h.must_release().unwrap();
         assert_eq!(cause, ReleaseCause::NotAnswering);
         assert!(reason.contains("2 failed probes"), "{reason}");
         assert!(reason.contains("refused"), "{reason}");
         assert_eq!(h.first_failure_at(), Some(ms(120)));
         assert_eq!(h.detected_at(), Some(ms(141)));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let b = Backoff {
-            base: Duration::from_millis(100),
-            cap: Duration::from_millis(700),
-        };
-        let got: Vec<u128> = (1..=5).map(|n| b.delay(n).as_millis()).collect();
-        assert_eq!(got, [100, 200, 400, 700, 700]);
-        assert_eq!(b.delay(1000), Duration::from_millis(700));
-    }
-
-    #[test]
-    fn the_config_sets_the_counts_and_the_cloud_retries() {
-        let probe = ProbeSettings {
-            rise: 4,
-            fall: 5,
-            ..Default::default()
-        };
-        let p = AgPolicy::from_config(&probe, None);
-        assert_eq!((p.rise, p.fall, p.cloud_retry), (4, 5, None));
-        let cloud: CloudConfig =
-            toml::from_str("provider = \"aws\"\nbackoff_base_ms = 50\nbackoff_cap_ms = 800\n")
-                .unwrap();
-        let retry = AgPolicy::from_config(&probe, Some(&cloud))
-            .cloud_retry
-            .unwrap();
-        assert_eq!(retry.delay(1), Duration::from_millis(800));
-        assert_eq!(retry.delay(2), Duration::from_millis(1600));
-        assert_eq!(retry.delay(20), CLOUD_RETRY_CAP);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tdsvip_cloud::{ClaimReport, RouteState, TableClaim};
 use tdsvip_probes::{Outcome, Phase};
 
 use super::*;
+use crate::driver::verdict::{claim_summary, classify};
 
 fn secondary() -> Outcome {
     Outcome::NotPrimary {
@@ -37,18 +38,20 @@ fn db_recovering() -> Outcome {
     }
 }
 
-fn step(name: &str, offset_ms: u64, duration_ms: u64) -> StepRecord {
-    StepRecord {
+/// A node step that started `offset_ms` after its call did (at `call`).
+fn step(call: Instant, name: &str, offset_ms: u64, duration_ms: u64) -> TimedStep {
+    TimedStep {
         name: name.into(),
-        offset: Duration::from_millis(offset_ms),
+        start: call + Duration::from_millis(offset_ms),
         duration: Duration::from_millis(duration_ms),
         ok: true,
         detail: String::new(),
     }
 }
 
-fn claim_report(tables: &[(&str, bool)], total_ms: f64) -> Box<ClaimReport> {
-    Box::new(ClaimReport {
+/// A cloud report as the executor writes it, summarised as the driver hands it in.
+fn claim_report(tables: &[(&str, bool)], total_ms: f64) -> Box<ClaimSummary> {
+    Box::new(claim_summary(&ClaimReport {
         address: Ipv4Addr::new(192, 168, 100, 10),
         eni: "eni-aaaa".into(),
         mode: tdsvip_cloud::Mode::Route,
@@ -75,7 +78,7 @@ fn claim_report(tables: &[(&str, bool)], total_ms: f64) -> Box<ClaimReport> {
             .collect(),
         total_ms,
         budget_ms: 8700.0,
-    })
+    }))
 }
 
 /// A controller on a fixed clock; `ms` arguments are milliseconds after the base instant.
@@ -118,7 +121,8 @@ impl Bench {
     fn probe(&mut self, ms: u64, outcome: Outcome) -> Vec<Decision> {
         let started = self.t(ms);
         let now = self.t(ms + 5);
-        self.c.handle(now, Event::LocalProbe { outcome, started })
+        let verdict = classify(&outcome);
+        self.c.handle(now, Event::LocalProbe { verdict, started })
     }
 
     fn node_ok(&self, ms: u64) -> NodeCall {
@@ -681,7 +685,7 @@ fn a_failed_acquire_is_undone_and_backed_off() {
         30,
         Event::NodeAcquired(NodeCall {
             started,
-            steps: vec![step("ebpf", 0, 1)],
+            steps: vec![step(started, "ebpf", 0, 1)],
             error: Some("address add: permission denied".into()),
         }),
     );
@@ -846,10 +850,10 @@ fn the_acquire_timeline_has_every_phase_at_its_exact_duration() {
     let node = NodeCall {
         started: b.t(127),
         steps: vec![
-            step("ebpf", 0, 1),
-            step("address", 1, 3),
-            step("garp", 4, 2),
-            step("tickle", 6, 1),
+            step(b.t(127), "ebpf", 0, 1),
+            step(b.t(127), "address", 1, 3),
+            step(b.t(127), "garp", 4, 2),
+            step(b.t(127), "tickle", 6, 1),
         ],
         error: None,
     };
@@ -912,9 +916,9 @@ fn the_release_timeline_measures_local_detection() {
     let node = NodeCall {
         started: b.t(t + 46),
         steps: vec![
-            step("ebpf", 0, 1),
-            step("sock_destroy", 1, 1),
-            step("address", 2, 2),
+            step(b.t(t + 46), "ebpf", 0, 1),
+            step(b.t(t + 46), "sock_destroy", 1, 1),
+            step(b.t(t + 46), "address", 2, 2),
         ],
         error: None,
     };
@@ -1164,4 +1168,195 @@ fn a_failing_owner_releases_at_once_when_a_peer_became_primary() {
             .all(|d| !matches!(d, Decision::Release { .. }))
     );
     assert_eq!(b.c.state(), OwnershipState::Owner);
+}
+
+/// A controller whose AG has peers: every acquire starts with the handover question.
+fn with_handover() -> Bench {
+    let mut p = AgPolicy::new(2, 3);
+    p.handover = true;
+    Bench::new(p)
+}
+
+fn handover_step(b: &Bench, ms: u64) -> TimedStep {
+    TimedStep {
+        name: "peer_release".into(),
+        start: b.t(ms),
+        duration: Duration::from_millis(3),
+        ok: true,
+        detail: "1 round(s)".into(),
+    }
+}
+
+fn peers_released(b: &mut Bench, ms: u64, attempt: u32, refused: Option<&str>) -> Vec<Decision> {
+    let step = handover_step(b, ms - 3);
+    let event = Event::PeersReleased {
+        attempt,
+        step,
+        refused: refused.map(str::to_owned),
+    };
+    b.send(ms, event)
+}
+
+#[test]
+fn with_peers_the_node_call_waits_for_the_handover_answer() {
+    let mut b = with_handover();
+    b.probe(0, Outcome::Ok);
+    let d = b.probe(20, Outcome::Ok);
+    assert!(
+        matches!(
+            d.as_slice(),
+            [Decision::AwaitPeerRelease { attempt: 1, .. }]
+        ),
+        "{d:?}"
+    );
+    assert_eq!(b.c.state(), OwnershipState::Acquiring);
+    // Probes while waiting decide nothing more.
+    assert!(b.probe(40, Outcome::Ok).is_empty());
+    let d = peers_released(&mut b, 50, 1, None);
+    assert_eq!(count(&d, is_acquire), 1, "{d:?}");
+    assert!(b.acquired(52).is_empty());
+    assert_eq!(b.c.state(), OwnershipState::Owner);
+    let done = b.c.take_completed_timelines();
+    let t = &done[0];
+    assert_eq!(t.node_steps[0].name, "peer_release");
+    assert_eq!(
+        t.decided,
+        b.t(25),
+        "the timeline starts at the first decision"
+    );
+}
+
+#[test]
+fn a_demotion_during_the_handover_abandons_the_acquire_without_a_node_call() {
+    let mut b = with_handover();
+    b.probe(0, Outcome::Ok);
+    b.probe(20, Outcome::Ok);
+    let d = b.probe(40, secondary());
+    match d.as_slice() {
+        [Decision::Hold { reason, .. }] => {
+            assert!(reason.contains("acquire abandoned"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.c.state(), OwnershipState::Standby);
+    // The answer of the abandoned question changes nothing.
+    assert!(peers_released(&mut b, 60, 1, None).is_empty());
+    assert_eq!(b.c.state(), OwnershipState::Standby);
+    assert!(b.c.current_timeline().is_none());
+}
+
+#[test]
+fn the_handover_answer_is_checked_against_the_latest_verdict() {
+    // The local replica stops answering during the wait (one failure: below the fall count,
+    // so no release reason for an owner) and a peer is seen PRIMARY since: the release rule
+    // `peer_primary` would release at once, so the acquire is abandoned, not started.
+    let mut b = with_handover();
+    b.probe(0, Outcome::Ok);
+    b.probe(20, Outcome::Ok);
+    b.probe(40, timeout());
+    let d = b.peer(60, "node-b", Some(ReplicaRole::Primary));
+    assert!(
+        matches!(d.as_slice(), [Decision::Hold { reason, .. }] if reason.contains("abandoned")),
+        "{d:?}"
+    );
+    assert_eq!(count(&peers_released(&mut b, 70, 1, None), is_acquire), 0);
+}
+
+#[test]
+fn a_holder_that_does_not_let_go_fails_the_acquire_with_backoff() {
+    let mut b = with_handover();
+    b.probe(0, Outcome::Ok);
+    b.probe(20, Outcome::Ok);
+    let d = peers_released(&mut b, 1030, 1, Some("peer n2 still holds the addresses"));
+    match d.as_slice() {
+        [
+            Decision::Alert {
+                kind: AlertKind::AcquireFailed,
+                reason,
+                ..
+            },
+            Decision::Release {
+                cause: ReleaseCause::AcquireFailed,
+                ..
+            },
+            ..,
+        ] => assert!(reason.contains("still holds"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let done = b.c.take_completed_timelines();
+    assert_eq!(
+        done.len(),
+        1,
+        "the failed acquire's timeline, cut short by the undo"
+    );
+    assert_eq!(done[0].node_steps[0].name, "peer_release");
+}
+
+#[test]
+fn the_acquire_backoff_is_a_deadline_of_its_own() {
+    let mut b = Bench::default();
+    b.probe(0, Outcome::Ok);
+    b.probe(20, Outcome::Ok);
+    let started = b.t(25);
+    let failed = NodeCall {
+        started,
+        steps: vec![],
+        error: Some("address add: permission denied".into()),
+    };
+    b.send(30, Event::NodeAcquired(failed));
+    b.released(40);
+    assert_eq!(b.c.state(), OwnershipState::Standby);
+    // 30 ms + 200 ms of backoff: the controller asks to be woken then, with no probe.
+    assert_eq!(b.c.next_deadline(), Some(b.t(230)));
+    assert!(b.send(229, Event::Deadline).is_empty());
+    let d = b.send(230, Event::Deadline);
+    assert_eq!(count(&d, is_acquire), 1, "{d:?}");
+    // Owning with nothing pending: no deadline (the overlay login is not expected here).
+    b.acquired(232);
+    assert_eq!(b.c.next_deadline(), None);
+}
+
+#[test]
+fn an_acquire_timeline_waiting_for_its_first_login_wakes_at_its_limit() {
+    let mut p = AgPolicy::new(2, 3);
+    p.expect_overlay_login = true;
+    let mut b = Bench::new(p);
+    b.probe(0, Outcome::Ok);
+    b.probe(20, Outcome::Ok);
+    b.acquired(26);
+    let limit = b.t(25) + Duration::from_secs(30);
+    assert_eq!(b.c.next_deadline(), Some(limit));
+    let ms = 25 + 30_000;
+    b.send(ms, Event::Deadline);
+    let done = b.c.take_completed_timelines();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].unfinished, ["first_client_login"]);
+    assert_eq!(
+        b.c.next_deadline(),
+        None,
+        "a closed timeline waits for nothing"
+    );
+}
+
+#[test]
+fn a_backoff_deadline_seen_late_is_still_due_and_then_cleared() {
+    // The router may handle another input at the very instant of a deadline and come back
+    // after it: the deadline must still be reported (due at once), and be gone once handled.
+    let mut b = Bench::default();
+    b.probe(0, Outcome::Ok);
+    b.probe(20, Outcome::Ok);
+    let failed = NodeCall {
+        started: b.t(25),
+        steps: vec![],
+        error: Some("address add: permission denied".into()),
+    };
+    b.send(30, Event::NodeAcquired(failed));
+    b.released(40);
+    // Past the deadline, before any event: still reported.
+    assert_eq!(b.c.next_deadline(), Some(b.t(230)));
+    // A peer saw PRIMARY meanwhile: the acquire is held, and the passed backoff is not
+    // reported again (no busy wake-ups while blocked for another reason).
+    b.peer(235, "node-b", Some(ReplicaRole::Primary));
+    assert_eq!(count(&b.send(240, Event::Deadline), is_acquire), 0);
+    assert_eq!(b.c.next_deadline(), None);
 }

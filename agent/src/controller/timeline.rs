@@ -204,93 +204,10 @@ impl FailoverTimeline {
     }
 }
 
-#[derive(Serialize)]
-struct StepJson<'a> {
-    name: &'a str,
-    at: f64,
-    duration: f64,
-    ok: bool,
-    detail: &'a str,
-}
-
-#[derive(Serialize)]
-struct PhasesJson {
-    detect: Option<f64>,
-    decide: Option<f64>,
-    address: Option<f64>,
-    garp: Option<f64>,
-    ebpf: Option<f64>,
-    route_table: Option<f64>,
-    first_client_login: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct TimelineJson<'a> {
-    ag: &'a str,
-    direction: Direction,
-    reason_label: &'static str,
-    reason: &'a str,
-    old_primary_failed: Option<f64>,
-    old_primary_failed_by: Option<&'a str>,
-    detected: Option<f64>,
-    local_primary_seen: Option<f64>,
-    decided: f64,
-    node_steps: Vec<StepJson<'a>>,
-    node_done: Option<f64>,
-    node_ok: Option<bool>,
-    route_tables: Vec<StepJson<'a>>,
-    route_tables_done: Option<f64>,
-    first_client_login: Option<f64>,
-    unfinished: &'a [&'static str],
-    phases: PhasesJson,
-}
-
-fn steps_json(list: &[TimedStep], origin: Instant) -> Vec<StepJson<'_>> {
-    list.iter()
-        .map(|s| StepJson {
-            name: &s.name,
-            at: s.start.saturating_duration_since(origin).as_secs_f64(),
-            duration: s.duration.as_secs_f64(),
-            ok: s.ok,
-            detail: &s.detail,
-        })
-        .collect()
-}
-
+/// Serialized as its wire form (`crate::status::TimelineDocument`), the one `/status`,
+/// `/events` and the logs carry.
 impl Serialize for FailoverTimeline {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let origin = self.origin();
-        let at = |i: Instant| i.saturating_duration_since(origin).as_secs_f64();
-        let opt = |i: Option<Instant>| i.map(at);
-        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
-        let p = self.phases();
-        TimelineJson {
-            ag: &self.ag,
-            direction: self.direction,
-            reason_label: self.reason_label(),
-            reason: &self.reason,
-            old_primary_failed: opt(self.old_primary_failed),
-            old_primary_failed_by: self.old_primary_failed_by.as_deref(),
-            detected: opt(self.detected),
-            local_primary_seen: opt(self.local_primary_seen),
-            decided: at(self.decided),
-            node_steps: steps_json(&self.node_steps, origin),
-            node_done: opt(self.node_done),
-            node_ok: self.node_ok,
-            route_tables: steps_json(&self.route_tables, origin),
-            route_tables_done: opt(self.cloud_done),
-            first_client_login: opt(self.first_client_login),
-            unfinished: &self.unfinished,
-            phases: PhasesJson {
-                detect: secs(p.detect),
-                decide: secs(p.decide),
-                address: secs(p.address),
-                garp: secs(p.garp),
-                ebpf: secs(p.ebpf),
-                route_table: secs(p.route_table),
-                first_client_login: secs(p.first_client_login),
-            },
-        }
-        .serialize(serializer)
+        crate::status::TimelineDocument::from(self).serialize(serializer)
     }
 }

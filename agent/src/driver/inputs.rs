@@ -3,113 +3,127 @@
 //! decides adoption, and the tasks that read the peers. A reload cancels them all and starts
 //! a new set from the new config.
 
-use super::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-/// Starts every task that feeds the loop from the config: the local and overlay probes per
-/// AG, each peer's `/status` poll and each peer replica's probe. They stop with `cancel`
-/// (a reload starts a new set).
+use tdsvip_cloud::CloudExecutor;
+use tdsvip_node::NodeTakeover;
+use tdsvip_probes::{
+    AnyProbe, LoginConfig, Mode, Password, ProbeConfig, ProbeResult, ProbeRunner, ScheduleConfig,
+    Tls,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::peering::PeerRuntime;
+use super::router::EventRouter;
+use super::{DriverError, Input, cfg_err};
+use crate::config::{AgConfig, AgentConfig, PeerPollConfig, TlsSetting};
+use crate::http::client::Bearer;
+use crate::peers::fetch_status;
+
+/// Starts every task that feeds the router from the config: the local and overlay probes
+/// per AG, each peer's `/status` poll and each peer replica's probe. They stop with
+/// `cancel` (a reload starts a new set).
 pub(super) fn spawn_inputs(
     config: &AgentConfig,
     password: &Password,
     peers: &[PeerRuntime],
-    token_text: Option<&Bearer>,
+    token: Option<&Bearer>,
     tx: &mpsc::Sender<Input>,
     cancel: &CancellationToken,
 ) -> Result<(), DriverError> {
-    // Probes: one login probe per AG on the local replica, and one through the overlay IP.
     for (i, ag) in config.ags.iter().enumerate() {
-        let runner = login_runner(
+        let local = login_runner(
             config,
             password,
             &ag.name,
             &ag.databases,
             config.sql.endpoint,
         )?;
-        let (_handle, mut obs) = runner.spawn(4, cancel.clone());
-        let tx2 = tx.clone();
-        tokio::spawn(async move {
-            while let Some(o) = obs.recv().await {
-                if tx2.send(Input::Probe(i, Box::new(o.result))).await.is_err() {
-                    break;
-                }
-            }
+        forward(local, cancel, tx, move |r| {
+            Some(Input::Probe(i, Box::new(r)))
         });
-        // Through the overlay IP: its first address (IPv4 first, as clients mostly use it).
-        let mut overlay = ag.overlay_addresses();
-        overlay.sort_by_key(|a| !a.ip.is_ipv4());
-        if let Some(first) = overlay.first() {
-            let target = std::net::SocketAddr::new(first.ip, ag.port);
-            let runner = login_runner(config, password, &ag.name, &ag.databases, target)?;
-            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
-            let tx2 = tx.clone();
-            tokio::spawn(async move {
-                while let Some(o) = obs.recv().await {
-                    if o.result.outcome.is_ok()
-                        && tx2
-                            .send(Input::OverlayLogin(i, o.result.started))
-                            .await
-                            .is_err()
-                    {
-                        break;
-                    }
-                }
+        // Through the overlay IP: only its successes matter (`first_client_login`).
+        if let Some(overlay) = overlay_probe(config, password, ag) {
+            let runner = login_runner(config, password, &ag.name, &ag.databases, overlay.target)?;
+            forward(runner, cancel, tx, move |r| {
+                r.outcome
+                    .is_ok()
+                    .then_some(Input::OverlayLogin(i, r.started))
             });
         }
     }
-
-    // Peers: their agents' /status, and their replicas' TDS endpoints.
     for (p, peer) in peers.iter().enumerate() {
-        let name = peer.name.clone();
-        let (url, token, poll, poll_tx, poll_cancel) = (
-            peer.url.clone(),
-            token_text.cloned(),
-            config.peer_poll.clone(),
-            tx.clone(),
-            cancel.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(poll.interval_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = poll_cancel.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let answer =
-                    fetch_status(&url, token.as_ref(), Duration::from_millis(poll.timeout_ms))
-                        .await;
-                if poll_tx
-                    .send(Input::PeerStatus(name.clone(), Instant::now(), answer))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
+        spawn_peer_poll(peer, token, &config.peer_poll, tx, cancel);
         let Some(endpoint) = config.peers[p].sql_endpoint else {
             continue;
         };
         for (i, ag) in config.ags.iter().enumerate() {
             let runner = login_runner(config, password, &ag.name, &ag.databases, endpoint)?;
-            let (_handle, mut obs) = runner.spawn(4, cancel.clone());
-            let tx2 = tx.clone();
             let name = peer.name.clone();
-            tokio::spawn(async move {
-                while let Some(o) = obs.recv().await {
-                    if tx2
-                        .send(Input::PeerProbe(name.clone(), i, Box::new(o.result)))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+            forward(runner, cancel, tx, move |r| {
+                Some(Input::PeerProbe(name.clone(), i, Box::new(r)))
             });
         }
     }
-
     Ok(())
+}
+
+/// Runs `runner` until `cancel`, sending what `input` makes of each result to the router.
+fn forward(
+    runner: ProbeRunner,
+    cancel: &CancellationToken,
+    tx: &mpsc::Sender<Input>,
+    input: impl Fn(ProbeResult) -> Option<Input> + Send + 'static,
+) {
+    let (_handle, mut observations) = runner.spawn(4, cancel.clone());
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        while let Some(o) = observations.recv().await {
+            if let Some(input) = input(o.result)
+                && tx.send(input).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+}
+
+/// Reads `peer`'s `/status` every `poll.interval_ms` until `cancel`.
+fn spawn_peer_poll(
+    peer: &PeerRuntime,
+    token: Option<&Bearer>,
+    poll: &PeerPollConfig,
+    tx: &mpsc::Sender<Input>,
+    cancel: &CancellationToken,
+) {
+    let (name, url, token, tx, cancel) = (
+        peer.name.clone(),
+        peer.url.clone(),
+        token.cloned(),
+        tx.clone(),
+        cancel.clone(),
+    );
+    let (every, deadline) = (
+        Duration::from_millis(poll.interval_ms),
+        Duration::from_millis(poll.timeout_ms),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let answer = fetch_status(&url, token.as_ref(), deadline).await;
+            let input = Input::PeerStatus(name.clone(), Instant::now(), answer);
+            if tx.send(input).await.is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// The login probe the agent runs against `target` for AG `ag` (the local replica, a peer
@@ -119,17 +133,17 @@ pub(super) fn login_probe(
     password: &Password,
     ag: &str,
     databases: &[String],
-    target: std::net::SocketAddr,
+    target: SocketAddr,
 ) -> Result<AnyProbe, DriverError> {
     let probe = OverlayProbe::new(config, password, ag, databases, target);
     probe.build()
 }
 
 /// What it takes to build a login probe again (the one through the overlay IP is rebuilt
-/// after every acquire, see [`Loop::spawn_first_overlay_login`]).
+/// after every acquire, see [`EventRouter::spawn_first_overlay_login`]).
 #[derive(Clone)]
 pub(super) struct OverlayProbe {
-    pub(super) target: std::net::SocketAddr,
+    pub(super) target: SocketAddr,
     pub(super) config: ProbeConfig,
     pub(super) login: LoginConfig,
 }
@@ -140,7 +154,7 @@ impl OverlayProbe {
         password: &Password,
         ag: &str,
         databases: &[String],
-        target: std::net::SocketAddr,
+        target: SocketAddr,
     ) -> OverlayProbe {
         let timeout = Duration::from_millis(config.probe.timeout_ms);
         let mut login = LoginConfig::new(config.sql.user.clone(), password.clone());
@@ -180,12 +194,12 @@ impl OverlayProbe {
 pub(super) fn overlay_probe(
     config: &AgentConfig,
     password: &Password,
-    ag: &crate::config::AgConfig,
+    ag: &AgConfig,
 ) -> Option<OverlayProbe> {
     let mut overlay = ag.overlay_addresses();
     overlay.sort_by_key(|a| !a.ip.is_ipv4());
     let first = overlay.first()?;
-    let target = std::net::SocketAddr::new(first.ip, ag.port);
+    let target = SocketAddr::new(first.ip, ag.port);
     Some(OverlayProbe::new(
         config,
         password,
@@ -200,19 +214,14 @@ pub(super) fn login_runner(
     password: &Password,
     ag: &str,
     databases: &[String],
-    target: std::net::SocketAddr,
+    target: SocketAddr,
 ) -> Result<ProbeRunner, DriverError> {
     let probe = login_probe(config, password, ag, databases, target)?;
     let schedule = ScheduleConfig {
         interval: Duration::from_millis(config.probe.interval_ms),
         jitter: Duration::from_millis(config.probe.jitter_ms),
     };
-    let hysteresis = HysteresisConfig {
-        rise: config.probe.rise,
-        fall: config.probe.fall,
-        ..HysteresisConfig::default()
-    };
-    ProbeRunner::new(probe, schedule, hysteresis).map_err(|e| cfg_err("probe", e.to_string()))
+    ProbeRunner::new(probe, schedule).map_err(|e| cfg_err("probe", e.to_string()))
 }
 
 /// One probe of the local replica at start: whether addresses a killed predecessor left on
@@ -221,7 +230,7 @@ pub(super) async fn local_replica_is_primary(
     config: &AgentConfig,
     password: &Password,
     name: &str,
-    ag: &crate::config::AgConfig,
+    ag: &AgConfig,
 ) -> bool {
     let Ok(mut probe) = login_probe(config, password, name, &ag.databases, config.sql.endpoint)
     else {
@@ -233,7 +242,7 @@ pub(super) async fn local_replica_is_primary(
     primary
 }
 
-impl Loop {
+impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// Right after an acquire, logs in through the overlay IP until it works (every 5 ms, for
     /// at most 5 s): the periodic overlay probe may still be waiting out a deadline on the
     /// old owner, which would make `first_client_login` late by up to the probe timeout.

@@ -1,8 +1,22 @@
-//! The driver's side of peers: reading each `[[peer]]`'s `/status` and probing its replica
-//! (both become `Event::Peer` reports), the handover question asked before an acquire, the
-//! clients this node publishes for the next owner, and peers added or removed by a reload.
+//! The router's side of peers: reading each `[[peer]]`'s `/status` and probing its replica
+//! (both become `Event::Peer` reports), the clients this node publishes for the next owner,
+//! and peers added or removed by a reload. The handover question is in `handover.rs`.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tdsvip_cloud::CloudExecutor;
+use tdsvip_node::{Connection, NodeTakeover};
+use tdsvip_probes::{Outcome, ProbeResult};
+
+use super::router::EventRouter;
+use super::verdict::classify;
+use super::{DriverError, cfg_err};
+use crate::config::AgentConfig;
+use crate::controller::{Event, LossTracker, PeerReport, PeerView, PrimaryLoss, ReplicaRole};
+use crate::http::client::{Target, parse_url};
+use crate::peers::parse_status;
+use crate::status::PeerStatus;
 
 /// One `[[peer]]` as the loop holds it.
 pub(super) struct PeerRuntime {
@@ -43,7 +57,6 @@ pub(super) fn replica_watches(
 
 /// The peer-role part of a probe of a peer replica: what SQL Server answered, if it did.
 pub(super) fn role_of(result: &ProbeResult) -> Option<ReplicaRole> {
-    use tdsvip_probes::Outcome;
     match &result.outcome {
         Outcome::Ok => Some(ReplicaRole::Primary),
         Outcome::NotPrimary { .. } | Outcome::DbNotOnline { .. } => result
@@ -55,99 +68,7 @@ pub(super) fn role_of(result: &ProbeResult) -> Option<ReplicaRole> {
     }
 }
 
-/// What the handover question to the peers found.
-pub(super) struct Handover {
-    pub(super) step: StepRecord,
-    pub(super) connections: Vec<Connection>,
-    /// A peer still held the addresses when the wait ran out.
-    pub(super) refused: Option<String>,
-}
-
-/// Asks every peer, in parallel and until none answers that it holds `ag`'s addresses (or
-/// `release_wait_ms` runs out), whether it still holds them; gathers the clients they list.
-pub(super) async fn await_peer_release(
-    peers: &[PeerRuntime],
-    token: Option<&Bearer>,
-    poll: &PeerPollConfig,
-    ag: &str,
-    started: Instant,
-) -> Handover {
-    let begin = Instant::now();
-    let deadline = begin + Duration::from_millis(poll.release_wait_ms);
-    let timeout = Duration::from_millis(poll.handover_timeout_ms);
-    let mut rounds = 0u32;
-    loop {
-        rounds += 1;
-        let mut asks = tokio::task::JoinSet::new();
-        // A peer that answered moments ago that it does not hold the addresses is not
-        // asked: an unreachable third node must not cost the handover timeout.
-        let asked = peers.iter().filter(|p| {
-            !p.holds
-                .get(ag)
-                .is_some_and(|(at, held)| !held && at.elapsed() <= HOLD_REPORT_FRESH)
-        });
-        for peer in asked {
-            let (name, url, token) = (peer.name.clone(), peer.url.clone(), token.cloned());
-            asks.spawn(async move {
-                let answer = fetch_status(&url, token.as_ref(), timeout).await;
-                (name, answer)
-            });
-        }
-        let mut holders = Vec::new();
-        let mut silent = Vec::new();
-        let mut connections = Vec::new();
-        while let Some(joined) = asks.join_next().await {
-            let Ok((name, answer)) = joined else { continue };
-            match answer.and_then(|v| parse_status(&v)) {
-                Ok(doc) => {
-                    if let Some(view) = doc.ags.get(ag) {
-                        connections.extend(view.connections.iter().copied());
-                        if view.owned {
-                            holders.push(name);
-                        }
-                    }
-                }
-                Err(e) => silent.push(format!("{name}: {e}")),
-            }
-        }
-        let now = Instant::now();
-        let done = holders.is_empty() || now >= deadline;
-        if done {
-            let refused = (!holders.is_empty()).then(|| {
-                format!(
-                    "peer {} still holds the addresses of {ag} after {} ms (its replica may still be PRIMARY): not acquiring",
-                    holders.join(", "),
-                    poll.release_wait_ms
-                )
-            });
-            let mut detail = format!(
-                "{} round(s), {} client(s) listed",
-                rounds,
-                connections.len()
-            );
-            if !silent.is_empty() {
-                detail.push_str(&format!("; taken as gone: {}", silent.join("; ")));
-            }
-            if let Some(r) = &refused {
-                detail.push_str(&format!("; {r}"));
-            }
-            return Handover {
-                step: StepRecord {
-                    name: "peer_release".to_owned(),
-                    offset: begin.saturating_duration_since(started),
-                    duration: now - begin,
-                    ok: refused.is_none(),
-                    detail,
-                },
-                connections,
-                refused,
-            };
-        }
-        tokio::time::sleep(HANDOVER_RETRY).await;
-    }
-}
-
-impl Loop {
+impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// A read of peer `p`'s `/status`: kept for our `/status`, and, per AG, a report for the
     /// controller and the peer's client list for the next acquire.
     pub(super) async fn on_peer_status(
@@ -160,8 +81,8 @@ impl Loop {
             return;
         };
         let name = name.to_owned();
-        let checked_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        let checked_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let parsed = answer.and_then(|v| parse_status(&v));
         let (summary, error) = match &parsed {
@@ -233,7 +154,9 @@ impl Loop {
         let Some(watch) = self.replica_watch.get_mut(&(name.to_owned(), i)) else {
             return;
         };
-        let loss_changed = watch.loss.observe(&result.outcome, result.started, now);
+        let loss_changed = watch
+            .loss
+            .observe(&classify(&result.outcome), result.started, now);
         let role_changed = watch.role != role;
         watch.role = role.clone();
         // A PRIMARY report is renewed every time: its age decides whether it still counts.
@@ -302,12 +225,10 @@ impl Loop {
             s.peers
                 .retain(|name, _| config.peers.iter().any(|p| &p.name == name));
             for p in &config.peers {
-                let entry = s.peers.entry(p.name.clone()).or_insert(PeerStatus {
-                    url: p.status_url.clone(),
-                    checked_unix: None,
-                    view: None,
-                    error: None,
-                });
+                let entry = s
+                    .peers
+                    .entry(p.name.clone())
+                    .or_insert_with(|| PeerStatus::new(&p.status_url));
                 entry.url = p.status_url.clone();
             }
         });

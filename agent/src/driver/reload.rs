@@ -1,6 +1,134 @@
-//! SIGHUP: which keys of a reloaded config can take effect while the agent runs.
+//! SIGHUP: which keys of a reloaded config can take effect while the agent runs, and how the
+//! router applies them (the input tasks are restarted from the new config, the peers
+//! replaced, the timers rebuilt); a file that does not parse is refused and the running
+//! configuration stays.
 
-use super::*;
+use tdsvip_cloud::CloudExecutor;
+use tdsvip_node::NodeTakeover;
+use tdsvip_probes::Password;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::inputs::{overlay_probe, spawn_inputs};
+use super::peering::PeerRuntime;
+use super::router::EventRouter;
+use super::{DriverError, Input, Reloader};
+use crate::config::AgentConfig;
+use crate::http::client::Bearer;
+
+/// The tasks that feed the router (probes, peer polls), started from one config; a reload
+/// stops them and starts a new set.
+pub(super) struct InputTasks {
+    parent: CancellationToken,
+    current: CancellationToken,
+    reloader: Option<Reloader>,
+}
+
+impl InputTasks {
+    /// Starts the first set; `parent` stops every set.
+    pub(super) fn start(
+        parent: CancellationToken,
+        reloader: Option<Reloader>,
+        config: &AgentConfig,
+        password: &Password,
+        peers: &[PeerRuntime],
+        token: Option<&Bearer>,
+        tx: &mpsc::Sender<Input>,
+    ) -> Result<InputTasks, DriverError> {
+        let current = parent.child_token();
+        spawn_inputs(config, password, peers, token, tx, &current)?;
+        Ok(InputTasks {
+            parent,
+            current,
+            reloader,
+        })
+    }
+
+    /// Stops the current set and starts one from `config`.
+    fn restart(
+        &mut self,
+        config: &AgentConfig,
+        password: &Password,
+        peers: &[PeerRuntime],
+        token: Option<&Bearer>,
+        tx: &mpsc::Sender<Input>,
+    ) -> Result<(), DriverError> {
+        self.current.cancel();
+        self.current = self.parent.child_token();
+        spawn_inputs(config, password, peers, token, tx, &self.current)
+    }
+
+    pub(super) fn stop(&self) {
+        self.parent.cancel();
+    }
+
+    /// No tasks and no reloads: the router's tests feed its channel themselves.
+    #[cfg(test)]
+    pub(super) fn idle() -> InputTasks {
+        let parent = CancellationToken::new();
+        InputTasks {
+            current: parent.child_token(),
+            parent,
+            reloader: None,
+        }
+    }
+}
+
+impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
+    /// SIGHUP: reads the file again and applies what can change while running; `true` when
+    /// it was applied (the timers follow the new config).
+    pub(super) async fn reload(&mut self) -> bool {
+        let Some(reloader) = &self.inputs.reloader else {
+            tracing::warn!("SIGHUP ignored: the agent was not started from a config file");
+            return false;
+        };
+        let (new, password) = match reloader() {
+            Ok(read) => read,
+            Err(issues) => {
+                for issue in &issues {
+                    tracing::error!(issue = %issue, "reload refused: the running configuration stays in force");
+                }
+                self.metrics.count_reload(false);
+                return false;
+            }
+        };
+        let (effective, restart) = live_part(&self.config, new);
+        for key in &restart {
+            tracing::warn!(
+                key,
+                "changed in the file: takes effect at the next restart (the running value stays)"
+            );
+        }
+        match self.apply_reload(&effective, &password).await {
+            Ok(()) => {
+                self.config = effective;
+                self.metrics.count_reload(true);
+                tracing::info!(restart_needed = ?restart, "configuration reloaded: probes, peers, peer_poll, reconcile, sql and shutdown now follow the file");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused");
+                self.metrics.count_reload(false);
+                false
+            }
+        }
+    }
+
+    async fn apply_reload(
+        &mut self,
+        config: &AgentConfig,
+        password: &Password,
+    ) -> Result<(), DriverError> {
+        let gone = self.reload_peers(config)?;
+        self.forget_peers(gone).await;
+        let (peers, token, tx) = (&self.peers, self.token.as_ref(), &self.tx);
+        self.inputs.restart(config, password, peers, token, tx)?;
+        for (rt, ag) in self.ags.iter_mut().zip(&config.ags) {
+            rt.overlay_probe = overlay_probe(config, password, ag);
+        }
+        Ok(())
+    }
+}
 
 /// Which keys of `new` can take effect without a restart: the running config with those
 /// replaced, and the keys that changed but need a restart (AGs, interface, HTTP listener,
@@ -42,7 +170,13 @@ pub fn live_part(running: &AgentConfig, new: AgentConfig) -> (AgentConfig, Vec<&
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
+    use tdsvip_probes::{Mode, ProbeResult};
+
     use super::*;
+    use crate::controller::ReplicaRole;
+    use crate::driver::peering::role_of;
 
     const BASE: &str = r#"
 interface = "eth0"

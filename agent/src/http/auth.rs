@@ -31,23 +31,39 @@ pub enum TokenError {
     Invalid { path: PathBuf },
 }
 
+/// What is wrong with a token's text (never the token itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenProblem {
+    #[error("the token is empty")]
+    Empty,
+    #[error("the token contains whitespace or control characters")]
+    Invalid,
+}
+
+/// The token in `text`, as both the agent (its `token_file`) and `tdsvip status` (a file
+/// or `TDSVIP_HTTP_TOKEN`) read it: trailing newlines (as editors and `echo` write them) are
+/// not part of it, and nothing a header could not carry is allowed.
+pub fn token_text(text: &str) -> Result<&str, TokenProblem> {
+    let t = text.trim_end_matches(['\n', '\r']);
+    if t.is_empty() {
+        return Err(TokenProblem::Empty);
+    }
+    // A header value cannot carry these, so such a token could never be presented.
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(TokenProblem::Invalid);
+    }
+    Ok(t)
+}
+
 impl Token {
-    /// A token from its text; trailing newlines (as editors and `echo` write them) are not
-    /// part of it. Errors name what is wrong, never the token.
+    /// A token from its text ([`token_text`]). Errors name what is wrong, never the token.
     pub fn parse(text: &str, path: &Path) -> Result<Token, TokenError> {
-        let t = text.trim_end_matches(['\n', '\r']);
-        if t.is_empty() {
-            return Err(TokenError::Empty {
-                path: path.to_owned(),
-            });
+        let path = path.to_owned();
+        match token_text(text) {
+            Ok(t) => Ok(Token(t.as_bytes().to_vec())),
+            Err(TokenProblem::Empty) => Err(TokenError::Empty { path }),
+            Err(TokenProblem::Invalid) => Err(TokenError::Invalid { path }),
         }
-        // A header value cannot carry these, so such a token could never be presented.
-        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(TokenError::Invalid {
-                path: path.to_owned(),
-            });
-        }
-        Ok(Token(t.as_bytes().to_vec()))
     }
 
     /// The token's text, for this agent's own requests to its peers (one token per cluster).

@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{Token, TokenError, load_token};
+pub use auth::{Token, TokenError, TokenProblem, load_token, token_text};
 
 use crate::metrics::AgentMetrics;
 use crate::status::StatusStore;

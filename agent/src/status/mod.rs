@@ -20,34 +20,21 @@ use tdsvip_probes::ProbeResult;
 use tokio::sync::watch;
 
 use crate::controller::{FailoverTimeline, OwnershipState, PrimaryLoss};
-use crate::peers::PeerSummary;
 
-/// Serializes an instant as its age in milliseconds when the document is written: peers
-/// compare ages, never the clocks of two machines.
-fn age_ms<S: Serializer>(at: &Instant, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(at.elapsed().as_secs_f64() * 1000.0)
-}
+mod document;
+mod wire;
 
-/// `primary_loss` as `{"first_failure_age_ms", "detected_age_ms"}`.
-fn loss_ages<S: Serializer>(loss: &Option<PrimaryLoss>, s: S) -> Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    struct Ages {
-        first_failure_age_ms: f64,
-        detected_age_ms: Option<f64>,
-    }
-    let ms = |at: Instant| at.elapsed().as_secs_f64() * 1000.0;
-    loss.map(|l| Ages {
-        first_failure_age_ms: ms(l.first_failure),
-        detected_age_ms: l.detected.map(ms),
-    })
-    .serialize(s)
-}
+pub use wire::{
+    AgDocument, LossAges, PeerAgSummary, PeerEntry, PeerSummary, PhasesDocument, ProbeDocument,
+    RouteOwner, StatusDocument, StepDocument, TimelineDocument, status_schema,
+};
 
 /// How many completed timelines `/events` keeps unless told otherwise.
 pub const DEFAULT_EVENTS: usize = 32;
 
-/// The latest local probe, reduced to what a person or a peer needs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The latest local probe, reduced to what a person or a peer needs (served as a
+/// [`ProbeDocument`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProbeSummary {
     pub target: SocketAddr,
     pub mode: &'static str,
@@ -60,8 +47,7 @@ pub struct ProbeSummary {
     pub role: Option<String>,
     /// Wall-clock start, Unix seconds (for display only).
     pub started_unix: f64,
-    /// How long ago the probe started, when the document is served (`age_ms`).
-    #[serde(rename = "age_ms", serialize_with = "age_ms")]
+    /// When the probe started (served as `age_ms`).
     pub started: Instant,
 }
 
@@ -83,17 +69,8 @@ impl From<&ProbeResult> for ProbeSummary {
     }
 }
 
-/// Where one route table sends the overlay address, as the last observation found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RouteOwner {
-    pub route_table: String,
-    /// The ENI (or other target) the /32 points to; `None`: no route.
-    pub target: Option<String>,
-    /// Whether that target is this node.
-    pub this_node: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One AG as the router keeps it (served as an [`AgDocument`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgStatus {
     /// The controller's state name.
     pub state: OwnershipState,
@@ -110,7 +87,6 @@ pub struct AgStatus {
     pub last_timeline: Option<FailoverTimeline>,
     /// When the local replica, last seen PRIMARY, started failing (served as ages; `null`
     /// when it has not, or long ago): the start of the next owner's failover timeline.
-    #[serde(serialize_with = "loss_ages")]
     pub primary_loss: Option<PrimaryLoss>,
     /// The overlay IP's clients that `conn_track` saw while this node owned it: the next
     /// owner tickles them, also when this node is gone.
@@ -140,8 +116,8 @@ impl AgStatus {
     }
 }
 
-/// A peer agent as this node last read it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A peer agent as this node last read it (served as a [`PeerEntry`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerStatus {
     pub url: String,
     /// Unix seconds of the last attempt to read it.
@@ -152,7 +128,21 @@ pub struct PeerStatus {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl PeerStatus {
+    /// A peer not read yet.
+    pub fn new(url: &str) -> PeerStatus {
+        PeerStatus {
+            url: url.to_owned(),
+            checked_unix: None,
+            view: None,
+            error: None,
+        }
+    }
+}
+
+/// What the router keeps for `/status`; [`AgentStatus::document`] turns it into the wire
+/// type when a request comes (ages are measured then).
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentStatus {
     pub node: String,
     pub version: &'static str,
@@ -168,6 +158,13 @@ impl AgentStatus {
             ags: BTreeMap::new(),
             peers: BTreeMap::new(),
         }
+    }
+}
+
+/// Serialized as its wire form, with ages measured now.
+impl Serialize for AgentStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.document().serialize(serializer)
     }
 }
 

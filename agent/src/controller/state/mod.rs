@@ -28,16 +28,31 @@
 //!   overlap a local PRIMARY), not once per probe.
 //! - `Hold` is emitted once per blocked episode, so that logging every decision verbatim does
 //!   not log the same fact fifty times a second.
+//! - With peers configured (`AgPolicy::handover`), an acquire starts by asking them to let go
+//!   (`AwaitPeerRelease`); the node call is decided only when their answer comes back, and
+//!   only if the local verdict still says to own: the wait can last up to a second, and a
+//!   PRIMARY verdict that old is no reason to take the address. A reason to release that
+//!   arrives during the wait abandons the acquire at once.
+//! - Backoffs and time limits are deadlines: [`AgController::next_deadline`] says when the
+//!   controller next wants to be asked again (with [`Event::Deadline`]) even if nothing
+//!   happens, so that a retry never waits for an unrelated event.
+//!
+//! The code: this file holds the state and the dispatch; `conflict.rs` the peers' reports and
+//! what they forbid; `ownership.rs` acquire, handover and release; `cloud.rs` route-table
+//! claims and reconciliation; `record.rs` the failover timeline's opening and closing.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tdsvip_cloud::ClaimReport;
-
-use super::decision::{AlertKind, Decision, ReleaseCause};
-use super::event::{DriftKind, Event, NodeCall, PeerReport, PeerView, PrimaryLoss, ReplicaRole};
+use super::decision::{Decision, ReleaseCause};
+use super::event::{DriftKind, Event, PeerView, PrimaryLoss};
 use super::policy::{AgPolicy, LocalHealth, PolicyError};
-use super::timeline::{Direction, FailoverTimeline, TimedStep};
+use super::timeline::{Direction, FailoverTimeline};
+
+mod cloud;
+mod conflict;
+mod ownership;
+mod record;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +81,14 @@ enum HoldCause {
     AcquireBackoff,
 }
 
+/// The handover questions asked before acquires, numbered like cloud claims.
+#[derive(Debug, Clone, Default)]
+struct Handovers {
+    last_attempt: u32,
+    /// The attempt whose answer is awaited; answers of any other attempt are stale.
+    awaiting: Option<u32>,
+}
+
 #[derive(Debug, Clone, Default)]
 struct CloudClaims {
     last_attempt: u32,
@@ -90,6 +113,7 @@ pub struct AgController {
     acquire_failures: u32,
     acquire_not_before: Option<Instant>,
     cloud: CloudClaims,
+    handover: Handovers,
     stopped: bool,
     /// No verdict since start yet: see the module doc on leftover addresses.
     startup_cleanup_pending: bool,
@@ -117,6 +141,7 @@ impl AgController {
             acquire_failures: 0,
             acquire_not_before: None,
             cloud: CloudClaims::default(),
+            handover: Handovers::default(),
             stopped: false,
             startup_cleanup_pending: true,
             in_conflict: false,
@@ -156,14 +181,39 @@ impl AgController {
         std::mem::take(&mut self.completed)
     }
 
+    /// When the controller next wants [`Event::Deadline`] even if nothing else happens: the
+    /// end of an acquire backoff while the local replica is PRIMARY, or the time limit of an
+    /// acquire timeline still waiting. An instant already past is due at once: a deadline
+    /// stays pending until an event at or after it was handled (which clears it), so that a
+    /// wake-up lost to another input is never lost for good.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let backoff = match self.state {
+            OwnershipState::Standby if !self.stopped && self.health.may_own() => {
+                self.acquire_not_before
+            }
+            _ => None,
+        };
+        let limit = self
+            .timeline
+            .as_ref()
+            .filter(|t| t.direction == Direction::Acquire && t.node_ok == Some(true))
+            .map(|t| t.decided + self.policy.timeline_limit);
+        [backoff, limit].into_iter().flatten().min()
+    }
+
     /// Feeds one event seen at `now` and returns what to do, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Decision> {
         let mut out = Vec::new();
         match event {
-            Event::LocalProbe { outcome, started } => {
-                self.health.observe(&outcome, started, now);
+            Event::LocalProbe { verdict, started } => {
+                self.health.observe(&verdict, started, now);
             }
             Event::Peer(report) => self.on_peer(report),
+            Event::PeersReleased {
+                attempt,
+                step,
+                refused,
+            } => self.on_peers_released(now, attempt, step, refused, &mut out),
             Event::NodeAcquired(call) => self.on_acquired(now, call, &mut out),
             Event::NodeReleased(call) => self.on_released(now, call, &mut out),
             Event::CloudClaimed {
@@ -181,6 +231,7 @@ impl AgController {
             }
             Event::Reconcile { drift } => self.on_reconcile(now, drift, &mut out),
             Event::Stop => self.stopped = true,
+            Event::Deadline => {}
         }
         self.track_conflict(now, &mut out);
         self.evaluate(now, &mut out);
@@ -188,96 +239,12 @@ impl AgController {
         out
     }
 
-    fn on_peer(&mut self, report: PeerReport) {
-        match report.view {
-            None => {
-                self.peers.remove(&report.peer);
-            }
-            Some(view) => {
-                // A peer reports only its latest loss; once it reports none, its earlier one
-                // must not be stamped into a later, unrelated acquire's timeline.
-                match view.primary_lost {
-                    Some(loss) => self.peer_loss = Some((report.peer.clone(), loss)),
-                    None => {
-                        if self
-                            .peer_loss
-                            .as_ref()
-                            .is_some_and(|(p, _)| *p == report.peer)
-                        {
-                            self.peer_loss = None;
-                        }
-                    }
-                }
-                self.peers.insert(report.peer, (report.at, view));
-            }
-        }
-    }
-
-    /// Peers whose fresh report says their replica is PRIMARY, seen so no earlier than the
-    /// local replica was: a peer seen PRIMARY before the local replica became PRIMARY is the
-    /// old primary of a switchover or a failover, not a second primary, and waiting for a
-    /// newer report of it would cost a poll interval of every failover.
-    pub fn primary_peers(&self, now: Instant) -> Vec<String> {
-        let local_since = self.health.first_ok_at();
-        self.peers
-            .iter()
-            .filter(|(_, (at, view))| {
-                view.role == Some(ReplicaRole::Primary)
-                    && now.saturating_duration_since(*at) <= self.policy.peer_stale_after
-                    && local_since.is_none_or(|since| *at >= since)
-            })
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
-    /// Peers seen PRIMARY that the local replica was confirmed PRIMARY after: two primaries
-    /// at once. A peer seen PRIMARY after the local replica's latest `ok` is not one yet:
-    /// that is what every failover looks like from the old primary (its SQL died, a peer
-    /// was promoted), and it must not raise a conflict alert.
-    fn conflicting_peers(&self, now: Instant) -> Vec<String> {
-        let Some(confirmed) = self.health.last_ok_started() else {
-            return Vec::new();
-        };
-        self.primary_peers(now)
-            .into_iter()
-            .filter(|name| self.peers.get(name).is_some_and(|(at, _)| confirmed >= *at))
-            .collect()
-    }
-
-    fn track_conflict(&mut self, now: Instant, out: &mut Vec<Decision>) {
-        // An episode starts on the strict condition and lasts while any fresh peer report
-        // still says PRIMARY (a newer report of the same peer must not end it and start a
-        // new one before the local replica is probed again).
-        let peers = if self.in_conflict {
-            self.primary_peers(now)
-        } else {
-            self.conflicting_peers(now)
-        };
-        let active = self.health.says_primary() && !peers.is_empty();
-        if active && !self.in_conflict {
-            self.conflicts += 1;
-            let stance = match self.state {
-                OwnershipState::Standby | OwnershipState::Releasing => "not acquiring",
-                OwnershipState::Acquiring | OwnershipState::Owner => {
-                    "keeping the address only while the local replica stays PRIMARY"
-                }
-            };
-            let reason = format!(
-                "conflict: the local replica and peer {} both report PRIMARY; {stance}",
-                peers.join(", ")
-            );
-            out.push(Decision::Alert {
-                ag: self.ag.clone(),
-                kind: AlertKind::Conflict,
-                reason,
-            });
-        }
-        self.in_conflict = active;
-    }
-
     fn evaluate(&mut self, now: Instant, out: &mut Vec<Decision>) {
         match self.state {
             OwnershipState::Standby => {
+                if self.acquire_not_before.is_some_and(|at| now >= at) {
+                    self.acquire_not_before = None;
+                }
                 if self.stopped {
                     self.hold = None;
                     return;
@@ -319,7 +286,11 @@ impl AgController {
                 self.acquire(now, out);
             }
             OwnershipState::Acquiring => {
-                if self.release_after_acquire.is_none() {
+                if self.handover.awaiting.is_some() {
+                    if let Some(why) = self.abandon_reason(now) {
+                        self.abandon_acquire(&why, out);
+                    }
+                } else if self.release_after_acquire.is_none() {
                     self.release_after_acquire = self.release_reason(now);
                 }
             }
@@ -342,37 +313,6 @@ impl AgController {
         }
     }
 
-    fn release_reason(&self, now: Instant) -> Option<(ReleaseCause, String)> {
-        if self.stopped {
-            return Some((ReleaseCause::Stop, "the agent is stopping".to_owned()));
-        }
-        if let Some(why) = self.health.must_release() {
-            return Some(why);
-        }
-        let (failures, last) = self.health.unanswered()?;
-        let since = self.health.last_ok_started();
-        let newer: Vec<&str> = self
-            .peers
-            .iter()
-            .filter(|(_, (at, view))| {
-                view.role == Some(ReplicaRole::Primary)
-                    && now.saturating_duration_since(*at) <= self.policy.peer_stale_after
-                    && since.is_none_or(|s| *at >= s)
-            })
-            .map(|(name, _)| name.as_str())
-            .collect();
-        (!newer.is_empty()).then(|| {
-            (
-                ReleaseCause::PeerPrimary,
-                format!(
-                    "local SQL Server not answering ({failures} failed probe(s), fall {}, last {last}) and peer {} seen PRIMARY since the local replica last was: SQL Server has a new primary",
-                    self.policy.fall,
-                    newer.join(", ")
-                ),
-            )
-        })
-    }
-
     fn hold_once(&mut self, cause: HoldCause, reason: String, out: &mut Vec<Decision>) {
         if self.hold != Some(cause) {
             self.hold = Some(cause);
@@ -382,357 +322,4 @@ impl AgController {
             });
         }
     }
-
-    fn start_timeline(&mut self, timeline: FailoverTimeline) {
-        if let Some(mut open) = self.timeline.replace(timeline) {
-            // Cut short by the next ownership change (a demotion before the first login
-            // through the overlay IP, say): say what it never got.
-            open.unfinished = self.still_waiting(&open);
-            self.completed.push(open);
-        }
-    }
-
-    /// What an acquire's timeline still waits for after a successful node call.
-    fn still_waiting(&self, t: &FailoverTimeline) -> Vec<&'static str> {
-        let mut waiting = Vec::new();
-        if t.direction != Direction::Acquire || t.node_ok != Some(true) {
-            return waiting;
-        }
-        if self.policy.cloud_retry.is_some() && t.cloud_done.is_none() {
-            waiting.push("route_tables");
-        }
-        if self.policy.expect_overlay_login && t.first_client_login.is_none() {
-            waiting.push("first_client_login");
-        }
-        waiting
-    }
-
-    fn acquire(&mut self, now: Instant, out: &mut Vec<Decision>) {
-        let reason = format!(
-            "local replica PRIMARY with every configured database ONLINE for {} probes in a row (rise {}), no peer reports PRIMARY",
-            self.health.ok_streak(),
-            self.health.rise()
-        );
-        self.startup_cleanup_pending = false;
-        let mut timeline = FailoverTimeline::new(&self.ag, Direction::Acquire, None, &reason, now);
-        timeline.local_primary_seen = self.health.first_ok_at();
-        if let Some((peer, loss)) = self.peer_loss.take() {
-            timeline.old_primary_failed = Some(loss.first_failure);
-            timeline.old_primary_failed_by = Some(peer);
-            timeline.detected = loss.detected;
-        }
-        self.start_timeline(timeline);
-        out.push(Decision::Acquire {
-            ag: self.ag.clone(),
-            reason,
-        });
-        self.state = OwnershipState::Acquiring;
-        self.hold = None;
-        self.release_after_acquire = None;
-        self.cloud.failures = 0;
-        self.claim_cloud(
-            now,
-            "point the route tables here along with the acquire",
-            out,
-        );
-    }
-
-    /// Decides a cloud claim at `at` if a cloud executor is configured.
-    fn claim_cloud(&mut self, at: Instant, reason: &str, out: &mut Vec<Decision>) {
-        if self.policy.cloud_retry.is_none() {
-            return;
-        }
-        self.cloud.last_attempt += 1;
-        self.cloud.outstanding = Some(self.cloud.last_attempt);
-        out.push(Decision::ClaimCloud {
-            ag: self.ag.clone(),
-            attempt: self.cloud.last_attempt,
-            at,
-            reason: reason.to_owned(),
-        });
-    }
-
-    fn release(
-        &mut self,
-        now: Instant,
-        cause: ReleaseCause,
-        reason: String,
-        out: &mut Vec<Decision>,
-    ) {
-        if cause != ReleaseCause::Startup {
-            let mut timeline =
-                FailoverTimeline::new(&self.ag, Direction::Release, Some(cause), &reason, now);
-            if matches!(
-                cause,
-                ReleaseCause::NotPrimary
-                    | ReleaseCause::DbNotOnline
-                    | ReleaseCause::NotAnswering
-                    | ReleaseCause::PeerPrimary
-            ) {
-                timeline.old_primary_failed = self.health.first_failure_at();
-                timeline.old_primary_failed_by = Some("local".to_owned());
-                // The peer's PRIMARY is what turned the failures into a verdict.
-                timeline.detected = self.health.detected_at().or(Some(now));
-            }
-            self.start_timeline(timeline);
-        }
-        out.push(Decision::Release {
-            ag: self.ag.clone(),
-            cause,
-            reason,
-        });
-        self.state = OwnershipState::Releasing;
-        self.release_cause = cause;
-        self.release_failed = false;
-        self.hold = None;
-        // A claim still running belongs to the ownership being given up: its result is stale.
-        self.cloud.outstanding = None;
-    }
-
-    fn record_node_call(&mut self, now: Instant, call: &NodeCall, direction: Direction) {
-        let Some(t) = self.timeline.as_mut() else {
-            return;
-        };
-        if t.direction != direction {
-            return;
-        }
-        t.node_steps.extend(call.steps.iter().map(|s| TimedStep {
-            name: s.name.clone(),
-            start: call.started + s.offset,
-            duration: s.duration,
-            ok: s.ok,
-            detail: s.detail.clone(),
-        }));
-        t.node_done = Some(now);
-        t.node_ok = Some(call.error.is_none());
-    }
-
-    fn on_acquired(&mut self, now: Instant, call: NodeCall, out: &mut Vec<Decision>) {
-        match self.state {
-            OwnershipState::Acquiring => {}
-            OwnershipState::Owner => {
-                // The driver repairs node drift with another (idempotent) acquire.
-                if let Some(error) = call.error {
-                    out.push(Decision::Alert {
-                        ag: self.ag.clone(),
-                        kind: AlertKind::AcquireFailed,
-                        reason: format!(
-                            "repairing the node state failed: {error}; retried on the next reconcile tick"
-                        ),
-                    });
-                }
-                return;
-            }
-            OwnershipState::Standby | OwnershipState::Releasing => return,
-        }
-        self.record_node_call(now, &call, Direction::Acquire);
-        if let Some(error) = call.error {
-            self.acquire_failures += 1;
-            let delay = self.policy.acquire_retry.delay(self.acquire_failures);
-            self.acquire_not_before = Some(now + delay);
-            out.push(Decision::Alert {
-                ag: self.ag.clone(),
-                kind: AlertKind::AcquireFailed,
-                reason: format!(
-                    "acquire failed: {error}; releasing what was done, next acquire not before {} ms",
-                    delay.as_millis()
-                ),
-            });
-            self.release_after_acquire = None;
-            self.release(
-                now,
-                ReleaseCause::AcquireFailed,
-                format!("undo the failed acquire ({error})"),
-                out,
-            );
-            return;
-        }
-        self.state = OwnershipState::Owner;
-        self.acquire_failures = 0;
-        self.acquire_not_before = None;
-        if let Some((cause, reason)) = self.release_after_acquire.take() {
-            self.release(
-                now,
-                cause,
-                format!("{reason} (arrived during the acquire)"),
-                out,
-            );
-        }
-    }
-
-    fn on_released(&mut self, now: Instant, call: NodeCall, out: &mut Vec<Decision>) {
-        if self.state != OwnershipState::Releasing {
-            return;
-        }
-        self.record_node_call(now, &call, Direction::Release);
-        if let Some(error) = call.error {
-            self.release_failed = true;
-            out.push(Decision::Alert {
-                ag: self.ag.clone(),
-                kind: AlertKind::ReleaseFailed,
-                reason: format!(
-                    "release ({}) failed: {error}; retried on the next reconcile tick",
-                    self.release_cause.name()
-                ),
-            });
-            return;
-        }
-        self.state = OwnershipState::Standby;
-        self.release_failed = false;
-        self.hold = None;
-    }
-
-    fn on_cloud(
-        &mut self,
-        now: Instant,
-        attempt: u32,
-        started: Instant,
-        report: &ClaimReport,
-        out: &mut Vec<Decision>,
-    ) {
-        if self.cloud.outstanding != Some(attempt)
-            || !matches!(
-                self.state,
-                OwnershipState::Acquiring | OwnershipState::Owner
-            )
-        {
-            return;
-        }
-        self.cloud.outstanding = None;
-        let all_here = report.all_point_here();
-        if let Some(t) = self.timeline.as_mut()
-            && t.direction == Direction::Acquire
-            && t.cloud_done.is_none()
-        {
-            t.cloud_first_start.get_or_insert(started);
-            t.route_tables
-                .extend(report.tables.iter().map(|table| TimedStep {
-                    name: table.id.clone(),
-                    start: started,
-                    duration: millis(table.ms),
-                    ok: table.points_here(),
-                    detail: match (&table.error, table.points_here()) {
-                        (Some(error), _) => error.clone(),
-                        (None, true) => "points here".to_owned(),
-                        (None, false) => "not pointing here".to_owned(),
-                    },
-                }));
-            if all_here {
-                t.cloud_done = started.checked_add(millis(report.total_ms));
-            }
-        }
-        if all_here {
-            self.cloud.failures = 0;
-            return;
-        }
-        self.cloud.failures += 1;
-        let Some(backoff) = self.policy.cloud_retry else {
-            return;
-        };
-        let delay = backoff.delay(self.cloud.failures);
-        let here = report.tables.iter().filter(|t| t.points_here()).count();
-        let errors: Vec<String> = report
-            .tables
-            .iter()
-            .filter(|t| !t.points_here())
-            .map(|t| match &t.error {
-                Some(e) => format!("{}: {e}", t.id),
-                None => format!("{}: not pointing here", t.id),
-            })
-            .collect();
-        let config = if report.has_config_problem() {
-            " (a configuration or IAM problem: fix it, retries continue)"
-        } else {
-            ""
-        };
-        out.push(Decision::Alert {
-            ag: self.ag.clone(),
-            kind: AlertKind::CloudClaimFailed,
-            reason: format!(
-                "cloud claim attempt {attempt}: {here} of {} route tables point here ({}){config}; the node-level takeover stands; retry in {} ms",
-                report.tables.len(),
-                errors.join("; "),
-                delay.as_millis()
-            ),
-        });
-        let reason = format!(
-            "retry {} of the cloud claim after {} failure(s)",
-            self.cloud.last_attempt + 1,
-            self.cloud.failures
-        );
-        self.claim_cloud(now + delay, &reason, out);
-    }
-
-    fn on_reconcile(
-        &mut self,
-        now: Instant,
-        drift: Vec<super::event::Drift>,
-        out: &mut Vec<Decision>,
-    ) {
-        match self.state {
-            OwnershipState::Owner => {
-                let mut claim = false;
-                for d in drift {
-                    *self.drift_repairs.entry(d.kind).or_insert(0) += 1;
-                    claim |= d.kind == DriftKind::RouteTable;
-                    out.push(Decision::Repair {
-                        ag: self.ag.clone(),
-                        kind: d.kind,
-                        reason: format!("drift: {}", d.detail),
-                    });
-                }
-                if claim && self.cloud.outstanding.is_none() {
-                    self.claim_cloud(now, "repair route-table drift", out);
-                }
-            }
-            OwnershipState::Releasing if self.release_failed => {
-                self.release_failed = false;
-                out.push(Decision::Release {
-                    ag: self.ag.clone(),
-                    cause: self.release_cause,
-                    reason: format!(
-                        "retrying the failed release ({})",
-                        self.release_cause.name()
-                    ),
-                });
-            }
-            _ => {}
-        }
-    }
-
-    fn close_timeline_if_complete(&mut self, now: Instant) {
-        let waiting = match &self.timeline {
-            Some(t) => self.still_waiting(t),
-            None => return,
-        };
-        let Some(t) = &mut self.timeline else {
-            return;
-        };
-        let complete = match t.direction {
-            Direction::Release => self.state == OwnershipState::Standby && t.node_ok == Some(true),
-            Direction::Acquire => match t.node_ok {
-                Some(false) => true,
-                Some(true) => {
-                    let mut waiting = waiting;
-                    if !waiting.is_empty()
-                        && now.saturating_duration_since(t.decided) >= self.policy.timeline_limit
-                    {
-                        t.unfinished = waiting.clone();
-                        waiting.clear();
-                    }
-                    waiting.is_empty()
-                }
-                None => false,
-            },
-        };
-        if complete && let Some(done) = self.timeline.take() {
-            self.completed.push(done);
-        }
-    }
-}
-
-/// The cloud reports' milliseconds as a `Duration`; a value no clock could produce (negative,
-/// NaN, infinite) counts as zero rather than panicking.
-fn millis(ms: f64) -> Duration {
-    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default()
 }

@@ -1,0 +1,213 @@
+//! The config file's tests: defaults, the shipped examples, and every kind of problem
+//! named by its key.
+
+use super::parse::key_path;
+use super::*;
+
+const MINIMAL: &str = r#"
+interface = "eth0"
+[sql]
+user = "tdsvip"
+password_file = "/etc/tdsvip/sql-password"
+[[ag]]
+name = "AG1"
+addresses = ["10.0.0.100"]
+"#;
+
+fn issues(text: &str) -> Vec<String> {
+    match AgentConfig::parse(text) {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_file_gets_documented_defaults() {
+    let c = AgentConfig::parse(MINIMAL).unwrap();
+    assert_eq!(c.sql.endpoint, "127.0.0.1:1433".parse().unwrap());
+    assert_eq!(c.probe, ProbeSettings::default());
+    assert_eq!(c.http.listen, "127.0.0.1:9477".parse().unwrap());
+    assert!(c.ebpf.enabled);
+    assert_eq!(c.ags[0].port, 1433);
+    assert_eq!(
+        c.ags[0].overlay_addresses(),
+        vec![OverlayAddress {
+            ip: "10.0.0.100".parse().unwrap(),
+            prefix: 32
+        }]
+    );
+}
+
+#[test]
+fn the_example_config_in_deploy_is_valid() {
+    let text = include_str!("../../../deploy/tdsvip.toml");
+    if let Err(e) = AgentConfig::parse(text) {
+        panic!("deploy/tdsvip.toml does not validate:\n{e}");
+    }
+}
+
+#[test]
+fn the_aws_example_config_is_valid() {
+    let text = include_str!("../../../deploy/tdsvip-aws.toml");
+    let c = AgentConfig::parse(text).unwrap_or_else(|e| panic!("deploy/tdsvip-aws.toml:\n{e}"));
+    assert_eq!(c.cloud.map(|c| c.route_tables.len()), Some(2));
+}
+
+#[test]
+fn cloud_section_problems_are_reported_with_the_rest() {
+    let text = format!(
+        "{MINIMAL}\n[cloud]\nprovider = \"aws\"\nroute_tables = [\"rtb-nothex\"]\ncall_timeout_ms = 1\n"
+    );
+    let got = issues(&text);
+    assert!(
+        got.iter().any(|g| g.starts_with("cloud.route_tables[0]: ")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|g| g.starts_with("cloud.call_timeout_ms: ")),
+        "{got:?}"
+    );
+    let got = issues(&format!("{MINIMAL}\n[cloud]\nprovider = \"gcp\"\n"));
+    assert!(got[0].starts_with("cloud.provider: "), "{got:?}");
+    let v6_only = MINIMAL.replace("10.0.0.100", "fd00::100");
+    let got = issues(&format!(
+        "{v6_only}\n[cloud]\nprovider = \"aws\"\nregion = \"us-east-1\"\nroute_tables = [\"rtb-0123456789abcdef0\"]\n"
+    ));
+    assert!(got.iter().any(|g| g.starts_with("cloud.mode: ")), "{got:?}");
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_path() {
+    let text = format!("extra = 1\n{MINIMAL}\n[probe]\nintervall_ms = 5\n");
+    let text = text.replace(
+        "addresses = [\"10.0.0.100\"]",
+        "addresses = [\"10.0.0.100\"]\ndatabse = [\"x\"]",
+    );
+    let got = issues(&text);
+    assert!(got.contains(&"extra: unknown key".to_owned()), "{got:?}");
+    assert!(
+        got.contains(&"probe.intervall_ms: unknown key".to_owned()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"ag[0].databse: unknown key".to_owned()),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let got = issues(&MINIMAL.replace(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\n[probe]\nrise = \"two\"",
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("probe.rise: "), "{got:?}");
+    let got = issues(&MINIMAL.replace(
+        "addresses = [\"10.0.0.100\"]",
+        "addresses = [\"10.0.0.100\", 7]",
+    ));
+    assert!(got[0].starts_with("ag[0].addresses[1]: "), "{got:?}");
+    let got = issues("interface = \"eth0\"\n");
+    assert!(got[0].contains("sql"), "{got:?}");
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let got = issues("interface = \"eth0\"\nsql = {\n");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("(syntax, line 2 column"), "{got:?}");
+}
+
+#[test]
+fn every_meaning_problem_is_reported_at_once() {
+    let text = r#"
+interface = "this-name-is-far-too-long"
+[sql]
+user = ""
+password_file = "relative/path"
+trust_server_certificate = true
+[probe]
+interval_ms = 20
+jitter_ms = 20
+timeout_ms = 5
+rise = 0
+[http]
+listen = "0.0.0.0:9477"
+[[ag]]
+name = "AG1"
+addresses = ["10.0.0.100", "10.0.0.100/33", "127.0.0.1", "nonsense"]
+port = 0
+databases = [""]
+[[ag]]
+name = "ag1"
+addresses = ["10.0.0.100"]
+[[peer]]
+name = "n2"
+status_url = "ftp://x"
+"#;
+    let got = issues(text);
+    for key in [
+        "interface",
+        "sql.user",
+        "sql.password_file",
+        "sql.trust_server_certificate",
+        "probe.jitter_ms",
+        "probe.timeout_ms",
+        "probe.rise",
+        "http.token_file",
+        "ag[0].addresses[1]",
+        "ag[0].addresses[2]",
+        "ag[0].addresses[3]",
+        "ag[0].port",
+        "ag[0].databases[0]",
+        "ag[1].name",
+        "ag[1].addresses[0]",
+        "peer[0].status_url",
+    ] {
+        assert!(
+            got.iter().any(|g| g.starts_with(&format!("{key}: "))),
+            "no issue for {key} in {got:#?}"
+        );
+    }
+}
+
+#[test]
+fn password_sources_are_exclusive_and_required() {
+    let none = MINIMAL.replace("password_file = \"/etc/tdsvip/sql-password\"\n", "");
+    assert!(issues(&none)[0].starts_with("sql.password_file: one of"));
+    let both = MINIMAL.replace(
+        "password_file = \"/etc/tdsvip/sql-password\"",
+        "password_file = \"/p\"\npassword_env = \"PW\"",
+    );
+    assert!(issues(&both)[0].starts_with("sql.password_env: "));
+}
+
+#[test]
+fn overlay_addresses_parse_with_and_without_prefix() {
+    let v6: OverlayAddress = "fd00::100".parse().unwrap();
+    assert_eq!(v6.prefix, 128);
+    let v4: OverlayAddress = "10.1.2.3/24".parse().unwrap();
+    assert_eq!((v4.prefix, v4.to_string().as_str()), (24, "10.1.2.3/24"));
+    assert!("10.1.2.3/0".parse::<OverlayAddress>().is_err());
+    assert!("::1".parse::<OverlayAddress>().is_err());
+    assert!("224.0.0.1".parse::<OverlayAddress>().is_err());
+}
+
+#[test]
+fn two_ags_need_ebpf_off_for_now() {
+    let two = format!("{MINIMAL}[[ag]]\nname = \"AG2\"\naddresses = [\"10.0.0.101\"]\n");
+    let got = issues(&two);
+    assert!(
+        got.iter().any(|g| g.starts_with("ag[1]: more than one")),
+        "{got:?}"
+    );
+    assert!(issues(&format!("{two}[ebpf]\nenabled = false\n")).is_empty());
+}
+
+#[test]
+fn key_paths_read_like_toml() {
+    assert_eq!(key_path("ag.0.addresses.2"), "ag[0].addresses[2]");
+    assert_eq!(key_path("probe.rise"), "probe.rise");
+    assert_eq!(key_path(""), ".");
+}
