@@ -11,6 +11,6 @@ pub mod controller;
 pub mod driver;
 pub mod http;
 pub mod metrics;
-pub mod peers;
+pub mod peer_status;
 pub mod status;
 pub mod systemd;

@@ -34,7 +34,7 @@ pub enum Provider {
 /// How the overlay IP is made to reach this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Mode {
+pub enum ClaimMode {
     /// A /32 route to this node's ENI in every configured route table (address outside the VPC).
     #[default]
     Route,
@@ -42,11 +42,11 @@ pub enum Mode {
     SecondaryIp,
 }
 
-impl fmt::Display for Mode {
+impl fmt::Display for ClaimMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Mode::Route => "route",
-            Mode::SecondaryIp => "secondary_ip",
+            ClaimMode::Route => "route",
+            ClaimMode::SecondaryIp => "secondary_ip",
         })
     }
 }
@@ -62,7 +62,7 @@ pub struct CloudConfig {
     #[serde(default)]
     pub route_tables: Vec<String>,
     #[serde(default)]
-    pub mode: Mode,
+    pub mode: ClaimMode,
     /// When absent, read from IMDS.
     #[serde(default)]
     pub instance_id: Option<String>,
@@ -117,7 +117,7 @@ impl CloudConfig {
             provider: Provider::Aws,
             region: Some(region.to_owned()),
             route_tables: route_tables.iter().map(|t| (*t).to_owned()).collect(),
-            mode: Mode::Route,
+            mode: ClaimMode::Route,
             instance_id: None,
             eni_id: None,
             interface: None,
@@ -233,11 +233,11 @@ impl CloudConfig {
 
     fn validate_route_tables(&self, problems: &mut Vec<ConfigProblem>) {
         match self.mode {
-            Mode::Route if self.route_tables.is_empty() => problems.push(ConfigProblem::new(
+            ClaimMode::Route if self.route_tables.is_empty() => problems.push(ConfigProblem::new(
                 "cloud.route_tables",
                 "is empty: mode \"route\" needs at least one route table id",
             )),
-            Mode::SecondaryIp if !self.route_tables.is_empty() => {
+            ClaimMode::SecondaryIp if !self.route_tables.is_empty() => {
                 problems.push(ConfigProblem::new(
                     "cloud.route_tables",
                     "is not used in mode \"secondary_ip\"; remove it or set mode = \"route\"",
@@ -358,7 +358,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(cfg.mode, Mode::Route);
+        assert_eq!(cfg.mode, ClaimMode::Route);
         assert_eq!(cfg.call_timeout_ms, 2000);
         assert_eq!(cfg.max_attempts, 4);
         assert_eq!(cfg.backoff_base_ms, DEFAULT_BACKOFF_BASE_MS);
@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn secondary_ip_mode_parses() {
         let cfg = parse("provider = \"aws\"\nmode = \"secondary_ip\"").unwrap();
-        assert_eq!(cfg.mode, Mode::SecondaryIp);
+        assert_eq!(cfg.mode, ClaimMode::SecondaryIp);
         assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
     }
 
@@ -453,7 +453,7 @@ mod tests {
     #[test]
     fn secondary_ip_mode_refuses_tables() {
         let mut cfg = valid();
-        cfg.mode = Mode::SecondaryIp;
+        cfg.mode = ClaimMode::SecondaryIp;
         let problems = cfg.validate();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "cloud.route_tables");

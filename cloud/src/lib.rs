@@ -35,7 +35,7 @@ pub mod source_dest;
 use std::future::Future;
 use std::net::Ipv4Addr;
 
-pub use config::{CloudConfig, ConfigProblem, Mode, Provider};
+pub use config::{ClaimMode, CloudConfig, ConfigProblem, Provider};
 pub use ec2::{Credentials, Ec2Api};
 pub use error::CloudError;
 pub use identity::{Identity, ImdsClient};
@@ -101,10 +101,10 @@ impl AwsExecutor {
         address: Ipv4Addr,
     ) -> Result<Self, CloudError> {
         Ok(match cfg.mode {
-            Mode::Route => {
+            ClaimMode::Route => {
                 AwsExecutor::Route(RouteTableExecutor::new(api, cfg, identity, address).await?)
             }
-            Mode::SecondaryIp => AwsExecutor::SecondaryIp(
+            ClaimMode::SecondaryIp => AwsExecutor::SecondaryIp(
                 SecondaryIpExecutor::new(api, cfg, identity, address).await?,
             ),
         })

@@ -118,7 +118,7 @@ pub fn config(endpoint: &str, tables: &[String]) -> CloudConfig {
 pub async fn setup_api(endpoint: &str) -> Ec2Api {
     // secondary_ip mode is the valid config that names no route tables.
     let mut cfg = config(endpoint, &[]);
-    cfg.mode = crate::Mode::SecondaryIp;
+    cfg.mode = crate::ClaimMode::SecondaryIp;
     api(&cfg).await
 }
 

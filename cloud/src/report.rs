@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Serialize, Serializer};
 
-use crate::config::Mode;
+use crate::config::ClaimMode;
 
 /// The EC2 operations this crate calls, named as AWS names them (the metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -174,7 +174,7 @@ impl TableClaim {
 pub struct ClaimReport {
     pub address: Ipv4Addr,
     pub eni: String,
-    pub mode: Mode,
+    pub mode: ClaimMode,
     pub tables: Vec<TableClaim>,
     /// Wall time of the whole claim (reads, writes, read-back), in ms.
     pub total_ms: f64,
@@ -218,7 +218,7 @@ impl Serialize for ClaimReport {
         struct Report<'a> {
             address: Ipv4Addr,
             eni: &'a str,
-            mode: Mode,
+            mode: ClaimMode,
             tables: Vec<Table<'a>>,
             all_point_here: bool,
             total_ms: f64,
@@ -316,7 +316,7 @@ impl TableObservation {
 pub struct ObserveReport {
     pub address: Ipv4Addr,
     pub eni: String,
-    pub mode: Mode,
+    pub mode: ClaimMode,
     pub tables: Vec<TableObservation>,
     pub total_ms: f64,
 }
@@ -361,7 +361,7 @@ impl Serialize for ObserveReport {
         struct Report<'a> {
             address: Ipv4Addr,
             eni: &'a str,
-            mode: Mode,
+            mode: ClaimMode,
             tables: Vec<Table<'a>>,
             all_point_here: bool,
             total_ms: f64,
@@ -488,7 +488,7 @@ mod tests {
         ClaimReport {
             address: Ipv4Addr::new(192, 168, 100, 10),
             eni: "eni-aaaaaaaa".into(),
-            mode: Mode::Route,
+            mode: ClaimMode::Route,
             tables: vec![
                 table(
                     "rtb-11111111",
@@ -564,7 +564,7 @@ mod tests {
         let report = ObserveReport {
             address: Ipv4Addr::new(192, 168, 100, 10),
             eni: "eni-aaaaaaaa".into(),
-            mode: Mode::Route,
+            mode: ClaimMode::Route,
             tables: vec![
                 obs("rtb-11111111", Some(RouteState::ThisEni)),
                 obs(

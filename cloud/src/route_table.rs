@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{Route, RouteState as Ec2RouteState};
 use tokio::task::JoinSet;
 
-use crate::config::{CloudConfig, ConfigProblem, Mode};
+use crate::config::{ClaimMode, CloudConfig, ConfigProblem};
 use crate::ec2::{Ec2Api, failure_from_sdk};
 use crate::error::CloudError;
 use crate::identity::Identity;
@@ -57,7 +57,7 @@ impl RouteTableExecutor {
         identity: &Identity,
         address: Ipv4Addr,
     ) -> Result<Self, CloudError> {
-        if cfg.mode != Mode::Route {
+        if cfg.mode != ClaimMode::Route {
             return Err(CloudError::Config(vec![ConfigProblem {
                 key: "cloud.mode".into(),
                 reason: format!(
@@ -131,7 +131,7 @@ impl RouteTableExecutor {
         ClaimReport {
             address: self.inner.address,
             eni: self.inner.eni.clone(),
-            mode: Mode::Route,
+            mode: ClaimMode::Route,
             tables,
             total_ms: millis(started.elapsed()),
             budget_ms: millis(budget),
@@ -176,7 +176,7 @@ impl RouteTableExecutor {
         ObserveReport {
             address: self.inner.address,
             eni: self.inner.eni.clone(),
-            mode: Mode::Route,
+            mode: ClaimMode::Route,
             tables,
             total_ms: millis(started.elapsed()),
         }

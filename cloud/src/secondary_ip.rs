@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use aws_sdk_ec2::types::{Filter, NetworkInterface};
 
-use crate::config::{CloudConfig, ConfigProblem, Mode};
+use crate::config::{ClaimMode, CloudConfig, ConfigProblem};
 use crate::ec2::{Ec2Api, failure_from_sdk};
 use crate::error::CloudError;
 use crate::identity::Identity;
@@ -49,7 +49,7 @@ impl SecondaryIpExecutor {
         identity: &Identity,
         address: Ipv4Addr,
     ) -> Result<Self, CloudError> {
-        if cfg.mode != Mode::SecondaryIp {
+        if cfg.mode != ClaimMode::SecondaryIp {
             return Err(CloudError::Config(vec![ConfigProblem {
                 key: "cloud.mode".into(),
                 reason: format!(
@@ -150,7 +150,7 @@ impl SecondaryIpExecutor {
         ClaimReport {
             address: self.address,
             eni: self.eni.clone(),
-            mode: Mode::SecondaryIp,
+            mode: ClaimMode::SecondaryIp,
             tables: vec![TableClaim {
                 id: self.subnet.clone(),
                 before: before.ok(),
@@ -175,7 +175,7 @@ impl SecondaryIpExecutor {
         ObserveReport {
             address: self.address,
             eni: self.eni.clone(),
-            mode: Mode::SecondaryIp,
+            mode: ClaimMode::SecondaryIp,
             tables: vec![TableObservation {
                 id: self.subnet.clone(),
                 state: state.ok(),

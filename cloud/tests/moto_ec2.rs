@@ -12,7 +12,7 @@ use common::{
     OVERLAY, World, api, bounded, config, moto, route_target, set_source_dest_check, setup_api,
 };
 use tdsvip_cloud::{
-    AwsExecutor, CallResult, CloudError, CloudExecutor, Mode, Operation, RouteState,
+    AwsExecutor, CallResult, ClaimMode, CloudError, CloudExecutor, Operation, RouteState,
     RouteTableExecutor, SecondaryIpExecutor,
 };
 
@@ -314,7 +314,7 @@ async fn secondary_ip_moves_to_this_node() {
             .unwrap();
 
         let mut cfg = config(&moto().endpoint(), &[]);
-        cfg.mode = Mode::SecondaryIp;
+        cfg.mode = ClaimMode::SecondaryIp;
         let executor = SecondaryIpExecutor::new(api(&cfg).await, &cfg, &world.a.identity(), address)
             .await
             .unwrap();

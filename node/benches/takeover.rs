@@ -19,7 +19,7 @@ use std::{
 
 use serde_json::{Value, json};
 use support::{Lab, in_netns};
-use tdsvip_node::{NodeConfig, NodeExecutor, NodeTakeover, OverlayAddress, Timeline};
+use tdsvip_node::{CallSteps, NodeConfig, NodeExecutor, NodeTakeover, OverlayAddress};
 
 const PORT: u16 = 1433;
 const CONNECTIONS: usize = 1000;
@@ -32,7 +32,7 @@ impl Samples {
         self.0.entry(name.to_owned()).or_default().push(value);
     }
 
-    fn add_timeline(&mut self, timeline: &Timeline) {
+    fn add_timeline(&mut self, timeline: &CallSteps) {
         for step in &timeline.steps {
             self.add(step.kind.name(), step.duration);
         }

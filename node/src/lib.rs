@@ -20,4 +20,4 @@ pub mod tickle;
 
 pub use address::OverlayAddress;
 pub use conn_track::Connection;
-pub use executor::{NodeConfig, NodeExecutor, NodeTakeover, StepKind, Timeline};
+pub use executor::{CallSteps, NodeConfig, NodeExecutor, NodeTakeover, StepKind};

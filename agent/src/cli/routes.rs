@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 use tdsvip_cloud::{
-    AwsExecutor, CloudConfig, CloudError, Ec2Api, Identity, Mode, RouteTableExecutor,
+    AwsExecutor, ClaimMode, CloudConfig, CloudError, Ec2Api, Identity, RouteTableExecutor,
 };
 
 use super::{EXIT_USAGE, block_on, usage_error};
@@ -78,7 +78,7 @@ async fn run_async(cloud: &CloudConfig, address: Ipv4Addr, claim: bool, json: bo
     } else {
         // Looking changes nothing, so it does not insist on the source/destination check.
         let report = match cloud.mode {
-            Mode::Route => {
+            ClaimMode::Route => {
                 let api = match Ec2Api::connect(cloud).await {
                     Ok(api) => api,
                     Err(e) => return cloud_error("cannot reach EC2", &e),
@@ -87,7 +87,7 @@ async fn run_async(cloud: &CloudConfig, address: Ipv4Addr, claim: bool, json: bo
                     .observe()
                     .await
             }
-            Mode::SecondaryIp => match AwsExecutor::connect(cloud, &identity, address).await {
+            ClaimMode::SecondaryIp => match AwsExecutor::connect(cloud, &identity, address).await {
                 Ok(e) => tdsvip_cloud::CloudExecutor::observe(&e).await,
                 Err(e) => return cloud_error("cannot look", &e),
             },

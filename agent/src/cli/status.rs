@@ -19,7 +19,7 @@ use clap::Args;
 use tdsvip::config::AgentConfig;
 use tdsvip::http::client::{Bearer, DEFAULT_URL, TOKEN_ENV, fetch, parse_url, url_of_listen};
 use tdsvip::http::token_text;
-use tdsvip::peers::field_error;
+use tdsvip::peer_status::field_error;
 use tdsvip::status::StatusDocument;
 
 use super::status_text::render;

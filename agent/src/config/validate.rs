@@ -39,7 +39,7 @@ impl AgentConfig {
         }
         if let Some(cloud) = &self.cloud {
             v.extend(cloud.validate());
-            if cloud.mode == tdsvip_cloud::Mode::Route
+            if cloud.mode == tdsvip_cloud::ClaimMode::Route
                 && !self
                     .ags
                     .iter()

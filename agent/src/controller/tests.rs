@@ -54,7 +54,7 @@ fn claim_report(tables: &[(&str, bool)], total_ms: f64) -> Box<ClaimSummary> {
     Box::new(claim_summary(&ClaimReport {
         address: Ipv4Addr::new(192, 168, 100, 10),
         eni: "eni-aaaa".into(),
-        mode: tdsvip_cloud::Mode::Route,
+        mode: tdsvip_cloud::ClaimMode::Route,
         tables: tables
             .iter()
             .map(|(id, ok)| TableClaim {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use tdsvip_node::Connection;
 
-use super::peering::PeerRuntime;
+use super::peer_reports::PeerRuntime;
 use crate::config::PeerPollConfig;
 use crate::controller::TimedStep;
 use crate::http::client::{Bearer, Target};
-use crate::peers::{fetch_status, parse_status};
+use crate::peer_status::{fetch_status, parse_status};
 
 /// How recent a peer's "I do not hold the addresses" must be to skip asking it again.
 const HOLD_REPORT_FRESH: Duration = Duration::from_secs(1);

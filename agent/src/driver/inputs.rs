@@ -15,12 +15,12 @@ use tdsvip_probes::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::peering::PeerRuntime;
+use super::peer_reports::PeerRuntime;
 use super::router::EventRouter;
 use super::{DriverError, Input, cfg_err};
 use crate::config::{AgConfig, AgentConfig, PeerPollConfig, TlsSetting};
 use crate::http::client::Bearer;
-use crate::peers::fetch_status;
+use crate::peer_status::fetch_status;
 
 /// Starts every task that feeds the router from the config: the local and overlay probes
 /// per AG, each peer's `/status` poll and each peer replica's probe. They stop with

@@ -24,7 +24,7 @@
 //! - `runtime.rs`: one AG's controller and executors ([`runtime::AgRuntime`]);
 //! - `router.rs`: the loop that routes inputs to runtimes and decisions to executors;
 //! - `inputs.rs`: the probes that feed it; `signals.rs`: SIGTERM/SIGINT/SIGHUP as inputs;
-//! - `peering.rs`: peer reports and published clients; `handover.rs`: the question asked
+//! - `peer_reports.rs`: peer reports and published clients; `handover.rs`: the question asked
 //!   to the peers before an acquire;
 //! - `reconcile.rs`: the periodic check of node and cloud state; `steps.rs`: executor
 //!   steps as the controller records them; `reload.rs`: what a SIGHUP may change.
@@ -38,7 +38,7 @@ use crate::config::AgentConfig;
 
 mod handover;
 mod inputs;
-mod peering;
+mod peer_reports;
 mod reconcile;
 mod reload;
 mod router;

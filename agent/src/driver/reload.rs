@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::inputs::{overlay_probe, spawn_inputs};
-use super::peering::PeerRuntime;
+use super::peer_reports::PeerRuntime;
 use super::router::EventRouter;
 use super::{DriverError, Input, Reloader};
 use crate::config::AgentConfig;
@@ -176,7 +176,7 @@ mod tests {
 
     use super::*;
     use crate::controller::ReplicaRole;
-    use crate::driver::peering::role_of;
+    use crate::driver::peer_reports::role_of;
 
     const BASE: &str = r#"
 interface = "eth0"

@@ -15,7 +15,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use super::Input;
 use super::handover::HandoverQuestion;
-use super::peering::{PeerReplicaWatch, PeerRuntime};
+use super::peer_reports::{PeerReplicaWatch, PeerRuntime};
 use super::reload::InputTasks;
 use super::runtime::AgRuntime;
 use super::verdict::{claim_summary, classify};

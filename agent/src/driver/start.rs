@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::inputs::{local_replica_is_primary, overlay_probe};
-use super::peering::{PeerRuntime, replica_watches};
+use super::peer_reports::{PeerRuntime, replica_watches};
 use super::reload::InputTasks;
 use super::router::EventRouter;
 use super::runtime::AgRuntime;

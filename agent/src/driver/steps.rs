@@ -1,16 +1,16 @@
-//! Node executor calls as the controller records them: the node crate's `Timeline` (steps
+//! Node executor calls as the controller records them: the node crate's `CallSteps` (steps
 //! with offsets from the start of the call) becomes a [`NodeCall`] of [`TimedStep`]s with
 //! their own start instants, in one conversion, and every step is logged.
 
 use std::time::Instant;
 
-use tdsvip_node::Timeline;
+use tdsvip_node::CallSteps;
 use tdsvip_node::executor::TakeoverFailure;
 
 use crate::controller::{NodeCall, TimedStep};
 
 /// The call that started at `started`, as the controller's event carries it.
-pub(super) fn node_call(started: Instant, result: &Result<Timeline, TakeoverFailure>) -> NodeCall {
+pub(super) fn node_call(started: Instant, result: &Result<CallSteps, TakeoverFailure>) -> NodeCall {
     let (timeline, error) = match result {
         Ok(t) => (t, None),
         Err(f) => (&f.timeline, Some(f.error.to_string())),

@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tdsvip_cloud::{ClaimReport, CloudExecutor, Mode as CloudMode, ObserveReport};
+use tdsvip_cloud::{ClaimMode as CloudMode, ClaimReport, CloudExecutor, ObserveReport};
 use tdsvip_node::executor::{Action, NodeError, TakeoverFailure, Verification};
 use tdsvip_node::guard::Counters;
-use tdsvip_node::{Connection, NodeTakeover, Timeline};
+use tdsvip_node::{CallSteps, Connection, NodeTakeover};
 use tdsvip_probes::{Mode, Outcome, PhaseTimes, ProbeResult, ServerInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::Input;
-use super::peering::{PeerRuntime, replica_watches};
+use super::peer_reports::{PeerRuntime, replica_watches};
 use super::reload::InputTasks;
 use super::router::EventRouter;
 use super::runtime::AgRuntime;
@@ -46,22 +46,22 @@ impl FakeNode {
 }
 
 impl NodeTakeover for FakeNode {
-    async fn acquire(&mut self, _: &[Connection]) -> Result<Timeline, TakeoverFailure> {
+    async fn acquire(&mut self, _: &[Connection]) -> Result<CallSteps, TakeoverFailure> {
         self.record("acquire");
         if self.fail_acquires > 0 {
             self.fail_acquires -= 1;
             return Err(TakeoverFailure {
                 action: Action::Acquire,
                 error: NodeError::Config("address add: permission denied".into()),
-                timeline: Timeline::new(Action::Acquire),
+                timeline: CallSteps::new(Action::Acquire),
             });
         }
-        Ok(Timeline::new(Action::Acquire))
+        Ok(CallSteps::new(Action::Acquire))
     }
 
-    async fn release(&mut self) -> Result<Timeline, TakeoverFailure> {
+    async fn release(&mut self) -> Result<CallSteps, TakeoverFailure> {
         self.record("release");
-        Ok(Timeline::new(Action::Release))
+        Ok(CallSteps::new(Action::Release))
     }
 
     async fn verify(&mut self) -> Result<Verification, TakeoverFailure> {
@@ -69,12 +69,12 @@ impl NodeTakeover for FakeNode {
             owned: false,
             addresses: vec![],
             guard: vec![],
-            timeline: Timeline::new(Action::Verify),
+            timeline: CallSteps::new(Action::Verify),
         })
     }
 
-    async fn announce(&mut self) -> Result<Timeline, TakeoverFailure> {
-        Ok(Timeline::new(Action::Announce))
+    async fn announce(&mut self) -> Result<CallSteps, TakeoverFailure> {
+        Ok(CallSteps::new(Action::Announce))
     }
 
     fn counters(&self, _: IpAddr) -> Result<Counters, NodeError> {

@@ -1,5 +1,5 @@
 //! The node-level takeover as the controller sees it: one small trait, [`NodeTakeover`]
-//! (`acquire`, `release`, `verify`, `announce`), whose calls return a [`Timeline`] of the steps
+//! (`acquire`, `release`, `verify`, `announce`), whose calls return a [`CallSteps`] of the steps
 //! they took and how long each lasted, so the controller can export per-step timings and can
 //! be tested against a fake without root. [`NodeExecutor`] is the real implementation.
 //!
@@ -39,14 +39,14 @@ use crate::{
     tickle::Tickler,
 };
 
+mod call_steps;
 mod config;
 mod takeover;
-mod timeline;
 
+pub use call_steps::{Action, CallSteps, Step, StepKind};
 pub use config::{DadPolicy, NodeConfig, TicklePolicy};
 use takeover::fail;
 pub use takeover::{NodeError, NodeTakeover, TakeoverFailure, Verification};
-pub use timeline::{Action, Step, StepKind, Timeline};
 
 /// How long `acquire` waits for an added address to become local before it fails.
 const LOCAL_WAIT_LIMIT: Duration = Duration::from_millis(500);
@@ -287,8 +287,8 @@ impl NodeTakeover for NodeExecutor {
     async fn acquire(
         &mut self,
         peer_connections: &[Connection],
-    ) -> Result<Timeline, TakeoverFailure> {
-        let mut timeline = Timeline::new(Action::Acquire);
+    ) -> Result<CallSteps, TakeoverFailure> {
+        let mut timeline = CallSteps::new(Action::Acquire);
         self.stop_background();
         if self.config.dad.is_some() && !self.dad_done {
             let dad = timeline
@@ -350,8 +350,8 @@ impl NodeTakeover for NodeExecutor {
         Ok(timeline)
     }
 
-    async fn release(&mut self) -> Result<Timeline, TakeoverFailure> {
-        let mut timeline = Timeline::new(Action::Release);
+    async fn release(&mut self) -> Result<CallSteps, TakeoverFailure> {
+        let mut timeline = CallSteps::new(Action::Release);
         self.stop_background();
         if let Err(err) = timeline.step(StepKind::Ebpf, || self.set_guard(false)) {
             return Err(fail(timeline, err));
@@ -394,7 +394,7 @@ impl NodeTakeover for NodeExecutor {
     }
 
     async fn verify(&mut self) -> Result<Verification, TakeoverFailure> {
-        let mut timeline = Timeline::new(Action::Verify);
+        let mut timeline = CallSteps::new(Action::Verify);
         let mut addresses = Vec::new();
         let checked = timeline
             .step_async(StepKind::Address, async {
@@ -435,8 +435,8 @@ impl NodeTakeover for NodeExecutor {
         })
     }
 
-    async fn announce(&mut self) -> Result<Timeline, TakeoverFailure> {
-        let mut timeline = Timeline::new(Action::Announce);
+    async fn announce(&mut self) -> Result<CallSteps, TakeoverFailure> {
+        let mut timeline = CallSteps::new(Action::Announce);
         let announced = timeline.step(StepKind::Garp, || {
             lock(&self.announcer).announce(&self.ips).map(|report| {
                 let detail = format!("{} ARP, {} NA frames", report.arp_frames, report.na_frames);

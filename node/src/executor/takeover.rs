@@ -5,7 +5,7 @@ use std::{future::Future, net::IpAddr};
 
 use thiserror::Error;
 
-use super::timeline::{Action, Timeline};
+use super::call_steps::{Action, CallSteps};
 use crate::{
     address::{AddressError, AddressPresence},
     announce::AnnounceError,
@@ -44,10 +44,10 @@ pub enum NodeError {
 pub struct TakeoverFailure {
     pub action: Action,
     pub error: NodeError,
-    pub timeline: Timeline,
+    pub timeline: CallSteps,
 }
 
-pub(super) fn fail(timeline: Timeline, error: impl Into<NodeError>) -> TakeoverFailure {
+pub(super) fn fail(timeline: CallSteps, error: impl Into<NodeError>) -> TakeoverFailure {
     TakeoverFailure {
         action: timeline.action,
         error: error.into(),
@@ -63,7 +63,7 @@ pub struct Verification {
     pub addresses: Vec<(IpAddr, AddressPresence)>,
     /// Guard state per address: `Some(true)` passing, `Some(false)` fenced, `None` eBPF off.
     pub guard: Vec<(IpAddr, Option<bool>)>,
-    pub timeline: Timeline,
+    pub timeline: CallSteps,
 }
 
 /// Node-level takeover of the overlay address. Every call is idempotent.
@@ -73,16 +73,16 @@ pub trait NodeTakeover {
     fn acquire(
         &mut self,
         peer_connections: &[Connection],
-    ) -> impl Future<Output = Result<Timeline, TakeoverFailure>> + Send;
+    ) -> impl Future<Output = Result<CallSteps, TakeoverFailure>> + Send;
 
     /// Give the address up: fence on, local sockets reset, address off.
-    fn release(&mut self) -> impl Future<Output = Result<Timeline, TakeoverFailure>> + Send;
+    fn release(&mut self) -> impl Future<Output = Result<CallSteps, TakeoverFailure>> + Send;
 
     /// Check that the node's state is what the last call left.
     fn verify(&mut self) -> impl Future<Output = Result<Verification, TakeoverFailure>> + Send;
 
     /// One announcement round now (e.g. after a link flap while owning).
-    fn announce(&mut self) -> impl Future<Output = Result<Timeline, TakeoverFailure>> + Send;
+    fn announce(&mut self) -> impl Future<Output = Result<CallSteps, TakeoverFailure>> + Send;
 
     /// `vip_guard`'s counters for one address (an error when eBPF is off).
     fn counters(&self, ip: IpAddr) -> Result<Counters, NodeError>;

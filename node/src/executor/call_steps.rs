@@ -57,7 +57,7 @@ pub struct Step {
 
 /// The steps of one call, in order.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Timeline {
+pub struct CallSteps {
     pub action: Action,
     pub steps: Vec<Step>,
     pub total: Duration,
@@ -65,7 +65,7 @@ pub struct Timeline {
     started: Option<Instant>,
 }
 
-impl Timeline {
+impl CallSteps {
     pub fn new(action: Action) -> Self {
         Self {
             action,
@@ -90,7 +90,7 @@ impl Timeline {
         self.record(kind, start, result)
     }
 
-    /// [`Timeline::step`] for async steps.
+    /// [`CallSteps::step`] for async steps.
     pub async fn step_async<T, E: std::fmt::Display>(
         &mut self,
         kind: StepKind,
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn timeline_records_steps_in_order_with_errors() {
-        let mut timeline = Timeline::new(Action::Acquire);
+        let mut timeline = CallSteps::new(Action::Acquire);
         let ok: Result<u8, String> = timeline.step(StepKind::Ebpf, || Ok((7, "one".into())));
         assert_eq!(ok, Ok(7));
         let err: Result<(), String> = timeline.step(StepKind::Address, || Err("boom".to_owned()));

@@ -15,7 +15,7 @@ use super::{DriverError, cfg_err};
 use crate::config::AgentConfig;
 use crate::controller::{Event, LossTracker, PeerReport, PeerView, PrimaryLoss, ReplicaRole};
 use crate::http::client::{Target, parse_url};
-use crate::peers::parse_status;
+use crate::peer_status::parse_status;
 use crate::status::PeerStatus;
 
 /// One `[[peer]]` as the loop holds it.
