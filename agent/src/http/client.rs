@@ -182,14 +182,27 @@ pub async fn fetch(
     deadline: Duration,
 ) -> Result<(Value, String), FetchError> {
     let start = Instant::now();
-    let url = target.url.clone();
     let timeout = |what| FetchError::Timeout {
-        url: url.clone(),
+        url: target.url.clone(),
         what,
         ms: deadline.as_millis(),
     };
     let left = || deadline.saturating_sub(start.elapsed());
+    let stream = connect(target, left, timeout).await?;
+    let (status, body) = tokio::time::timeout(left(), exchange(target, token, stream))
+        .await
+        .map_err(|_| timeout("answer"))??;
+    check_answer(target, token, status, &body)?;
+    parse_answer(&target.url, body)
+}
 
+/// A TCP connection to the first of the target's addresses that accepts one.
+async fn connect(
+    target: &Target,
+    left: impl Fn() -> Duration,
+    timeout: impl Fn(&'static str) -> FetchError,
+) -> Result<TcpStream, FetchError> {
+    let url = &target.url;
     let addrs: Vec<SocketAddr> = tokio::time::timeout(
         left(),
         tokio::net::lookup_host((target.host.as_str(), target.port)),
@@ -202,125 +215,138 @@ pub async fn fetch(
     })?
     .collect();
     let mut last_err = None;
-    let mut stream = None;
     for addr in &addrs {
         match tokio::time::timeout(left(), TcpStream::connect(addr)).await {
             Err(_) => return Err(timeout("accept the connection")),
-            Ok(Ok(s)) => {
-                stream = Some(s);
-                break;
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
             }
             Ok(Err(e)) => last_err = Some((*addr, e)),
         }
     }
-    let stream = match (stream, last_err) {
-        (Some(s), _) => s,
-        (None, Some((addr, e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err(FetchError::Refused {
+    Err(match last_err {
+        Some((addr, e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            FetchError::Refused {
                 url: url.clone(),
                 addr,
-            });
+            }
         }
-        (None, Some((addr, source))) => {
-            return Err(FetchError::Connect {
-                url: url.clone(),
-                addr,
-                source,
-            });
-        }
-        (None, None) => {
-            return Err(FetchError::Resolve {
-                host: target.host.clone(),
-                source: std::io::Error::other("no address found"),
-            });
-        }
-    };
-    let _ = stream.set_nodelay(true);
-
-    let exchange = async {
-        let http = |source| FetchError::Http {
+        Some((addr, source)) => FetchError::Connect {
             url: url.clone(),
+            addr,
             source,
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        // The connection task ends when the exchange does (or with this runtime).
-        tokio::spawn(conn);
-        let mut req = Request::get(target.path.as_str())
-            .header(header::ACCEPT, "application/json")
-            .header(header::CONNECTION, "close")
-            .header(
-                header::USER_AGENT,
-                concat!("tdsvip-status/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| FetchError::Body {
-                url: url.clone(),
-                detail: format!("cannot build the request: {e}"),
-            })?;
-        let host = HeaderValue::from_str(&target.authority).map_err(|e| FetchError::Body {
-            url: url.clone(),
-            detail: format!("bad host: {e}"),
-        })?;
-        req.headers_mut().insert(header::HOST, host);
-        if let Some(t) = token {
-            let v = HeaderValue::from_str(&format!("Bearer {}", t.value)).map_err(|_| {
-                FetchError::Body {
-                    url: url.clone(),
-                    detail: format!("the token from {} cannot be sent in a header", t.source),
-                }
-            })?;
-            req.headers_mut().insert(header::AUTHORIZATION, v);
-        }
-        let resp = sender.send_request(req).await.map_err(http)?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| FetchError::Body {
-                url: url.clone(),
-                detail: e.to_string(),
-            })?
-            .to_bytes();
-        Ok::<_, FetchError>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(left(), exchange)
-        .await
-        .map_err(|_| timeout("answer"))??;
+        },
+        None => FetchError::Resolve {
+            host: target.host.clone(),
+            source: std::io::Error::other("no address found"),
+        },
+    })
+}
 
+/// The GET request with its headers (the bearer token when there is one).
+fn request(target: &Target, token: Option<&Bearer>) -> Result<Request<Empty<Bytes>>, FetchError> {
+    let body_err = |detail: String| FetchError::Body {
+        url: target.url.clone(),
+        detail,
+    };
+    let mut req = Request::get(target.path.as_str())
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONNECTION, "close")
+        .header(
+            header::USER_AGENT,
+            concat!("tdsvip-status/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| body_err(format!("cannot build the request: {e}")))?;
+    let host =
+        HeaderValue::from_str(&target.authority).map_err(|e| body_err(format!("bad host: {e}")))?;
+    req.headers_mut().insert(header::HOST, host);
+    if let Some(t) = token {
+        let v = HeaderValue::from_str(&format!("Bearer {}", t.value)).map_err(|_| {
+            body_err(format!(
+                "the token from {} cannot be sent in a header",
+                t.source
+            ))
+        })?;
+        req.headers_mut().insert(header::AUTHORIZATION, v);
+    }
+    Ok(req)
+}
+
+/// One HTTP/1.1 exchange on `stream`: the status and the body (at most `MAX_BODY_BYTES`).
+async fn exchange(
+    target: &Target,
+    token: Option<&Bearer>,
+    stream: TcpStream,
+) -> Result<(StatusCode, Bytes), FetchError> {
+    let http = |source| FetchError::Http {
+        url: target.url.clone(),
+        source,
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    // The connection task ends when the exchange does (or with this runtime).
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(request(target, token)?)
+        .await
+        .map_err(http)?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| FetchError::Body {
+            url: target.url.clone(),
+            detail: e.to_string(),
+        })?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// A 401 names the token (or its absence); any other non-2xx names the status.
+fn check_answer(
+    target: &Target,
+    token: Option<&Bearer>,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<(), FetchError> {
+    let url = target.url.clone();
     if status == StatusCode::UNAUTHORIZED {
         return Err(match token {
-            None => FetchError::NoToken { url: url.clone() },
+            None => FetchError::NoToken { url },
             Some(t) => FetchError::BadToken {
-                url: url.clone(),
+                url,
                 from: t.source.clone(),
-                detail: error_detail(&body),
+                detail: error_detail(body),
             },
         });
     }
     if !status.is_success() {
         return Err(FetchError::Status {
-            url: url.clone(),
+            url,
             path: target.path.clone(),
             status,
-            detail: error_detail(&body),
+            detail: error_detail(body),
         });
     }
-    let value: Value = serde_json::from_slice(&body).map_err(|e| FetchError::NotStatus {
-        url: url.clone(),
-        detail: format!("not JSON: {e}"),
-    })?;
+    Ok(())
+}
+
+/// The body as a JSON object and as text.
+fn parse_answer(url: &str, body: Bytes) -> Result<(Value, String), FetchError> {
+    let not_status = |detail: String| FetchError::NotStatus {
+        url: url.to_owned(),
+        detail,
+    };
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| not_status(format!("not JSON: {e}")))?;
     if !value.is_object() {
-        return Err(FetchError::NotStatus {
-            url: url.clone(),
-            detail: "not a JSON object".into(),
-        });
+        return Err(not_status("not a JSON object".into()));
     }
-    let text = String::from_utf8(body.to_vec()).map_err(|e| FetchError::NotStatus {
-        url: url.clone(),
-        detail: format!("not UTF-8: {e}"),
-    })?;
+    let text =
+        String::from_utf8(body.to_vec()).map_err(|e| not_status(format!("not UTF-8: {e}")))?;
     Ok((value, text))
 }
 
