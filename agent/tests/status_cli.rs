@@ -304,7 +304,7 @@ fn json_passes_the_agents_answer_through() {
     );
     assert!(ag["last_timeline"]["phases"]["address"].is_number());
     // The agent's own text, keys in its order (not sorted as a parsed document would be).
-    let served_text = raw_get(agent.addr, "/status", TOKEN);
+    let served_text = common::raw_get(agent.addr, "/status", Some(TOKEN));
     assert_eq!(keys_in_order(&text), keys_in_order(&served_text), "{text}");
     assert!(keys_in_order(&text).starts_with(&["node".to_owned(), "version".to_owned()]));
     // The same document the server sends.
@@ -313,21 +313,6 @@ fn json_passes_the_agents_answer_through() {
         v.as_object().unwrap().keys().collect::<Vec<_>>(),
         served.as_object().unwrap().keys().collect::<Vec<_>>()
     );
-}
-
-/// The body of one GET with the bearer token, read with plain std I/O.
-fn raw_get(addr: SocketAddr, path: &str, token: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
 }
 
 /// Every object key of a JSON text, in the order the text has them.

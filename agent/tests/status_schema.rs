@@ -4,6 +4,8 @@
 //! validator (ajv, installed by deploy/setup.sh) — while a document with a field of another
 //! type does not, so the check can fail.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -128,28 +130,13 @@ fn served_status(status: AgentStatus) -> String {
         let addr: SocketAddr = server.local_addr().unwrap();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(server.run(cancel.clone()));
-        let body = tokio::task::spawn_blocking(move || raw_get(addr))
+        let body = tokio::task::spawn_blocking(move || common::raw_get(addr, "/status", None))
             .await
             .unwrap();
         cancel.cancel();
         let _ = task.await;
         body
     })
-}
-
-fn raw_get(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
 }
 
 #[test]
