@@ -15,7 +15,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::proxy::{Fault, FaultProxy, Rule};
@@ -27,19 +26,6 @@ const SIZES: [usize; 4] = [1, 2, 4, 8];
 const WARMUP: usize = 5;
 const RUNS: usize = 31;
 const GOAL: f64 = 1.5;
-
-fn output_path() -> PathBuf {
-    // Every benchmark of the workspace writes into one folder: `$TDSVIP_BENCH_DIR`, by
-    // default ~/.cache/tdsvip/bench (outside the clone, like the build).
-    let dir = std::env::var_os("TDSVIP_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-                .join(".cache/tdsvip/bench")
-        });
-    std::fs::create_dir_all(&dir).expect("create the benchmark folder");
-    dir.join("claim.json")
-}
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Stats {
@@ -239,15 +225,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let path = output_path();
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    match std::fs::write(&path, text + "\n") {
-        Ok(()) => eprintln!("wrote {}", path.display()),
+    match tdsvip_bench_output::write_json("claim.json", &value) {
+        Ok(path) => eprintln!("wrote {}", path.display()),
         Err(e) => {
-            eprintln!("cannot write {}: {e}", path.display());
+            eprintln!("cannot write the report: {e}");
             std::process::exit(1);
         }
     }

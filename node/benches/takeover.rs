@@ -11,9 +11,7 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -63,19 +61,6 @@ impl Samples {
     }
 }
 
-fn output_path() -> PathBuf {
-    // Every benchmark of the workspace writes into one folder: `$TDSVIP_BENCH_DIR`, by
-    // default ~/.cache/tdsvip/bench (outside the clone, like the build).
-    let dir = std::env::var_os("TDSVIP_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-                .join(".cache/tdsvip/bench")
-        });
-    std::fs::create_dir_all(&dir).expect("create the benchmark folder");
-    dir.join("takeover.json")
-}
-
 fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -100,12 +85,9 @@ fn main() {
         .build()
         .expect("runtime");
     let report = runtime.block_on(run(iterations));
-    let path = output_path();
-    let text = serde_json::to_string_pretty(&report).expect("json");
-    std::fs::File::create(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    println!("{text}");
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    let path = tdsvip_bench_output::write_json("takeover.json", &report)
+        .unwrap_or_else(|e| panic!("writing the report: {e}"));
     println!("written to {}", path.display());
 }
 

@@ -11,7 +11,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -444,15 +443,6 @@ fn parent() {
         "load_idle_baseline": idle,
         "goals": goals,
     });
-    let dir = std::env::var_os("TDSVIP_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-                .join(".cache/tdsvip/bench")
-        });
-    std::fs::create_dir_all(&dir).expect("create bench dir");
-    let path = dir.join("probes.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json"))
-        .expect("write report");
+    let path = tdsvip_bench_output::write_json("probes.json", &report).expect("write report");
     println!("\nwrote {}", path.display());
 }

@@ -1,7 +1,7 @@
 //! `tdsvip-lab`: the command line of the failover lab (see the library for the parts).
 //! Exit status: 0 on a completed run, 1 when the lab failed, 2 on bad arguments.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Parser;
 use serde_json::json;
@@ -18,14 +18,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn bench_dir() -> PathBuf {
-    std::env::var_os("TDSVIP_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/tdsvip/bench")
-        })
-}
+use tdsvip_bench_output::bench_dir;
 
 fn run(cli: Cli) -> Result<(), String> {
     signals::install()?;
