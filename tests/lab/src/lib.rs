@@ -6,6 +6,8 @@
 //! The binary (`src/main.rs`) is a thin CLI over [`run_drill`] and [`bench`]; the tests in
 //! `tests/` drive the same functions.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -1,6 +1,8 @@
 //! `tdsvip-lab`: the command line of the failover lab (see the library for the parts).
 //! Exit status: 0 on a completed run, 1 when the lab failed, 2 on bad arguments.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 use std::path::Path;
 
 use clap::Parser;

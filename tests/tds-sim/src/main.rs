@@ -1,6 +1,8 @@
 //! The `tds-sim` binary: parse arguments, start the simulator, print the bound addresses on
 //! one line for harnesses, and run until SIGTERM or SIGINT.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 
