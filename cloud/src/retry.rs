@@ -167,6 +167,83 @@ pub fn verdict(failure: &Failure) -> Verdict {
     }
 }
 
+/// One call's identity and clock, for the record every outcome ends with.
+struct Call<'a> {
+    operation: Operation,
+    resource: &'a str,
+    started: Instant,
+}
+
+impl Call<'_> {
+    fn record(&self, result: CallResult, attempts: u32, code: Option<String>) -> CallRecord {
+        CallRecord {
+            operation: self.operation,
+            resource: self.resource.to_owned(),
+            result,
+            ms: millis(self.started.elapsed()),
+            attempts,
+            code,
+        }
+    }
+
+    /// Out of attempts or time: the last failure (or "budget used up" when none ran).
+    fn give_up<T>(
+        &self,
+        attempts: u32,
+        last: Option<(Failure, CallResult)>,
+    ) -> (Result<T, CloudError>, CallRecord) {
+        let (failure, result) = last.unwrap_or_else(|| {
+            (
+                Failure {
+                    kind: FailureKind::Timeout,
+                    code: None,
+                    message: "the time budget was used up before this call could start".into(),
+                    status: None,
+                },
+                CallResult::BudgetExhausted,
+            )
+        });
+        let record = self.record(result, attempts, failure.code.clone());
+        let error = CloudError::GaveUp {
+            operation: self.operation,
+            resource: self.resource.to_owned(),
+            attempts,
+            result,
+            code: failure.code,
+            last: failure.message,
+        };
+        (Err(error), record)
+    }
+
+    /// A failure that retrying cannot fix.
+    fn rejected<T>(
+        &self,
+        attempts: u32,
+        failure: Failure,
+        config_problem: bool,
+    ) -> (Result<T, CloudError>, CallRecord) {
+        let record = self.record(CallResult::Rejected, attempts, failure.code.clone());
+        let error = match failure.code {
+            Some(code) => CloudError::Rejected {
+                operation: self.operation,
+                resource: self.resource.to_owned(),
+                code,
+                message: failure.message,
+                config_problem,
+            },
+            None => CloudError::GaveUp {
+                operation: self.operation,
+                resource: self.resource.to_owned(),
+                attempts,
+                result: CallResult::Rejected,
+                code: None,
+                last: failure.message,
+            },
+        };
+        (Err(error), record)
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails for good, uses `policy.max_attempts`, or would
 /// overrun `deadline`. Each attempt gets the per-call timeout (or what is left of the deadline).
 /// Returns the outcome and the record that reports and metrics are built from.
@@ -181,107 +258,41 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    let started = Instant::now();
+    let call = Call {
+        operation,
+        resource,
+        started: Instant::now(),
+    };
     let mut attempts = 0u32;
     let mut last: Option<(Failure, CallResult)> = None;
-    let give_up = |attempts: u32, last: Option<(Failure, CallResult)>| {
-        let (failure, result) = last.unwrap_or_else(|| {
-            (
-                Failure {
-                    kind: FailureKind::Timeout,
-                    code: None,
-                    message: "the time budget was used up before this call could start".into(),
-                    status: None,
-                },
-                CallResult::BudgetExhausted,
-            )
-        });
-        let record = CallRecord {
-            operation,
-            resource: resource.to_owned(),
-            result,
-            ms: millis(started.elapsed()),
-            attempts,
-            code: failure.code.clone(),
-        };
-        let error = CloudError::GaveUp {
-            operation,
-            resource: resource.to_owned(),
-            attempts,
-            result,
-            code: failure.code,
-            last: failure.message,
-        };
-        (Err(error), record)
-    };
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining < MIN_ATTEMPT_TIME {
-            return give_up(attempts, last);
+            return call.give_up(attempts, last);
         }
         attempts += 1;
         let limit = policy.call_timeout.min(remaining);
-        let outcome = match tokio::time::timeout(limit, attempt()).await {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => Err(Failure::timeout(limit)),
+        let failure = match tokio::time::timeout(limit, attempt()).await {
+            Ok(Ok(value)) => return (Ok(value), call.record(CallResult::Ok, attempts, None)),
+            Ok(Err(failure)) => failure,
+            Err(_elapsed) => Failure::timeout(limit),
         };
-        let failure = match outcome {
-            Ok(value) => {
-                let record = CallRecord {
-                    operation,
-                    resource: resource.to_owned(),
-                    result: CallResult::Ok,
-                    ms: millis(started.elapsed()),
-                    attempts,
-                    code: None,
-                };
-                return (Ok(value), record);
-            }
-            Err(failure) => failure,
-        };
-        match verdict(&failure) {
+        let result = match verdict(&failure) {
             Verdict::Stop { config_problem } => {
-                let record = CallRecord {
-                    operation,
-                    resource: resource.to_owned(),
-                    result: CallResult::Rejected,
-                    ms: millis(started.elapsed()),
-                    attempts,
-                    code: failure.code.clone(),
-                };
-                let error = match failure.code {
-                    Some(code) => CloudError::Rejected {
-                        operation,
-                        resource: resource.to_owned(),
-                        code,
-                        message: failure.message,
-                        config_problem,
-                    },
-                    None => CloudError::GaveUp {
-                        operation,
-                        resource: resource.to_owned(),
-                        attempts,
-                        result: CallResult::Rejected,
-                        code: None,
-                        last: failure.message,
-                    },
-                };
-                return (Err(error), record);
+                return call.rejected(attempts, failure, config_problem);
             }
-            Verdict::Retry(result) => {
-                tracing::debug!(%operation, resource, attempts, %result, message = %failure.message, "EC2 call failed; may retry");
-                last = Some((failure, result));
-                if attempts >= policy.max_attempts {
-                    return give_up(attempts, last);
-                }
-                let pause = policy.backoff(attempts, rand::random::<f64>());
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if pause + MIN_ATTEMPT_TIME > remaining {
-                    return give_up(attempts, last);
-                }
-                tokio::time::sleep(pause).await;
-            }
+            Verdict::Retry(result) => result,
+        };
+        tracing::debug!(%operation, resource, attempts, %result, message = %failure.message, "EC2 call failed; may retry");
+        last = Some((failure, result));
+        if attempts >= policy.max_attempts {
+            return call.give_up(attempts, last);
         }
+        let pause = policy.backoff(attempts, rand::random::<f64>());
+        if pause + MIN_ATTEMPT_TIME > deadline.saturating_duration_since(Instant::now()) {
+            return call.give_up(attempts, last);
+        }
+        tokio::time::sleep(pause).await;
     }
 }
 
