@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::inputs::{overlay_probe, spawn_inputs};
 use super::peer_reports::PeerRuntime;
 use super::router::EventRouter;
-use super::{DriverError, Input, Reloader};
+use super::{DriverError, Input};
 use crate::config::AgentConfig;
 use crate::http::client::Bearer;
 
@@ -21,14 +21,12 @@ use crate::http::client::Bearer;
 pub(super) struct InputTasks {
     parent: CancellationToken,
     current: CancellationToken,
-    reloader: Option<Reloader>,
 }
 
 impl InputTasks {
     /// Starts the first set; `parent` stops every set.
     pub(super) fn start(
         parent: CancellationToken,
-        reloader: Option<Reloader>,
         config: &AgentConfig,
         password: &Password,
         peers: &[PeerRuntime],
@@ -37,11 +35,7 @@ impl InputTasks {
     ) -> Result<InputTasks, DriverError> {
         let current = parent.child_token();
         spawn_inputs(config, password, peers, token, tx, &current)?;
-        Ok(InputTasks {
-            parent,
-            current,
-            reloader,
-        })
+        Ok(InputTasks { parent, current })
     }
 
     /// Stops the current set and starts one from `config`.
@@ -69,7 +63,6 @@ impl InputTasks {
         InputTasks {
             current: parent.child_token(),
             parent,
-            reloader: None,
         }
     }
 }
@@ -78,7 +71,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// SIGHUP: reads the file again and applies what can change while running; `true` when
     /// it was applied (the timers follow the new config).
     pub(super) async fn reload(&mut self) -> bool {
-        let Some(reloader) = &self.inputs.reloader else {
+        let Some(reloader) = &self.reloader else {
             tracing::warn!("SIGHUP ignored: the agent was not started from a config file");
             return false;
         };

@@ -13,12 +13,12 @@ use tdsvip_probes::ProbeResult;
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use super::Input;
 use super::handover::HandoverQuestion;
 use super::peer_reports::{PeerReplicaWatch, PeerRuntime};
 use super::reload::InputTasks;
 use super::runtime::AgRuntime;
 use super::verdict::{claim_summary, classify};
+use super::{Input, Reloader};
 use crate::config::{AgentConfig, PeerPollConfig};
 use crate::controller::{Decision, DriftKind, Event, ReplicaRole};
 use crate::http::client::Bearer;
@@ -49,6 +49,8 @@ pub(super) struct EventRouter<N, C> {
     /// The running configuration and the input tasks built from it (SIGHUP replaces both).
     pub(super) config: AgentConfig,
     pub(super) inputs: InputTasks,
+    /// Reads the file again on SIGHUP (`None`: not started from a file).
+    pub(super) reloader: Option<Reloader>,
 }
 
 /// The router's clocks: reconciliation, the published client lists, the systemd watchdog.

@@ -60,15 +60,7 @@ pub async fn run(
         source: "http.token_file (this node's own, sent to its peers)".to_owned(),
     });
     let cancel = shutdown.child_token();
-    let inputs = InputTasks::start(
-        cancel,
-        reload,
-        &config,
-        &password,
-        &peers,
-        bearer.as_ref(),
-        &tx,
-    )?;
+    let inputs = InputTasks::start(cancel, &config, &password, &peers, bearer.as_ref(), &tx)?;
     signals::spawn(tx.clone(), shutdown)?;
     let http = Http::start(&config, &metrics, &status, token).await?;
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
@@ -86,6 +78,7 @@ pub async fn run(
         ready: false,
         config,
         inputs,
+        reloader: reload,
     };
     let why = router.run(rx).await;
     let failed = router.shut_down(why).await;

@@ -225,6 +225,7 @@ fn start(config: AgentConfig, log: &CallLog, fail_acquires: u32) -> mpsc::Sender
         notifier: None,
         ready: false,
         inputs: InputTasks::idle(),
+        reloader: None,
         config,
     };
     tokio::spawn(async move {
