@@ -105,10 +105,16 @@ async fn serve(mut io: FrameIo, peer: SocketAddr, shared: Arc<Shared>) {
 
 /// Whether this connection still feeds the replica.
 fn current(shared: &Shared, conn: u64) -> Result<(), String> {
-    if shared.state.borrow().role != Role::Secondary {
+    let role = shared.state.borrow().role;
+    still_fed_by(role, &shared.ag.read(), conn)
+}
+
+/// [`current`] over a state already locked: the check and the append it guards must happen
+/// under one lock, or a record held while stalled could land after a promotion.
+fn still_fed_by(role: Role, s: &crate::ag::AgState, conn: u64) -> Result<(), String> {
+    if role != Role::Secondary {
         return Err("no longer SECONDARY".into());
     }
-    let s = shared.ag.read();
     if s.replication == ReplMode::Dropped {
         return Err("replication dropped (control API)".into());
     }
@@ -175,6 +181,7 @@ async fn follow(
         }
         let hardened = match frame {
             Frame::Log(r) => shared.ag.update(|s| {
+                still_fed_by(shared.state.borrow().role, s, conn)?;
                 s.log
                     .append(r)
                     .map(|_| s.log.last_lsn())
