@@ -347,6 +347,43 @@ mod tests {
         assert_eq!(decoded.version.unwrap().to_string(), "16.0.1000");
     }
 
+    /// B_FENCRYPTION's four values, byte for byte, in a client's PRELOGIN (packet 0x12) and
+    /// in a server's answer (packet 0x04): the table holds one entry (token 0x01, offset 6,
+    /// length 1), then the terminator and the value.
+    #[test]
+    fn encryption_values_golden_bytes_both_directions() {
+        let values = [
+            (0x00, Encryption::Off, "off"),
+            (0x01, Encryption::On, "on"),
+            (0x02, Encryption::NotSupported, "not_supported"),
+            (0x03, Encryption::Required, "required"),
+        ];
+        for (byte, e, name) in values {
+            let p = Prelogin {
+                encryption: Some(e),
+                ..Default::default()
+            };
+            let payload = [0x01, 0x00, 0x06, 0x00, 0x01, 0xFF, byte];
+            assert_eq!(p.encode(), payload, "{name}");
+            assert_eq!((e.to_u8(), Encryption::from_u8(byte)), (byte, e), "{name}");
+            assert_eq!(e.name(), name);
+            for (ty, first) in [
+                (PacketType::PreLogin, 0x12),
+                (PacketType::TabularResult, 0x04),
+            ] {
+                let wire = packet::encode_message(ty, &p.encode(), 4096, 0);
+                let mut want = vec![first, 0x01, 0x00, 0x0F, 0x00, 0x00, 0x01, 0x00];
+                want.extend_from_slice(&payload);
+                assert_eq!(wire, want, "{name} in {}", ty.name());
+                assert_eq!(Prelogin::decode(&wire[8..]).unwrap().encryption, Some(e));
+            }
+        }
+        // Values past the four (e.g. with the client-certificate bit) are kept as they are.
+        let other = Prelogin::decode(&[0x01, 0x00, 0x06, 0x00, 0x01, 0xFF, 0x81]).unwrap();
+        assert_eq!(other.encryption, Some(Encryption::Other(0x81)));
+        assert_eq!(Encryption::Other(0x81).to_u8(), 0x81);
+    }
+
     #[test]
     fn hostile_tables_are_errors() {
         // No terminator.

@@ -12,6 +12,9 @@ pub const V7_2: u32 = 0x7209_0002;
 pub const V7_3A: u32 = 0x730A_0003;
 pub const V7_3B: u32 = 0x730B_0003;
 pub const V7_4: u32 = 0x7400_0004;
+/// What TDS 8.0 ("strict", TLS first) clients such as go-mssqldb put in LOGIN7; SQL Server
+/// answers it with 7.4 in LOGINACK, so it is not a value [`negotiate`] accepts.
+pub const V8_0: u32 = 0x0800_0000;
 
 /// The version a server speaking 7.1 to 7.4 answers a client's LOGIN7 `TDSVersion` with:
 /// the client's own value when it is one of the published ones, otherwise the highest
@@ -51,6 +54,11 @@ mod tests {
         assert_eq!(negotiate(0x7301_0000), Some(V7_3B));
         assert_eq!(negotiate(V7_0), None);
         assert_eq!(negotiate(0x0700_0000), None);
+        assert_eq!(
+            negotiate(V8_0),
+            None,
+            "8.0 is the server's to map, inside TLS only"
+        );
         assert!(is_72_plus(V7_2) && !is_72_plus(V7_1));
         assert_eq!(name(V7_3B), "7.3");
     }
