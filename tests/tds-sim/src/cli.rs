@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::tls::{Mode, TlsSettings};
 use crate::{AgConfig, AvailabilityMode, DbState, Health, Partner, Role, SimConfig};
 
 #[derive(Debug, Parser)]
@@ -75,6 +76,22 @@ pub struct Args {
     /// a dir that holds state comes back RESOLVING. Without it the log is in memory.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PRELOGIN encryption, as SQL Server's settings: off (its default: TLS when the client
+    /// asks, and for the login packet), force (Force Encryption), strict (TDS 8.0: TLS
+    /// before any TDS byte) or not-supported (no TLS at all, ENCRYPT_NOT_SUP).
+    #[arg(long, value_name = "MODE", default_value = "off", value_parser = parse_encryption)]
+    pub encryption: Mode,
+    /// The server certificate (PEM, the chain with the server's certificate first); without
+    /// it a self-signed one is made at start, as SQL Server does.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn parse_encryption(s: &str) -> Result<Mode, String> {
+    s.parse()
 }
 
 fn parse_partner(s: &str) -> Result<Partner, String> {
@@ -145,6 +162,11 @@ impl Args {
             write_lease_validity_s: self.write_lease_validity,
             data_dir: self.data_dir,
             ..AgConfig::default()
+        };
+        cfg.tls = TlsSettings {
+            mode: self.encryption,
+            cert: self.tls_cert,
+            key: self.tls_key,
         };
         cfg
     }

@@ -79,6 +79,8 @@ pub(crate) fn state_json(shared: &Shared) -> Value {
         "logins": s.logins,
         "failed_logins": s.failed_logins,
         "queries": s.queries,
+        "tls_handshakes": s.tls_handshakes,
+        "login_only_encryptions": s.login_only_encryptions,
         "changed_at_unix_ms": r.changed_at_unix_ms,
         "ag_state": ag_json(shared, r.role),
     })
@@ -276,8 +278,17 @@ fn parse_change(v: &Value, shared: &Shared) -> Result<(Change, Option<ReplMode>)
                 }
                 c.delay_ms = Some(d);
             }
-            "server_name" | "ag" | "connections" | "open_connections" | "logins"
-            | "failed_logins" | "queries" | "changed_at_unix_ms" | "ag_state" => {
+            "server_name"
+            | "ag"
+            | "connections"
+            | "open_connections"
+            | "logins"
+            | "failed_logins"
+            | "queries"
+            | "tls_handshakes"
+            | "login_only_encryptions"
+            | "changed_at_unix_ms"
+            | "ag_state" => {
                 return Err(format!("key '{key}' is read-only"));
             }
             other => return Err(format!("unknown key '{other}'")),

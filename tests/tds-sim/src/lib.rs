@@ -2,8 +2,9 @@
 //! failover lab.
 //!
 //! SQL Server cannot be installed on the project's machines, so every test that needs a
-//! replica talks to this instead. It speaks TDS 7.1–7.4 without TLS well enough for strict
-//! clients (FreeTDS, python-tds) as well as tiberius, answers the tdsvip health query from
+//! replica talks to this instead. It speaks TDS 7.1–7.4, in clear text or TLS as SQL Server
+//! negotiates it (and TDS 8.0's TLS first), well enough for strict clients (FreeTDS,
+//! python-tds, jTDS, tedious) as well as tiberius, answers the tdsvip health query from
 //! a role, health and database states that can be changed at run time, and can misbehave
 //! on purpose (refuse, hang, reset, slow down, send garbage, reject logins).
 //!
@@ -17,8 +18,9 @@
 //! Layout: [`state`] holds the replica and counters, [`ag`] the AG model (its rules in
 //! `ag::rules`), `repl` replication (wire codec, log, primary and secondary sides),
 //! `server` the listener, `session` one connection, `sql` parses queries, `query` and
-//! `catalog` evaluate them, `exec` runs requests, `respond` encodes answers, `control` is
-//! the HTTP API, `cli` the command line.
+//! `catalog` evaluate them, `exec` runs requests, `respond` encodes answers, [`tls`] the
+//! encryption setting, certificate and TLS transport, `control` is the HTTP API, `cli` the
+//! command line.
 #![forbid(unsafe_code)]
 
 pub mod ag;
@@ -35,6 +37,7 @@ mod server;
 mod session;
 pub mod sql;
 pub mod state;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -66,11 +69,15 @@ pub struct SimConfig {
     /// The availability group: partners, mirroring endpoint, commit rule, lease, data dir.
     /// The default is a replica alone, with no endpoint and its log in memory.
     pub ag_config: AgConfig,
+    /// `--encryption`, `--tls-cert`, `--tls-key`; the default is SQL Server's (`off`, with
+    /// a self-signed certificate).
+    pub tls: tls::TlsSettings,
 }
 
 impl SimConfig {
     /// 127.0.0.1:0, no control API, user `tdsvip` with password `secret`, no databases,
-    /// SQL Server 2022 RTM (16.0.1000), HEALTHY.
+    /// SQL Server 2022 RTM (16.0.1000), HEALTHY, encryption `off` with a self-signed
+    /// certificate.
     pub fn new(server_name: &str, ag: &str, role: Role) -> Self {
         SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -89,6 +96,7 @@ impl SimConfig {
             },
             health: Health::Healthy,
             ag_config: AgConfig::default(),
+            tls: tls::TlsSettings::default(),
         }
     }
 }
@@ -108,6 +116,7 @@ fn context(what: &str, addr: SocketAddr, e: io::Error) -> io::Error {
 
 /// Binds the TDS listener (and the control listener, if configured) and starts serving.
 pub async fn start(cfg: SimConfig) -> io::Result<SimHandle> {
+    let tls = Arc::new(tls::Setup::new(&cfg.tls)?);
     let tds = server::bind(cfg.listen).map_err(|e| context("TDS listener", cfg.listen, e))?;
     let tds_addr = tds.local_addr()?;
     let control = match cfg.control {
@@ -166,7 +175,13 @@ pub async fn start(cfg: SimConfig) -> io::Result<SimHandle> {
         shared.role_changed(Role::Resolving, Role::Primary);
     }
     shared.listening.send_replace(true);
-    let mut tasks = vec![tokio::spawn(server::run(tds, tds_addr, shared.clone()))];
+    tracing::info!(encryption = tls.mode.name(), certificate = %tls.source, "TLS setting");
+    let mut tasks = vec![tokio::spawn(server::run(
+        tds,
+        tds_addr,
+        shared.clone(),
+        tls,
+    ))];
     let endpoint_addr = match endpoint {
         Some(l) => {
             let a = l.local_addr()?;

@@ -19,13 +19,13 @@ use tds_codec::{CodecError, Encryption, Prelogin, Version, tds_version};
 use crate::query::ResultSet;
 use crate::sql::SqlError;
 
-/// The PRELOGIN answer: the product version, encryption not supported, the default
-/// instance, an empty THREADID (a non-zero one trips a debug assertion in tiberius) and no
-/// MARS.
-pub fn prelogin(product_version: Version) -> Vec<u8> {
+/// The PRELOGIN answer: the product version, the negotiated ENCRYPTION byte
+/// (`tls::negotiate`), the default instance, an empty THREADID (a non-zero one trips a
+/// debug assertion in tiberius) and no MARS.
+pub fn prelogin(product_version: Version, encryption: Encryption) -> Vec<u8> {
     Prelogin {
         version: Some(product_version),
-        encryption: Some(Encryption::NotSupported),
+        encryption: Some(encryption),
         instance: Some(vec![]),
         thread_id: Some(None),
         mars: Some(false),
@@ -205,7 +205,7 @@ mod tests {
         };
         // VERSION 16.0.1000, ENCRYPTION NOT_SUP (0x02), INSTOPT "", THREADID empty, MARS 0.
         assert_eq!(
-            prelogin(v),
+            prelogin(v, Encryption::NotSupported),
             [
                 0x00, 0x00, 0x1A, 0x00, 0x06, 0x01, 0x00, 0x20, 0x00, 0x01, 0x02, 0x00, 0x21, 0x00,
                 0x01, 0x03, 0x00, 0x22, 0x00, 0x00, 0x04, 0x00, 0x22, 0x00, 0x01, 0xFF, 0x10, 0x00,

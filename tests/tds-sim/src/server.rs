@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::session;
 use crate::state::{Counters, Fault, Shared};
+use crate::tls::Setup;
 
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(
@@ -39,7 +40,12 @@ fn refused(shared: &Shared) -> Option<bool> {
     }
 }
 
-pub(crate) async fn run(mut listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn run(
+    mut listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Arc<Setup>,
+) {
     let ids = AtomicU64::new(1);
     let mut rx = shared.state.subscribe();
     loop {
@@ -57,7 +63,7 @@ pub(crate) async fn run(mut listener: TcpListener, addr: SocketAddr, shared: Arc
                         Counters::bump(&shared.counters.connections);
                         let _ = stream.set_nodelay(true);
                         let id = ids.fetch_add(1, Ordering::Relaxed);
-                        tokio::spawn(session::serve(stream, peer, shared.clone(), id));
+                        tokio::spawn(session::serve(stream, peer, shared.clone(), tls.clone(), id));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.

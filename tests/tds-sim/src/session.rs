@@ -8,6 +8,13 @@
 //! discarding) until the client goes away, which is invisible to the client but lets the
 //! task end instead of leaking. Malformed input closes the connection with the reason
 //! logged.
+//!
+//! Encryption follows the PRELOGIN table in `tls::negotiate`; the TLS steps (the handshake
+//! in PRELOGIN packets, login-only encryption, TDS 8.0's TLS-first) are in `encryption`.
+//! The session keeps a duplicate of the socket's descriptor so that it can close or reset
+//! the connection even while a TLS handshake owns the stream.
+
+mod encryption;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +25,7 @@ use tds_codec::packet::{self, PacketType, status as packet_status};
 use tds_codec::token::DoneKind;
 use tds_codec::token::done::{cur_cmd, status};
 use tds_codec::token::envchange::EnvChange;
-use tds_codec::{Login7, Prelogin, RpcRequest, SqlBatch, TransactionManager, tds_version};
+use tds_codec::{Login7, RpcRequest, SqlBatch, TransactionManager, tds_version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -28,6 +35,7 @@ use crate::exec::{self, Exec, Session};
 use crate::respond::{self, LoginOk, Response};
 use crate::sql::SqlError;
 use crate::state::{Counters, Fault, Replica, Shared};
+use crate::tls::{Framing, Mode, Setup, Transport};
 
 /// How a connection ends.
 enum End {
@@ -46,8 +54,6 @@ enum Phase {
 
 /// LOGIN7 OptionFlags2 fIntSecurity: Windows/SSPI authentication.
 const F_INT_SECURITY: u8 = 0x80;
-/// A TLS record carrying a handshake starts with content type 22.
-const TLS_HANDSHAKE: u8 = 0x16;
 
 struct OpenGuard<'a>(&'a Counters);
 
@@ -59,15 +65,30 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, id: u64) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Arc<Setup>,
+    id: u64,
+) {
     Counters::bump(&shared.counters.open_connections);
     let _open = OpenGuard(&shared.counters);
+    let sock = match socket2::SockRef::from(&stream).try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(conn = id, %peer, error = %e, "cannot duplicate the socket; closing");
+            return;
+        }
+    };
     let rx = shared.state.subscribe();
     let epoch = rx.borrow().kill_epoch;
     let spid = shared.next_spid();
     info!(conn = id, %peer, spid, "connection accepted");
     let mut conn = Conn {
-        stream,
+        stream: Transport::Clear(Framing::new(stream)),
+        sock,
+        tls,
         rx,
         epoch,
         shared: shared.clone(),
@@ -79,21 +100,23 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     match end {
         End::Close(why) => {
             info!(conn = id, %peer, reason = %why, "connection closed");
-            let _ = conn.stream.shutdown().await;
+            conn.close().await;
         }
         End::Reset(why) => {
             info!(conn = id, %peer, reason = %why, "connection reset (RST)");
-            rst(conn.stream);
+            rst(conn.stream, conn.sock);
         }
     }
 }
 
-/// Closes with RST instead of FIN: SO_LINGER with a zero timeout, then close.
-pub(crate) fn rst(stream: TcpStream) {
-    if let Err(e) = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
+/// Closes with RST instead of FIN: SO_LINGER with a zero timeout, then close (the socket
+/// closes when its last descriptor, `sock`, does).
+fn rst(stream: Transport, sock: socket2::Socket) {
+    if let Err(e) = sock.set_linger(Some(Duration::ZERO)) {
         warn!(error = %e, "SO_LINGER 0 failed; closing normally");
     }
     drop(stream);
+    drop(sock);
 }
 
 /// Resolves when the session must stop: shutdown, or a fault that resets open sessions.
@@ -126,7 +149,10 @@ fn garbage() -> Vec<u8> {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Transport,
+    /// A duplicate descriptor of the TCP socket (see the module comment).
+    sock: socket2::Socket,
+    tls: Arc<Setup>,
     rx: watch::Receiver<Replica>,
     epoch: u64,
     shared: Arc<Shared>,
@@ -153,8 +179,14 @@ impl Conn {
     }
 
     async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), End> {
+        let stream = &mut self.stream;
+        // TLS buffers what it is given: the flush sends it.
+        let send = async move {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
         tokio::select! {
-            r = self.stream.write_all(bytes) => r.map_err(|e| End::Close(format!("write failed: {e}"))),
+            r = send => r.map_err(|e| End::Close(format!("write failed: {e}"))),
             end = stop_signal(&mut self.rx, self.epoch) => Err(end),
         }
     }
@@ -239,23 +271,19 @@ impl Conn {
             Fault::HangAfterAccept => return Err(self.drain(fault.name()).await),
             _ => {}
         }
+        if self.tls.mode == Mode::Strict {
+            self.strict_tls().await?;
+        }
         let first = self.read().await?;
         let login_msg = match first.ty {
-            PacketType::PreLogin => {
-                let p = Prelogin::decode(&first.payload)
-                    .map_err(|e| End::Close(format!("malformed PRELOGIN: {e}")))?;
-                info!(
-                    conn = self.id,
-                    client_version = %p.version.map(|v| v.to_string()).unwrap_or_default(),
-                    encryption = p.encryption.map(|e| e.name()).unwrap_or("absent"),
-                    "PRELOGIN; answering ENCRYPT_NOT_SUP"
-                );
-                self.gate(Phase::Prelogin).await?;
-                self.write(&respond::prelogin(self.shared.product_version))
-                    .await?;
-                self.read().await?
+            PacketType::PreLogin => self.prelogin(&first.payload).await?,
+            // A client may skip PRELOGIN (TDS 7.0 style) and send LOGIN7 at once, in clear
+            // text: refused where encryption is forced.
+            PacketType::Login7 if self.tls.mode == Mode::Force => {
+                return Err(End::Close(
+                    "LOGIN7 without PRELOGIN while encryption is forced".into(),
+                ));
             }
-            // A client may skip PRELOGIN (TDS 7.0 style) and send LOGIN7 at once.
             PacketType::Login7 => first,
             other => {
                 return Err(End::Close(format!(
@@ -265,23 +293,7 @@ impl Conn {
             }
         };
         if login_msg.ty == PacketType::PreLogin {
-            if login_msg.payload.first() == Some(&TLS_HANDSHAKE) {
-                // The client ignored ENCRYPT_NOT_SUP and started TLS. Tell it, then close.
-                let mut r = Response::new(tds_version::V7_1, &self.rx.borrow().server_name);
-                r.error(&SqlError::new(
-                    50000,
-                    20,
-                    "tds-sim does not support encryption (PRELOGIN answered ENCRYPT_NOT_SUP); TLS handshake refused.",
-                ));
-                r.done(DoneKind::Done, status::ERROR, cur_cmd::NONE, 0);
-                let _ = self.write(&r.finish()).await;
-                return Err(End::Close(
-                    "client started a TLS handshake; encryption is not supported".into(),
-                ));
-            }
-            return Err(End::Close(
-                "a second PRELOGIN that is not a TLS handshake".into(),
-            ));
+            return Err(self.second_prelogin(&login_msg).await);
         }
         if login_msg.ty != PacketType::Login7 {
             return Err(End::Close(format!(
@@ -301,7 +313,13 @@ impl Conn {
         let l = Login7::decode(&msg.payload)
             .map_err(|e| End::Close(format!("malformed LOGIN7: {e}")))?;
         let replica = self.rx.borrow().clone();
-        let Some(version) = tds_version::negotiate(l.tds_version) else {
+        // TDS 8.0 is TDS 7.4 inside TLS: SQL Server answers it with 7.4.
+        let asked = if self.tls.mode == Mode::Strict && l.tds_version == tds_version::V8_0 {
+            tds_version::V7_4
+        } else {
+            l.tds_version
+        };
+        let Some(version) = tds_version::negotiate(asked) else {
             let mut r = Response::new(tds_version::V7_1, &replica.server_name);
             r.error(&SqlError::new(
                 50000,

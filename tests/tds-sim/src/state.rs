@@ -203,6 +203,10 @@ pub struct Stats {
     pub failed_logins: u64,
     /// Requests answered or swallowed after login (batches, RPCs, TM requests).
     pub queries: u64,
+    /// TLS handshakes completed (TDS 7.x inside PRELOGIN packets, or TDS 8.0).
+    pub tls_handshakes: u64,
+    /// Connections that went back to clear text after an encrypted LOGIN7 (login-only).
+    pub login_only_encryptions: u64,
 }
 
 #[derive(Debug, Default)]
@@ -212,6 +216,8 @@ pub(crate) struct Counters {
     pub logins: AtomicU64,
     pub failed_logins: AtomicU64,
     pub queries: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub login_only_encryptions: AtomicU64,
 }
 
 impl Counters {
@@ -226,6 +232,8 @@ impl Counters {
             logins: self.logins.load(Ordering::Relaxed),
             failed_logins: self.failed_logins.load(Ordering::Relaxed),
             queries: self.queries.load(Ordering::Relaxed),
+            tls_handshakes: self.tls_handshakes.load(Ordering::Relaxed),
+            login_only_encryptions: self.login_only_encryptions.load(Ordering::Relaxed),
         }
     }
 }
