@@ -98,6 +98,8 @@ need_rust_component 1.95.0 rustfmt clippy
 # Independent TDS clients that check tds-sim: FreeTDS tsql and python-tds.
 need_apt freetds-bin
 need_pip pytds python-tds
+# python-tds does TLS (tds-sim's tests/tls.rs: cafile=, validate_host=) through pyOpenSSL.
+need_pip OpenSSL pyOpenSSL
 # moto's EC2 server stands in for the AWS API in the cloud tests and benchmarks.
 need_pip moto.server 'moto[server]>=5.2,<6'
 # promtool (Debian's prometheus package) checks the agent's /metrics text and dashboards/ rules.
