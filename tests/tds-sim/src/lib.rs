@@ -175,7 +175,6 @@ pub async fn start(cfg: SimConfig) -> io::Result<SimHandle> {
         shared.role_changed(Role::Resolving, Role::Primary);
     }
     shared.listening.send_replace(true);
-    tracing::info!(encryption = tls.mode.name(), certificate = %tls.source, "TLS setting");
     let mut tasks = vec![tokio::spawn(server::run(
         tds,
         tds_addr,

@@ -313,13 +313,7 @@ impl Conn {
         let l = Login7::decode(&msg.payload)
             .map_err(|e| End::Close(format!("malformed LOGIN7: {e}")))?;
         let replica = self.rx.borrow().clone();
-        // TDS 8.0 is TDS 7.4 inside TLS: SQL Server answers it with 7.4.
-        let asked = if self.tls.mode == Mode::Strict && l.tds_version == tds_version::V8_0 {
-            tds_version::V7_4
-        } else {
-            l.tds_version
-        };
-        let Some(version) = tds_version::negotiate(asked) else {
+        let Some(version) = tds_version::negotiate(self.asked_version(l.tds_version)) else {
             let mut r = Response::new(tds_version::V7_1, &replica.server_name);
             r.error(&SqlError::new(
                 50000,

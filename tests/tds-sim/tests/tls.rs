@@ -1,7 +1,7 @@
 //! tds-sim with encryption on, held to independent clients: FreeTDS `tsql` (`encryption =
 //! require` with a CA file) against `force` and `off`, python-tds with `cafile` against
 //! `force`, tiberius (rustls) with `Required` and `Off`, tedious with `encrypt: 'strict'`
-//! (TDS 8.0). Certificates come from rcgen: a CA and a server certificate it signs, written
+//! (TDS 8.0) and `encrypt: true`. Certificates come from rcgen: a CA and a server certificate it signs, written
 //! to a temp dir, and a second CA that signed nothing (the wrong CA). Negative cases: a
 //! client without TLS against `force`, a clear-text PRELOGIN against `strict`, the wrong
 //! CA. The server's counters (`tls_handshakes`, `login_only_encryptions`) show what was
@@ -314,6 +314,20 @@ fn tedious_strict_logs_in_and_queries_in_tls_first() {
     assert_eq!(counters(&sim), (1, 0, 1), "{out}");
 }
 
+#[test]
+fn tedious_without_encryption_is_told_force_requires_it() {
+    let pki = Pki::new("tedious-force");
+    let sim = pki.sim("force");
+    // encrypt: false sends ENCRYPT_NOT_SUP; the answer is ENCRYPT_REQ, then a close.
+    let (ok, out) = tedious(sim.port(), "false", &pki.dir.join("ca.pem"));
+    assert!(!ok, "{out}");
+    assert!(out.contains("Server requires encryption"), "{out}");
+    // And with encrypt: true, TDS 7.x TLS after PRELOGIN, the same server lets it in.
+    let (ok, out) = tedious(sim.port(), "true", &pki.dir.join("ca.pem"));
+    assert!(ok && out.contains("query OK"), "{out}");
+    assert_eq!(counters(&sim), (1, 0, 1), "{out}");
+}
+
 fn tiberius_config(
     addr: std::net::SocketAddr,
     level: tiberius::EncryptionLevel,
@@ -384,4 +398,85 @@ async fn tiberius_required_and_off_trusting_the_ca() {
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     assert_eq!(sim.stats().logins, 2);
     sim.shutdown().await;
+}
+
+/// Runs the binary with the base arguments plus `extra` until it exits (bad arguments).
+fn exit_of(extra: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tds-sim"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--server-name",
+            "S",
+            "--ag",
+            "AG1",
+            "--role",
+            "PRIMARY",
+            "--user",
+            "u",
+            "--password",
+            "p",
+        ])
+        .args(extra)
+        .output()
+        .expect("run tds-sim");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_encryption_flags_are_refused_by_name() {
+    let (code, err) = exit_of(&["--encryption", "maybe"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--encryption") && err.contains("maybe"),
+        "{err}"
+    );
+    let (code, err) = exit_of(&["--tls-cert", "/nonexistent/cert.pem"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-key"), "{err}");
+    // Both given but unreadable: the start fails naming the file.
+    let (code, err) = exit_of(&[
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+}
+
+#[test]
+fn the_default_is_off_with_a_self_signed_certificate() {
+    // No --encryption, no certificate: ENCRYPT_ON gets ON and a TLS handshake.
+    let sim = SimProcess::start("PRIMARY", &[]);
+    let mut r = Raw::connect(sim.tds).unwrap();
+    let p = Prelogin {
+        version: Some(Version {
+            major: 1,
+            minor: 0,
+            build: 0,
+            sub_build: 0,
+        }),
+        encryption: Some(Encryption::On),
+        ..Default::default()
+    };
+    r.send(PacketType::PreLogin, &p.encode()).unwrap();
+    let (_, payload) = r.read_message().expect("the PRELOGIN answer");
+    assert_eq!(
+        Prelogin::decode(&payload).unwrap().encryption,
+        Some(Encryption::On)
+    );
+    // And ENCRYPT_NOT_SUP gets NOT_SUP (the old behaviour, for clients without TLS).
+    let mut r = Raw::connect(sim.tds).unwrap();
+    r.prelogin().unwrap();
+    let (_, payload) = r.read_message().expect("the PRELOGIN answer");
+    assert_eq!(
+        Prelogin::decode(&payload).unwrap().encryption,
+        Some(Encryption::NotSupported)
+    );
 }

@@ -21,7 +21,7 @@ use super::{Conn, End, Phase, stop_signal};
 use crate::respond::{self, Response};
 use crate::sql::SqlError;
 use crate::state::Counters;
-use crate::tls::{self, Outcome, Transport};
+use crate::tls::{self, Mode, Outcome, Transport};
 
 /// The first byte of a TDS PRELOGIN packet.
 const TDS_PRELOGIN: u8 = 0x12;
@@ -65,6 +65,16 @@ impl Conn {
             self.leave_tls()?;
         }
         Ok(next)
+    }
+
+    /// LOGIN7's TDS version as the version negotiation sees it: TDS 8.0 is TDS 7.4 inside
+    /// TLS, and SQL Server answers it with 7.4 on a strict connection.
+    pub(super) fn asked_version(&self, v: u32) -> u32 {
+        if self.tls.mode == Mode::Strict && v == tds_version::V8_0 {
+            tds_version::V7_4
+        } else {
+            v
+        }
     }
 
     /// A PRELOGIN where LOGIN7 should be. A TLS handshake there means the client ignored

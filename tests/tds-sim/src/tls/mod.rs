@@ -59,8 +59,6 @@ impl Default for TlsSettings {
 pub(crate) struct Setup {
     pub mode: Mode,
     pub config: Option<Arc<ServerConfig>>,
-    /// Where the certificate came from, for the start-up log.
-    pub source: String,
 }
 
 fn bad(what: String) -> io::Error {
@@ -138,20 +136,20 @@ impl Setup {
                     "--encryption not-supported: the configured certificate is not used"
                 );
             }
+            tracing::info!(encryption = s.mode.name(), "no TLS");
             return Ok(Setup {
                 mode: s.mode,
                 config: None,
-                source: "none".into(),
             });
         }
         let (identity, source) = match identity {
             Some(i) => i,
             None => (self_signed()?, format!("self-signed CN={FALLBACK_CN}")),
         };
+        tracing::info!(encryption = s.mode.name(), certificate = %source, "TLS setting");
         Ok(Setup {
             mode: s.mode,
             config: Some(Arc::new(server_config(s.mode, identity)?)),
-            source,
         })
     }
 }
@@ -226,7 +224,13 @@ mod tests {
         let s = Setup::new(&TlsSettings::default()).unwrap();
         assert_eq!(s.mode, Mode::Off);
         assert!(s.config.is_some());
-        assert!(s.source.contains(FALLBACK_CN), "{}", s.source);
+        let (chain, _) = self_signed().unwrap();
+        let der: &[u8] = chain[0].as_ref();
+        assert!(
+            der.windows(FALLBACK_CN.len())
+                .any(|w| w == FALLBACK_CN.as_bytes()),
+            "the subject is SQL Server's fallback CN"
+        );
         let none = Setup::new(&TlsSettings {
             mode: Mode::NotSupported,
             ..TlsSettings::default()

@@ -1,8 +1,9 @@
 // tedious (Node) over TLS, for tds-sim's TLS test (tests/tls.rs).
 // Usage: node tedious_tls.js PORT USER PASSWORD ENCRYPT CAFILE   (NODE_PATH names tedious' node_modules)
-// ENCRYPT: strict (TDS 8.0: TLS first, ALPN tds/8.0) or true (TDS 7.x TLS after PRELOGIN).
+// ENCRYPT: strict (TDS 8.0: TLS first, ALPN tds/8.0), true (TDS 7.x TLS after PRELOGIN) or
+// false (no TLS: ENCRYPT_NOT_SUP).
 // The certificate is checked against CAFILE only (trustServerCertificate false).
-// Prints "strict query OK" and exits 0, or "FAILED: ..." and exits 1.
+// Prints "<ENCRYPT> query OK" and exits 0, or "FAILED: ..." and exits 1.
 const fs = require('fs');
 const { Connection, Request } = require('tedious');
 
@@ -28,7 +29,7 @@ conn.on('connect', (err) => {
     if (rows.length !== 1 || rows[0][0].value !== 'SQL1' || rows[0][1].value !== 42) {
       return fail(new Error('unexpected rows ' + JSON.stringify(rows)));
     }
-    console.log('strict query OK');
+    console.log(`${encrypt} query OK`);
     conn.close();
   });
   conn.execSqlBatch(req);
