@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tdsvip_probes::{
-    AnyProbe, LatencySummary, LoginConfig, Mode, ProbeConfig, ProbeRunner, Schedule, ScheduleConfig,
+    AnyProbe, Encrypt, LatencySummary, LoginConfig, Mode, ProbeConfig, ProbeRunner, Schedule,
+    ScheduleConfig, TlsConfig,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,12 @@ fn login_config() -> LoginConfig {
     let mut cfg = LoginConfig::new("tdsvip", "secret");
     cfg.ag = Some("AG1".into());
     cfg.databases = vec!["sales".into(), "hr".into()];
+    // These replicas have no certificate: the measurement without TLS.
+    cfg.tls = TlsConfig {
+        encrypt: Encrypt::Off,
+        allow_cleartext_login: true,
+        ..TlsConfig::default()
+    };
     cfg
 }
 

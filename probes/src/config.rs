@@ -6,7 +6,10 @@
 //! that logging a config (or a panic message that includes it) cannot leak it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// The shortest deadline accepted: below this a probe on a loaded host would time out on
 /// scheduling noise alone and the agent would flap.
@@ -85,22 +88,111 @@ impl From<&str> for Password {
     }
 }
 
-/// Transport security of the login probe.
-///
-/// tds-sim speaks plain text only, so the TLS path is built but not tested in this repository.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Tls {
-    /// Plain text (`EncryptionLevel::NotSupported`): the server must answer ENCRYPT_NOT_SUP.
+/// How the login probe protects its session, named as Microsoft's drivers name it
+/// (`Encrypt=strict|mandatory|optional`), plus `off`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encrypt {
+    /// TDS 8.0: TLS (ALPN `tds/8.0`) before any TDS byte, PRELOGIN inside it.
+    Strict,
+    /// TDS 7.x, everything encrypted; a server that cannot encrypt is refused.
     #[default]
+    Mandatory,
+    /// TDS 7.x; the login is encrypted whenever the server can (login-only encryption),
+    /// everything when the server forces it. A server without TLS is refused unless
+    /// `allow_cleartext_login`.
+    Optional,
+    /// No TLS at all: the password crosses the network in TDS's reversible obfuscation.
+    /// Needs `allow_cleartext_login`.
     Off,
-    /// TLS required (`EncryptionLevel::Required`); needs the cargo feature `tls`.
-    Required {
-        /// Skip certificate validation: for self-signed lab certificates only.
-        trust_cert: bool,
-        /// The name to check the certificate against; the probe connects by IP address, so
-        /// without it the certificate must carry the IP in its subject alternative names.
-        hostname_in_certificate: Option<String>,
-    },
+}
+
+impl Encrypt {
+    pub const NAMES: &'static str = "strict, mandatory, optional, off";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encrypt::Strict => "strict",
+            Encrypt::Mandatory => "mandatory",
+            Encrypt::Optional => "optional",
+            Encrypt::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for Encrypt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Encrypt {
+    type Err = ConfigProblem;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(Encrypt::Strict),
+            "mandatory" => Ok(Encrypt::Mandatory),
+            "optional" => Ok(Encrypt::Optional),
+            "off" => Ok(Encrypt::Off),
+            other => Err(ConfigProblem::new(
+                "encrypt",
+                format!("{other:?} is not one of {}", Encrypt::NAMES),
+            )),
+        }
+    }
+}
+
+/// Transport security of the login probe. The keys are the agent's `sql.*` keys without
+/// the section, so a problem names the key an operator sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub encrypt: Encrypt,
+    /// PEM file of the CA certificates to trust instead of the system store.
+    pub ca_file: Option<PathBuf>,
+    /// The name the certificate must carry (and the SNI sent); without it the target's IP
+    /// address, which the certificate must then list as an IP subject alternative name.
+    pub host_name_in_certificate: Option<String>,
+    /// Accept any certificate (the handshake signature is still checked): a lab opt-in,
+    /// refused with `strict` as Microsoft's drivers refuse it.
+    pub trust_server_certificate: bool,
+    /// Allow the password to cross the network in clear: with `off`, or with `optional`
+    /// against a server that answers ENCRYPT_NOT_SUP.
+    pub allow_cleartext_login: bool,
+}
+
+impl TlsConfig {
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        if self.trust_server_certificate && self.encrypt == Encrypt::Strict {
+            return Err(ConfigProblem::new(
+                "trust_server_certificate",
+                "cannot be used with encrypt = \"strict\": strict always verifies the certificate (set host_name_in_certificate or ca_file instead)",
+            ));
+        }
+        if self.encrypt == Encrypt::Off && !self.allow_cleartext_login {
+            return Err(ConfigProblem::new(
+                "allow_cleartext_login",
+                "encrypt = \"off\" sends the password in clear across the network; set allow_cleartext_login = true to accept that, or use encrypt = \"mandatory\"",
+            ));
+        }
+        if let Some(name) = &self.host_name_in_certificate
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return Err(ConfigProblem::new(
+                "host_name_in_certificate",
+                format!("{name:?} is not a DNS name or IP address"),
+            ));
+        }
+        if let Some(path) = &self.ca_file
+            && !path.is_absolute()
+        {
+            return Err(ConfigProblem::new(
+                "ca_file",
+                format!("{} is not an absolute path", path.display()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Configuration of the login probe.
@@ -115,7 +207,8 @@ pub struct LoginConfig {
     pub ag: Option<String>,
     /// Databases that must exist and be ONLINE on the replica; needs `ag`.
     pub databases: Vec<String>,
-    pub tls: Tls,
+    /// Encryption and certificate checks; `mandatory` with verification by default.
+    pub tls: TlsConfig,
     /// Hard deadline of one probe call, login (when a new session is needed) and query
     /// included (default 200 ms, at least 10 ms).
     pub timeout: Duration,
@@ -130,7 +223,7 @@ impl LoginConfig {
             password: password.into(),
             ag: None,
             databases: Vec::new(),
-            tls: Tls::Off,
+            tls: TlsConfig::default(),
             timeout: DEFAULT_TIMEOUT,
             application_name: "tdsvip".to_owned(),
         }
@@ -160,15 +253,7 @@ impl LoginConfig {
                 "database checks need an availability group (ag)",
             ));
         }
-        if let Tls::Required { .. } = self.tls
-            && !cfg!(feature = "tls")
-        {
-            return Err(ConfigProblem::new(
-                "tls",
-                "this build has no TLS support (cargo feature `tls`)",
-            ));
-        }
-        Ok(())
+        self.tls.validate()
     }
 }
 
@@ -242,15 +327,33 @@ mod tests {
         assert!(l.validate().is_ok());
     }
 
-    #[cfg(not(feature = "tls"))]
     #[test]
-    fn tls_without_the_feature_is_refused() {
+    fn tls_refusals_name_their_key() {
+        let mut t = TlsConfig::default();
+        assert_eq!(t.encrypt, Encrypt::Mandatory);
+        assert!(t.validate().is_ok());
+        t.encrypt = Encrypt::Off;
+        assert_eq!(t.validate().unwrap_err().key, "allow_cleartext_login");
+        t.allow_cleartext_login = true;
+        assert!(t.validate().is_ok());
+        t.encrypt = Encrypt::Strict;
+        t.trust_server_certificate = true;
+        assert_eq!(t.validate().unwrap_err().key, "trust_server_certificate");
+        t.encrypt = Encrypt::Mandatory;
+        assert!(t.validate().is_ok());
+        t.host_name_in_certificate = Some("not a name".into());
+        assert_eq!(t.validate().unwrap_err().key, "host_name_in_certificate");
+        t.host_name_in_certificate = Some("sql1.example.com".into());
+        t.ca_file = Some("relative.pem".into());
+        assert_eq!(t.validate().unwrap_err().key, "ca_file");
         let mut l = LoginConfig::new("u", "p");
-        l.tls = Tls::Required {
-            trust_cert: true,
-            hostname_in_certificate: None,
-        };
-        let e = l.validate().unwrap_err();
-        assert_eq!(e.key, "tls");
+        l.tls.encrypt = Encrypt::Off;
+        assert_eq!(l.validate().unwrap_err().key, "allow_cleartext_login");
+        assert_eq!(
+            "bogus".parse::<Encrypt>().unwrap_err().key,
+            "encrypt",
+            "an unknown mode names the key"
+        );
+        assert_eq!("strict".parse::<Encrypt>().unwrap(), Encrypt::Strict);
     }
 }

@@ -68,9 +68,16 @@ impl HealthQuery {
                     n_literal(ag)
                 );
                 if !databases.is_empty() {
+                    // Membership in the AG comes from the DMV (a database of the same name
+                    // outside the AG must not count); its state from sys.databases.
                     let list: Vec<String> = databases.iter().map(|d| n_literal(d)).collect();
                     sql.push_str(&format!(
-                        "\nSELECT name, state_desc FROM sys.databases WHERE name IN ({});",
+                        "\nSELECT d.name AS name, d.state_desc AS state_desc\n\
+                         FROM sys.dm_hadr_database_replica_states AS drs\n\
+                         JOIN sys.availability_groups AS ag ON ag.group_id = drs.group_id\n\
+                         JOIN sys.databases AS d ON d.database_id = drs.database_id\n\
+                         WHERE drs.is_local = 1 AND ag.name = {} AND d.name IN ({});",
+                        n_literal(ag),
                         list.join(", ")
                     ));
                 }
@@ -257,7 +264,11 @@ mod tests {
              FROM sys.dm_hadr_availability_replica_states AS ars\n\
              JOIN sys.availability_groups AS ag ON ag.group_id = ars.group_id\n\
              WHERE ars.is_local = 1 AND ag.name = N'AG1';\n\
-             SELECT name, state_desc FROM sys.databases WHERE name IN (N'db1', N'db2');"
+             SELECT d.name AS name, d.state_desc AS state_desc\n\
+             FROM sys.dm_hadr_database_replica_states AS drs\n\
+             JOIN sys.availability_groups AS ag ON ag.group_id = drs.group_id\n\
+             JOIN sys.databases AS d ON d.database_id = drs.database_id\n\
+             WHERE drs.is_local = 1 AND ag.name = N'AG1' AND d.name IN (N'db1', N'db2');"
         );
         assert_eq!(q.expected_result_sets(), 2);
     }
@@ -267,6 +278,7 @@ mod tests {
         let q = HealthQuery::new(Some("AG1"), &[]);
         assert!(q.sql().ends_with("ag.name = N'AG1';"), "{}", q.sql());
         assert!(!q.sql().contains("sys.databases"));
+        assert!(!q.sql().contains("dm_hadr_database_replica_states"));
         assert_eq!(q.expected_result_sets(), 1);
         let q = HealthQuery::new(None, &[]);
         assert_eq!(q.sql(), "SELECT @@SERVERNAME");

@@ -24,6 +24,7 @@ pub mod prelogin;
 pub mod runner;
 pub mod schedule;
 pub mod tcp;
+pub mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{ConfigProblem, LoginConfig, Password, ProbeConfig, Tls};
+pub use config::{ConfigProblem, Encrypt, LoginConfig, Password, ProbeConfig, TlsConfig};
 pub use health_query::{HealthQuery, ResultSet};
 pub use latency::LatencySummary;
 pub use login::LoginProbe;
@@ -40,6 +41,7 @@ pub use prelogin::PreloginProbe;
 pub use runner::{Observation, ProbeRunner, RunSummary, StopReason};
 pub use schedule::{Schedule, ScheduleConfig, Tick};
 pub use tcp::TcpProbe;
+pub use tls::TlsSession;
 
 /// Which probe to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,6 +126,15 @@ impl AnyProbe {
             AnyProbe::Tcp(p) => p.target(),
             AnyProbe::Prelogin(p) => p.target(),
             AnyProbe::Login(p) => p.target(),
+        }
+    }
+
+    /// The TLS session of the login probe's kept connection (`None` for the other probes,
+    /// without a session, or when the session is not encrypted).
+    pub fn tls_session(&self) -> Option<&TlsSession> {
+        match self {
+            AnyProbe::Login(p) => p.tls_session(),
+            AnyProbe::Tcp(_) | AnyProbe::Prelogin(_) => None,
         }
     }
 

@@ -8,101 +8,46 @@
 //! call logs in again. `not_primary` and `db_not_online` are answers, not failures: the
 //! session stays, so the next call sees a role change on the same connection.
 //!
-//! The TCP connection is ours (see `tcp`: NODELAY, SO_LINGER 0, a timed connect phase),
-//! wrapped in a small adapter that notices when the client writes again after the server's
-//! first bytes, i.e. when LOGIN7 (or TLS) follows the PRELOGIN answer. That tells a failure
-//! before or while reading the PRELOGIN answer (`prelogin`) from one during login
-//! (`login`), which tiberius performs as one step. tiberius's own 15 s / 30 s
-//! timeouts are switched off; one deadline per call bounds every phase instead.
+//! The TCP connection is ours (see `tcp`: NODELAY, SO_LINGER 0, a timed connect phase), and
+//! so are the PRELOGIN and the TLS handshake (see `tls`): tiberius, built without TLS, runs
+//! LOGIN7 and the queries on the stream `tls::session` hands it. A failure before LOGIN7 is
+//! reported in phase `prelogin`, the TLS handshake and LOGIN7 in `login`. tiberius's own
+//! 15 s / 30 s timeouts are switched off; one deadline per call bounds every phase instead.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Context, Poll};
 
 use tiberius::{AuthMethod, Client, ColumnData, Config, EncryptionLevel};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use crate::Mode;
-use crate::config::{ConfigProblem, LoginConfig, Tls};
+use crate::config::{ConfigProblem, LoginConfig};
 use crate::health_query::{HealthQuery, ResultSet};
 use crate::outcome::{Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo, Start};
+use crate::prelogin::encryption_name;
+use crate::tls::session::{SessionStream, open};
+use crate::tls::{TlsClient, TlsSession};
 
-/// Handshake progress as seen on the wire.
-const NOTHING_READ: u8 = 0;
-const ANSWER_SEEN: u8 = 1;
-const LOGIN_SENT: u8 = 2;
+type Session = Client<Compat<SessionStream>>;
 
-/// A TCP stream that tracks the handshake: PRELOGIN is the only thing tiberius writes before
-/// the server's first bytes, and LOGIN7 (or the TLS handshake) the first it writes after.
-struct WatchedStream {
-    inner: TcpStream,
-    progress: Arc<AtomicU8>,
+/// A new session and what the operator is told about its protection.
+struct LoggedIn {
+    client: Session,
+    tls: Option<TlsSession>,
+    server_encryption: String,
 }
-
-impl AsyncRead for WatchedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res
-            && buf.filled().len() > before
-        {
-            let _ = self.progress.compare_exchange(
-                NOTHING_READ,
-                ANSWER_SEEN,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-        res
-    }
-}
-
-impl AsyncWrite for WatchedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res
-            && n > 0
-        {
-            let _ = self.progress.compare_exchange(
-                ANSWER_SEEN,
-                LOGIN_SENT,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-        res
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-type Session = Client<Compat<WatchedStream>>;
 
 /// Logs in once, then runs the health query on the kept session at every call.
 pub struct LoginProbe {
     target: SocketAddr,
     config: LoginConfig,
     query: HealthQuery,
+    tls: TlsClient,
     session: Option<Session>,
+    /// The TLS session of the kept connection (`None`: not encrypted, or no session).
+    session_tls: Option<TlsSession>,
+    /// The server's PRELOGIN ENCRYPTION answer on the kept connection.
+    server_encryption: Option<String>,
     logins: u64,
 }
 
@@ -121,11 +66,15 @@ impl LoginProbe {
     pub fn new(target: SocketAddr, config: LoginConfig) -> Result<Self, ConfigProblem> {
         config.validate()?;
         let query = HealthQuery::new(config.ag.as_deref(), &config.databases);
+        let tls = TlsClient::new(&config.tls, target.ip())?;
         Ok(LoginProbe {
             target,
             config,
             query,
+            tls,
             session: None,
+            session_tls: None,
+            server_encryption: None,
             logins: 0,
         })
     }
@@ -152,6 +101,40 @@ impl LoginProbe {
     /// Drops the kept session (the next call logs in again).
     pub fn disconnect(&mut self) {
         self.session = None;
+        self.session_tls = None;
+    }
+
+    /// The TLS session of the kept connection: `None` while no session is kept, or when it
+    /// is not encrypted at all.
+    pub fn tls_session(&self) -> Option<&TlsSession> {
+        self.session.as_ref().and(self.session_tls.as_ref())
+    }
+
+    /// Runs `sql` on the kept session (log in with [`Self::probe`] first), every column
+    /// read as text: for one-off checks such as `check-config --online`, bounded by the
+    /// probe's timeout. A failure drops the session like a failed probe.
+    pub async fn query_text(&mut self, sql: &str) -> Result<Vec<ResultSet>, Outcome> {
+        let Some(session) = self.session.as_mut() else {
+            return Err(Outcome::ProtocolError {
+                phase: Phase::Query,
+                detail: "no session: the login did not succeed".to_owned(),
+            });
+        };
+        let answer = tokio::time::timeout(self.config.timeout, async {
+            session.simple_query(sql).await?.into_results().await
+        })
+        .await;
+        let result = match answer {
+            Err(_) => Err(Outcome::Timeout {
+                phase: Phase::Query,
+            }),
+            Ok(Err(e)) => Err(query_error(e)),
+            Ok(Ok(rows)) => to_result_sets(rows),
+        };
+        if result.is_err() {
+            self.disconnect();
+        }
+        result
     }
 
     pub async fn probe(&mut self) -> ProbeResult {
@@ -169,6 +152,10 @@ impl LoginProbe {
                 (o, ServerInfo::default())
             }
         };
+        let mut server = server;
+        if self.session.is_some() {
+            server.encryption.clone_from(&self.server_encryption);
+        }
         let mut result = start.finish(self.target, Mode::Login, outcome, phases, server);
         result.session_reused = Some(reused);
         result
@@ -183,10 +170,12 @@ impl LoginProbe {
         let session = match &mut self.session {
             Some(s) => s,
             None => {
-                let s = self.login(deadline, start, phases).await?;
+                let new = self.login(deadline, start, phases).await?;
                 self.logins += 1;
-                tracing::debug!(target = %self.target, logins = self.logins, "logged in");
-                self.session.insert(s)
+                tracing::debug!(target = %self.target, logins = self.logins, encryption = %new.server_encryption, tls = new.tls.is_some(), "logged in");
+                self.session_tls = new.tls;
+                self.server_encryption = Some(new.server_encryption);
+                self.session.insert(new.client)
             }
         };
         let began = Instant::now();
@@ -218,32 +207,41 @@ impl LoginProbe {
         deadline: Instant,
         start: Start,
         phases: &mut PhaseTimes,
-    ) -> Result<Session, Outcome> {
+    ) -> Result<LoggedIn, Outcome> {
         let connected = crate::tcp::connect(self.target, deadline).await;
         phases.connect = Some(start.mono.elapsed());
-        let progress = Arc::new(AtomicU8::new(NOTHING_READ));
-        let stream = WatchedStream {
-            inner: connected?,
-            progress: progress.clone(),
-        };
-        let phase = || {
-            if progress.load(Ordering::Relaxed) == LOGIN_SENT {
-                Phase::Login
-            } else {
-                Phase::Prelogin
+        let tcp = connected?;
+        let began = Instant::now();
+        let opened = tokio::time::timeout_at(deadline, open(tcp, &self.tls)).await;
+        let opened = match opened {
+            Err(_) => {
+                phases.prelogin = Some(began.elapsed());
+                return Err(Outcome::Timeout {
+                    phase: Phase::Prelogin,
+                });
+            }
+            Ok(r) => {
+                phases.prelogin = Some(began.elapsed());
+                r?
             }
         };
         let began = Instant::now();
         let res = tokio::time::timeout_at(
             deadline,
-            Client::connect(self.tiberius_config(), stream.compat()),
+            Client::connect(self.tiberius_config(), opened.stream.compat()),
         )
         .await;
         phases.login = Some(began.elapsed());
         match res {
-            Err(_) => Err(Outcome::Timeout { phase: phase() }),
-            Ok(Err(e)) => Err(login_error(e, phase())),
-            Ok(Ok(client)) => Ok(client),
+            Err(_) => Err(Outcome::Timeout {
+                phase: Phase::Login,
+            }),
+            Ok(Err(e)) => Err(login_error(e, Phase::Login)),
+            Ok(Ok(client)) => Ok(LoggedIn {
+                client,
+                tls: opened.tls,
+                server_encryption: encryption_name(opened.server_encryption),
+            }),
         }
     }
 
@@ -260,25 +258,9 @@ impl LoginProbe {
         // much longer, clock (and a timer thread).
         c.handshake_timeout(None);
         c.command_timeout(None);
-        match &self.config.tls {
-            Tls::Off => c.encryption(EncryptionLevel::NotSupported),
-            #[cfg(feature = "tls")]
-            Tls::Required {
-                trust_cert,
-                hostname_in_certificate,
-            } => {
-                c.encryption(EncryptionLevel::Required);
-                if *trust_cert {
-                    c.trust_cert();
-                }
-                if let Some(h) = hostname_in_certificate {
-                    c.hostname_in_certificate(h);
-                }
-            }
-            // Refused by `LoginConfig::validate`; plain text here would silently downgrade.
-            #[cfg(not(feature = "tls"))]
-            Tls::Required { .. } => c.encryption(EncryptionLevel::Required),
-        }
+        // TLS, if any, is below the stream tiberius gets (`tls::session`): for tiberius the
+        // server answered NOT_SUP and it must not start TLS itself.
+        c.encryption(EncryptionLevel::NotSupported);
         c
     }
 }

@@ -200,7 +200,10 @@ impl fmt::Display for Outcome {
             },
             Outcome::DbNotOnline { database, state } => match state {
                 Some(s) => write!(f, "db_not_online: {database} is {s}"),
-                None => write!(f, "db_not_online: {database} does not exist"),
+                None => write!(
+                    f,
+                    "db_not_online: {database} is not a database of the AG on this replica (missing, or not joined)"
+                ),
             },
             Outcome::IoError { phase, detail } => write!(f, "io_error ({phase}): {detail}"),
         }
@@ -211,7 +214,8 @@ impl fmt::Display for Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbStatus {
     pub name: String,
-    /// `state_desc` from `sys.databases`; `None` when the database does not exist.
+    /// `state_desc` from `sys.databases`; `None` when it is not a database of the AG on this
+    /// replica (`sys.dm_hadr_database_replica_states`): missing, or not joined.
     pub state: Option<String>,
 }
 

@@ -43,13 +43,18 @@ const fn parse_u8(s: &str) -> u8 {
 /// The PRELOGIN request the probe sends: VERSION, ENCRYPTION, THREADID with length 0 (a
 /// non-zero thread id trips a debug assertion in tiberius-based servers) and MARS off.
 pub fn request(announce_encryption: bool) -> Vec<u8> {
+    request_with(if announce_encryption {
+        Encryption::On
+    } else {
+        Encryption::NotSupported
+    })
+}
+
+/// The same request with any ENCRYPTION value (the login probe's, see `tls::session`).
+pub fn request_with(encryption: Encryption) -> Vec<u8> {
     let p = Prelogin {
         version: Some(CLIENT_VERSION),
-        encryption: Some(if announce_encryption {
-            Encryption::On
-        } else {
-            Encryption::NotSupported
-        }),
+        encryption: Some(encryption),
         thread_id: Some(None),
         mars: Some(false),
         ..Default::default()
@@ -83,7 +88,7 @@ fn interpret(msg: &tds_codec::io::Message) -> Result<ServerInfo, Outcome> {
     })
 }
 
-fn encryption_name(e: Encryption) -> String {
+pub(crate) fn encryption_name(e: Encryption) -> String {
     match e {
         Encryption::Other(b) => format!("other(0x{b:02x})"),
         e => e.name().to_owned(),

@@ -27,8 +27,19 @@ async fn sim(role: Role, dbs: &[(&str, DbState)]) -> SimHandle {
     tds_sim::start(cfg).await.unwrap()
 }
 
+/// These tests are about the health query, not TLS (tls_against_sim.rs): they log in in
+/// clear (ENCRYPT_NOT_SUP, which tds-sim's default `off` accepts), with the explicit opt-in.
+fn cleartext() -> TlsConfig {
+    TlsConfig {
+        encrypt: Encrypt::Off,
+        allow_cleartext_login: true,
+        ..TlsConfig::default()
+    }
+}
+
 fn login(addr: SocketAddr, ag: Option<&str>, dbs: &[&str], timeout_ms: u64) -> LoginProbe {
     let mut c = LoginConfig::new("tdsvip", "secret");
+    c.tls = cleartext();
     c.ag = ag.map(str::to_owned);
     c.databases = dbs.iter().map(|d| (*d).to_owned()).collect();
     c.timeout = ms(timeout_ms);
@@ -197,6 +208,7 @@ async fn login_failures() {
     bounded(async {
         let sim = sim(Role::Primary, &[]).await;
         let mut c = LoginConfig::new("tdsvip", "wrong");
+        c.tls = cleartext();
         c.timeout = ms(RELAXED);
         let mut p = LoginProbe::new(sim.tds_addr(), c).unwrap();
         let r = p.probe().await;
@@ -442,31 +454,49 @@ async fn runner_follows_a_demotion() {
     .await
 }
 
-/// With TLS required, a server that answers ENCRYPT_NOT_SUP (tds-sim has no TLS) must fail
-/// the probe in PRELOGIN, never fall back to plain text. The TLS handshake itself has no
-/// server to be tested against here.
-#[cfg(feature = "tls")]
+/// A server that answers ENCRYPT_NOT_SUP (tds-sim `not-supported`) is refused by
+/// `mandatory` (the default) and by `optional` without `allow_cleartext_login`, before any
+/// LOGIN7 is sent; `optional` with the opt-in logs in in clear.
 #[tokio::test]
-async fn tls_required_does_not_fall_back_to_plain_text() {
+async fn a_server_that_cannot_encrypt_is_refused_unless_cleartext_is_allowed() {
     bounded(async {
-        let sim = sim(Role::Primary, &[]).await;
-        let mut c = LoginConfig::new("tdsvip", "secret");
-        c.ag = Some("AG1".into());
-        c.timeout = ms(RELAXED);
-        c.tls = Tls::Required {
-            trust_cert: true,
-            hostname_in_certificate: None,
+        let mut cfg = SimConfig::new("SQL1", "AG1", Role::Primary);
+        cfg.tls.mode = tds_sim::tls::Mode::NotSupported;
+        let sim = tds_sim::start(cfg).await.unwrap();
+        let refused = |encrypt: Encrypt, allow: bool| {
+            let mut c = LoginConfig::new("tdsvip", "secret");
+            c.ag = Some("AG1".into());
+            c.timeout = ms(RELAXED);
+            c.tls = TlsConfig {
+                encrypt,
+                allow_cleartext_login: allow,
+                ..TlsConfig::default()
+            };
+            LoginProbe::new(sim.tds_addr(), c).unwrap()
         };
-        let mut p = LoginProbe::new(sim.tds_addr(), c).unwrap();
-        let r = p.probe().await;
-        match &r.outcome {
-            Outcome::ProtocolError {
-                phase: Phase::Prelogin,
-                detail,
-            } => assert!(detail.contains("encryption"), "{detail}"),
-            other => panic!("{other}"),
+        for (encrypt, key) in [
+            (Encrypt::Mandatory, "mandatory"),
+            (Encrypt::Optional, "allow_cleartext_login"),
+        ] {
+            let mut p = refused(encrypt, false);
+            let r = p.probe().await;
+            match &r.outcome {
+                Outcome::LoginFailed {
+                    code: None,
+                    message,
+                } => assert!(message.contains(key), "{encrypt}: {message}"),
+                other => panic!("{encrypt}: {other}"),
+            }
+            assert_eq!(r.server.encryption.as_deref(), None);
+            assert!(p.tls_session().is_none());
         }
-        assert_eq!(sim.stats().logins, 0);
+        assert_eq!(sim.stats().logins, 0, "no LOGIN7 may reach the server");
+        let mut p = refused(Encrypt::Optional, true);
+        let r = p.probe().await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        assert_eq!(r.server.encryption.as_deref(), Some("not_supported"));
+        assert!(p.tls_session().is_none(), "a cleartext session has no TLS");
+        assert_eq!(sim.stats().logins, 1);
         sim.shutdown().await;
     })
     .await
