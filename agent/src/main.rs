@@ -45,5 +45,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
+    // One crypto provider for every TLS session of the process (SQL and AWS): ring.
+    if !tdsvip_probes::tls::install_process_crypto_provider() {
+        tracing::warn!("rustls's process crypto provider is not ring");
+    }
     cli::run(cli.command)
 }

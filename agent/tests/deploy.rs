@@ -173,7 +173,16 @@ fn config_reading_the_credential_passes_check_config() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", complaints(&out));
+    // check-config reads the password as `run` does: outside systemd the credential is not
+    // there, and that must be the one and only complaint, naming the unit's path.
+    let complaints = complaints(&out);
+    assert_eq!(out.status.code(), Some(2), "{complaints}");
+    let lines: Vec<&str> = complaints.lines().collect();
+    assert_eq!(lines.len(), 1, "{complaints}");
+    assert!(
+        lines[0].starts_with("sql.password_file:") && lines[0].contains(CREDENTIAL_PATH),
+        "{complaints}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -107,15 +107,48 @@ async fn login_reads_role_and_databases_and_reuses_one_session() {
     let sim = sim().await;
     let target = sim.tds_addr().to_string();
     let pw = password_file("secret");
+    // Encrypted and verified by default: tds-sim's self-signed certificate is refused, by
+    // name, before any LOGIN7.
+    let out = tdsvip(login_args(&target, &pw, "--ag AG1 --json")).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r = json(&out);
+    assert_eq!(r["outcomes"]["login_failed"], 1, "{r}");
+    assert!(r["tls"].is_null(), "{r}");
+    assert_eq!(sim.stats().logins, 0);
+    let out = tdsvip(login_args(&target, &pw, "--ag AG1")).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CN=SSL_Self_Signed_Fallback") && text.contains("not signed by a CA"),
+        "{text}"
+    );
+
     let out = tdsvip(login_args(
         &target,
         &pw,
-        "--ag AG1 --database sales --database hr --count 4 --interval-ms 10 --json",
+        "--ag AG1 --database sales --database hr --count 4 --interval-ms 10 --json --trust-server-certificate",
     ))
     .await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let r = json(&out);
     assert_eq!(r["ok"], 4);
+    assert_eq!(r["tls"]["version"], "TLSv1_2", "{r}");
+    assert!(
+        r["tls"]["cipher"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("TLS_ECDHE")),
+        "{r}"
+    );
+    assert_eq!(
+        r["tls"]["peer_certificate_subject"],
+        "CN=SSL_Self_Signed_Fallback"
+    );
+    assert!(
+        r["tls"]["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("NOT verified"),
+        "{r}"
+    );
     assert_eq!(r["server"]["name"], "SQLNODE1");
     assert_eq!(r["server"]["role"], "PRIMARY");
     assert_eq!(r["server"]["databases"]["hr"], "ONLINE");
@@ -126,7 +159,7 @@ async fn login_reads_role_and_databases_and_reuses_one_session() {
     let out = tdsvip(login_args(
         &target,
         &pw,
-        "--ag AG1 --count 2 --interval-ms 10 --json",
+        "--ag AG1 --count 2 --interval-ms 10 --json --trust-server-certificate",
     ))
     .await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -138,7 +171,12 @@ async fn login_reads_role_and_databases_and_reuses_one_session() {
     // A database in recovery.
     sim.set_role(Role::Primary);
     sim.set_database("hr", DbState::RecoveryPending);
-    let out = tdsvip(login_args(&target, &pw, "--ag AG1 --database hr")).await;
+    let out = tdsvip(login_args(
+        &target,
+        &pw,
+        "--ag AG1 --database hr --encrypt off --allow-cleartext-login",
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -155,9 +193,19 @@ async fn wrong_password_is_login_failed_and_refused_port_is_refused() {
     let sim = sim().await;
     let target = sim.tds_addr().to_string();
     let pw = password_file("not-the-password");
-    let out = tdsvip(login_args(&target, &pw, "--json")).await;
+    let out = tdsvip(login_args(
+        &target,
+        &pw,
+        "--json --trust-server-certificate",
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(json(&out)["outcomes"]["login_failed"], 1);
+    assert_eq!(
+        sim.stats().failed_logins,
+        1,
+        "the wrong password reached the server, in TLS"
+    );
     std::fs::remove_file(pw).ok();
 
     sim.shutdown().await;

@@ -1,6 +1,7 @@
 //! The subcommands of the `tdsvip` binary, one module each.
 
 mod check_config;
+mod check_online;
 mod probe;
 mod routes;
 mod run;

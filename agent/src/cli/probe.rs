@@ -13,7 +13,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tdsvip_probes::{
-    AnyProbe, LatencySummary, LoginConfig, Mode, ProbeConfig, ProbeResult, Schedule, ScheduleConfig,
+    AnyProbe, Encrypt, LatencySummary, LoginConfig, Mode, ProbeConfig, ProbeResult, Schedule,
+    ScheduleConfig, TlsConfig, TlsSession,
 };
 
 use super::{block_on, usage_error};
@@ -52,6 +53,26 @@ pub struct ProbeArgs {
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// --mode login: strict (TDS 8), mandatory, optional or off, as sql.encrypt.
+    #[arg(long, default_value = "mandatory", value_parser = parse_encrypt)]
+    encrypt: Encrypt,
+    /// --mode login: PEM CA certificates to verify the server against (else the system store).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// --mode login: the name the server certificate must carry (else the target's IP).
+    #[arg(long, value_name = "NAME")]
+    host_name_in_certificate: Option<String>,
+    /// --mode login: accept any server certificate (lab only; not with --encrypt strict).
+    #[arg(long)]
+    trust_server_certificate: bool,
+    /// --mode login: allow the password in clear (--encrypt off, or optional against a
+    /// server without TLS).
+    #[arg(long)]
+    allow_cleartext_login: bool,
+}
+
+fn parse_encrypt(s: &str) -> Result<Encrypt, String> {
+    s.parse::<Encrypt>().map_err(|e| e.reason)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -84,6 +105,9 @@ struct ProbeReport {
     latency_ms: Option<LatencySummary>,
     outcomes: BTreeMap<&'static str, u64>,
     server: ServerSummary,
+    /// The TLS session of the last login (`null` when not encrypted, or not logged in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<Option<TlsSession>>,
     /// True when Ctrl-C stopped the run before `--count` probes.
     interrupted: bool,
 }
@@ -159,6 +183,7 @@ async fn run_async(args: ProbeArgs) -> ExitCode {
         latency_ms: None,
         outcomes: BTreeMap::new(),
         server: ServerSummary::default(),
+        tls: None,
         interrupted: false,
     };
     let mut ok_latencies = Vec::new();
@@ -183,6 +208,9 @@ async fn run_async(args: ProbeArgs) -> ExitCode {
         }
     }
     report.latency_ms = LatencySummary::from_samples(&ok_latencies);
+    if mode == Mode::Login {
+        report.tls = Some(probe.tls_session().cloned());
+    }
 
     if args.json {
         match serde_json::to_string(&report) {
@@ -232,6 +260,13 @@ fn login_config(
             ("--password-file", args.password_file.is_some()),
             ("--ag", args.ag.is_some()),
             ("--database", !args.databases.is_empty()),
+            ("--ca-file", args.ca_file.is_some()),
+            (
+                "--host-name-in-certificate",
+                args.host_name_in_certificate.is_some(),
+            ),
+            ("--trust-server-certificate", args.trust_server_certificate),
+            ("--allow-cleartext-login", args.allow_cleartext_login),
         ];
         if let Some((arg, _)) = stray.iter().find(|(_, given)| *given) {
             return Err((arg, format!("only applies to --mode login, not {mode}")));
@@ -259,6 +294,16 @@ fn login_config(
     cfg.ag.clone_from(&args.ag);
     cfg.databases.clone_from(&args.databases);
     cfg.timeout = timeout;
+    cfg.tls = TlsConfig {
+        encrypt: args.encrypt,
+        ca_file: args.ca_file.clone(),
+        host_name_in_certificate: args.host_name_in_certificate.clone(),
+        trust_server_certificate: args.trust_server_certificate,
+        allow_cleartext_login: args.allow_cleartext_login,
+    };
+    if args.trust_server_certificate {
+        eprintln!("warning: --trust-server-certificate: the server certificate is not verified");
+    }
     Ok(Some(cfg))
 }
 
@@ -308,6 +353,20 @@ fn print_summary(r: &ProbeReport) {
     match &r.latency_ms {
         Some(l) => println!("latency of successful probes: {l}"),
         None => println!("latency: no successful probe"),
+    }
+    match &r.tls {
+        Some(Some(t)) => println!(
+            "tls: {} {} ({}), peer {}, certificate {}",
+            t.version,
+            t.cipher,
+            t.scope,
+            t.peer_certificate_subject
+                .as_deref()
+                .unwrap_or("(no subject)"),
+            t.certificate
+        ),
+        Some(None) => println!("tls: none (the session is not encrypted)"),
+        None => {}
     }
     let outcomes: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("outcomes: {}", outcomes.join(", "));

@@ -14,9 +14,12 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 mod parse;
+mod sql;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+pub use sql::SqlConfig;
 
 /// One problem in a config file: the full key path and why the value is refused.
 pub use tdsvip_config_problem::ConfigProblem;
@@ -53,37 +56,6 @@ pub struct AgentConfig {
     /// `[cloud]`: route tables or secondary IP on AWS; absent on premises.
     #[serde(default)]
     pub cloud: Option<tdsvip_cloud::CloudConfig>,
-}
-
-/// `[sql]`: how the agent logs in to its local SQL Server.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SqlConfig {
-    #[serde(default = "default_sql_endpoint")]
-    pub endpoint: SocketAddr,
-    pub user: String,
-    /// A file holding the password (mode 0600, owned by the service user).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Or an environment variable holding it (e.g. from systemd `LoadCredential=`).
-    #[serde(default)]
-    pub password_env: Option<String>,
-    #[serde(default)]
-    pub tls: TlsSetting,
-    /// Accept any server certificate: self-signed lab certificates only.
-    #[serde(default)]
-    pub trust_server_certificate: bool,
-}
-
-fn default_sql_endpoint() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 1433))
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TlsSetting {
-    #[default]
-    Off,
-    Required,
 }
 
 /// `[probe]`: rate, deadline and hysteresis of the local health probe.

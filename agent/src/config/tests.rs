@@ -126,6 +126,7 @@ interface = "this-name-is-far-too-long"
 [sql]
 user = ""
 password_file = "relative/path"
+encrypt = "strict"
 trust_server_certificate = true
 [probe]
 interval_ms = 20
@@ -210,4 +211,90 @@ fn key_paths_read_like_toml() {
     assert_eq!(key_path("ag.0.addresses.2"), "ag[0].addresses[2]");
     assert_eq!(key_path("probe.rise"), "probe.rise");
     assert_eq!(key_path(""), ".");
+}
+
+fn with_sql(extra: &str) -> String {
+    MINIMAL.replace(
+        "password_file = \"/etc/tdsvip/sql-password\"\n",
+        &format!("password_file = \"/etc/tdsvip/sql-password\"\n{extra}\n"),
+    )
+}
+
+#[test]
+fn encryption_defaults_to_mandatory_with_verification() {
+    let c = AgentConfig::parse(MINIMAL).unwrap();
+    assert_eq!(c.sql.encrypt, tdsvip_probes::Encrypt::Mandatory);
+    assert!(!c.sql.trust_server_certificate && !c.sql.allow_cleartext_login);
+    assert_eq!(c.sql.ca_file, None);
+    assert!(c.sql.warnings().is_empty());
+    let login = c.login_config(&"pw".into(), "AG1", &[]);
+    assert_eq!(login.tls, c.sql.tls_config());
+    for mode in ["strict", "mandatory", "optional"] {
+        let c = AgentConfig::parse(&with_sql(&format!("encrypt = \"{mode}\""))).unwrap();
+        assert_eq!(c.sql.encrypt.name(), mode);
+    }
+    let c = AgentConfig::parse(&with_sql(
+        "ca_file = \"/etc/tdsvip/ca.pem\"\nhost_name_in_certificate = \"sql1.example.com\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.sql.tls_config().ca_file.unwrap().to_str(),
+        Some("/etc/tdsvip/ca.pem")
+    );
+}
+
+#[test]
+fn every_encryption_refusal_names_its_key() {
+    let one = |extra: &str| issues(&with_sql(extra));
+    let off = one("encrypt = \"off\"");
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert!(off[0].starts_with("sql.allow_cleartext_login:"), "{off:?}");
+    assert!(one("encrypt = \"off\"\nallow_cleartext_login = true").is_empty());
+    let strict_trust = one("encrypt = \"strict\"\ntrust_server_certificate = true");
+    assert!(
+        strict_trust[0].starts_with("sql.trust_server_certificate:"),
+        "{strict_trust:?}"
+    );
+    let name = one("host_name_in_certificate = \"not a host\"");
+    assert!(
+        name[0].starts_with("sql.host_name_in_certificate:"),
+        "{name:?}"
+    );
+    let ca = one("ca_file = \"ca.pem\"");
+    assert!(ca[0].starts_with("sql.ca_file:"), "{ca:?}");
+    let bogus = one("encrypt = \"yes\"");
+    assert!(bogus[0].starts_with("sql.encrypt:"), "{bogus:?}");
+    for old in ["tls = \"required\"", "tls = \"off\""] {
+        let tls = one(old);
+        assert_eq!(tls.len(), 1, "{tls:?}");
+        assert!(
+            tls[0].starts_with("sql.tls:") && tls[0].contains("sql.encrypt"),
+            "{tls:?}"
+        );
+    }
+}
+
+#[test]
+fn trust_and_cleartext_are_warned_at_start() {
+    let c = AgentConfig::parse(&with_sql("trust_server_certificate = true")).unwrap();
+    assert!(c.sql.warnings()[0].contains("sql.trust_server_certificate"));
+    let c = AgentConfig::parse(&with_sql(
+        "encrypt = \"optional\"\nallow_cleartext_login = true",
+    ))
+    .unwrap();
+    assert!(c.sql.warnings()[0].contains("sql.allow_cleartext_login"));
+}
+
+#[test]
+fn login_problems_need_the_password_and_the_files() {
+    let c = AgentConfig::parse(&with_sql("ca_file = \"/nonexistent/tdsvip-ca.pem\"")).unwrap();
+    let p = c.login_problems(&"pw".into());
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "sql.ca_file");
+    let c =
+        AgentConfig::parse(&with_sql("encrypt = \"off\"\nallow_cleartext_login = true")).unwrap();
+    let long = "x".repeat(129);
+    let p = c.login_problems(&long.as_str().into());
+    assert_eq!(p[0].key, "sql.password", "{p:?}");
+    assert!(c.login_problems(&"pw".into()).is_empty());
 }

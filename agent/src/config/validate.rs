@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{AgConfig, AgentConfig, ConfigProblem, OverlayAddress, TlsSetting};
+use super::{AgConfig, AgentConfig, ConfigProblem, OverlayAddress};
 
 impl AgentConfig {
     /// Every problem of meaning (types are already right), each naming its key.
@@ -85,12 +85,7 @@ impl AgentConfig {
             )),
             _ => {}
         }
-        if sql.trust_server_certificate && sql.tls == TlsSetting::Off {
-            v.push(ConfigProblem::new(
-                "sql.trust_server_certificate",
-                "has no effect with sql.tls = \"off\"",
-            ));
-        }
+        sql.validate(v);
     }
 
     fn validate_probe(&self, v: &mut Vec<ConfigProblem>) {

@@ -10,7 +10,6 @@ use tdsvip_cloud::CloudExecutor;
 use tdsvip_node::NodeTakeover;
 use tdsvip_probes::{
     AnyProbe, LoginConfig, Mode, Password, ProbeConfig, ProbeResult, ProbeRunner, ScheduleConfig,
-    Tls,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::peer_reports::PeerRuntime;
 use super::router::EventRouter;
 use super::{DriverError, Input, cfg_err};
-use crate::config::{AgConfig, AgentConfig, PeerPollConfig, TlsSetting};
+use crate::config::{AgConfig, AgentConfig, PeerPollConfig};
 use crate::http::client::Bearer;
 use crate::peer_status::fetch_status;
 
@@ -157,17 +156,8 @@ impl OverlayProbe {
         target: SocketAddr,
     ) -> OverlayProbe {
         let timeout = Duration::from_millis(config.probe.timeout_ms);
-        let mut login = LoginConfig::new(config.sql.user.clone(), password.clone());
-        login.ag = Some(ag.to_owned());
-        login.databases = databases.to_vec();
-        login.timeout = timeout;
-        login.tls = match config.sql.tls {
-            TlsSetting::Off => Tls::Off,
-            TlsSetting::Required => Tls::Required {
-                trust_cert: config.sql.trust_server_certificate,
-                hostname_in_certificate: None,
-            },
-        };
+        // The one mapping of `[sql]` to the probe, shared with the start-up checks.
+        let login = config.login_config(password, ag, databases);
         let probe_cfg = ProbeConfig {
             timeout,
             ..ProbeConfig::default()

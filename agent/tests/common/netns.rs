@@ -312,6 +312,10 @@ interface = "eth0"
 endpoint = "{tds}"
 user = "tdsvip"
 password_file = "{pw}"
+# Encrypted as by default; tds-sim's certificate is self-signed (SQL Server's default), so
+# it is trusted explicitly here.
+encrypt = "mandatory"
+trust_server_certificate = true
 
 [probe]
 interval_ms = 20
