@@ -5,12 +5,29 @@
 //! turns results into exit codes.
 
 #![forbid(unsafe_code)]
+// Items are `pub(crate)` unless this file re-exports them: the public surface is listed here.
+#![deny(unreachable_pub)]
 
+/// The config file is a public contract (its keys are documented), read by every subcommand.
 pub mod config;
+/// Public so that tests and benchmarks drive the decisions with exact instants.
 pub mod controller;
-pub mod driver;
-pub mod http;
-pub mod metrics;
-pub mod peer_status;
-pub mod status;
-pub mod systemd;
+mod driver;
+mod http;
+mod metrics;
+mod peer_status;
+mod status;
+mod systemd;
+
+pub use driver::{DriverError, Reloader, run};
+/// The client side of the agent's HTTP interface, used by `tdsvip status`.
+pub use http::client as status_client;
+pub use http::{HttpServer, HttpState, Token, token_text};
+pub use metrics::{AgentMetrics, PacketVerdict};
+pub use peer_status::field_error;
+/// The `/status` wire types: one set, read by the CLI, by peers and by other tools.
+pub use status::{
+    AgDocument, LossAges, PeerAgSummary, PeerEntry, PeerSummary, PhasesDocument, ProbeDocument,
+    RouteOwner, StatusDocument, StepDocument, TimelineDocument, status_schema,
+};
+pub use status::{AgStatus, AgentStatus, PeerStatus, ProbeSummary, StatusStore};

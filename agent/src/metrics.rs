@@ -46,7 +46,7 @@ const ROLES: &[&str] = &["primary", "secondary", "resolving", "other", "unknown"
 const DRIFT_KINDS: &[DriftKind] = &[DriftKind::Address, DriftKind::Ebpf, DriftKind::RouteTable];
 
 /// The `role` label of a replica role (`None`: the role is not known).
-pub fn role_label(role: Option<&ReplicaRole>) -> &'static str {
+pub(crate) fn role_label(role: Option<&ReplicaRole>) -> &'static str {
     match role {
         Some(ReplicaRole::Primary) => "primary",
         Some(ReplicaRole::Secondary) => "secondary",
@@ -57,29 +57,21 @@ pub fn role_label(role: Option<&ReplicaRole>) -> &'static str {
 }
 
 /// The verdicts the eBPF guard counts packets under (the `verdict` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "snake_case")]
 pub enum PacketVerdict {
     Pass,
     Drop,
 }
 
-impl PacketVerdict {
-    pub fn name(self) -> &'static str {
-        match self {
-            PacketVerdict::Pass => "pass",
-            PacketVerdict::Drop => "drop",
-        }
-    }
-}
-
 /// Turns absolute readings of a cumulative source into increments that never go negative.
 #[derive(Debug, Default)]
-pub struct ResetAware<K> {
+pub(crate) struct ResetAware<K> {
     last: HashMap<K, u64>,
 }
 
 impl<K: std::hash::Hash + Eq> ResetAware<K> {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ResetAware {
             last: HashMap::new(),
         }
@@ -87,7 +79,7 @@ impl<K: std::hash::Hash + Eq> ResetAware<K> {
 
     /// The increment that `absolute` represents since the previous reading of `key`. The
     /// first reading counts in full: the source started at zero, and so did the counter.
-    pub fn delta(&mut self, key: K, absolute: u64) -> u64 {
+    pub(crate) fn delta(&mut self, key: K, absolute: u64) -> u64 {
         let previous = self.last.insert(key, absolute);
         match previous {
             Some(p) if absolute >= p => absolute - p,
@@ -287,7 +279,7 @@ impl AgentMetrics {
         self.failovers
             .with_label_values(&[
                 timeline.ag.as_str(),
-                timeline.direction.name(),
+                timeline.direction.into(),
                 timeline.reason_label(),
             ])
             .inc();
@@ -302,7 +294,7 @@ impl AgentMetrics {
     pub fn record_cloud_calls(&self, calls: &[CallRecord]) {
         for call in calls {
             self.route_table_calls
-                .with_label_values(&[call.operation.as_str(), call.result.as_str()])
+                .with_label_values(&[<&str>::from(call.operation), call.result.into()])
                 .inc();
         }
     }
@@ -327,7 +319,7 @@ impl AgentMetrics {
     pub fn set_overlay_packets(&self, address: IpAddr, verdict: PacketVerdict, absolute: u64) {
         let delta = lock(&self.packets_seen).delta((address, verdict), absolute);
         self.overlay_packets
-            .with_label_values(&[&address.to_string(), verdict.name()])
+            .with_label_values(&[address.to_string().as_str(), verdict.into()])
             .inc_by(delta);
     }
 
@@ -341,7 +333,7 @@ impl AgentMetrics {
             let delta =
                 lock(&self.drift_seen).delta((ag.to_owned(), kind), controller.drift_repairs(kind));
             self.drift_repairs
-                .with_label_values(&[kind.name()])
+                .with_label_values(&[<&str>::from(kind)])
                 .inc_by(delta);
         }
     }

@@ -26,11 +26,11 @@ use crate::http::client::{self, Bearer, Target};
 use crate::status::{AgDocument, PeerAgSummary, PeerSummary, StatusDocument};
 
 /// Most connections taken from one peer for one AG.
-pub const MAX_CONNECTIONS: usize = 65_536;
+pub(crate) const MAX_CONNECTIONS: usize = 65_536;
 
 /// `GET /status` of a peer within `deadline`: the parsed JSON, or why not (the client's
 /// precise message: refused, timeout, 401, not JSON, …).
-pub async fn fetch_status(
+pub(crate) async fn fetch_status(
     target: &Target,
     token: Option<&Bearer>,
     deadline: Duration,
@@ -43,7 +43,7 @@ pub async fn fetch_status(
 
 /// What a peer's `/status` says about one AG.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct PeerAgView {
+pub(crate) struct PeerAgView {
     /// The peer replica's role and how long before the answer its probe started; `None`
     /// when its latest probe did not get a role (failed) or there was no probe yet.
     pub role: Option<(ReplicaRole, Duration)>,
@@ -55,7 +55,7 @@ pub struct PeerAgView {
 
 /// A parsed peer `/status`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PeerDocument {
+pub(crate) struct PeerDocument {
     /// What this node keeps for its own `/status`.
     pub summary: PeerSummary,
     pub ags: BTreeMap<String, PeerAgView>,
@@ -95,7 +95,7 @@ pub fn field_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
 
 /// Parses a peer's `/status` document (the wire type, with every list and string bounded);
 /// an error names the field that is wrong.
-pub fn parse_status(doc: &Value) -> Result<PeerDocument, String> {
+pub(crate) fn parse_status(doc: &Value) -> Result<PeerDocument, String> {
     let doc: StatusDocument = serde_path_to_error::deserialize(doc).map_err(field_error)?;
     bounded_str(&Some(doc.node.clone()), "status.node")?;
     if doc.ags.len() > 1024 {

@@ -9,7 +9,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: UnixDatagram,
     address: std::os::unix::net::SocketAddr,
 }
@@ -17,7 +17,7 @@ pub struct Notifier {
 impl Notifier {
     /// The notifier of `$NOTIFY_SOCKET`, `None` when unset; an unusable value is an error
     /// (the unit expects notifications that would never come).
-    pub fn from_env() -> Result<Option<Notifier>, String> {
+    pub(crate) fn from_env() -> Result<Option<Notifier>, String> {
         let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
             return Ok(None);
         };
@@ -40,7 +40,7 @@ impl Notifier {
     }
 
     /// Sends one notification (`READY=1`, `WATCHDOG=1`, `STATUS=...`, `STOPPING=1`).
-    pub fn send(&self, message: &str) {
+    pub(crate) fn send(&self, message: &str) {
         if let Err(e) = self.socket.send_to_addr(message.as_bytes(), &self.address) {
             tracing::warn!(error = %e, message, "sd_notify failed");
         }
@@ -49,7 +49,7 @@ impl Notifier {
 
 /// How often to ping the watchdog: half of `$WATCHDOG_USEC` when it is meant for this
 /// process (`$WATCHDOG_PID` absent or ours), as sd_watchdog_enabled(3) advises.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.parse::<u32>().ok() != Some(std::process::id())

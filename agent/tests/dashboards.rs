@@ -18,7 +18,7 @@ use serde_json::Value;
 use tdsvip::controller::{
     AgController, AgPolicy, Direction, FailoverTimeline, ReplicaRole, TimedStep,
 };
-use tdsvip::metrics::{AgentMetrics, PacketVerdict};
+use tdsvip::{AgentMetrics, PacketVerdict};
 use tdsvip_cloud::report::{CallRecord, CallResult, Operation};
 use tdsvip_probes::{Mode, Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo};
 
@@ -292,7 +292,7 @@ fn exported_by_the_agent() -> BTreeSet<String> {
         operation: Operation::ReplaceRoute,
         resource: "rtb-1".into(),
         result: CallResult::Throttled,
-        ms: 12.0,
+        elapsed: Duration::from_millis(12),
         attempts: 3,
         code: None,
     }]);

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tdsvip::controller::{Direction, FailoverTimeline, OwnershipState, TimedStep};
-use tdsvip::http::{HttpServer, HttpState, Token};
-use tdsvip::metrics::AgentMetrics;
-use tdsvip::status::{AgStatus, AgentStatus, ProbeSummary, RouteOwner, StatusStore};
+use tdsvip::{
+    AgStatus, AgentMetrics, AgentStatus, HttpServer, HttpState, ProbeSummary, RouteOwner,
+    StatusStore, Token,
+};
 use tdsvip_probes::{Mode, Outcome, PhaseTimes, ProbeResult, ServerInfo};
 use tokio_util::sync::CancellationToken;
 

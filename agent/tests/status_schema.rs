@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tdsvip::controller::{Direction, FailoverTimeline, TimedStep};
-use tdsvip::http::{HttpServer, HttpState};
-use tdsvip::metrics::AgentMetrics;
-use tdsvip::status::{AgStatus, AgentStatus, PeerStatus, StatusStore, status_schema};
+use tdsvip::{
+    AgStatus, AgentMetrics, AgentStatus, HttpServer, HttpState, PeerStatus, StatusStore,
+    status_schema,
+};
 use tdsvip_node::Connection;
 use tokio_util::sync::CancellationToken;
 

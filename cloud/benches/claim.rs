@@ -82,7 +82,12 @@ async fn measure(world: &World, endpoint: &str, n: usize) -> Result<Size, String
         }
         if run >= WARMUP {
             claims.push(elapsed);
-            writes.push(report.tables.iter().map(|t| t.ms).fold(0.0, f64::max));
+            writes.push(ms(report
+                .tables
+                .iter()
+                .map(|t| t.elapsed)
+                .max()
+                .unwrap_or_default()));
         }
     }
 

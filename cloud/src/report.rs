@@ -7,13 +7,16 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use serde::{Serialize, Serializer};
+use strum::{Display, IntoStaticStr};
 
 use crate::config::ClaimMode;
 
 /// The EC2 operations this crate calls, named as AWS names them (the metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, IntoStaticStr, Display)]
+#[serde(into = "&'static str")]
 pub enum Operation {
     DescribeRouteTables,
     ReplaceRoute,
@@ -23,28 +26,10 @@ pub enum Operation {
     AssignPrivateIpAddresses,
 }
 
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::DescribeRouteTables => "DescribeRouteTables",
-            Operation::ReplaceRoute => "ReplaceRoute",
-            Operation::CreateRoute => "CreateRoute",
-            Operation::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
-            Operation::DescribeNetworkInterfaceAttribute => "DescribeNetworkInterfaceAttribute",
-            Operation::AssignPrivateIpAddresses => "AssignPrivateIpAddresses",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// How one call ended (the metrics `result` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, IntoStaticStr, Display)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum CallResult {
     Ok,
     /// AWS refused it for good (bad id, missing permission, …); not retried.
@@ -61,26 +46,6 @@ pub enum CallResult {
     BudgetExhausted,
 }
 
-impl CallResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallResult::Ok => "ok",
-            CallResult::Rejected => "rejected",
-            CallResult::Throttled => "throttled",
-            CallResult::ServerError => "server_error",
-            CallResult::Timeout => "timeout",
-            CallResult::Transport => "transport",
-            CallResult::BudgetExhausted => "budget_exhausted",
-        }
-    }
-}
-
-impl fmt::Display for CallResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One EC2 call, with its retries folded in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallRecord {
@@ -89,7 +54,8 @@ pub struct CallRecord {
     pub resource: String,
     pub result: CallResult,
     /// From the first attempt's start to the last attempt's end, backoffs included.
-    pub ms: f64,
+    #[serde(rename = "ms", serialize_with = "as_millis")]
+    pub elapsed: Duration,
     pub attempts: u32,
     /// AWS's error code of the last failed attempt.
     pub code: Option<String>,
@@ -138,6 +104,15 @@ impl RouteState {
     }
 }
 
+/// Milliseconds with microsecond resolution: how reports show durations (JSON and tables).
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(millis(*d))
+}
+
 /// Serializes `Option<RouteState>` as the compact string (or null when unknown); needs the
 /// ENI id, so the containing structs serialize through this helper.
 fn state_json(state: &Option<RouteState>, eni: &str) -> Option<String> {
@@ -152,8 +127,8 @@ pub struct TableClaim {
     pub before: Option<RouteState>,
     /// What DescribeRouteTables said after the write; `None` if that read failed.
     pub after: Option<RouteState>,
-    /// Time of the write (ReplaceRoute, or CreateRoute, retries included), in ms.
-    pub ms: f64,
+    /// Time of the write (ReplaceRoute, or CreateRoute, retries included).
+    pub elapsed: Duration,
     /// Attempts over the writes for this table.
     pub attempts: u32,
     /// The first error that kept this table from ending at this ENI, if any.
@@ -176,10 +151,10 @@ pub struct ClaimReport {
     pub eni: String,
     pub mode: ClaimMode,
     pub tables: Vec<TableClaim>,
-    /// Wall time of the whole claim (reads, writes, read-back), in ms.
-    pub total_ms: f64,
-    /// The time budget the claim was bounded by, in ms.
-    pub budget_ms: f64,
+    /// Wall time of the whole claim (reads, writes, read-back).
+    pub total: Duration,
+    /// The time budget the claim was bounded by.
+    pub budget: Duration,
 }
 
 impl ClaimReport {
@@ -236,7 +211,7 @@ impl Serialize for ClaimReport {
                     before: state_json(&t.before, &self.eni),
                     after: state_json(&t.after, &self.eni),
                     here: t.points_here(),
-                    ms: t.ms,
+                    ms: millis(t.elapsed),
                     attempts: t.attempts,
                     error: t.error.as_deref(),
                     error_code: t.error_code.as_deref(),
@@ -245,8 +220,8 @@ impl Serialize for ClaimReport {
                 })
                 .collect(),
             all_point_here: self.all_point_here(),
-            total_ms: self.total_ms,
-            budget_ms: self.budget_ms,
+            total_ms: millis(self.total),
+            budget_ms: millis(self.budget),
         }
         .serialize(serializer)
     }
@@ -262,8 +237,8 @@ impl fmt::Display for ClaimReport {
             self.mode,
             self.tables.iter().filter(|t| t.points_here()).count(),
             self.tables.len(),
-            self.total_ms,
-            self.budget_ms,
+            millis(self.total),
+            millis(self.budget),
         )?;
         let rows: Vec<[String; 6]> = self
             .tables
@@ -273,7 +248,7 @@ impl fmt::Display for ClaimReport {
                     t.id.clone(),
                     describe_opt(&t.before, &self.eni),
                     describe_opt(&t.after, &self.eni),
-                    format!("{:.1}", t.ms),
+                    format!("{:.1}", millis(t.elapsed)),
                     t.attempts.to_string(),
                     match &t.error {
                         None if t.points_here() => "ok".to_owned(),
@@ -297,7 +272,7 @@ pub struct TableObservation {
     pub id: String,
     /// `None` when the table could not be read (see `error`).
     pub state: Option<RouteState>,
-    pub ms: f64,
+    pub elapsed: Duration,
     pub attempts: u32,
     pub error: Option<String>,
     pub error_code: Option<String>,
@@ -318,7 +293,7 @@ pub struct ObserveReport {
     pub eni: String,
     pub mode: ClaimMode,
     pub tables: Vec<TableObservation>,
-    pub total_ms: f64,
+    pub total: Duration,
 }
 
 impl ObserveReport {
@@ -381,7 +356,7 @@ impl Serialize for ObserveReport {
                         Some(RouteState::OtherEni { instance, .. }) => instance.as_deref(),
                         _ => None,
                     },
-                    ms: t.ms,
+                    ms: millis(t.elapsed),
                     attempts: t.attempts,
                     error: t.error.as_deref(),
                     error_code: t.error_code.as_deref(),
@@ -390,7 +365,7 @@ impl Serialize for ObserveReport {
                 })
                 .collect(),
             all_point_here: self.all_point_here(),
-            total_ms: self.total_ms,
+            total_ms: millis(self.total),
         }
         .serialize(serializer)
     }
@@ -406,7 +381,7 @@ impl fmt::Display for ObserveReport {
             self.eni,
             self.tables.iter().filter(|t| t.points_here()).count(),
             self.tables.len(),
-            self.total_ms,
+            millis(self.total),
         )?;
         let rows: Vec<[String; 3]> = self
             .tables
@@ -471,7 +446,7 @@ mod tests {
             id: id.into(),
             before,
             after,
-            ms: 7.25,
+            elapsed: Duration::from_micros(7250),
             attempts: 1,
             error: None,
             error_code: None,
@@ -480,7 +455,7 @@ mod tests {
                 operation: Operation::ReplaceRoute,
                 resource: id.into(),
                 result: CallResult::Ok,
-                ms: 7.25,
+                elapsed: Duration::from_micros(7250),
                 attempts: 1,
                 code: None,
             }],
@@ -500,8 +475,8 @@ mod tests {
                 ),
                 table("rtb-22222222", Some(RouteState::Missing), after_second),
             ],
-            total_ms: 20.5,
-            budget_ms: 8700.0,
+            total: Duration::from_micros(20_500),
+            budget: Duration::from_millis(8700),
         }
     }
 
@@ -554,7 +529,7 @@ mod tests {
         let obs = |id: &str, state| TableObservation {
             id: id.into(),
             state,
-            ms: 1.0,
+            elapsed: Duration::from_millis(1),
             attempts: 1,
             error: None,
             error_code: None,
@@ -576,7 +551,7 @@ mod tests {
                 ),
                 obs("rtb-33333333", None),
             ],
-            total_ms: 3.0,
+            total: Duration::from_millis(3),
         };
         let drifted: Vec<&str> = report.drifted().map(|t| t.id.as_str()).collect();
         assert_eq!(drifted, ["rtb-22222222"]);

@@ -180,7 +180,7 @@ impl Call<'_> {
             operation: self.operation,
             resource: self.resource.to_owned(),
             result,
-            ms: millis(self.started.elapsed()),
+            elapsed: self.started.elapsed(),
             attempts,
             code,
         }
@@ -294,10 +294,6 @@ where
         }
         tokio::time::sleep(pause).await;
     }
-}
-
-pub(crate) fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::report::{
     CallRecord, ClaimReport, ObserveReport, Operation, RouteState, TableClaim, TableObservation,
 };
-use crate::retry::{RetryPolicy, call_with_retry, millis};
+use crate::retry::{RetryPolicy, call_with_retry};
 use crate::source_dest::check_source_dest_disabled;
 
 /// Claims and observes the overlay IP's route in the configured route tables.
@@ -119,7 +119,7 @@ impl RouteTableExecutor {
                 id: id.clone(),
                 before: None,
                 after: None,
-                ms: 0.0,
+                elapsed: Duration::ZERO,
                 attempts: 0,
                 error: Some(panic),
                 error_code: None,
@@ -133,8 +133,8 @@ impl RouteTableExecutor {
             eni: self.inner.eni.clone(),
             mode: ClaimMode::Route,
             tables,
-            total_ms: millis(started.elapsed()),
-            budget_ms: millis(budget),
+            total: started.elapsed(),
+            budget,
         }
     }
 
@@ -149,7 +149,7 @@ impl RouteTableExecutor {
             TableObservation {
                 id: table,
                 state: state.ok(),
-                ms: record.ms,
+                elapsed: record.elapsed,
                 attempts: record.attempts,
                 error,
                 error_code,
@@ -164,7 +164,7 @@ impl RouteTableExecutor {
             outcome.unwrap_or_else(|panic| TableObservation {
                 id: id.clone(),
                 state: None,
-                ms: 0.0,
+                elapsed: Duration::ZERO,
                 attempts: 0,
                 error: Some(panic),
                 error_code: None,
@@ -178,7 +178,7 @@ impl RouteTableExecutor {
             eni: self.inner.eni.clone(),
             mode: ClaimMode::Route,
             tables,
-            total_ms: millis(started.elapsed()),
+            total: started.elapsed(),
         }
     }
 
@@ -249,7 +249,7 @@ async fn claim_table(inner: &Inner, table: &str, deadline: Instant) -> TableClai
             id: table.to_owned(),
             before: None,
             after: None,
-            ms: 0.0,
+            elapsed: Duration::ZERO,
             attempts: 0,
             error,
             error_code,
@@ -280,7 +280,7 @@ async fn claim_table(inner: &Inner, table: &str, deadline: Instant) -> TableClai
         calls.push(record);
         written = retried;
     }
-    let write_ms = millis(write_started.elapsed());
+    let write_elapsed = write_started.elapsed();
 
     let (after, after_calls) = read_back(inner, &policy, deadline, table).await;
     calls.extend(after_calls);
@@ -303,7 +303,7 @@ async fn claim_table(inner: &Inner, table: &str, deadline: Instant) -> TableClai
         id: table.to_owned(),
         before,
         after: after.ok(),
-        ms: write_ms,
+        elapsed: write_elapsed,
         attempts,
         error,
         error_code,

@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::report::{
     CallRecord, ClaimReport, ObserveReport, Operation, RouteState, TableClaim, TableObservation,
 };
-use crate::retry::{RetryPolicy, call_with_retry, millis};
+use crate::retry::{RetryPolicy, call_with_retry};
 use crate::route_table::error_fields;
 
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ impl SecondaryIpExecutor {
         .await;
         let attempts = record.attempts;
         calls.push(record);
-        let write_ms = millis(write_started.elapsed());
+        let write_elapsed = write_started.elapsed();
 
         let (after, record) = self.holder(&policy, deadline).await;
         calls.push(record);
@@ -155,15 +155,15 @@ impl SecondaryIpExecutor {
                 id: self.subnet.clone(),
                 before: before.ok(),
                 after: after.ok(),
-                ms: write_ms,
+                elapsed: write_elapsed,
                 attempts,
                 error,
                 error_code,
                 config_problem,
                 calls,
             }],
-            total_ms: millis(started.elapsed()),
-            budget_ms: millis(budget),
+            total: started.elapsed(),
+            budget,
         }
     }
 
@@ -179,14 +179,14 @@ impl SecondaryIpExecutor {
             tables: vec![TableObservation {
                 id: self.subnet.clone(),
                 state: state.ok(),
-                ms: record.ms,
+                elapsed: record.elapsed,
                 attempts: record.attempts,
                 error,
                 error_code,
                 config_problem,
                 calls: vec![record],
             }],
-            total_ms: millis(started.elapsed()),
+            total: started.elapsed(),
         }
     }
 

@@ -137,12 +137,20 @@ async fn a_stalled_write_is_cut_at_the_deadline_and_retried() {
         let stalled = &report.tables[2];
         assert_eq!(write_call(stalled).attempts, 2);
         // Cut at the 500 ms deadline, not held for the 5 s stall.
-        assert!(stalled.ms >= 500.0, "{}", stalled.ms);
+        assert!(
+            stalled.elapsed >= Duration::from_millis(500),
+            "{:?}",
+            stalled.elapsed
+        );
         assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
         assert_eq!(proxy.count("ReplaceRoute", &world.tables[2]), 2);
         // The stall did not hold back the other tables.
         for i in [0, 1, 3] {
-            assert!(report.tables[i].ms < 400.0, "{:?}", report.tables[i]);
+            assert!(
+                report.tables[i].elapsed < Duration::from_millis(400),
+                "{:?}",
+                report.tables[i]
+            );
         }
     })
     .await;
@@ -157,7 +165,7 @@ async fn endless_throttling_gives_up_within_budget_and_says_so() {
         let report = executor.claim().await;
         let elapsed = started.elapsed();
         assert!(elapsed <= budget + Duration::from_millis(300), "{elapsed:?}");
-        assert_eq!(report.budget_ms, budget.as_secs_f64() * 1000.0);
+        assert_eq!(report.budget, budget);
 
         let stuck = &report.tables[3];
         assert!(!stuck.points_here());

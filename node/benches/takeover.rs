@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::{Value, json};
 use support::{Lab, in_netns};
-use tdsvip_node::{CallSteps, NodeConfig, NodeExecutor, NodeTakeover, OverlayAddress};
+use tdsvip_node::{CallSteps, NodeConfig, NodeExecutor, NodeTakeover, OverlayAddress, StepKind};
 
 const PORT: u16 = 1433;
 const CONNECTIONS: usize = 1000;
@@ -32,7 +32,7 @@ impl Samples {
 
     fn add_timeline(&mut self, timeline: &CallSteps) {
         for step in &timeline.steps {
-            self.add(step.kind.name(), step.duration);
+            self.add(step.kind.into(), step.duration);
         }
         self.add("total", timeline.total);
     }
@@ -147,7 +147,7 @@ async fn run(iterations: usize) -> Value {
         // Re-acquiring is idempotent and tickles every tracked connection again.
         let timeline = node.acquire(&[]).await.expect("acquire");
         loaded.add_timeline(&timeline);
-        if let Some(step) = timeline.steps.iter().find(|s| s.kind.name() == "tickle") {
+        if let Some(step) = timeline.steps.iter().find(|s| s.kind == StepKind::Tickle) {
             tickle_detail.clone_from(&step.detail);
         }
     }
@@ -159,7 +159,7 @@ async fn run(iterations: usize) -> Value {
     let destroyed = timeline
         .steps
         .iter()
-        .find(|s| s.kind.name() == "sock_destroy")
+        .find(|s| s.kind == StepKind::SockDestroy)
         .map(|s| s.detail.clone());
     release_loaded.add_timeline(&timeline);
     drop(clients);

@@ -9,10 +9,8 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::EXIT_USAGE;
-use crate::password::{PASSWORD_ENV, read_password_file};
-use tdsvip::config::AgentConfig;
-use tdsvip::driver::{self, DriverError};
-use tdsvip_probes::Password;
+use super::check_config::load_for_start;
+use tdsvip::DriverError;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -21,45 +19,32 @@ pub struct RunArgs {
     config: PathBuf,
 }
 
-fn read_password(config: &AgentConfig) -> Result<Password, String> {
-    if let Some(path) = &config.sql.password_file {
-        return read_password_file(path).map_err(|e| format!("sql.password_file: {e}"));
-    }
-    let var = config.sql.password_env.as_deref().unwrap_or(PASSWORD_ENV);
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(Password::new(v)),
-        _ => Err(format!(
-            "sql.password_env: the environment variable {var} is not set or empty"
-        )),
-    }
-}
-
 pub fn run(args: RunArgs) -> ExitCode {
-    let config = match AgentConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(errors) => {
-            for issue in &errors.0 {
+    // The very checks `check-config` makes (one function, see check_config.rs).
+    let start = match load_for_start(&args.config) {
+        Ok(s) => s,
+        Err(problems) => {
+            for issue in &problems {
                 eprintln!("{issue}");
             }
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let password = match read_password(&config) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    for w in &start.warnings {
+        tracing::warn!("{w}");
+    }
+    let (config, password) = (start.config, start.password);
     let path = args.config.clone();
-    let reload: driver::Reloader = Box::new(move || {
-        let config = AgentConfig::load(&path)
-            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let password = read_password(&config).map_err(|e| vec![e])?;
-        Ok((config, password))
+    let reload: tdsvip::Reloader = Box::new(move || {
+        let start = load_for_start(&path)
+            .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        for w in &start.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok((start.config, start.password))
     });
     super::block_on(async move {
-        match driver::run(config, password, CancellationToken::new(), Some(reload)).await {
+        match tdsvip::run(config, password, CancellationToken::new(), Some(reload)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ DriverError::Config { .. }) => {
                 eprintln!("{e}");

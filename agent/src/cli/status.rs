@@ -16,11 +16,11 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use tdsvip::StatusDocument;
 use tdsvip::config::AgentConfig;
-use tdsvip::http::client::{Bearer, DEFAULT_URL, TOKEN_ENV, fetch, parse_url, url_of_listen};
-use tdsvip::http::token_text;
-use tdsvip::peer_status::field_error;
-use tdsvip::status::StatusDocument;
+use tdsvip::field_error;
+use tdsvip::status_client::{Bearer, DEFAULT_URL, TOKEN_ENV, fetch, parse_url, url_of_listen};
+use tdsvip::token_text;
 
 use super::status_text::render;
 use super::{EXIT_USAGE, block_on, usage_error};

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
-use tdsvip::status::{
+use tdsvip::{
     AgDocument, PeerEntry, ProbeDocument, RouteOwner, StatusDocument, StepDocument,
     TimelineDocument,
 };
@@ -391,7 +391,7 @@ pub(super) fn render(doc: &StatusDocument, url: &str, now_unix: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tdsvip::peer_status::field_error;
+    use tdsvip::field_error;
 
     fn parse(v: Value) -> Result<StatusDocument, String> {
         serde_path_to_error::deserialize(&v).map_err(field_error)

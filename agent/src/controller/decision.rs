@@ -87,19 +87,22 @@ impl fmt::Display for Decision {
             Decision::AwaitPeerRelease { attempt, .. } => {
                 format!("ask the peers to let go (handover {attempt})")
             }
-            Decision::Release { cause, .. } => format!("release ({})", cause.name()),
+            Decision::Release { cause, .. } => format!("release ({cause})"),
             Decision::Hold { .. } => "hold".to_owned(),
-            Decision::Repair { kind, .. } => format!("repair ({})", kind.name()),
+            Decision::Repair { kind, .. } => format!("repair ({kind})"),
             Decision::ClaimCloud { attempt, .. } => format!("claim cloud (attempt {attempt})"),
-            Decision::Alert { kind, .. } => format!("alert ({})", kind.name()),
+            Decision::Alert { kind, .. } => format!("alert ({kind})"),
         };
         write!(f, "{}: {verb}: {}", self.ag(), self.reason())
     }
 }
 
 /// Why an address is given up; the `reason` label of `tdsvip_failovers_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum ReleaseCause {
     /// The local replica is SECONDARY, RESOLVING or not in the AG (`not_primary`).
     NotPrimary,
@@ -120,22 +123,11 @@ pub enum ReleaseCause {
     Startup,
 }
 
-impl ReleaseCause {
-    pub fn name(self) -> &'static str {
-        match self {
-            ReleaseCause::NotPrimary => "not_primary",
-            ReleaseCause::DbNotOnline => "db_not_online",
-            ReleaseCause::NotAnswering => "not_answering",
-            ReleaseCause::PeerPrimary => "peer_primary",
-            ReleaseCause::AcquireFailed => "acquire_failed",
-            ReleaseCause::Stop => "stop",
-            ReleaseCause::Startup => "startup",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum AlertKind {
     /// Another replica reports PRIMARY while the local one does too
     /// (`tdsvip_conflicts_total`).
@@ -146,15 +138,4 @@ pub enum AlertKind {
     AcquireFailed,
     /// The node executor's `release` failed; it is retried on the next reconcile tick.
     ReleaseFailed,
-}
-
-impl AlertKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            AlertKind::Conflict => "conflict",
-            AlertKind::CloudClaimFailed => "cloud_claim_failed",
-            AlertKind::AcquireFailed => "acquire_failed",
-            AlertKind::ReleaseFailed => "release_failed",
-        }
-    }
 }

@@ -132,8 +132,21 @@ pub struct Drift {
 }
 
 /// The kinds of drift, named as the `tdsvip_drift_repairs_total{kind}` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum DriftKind {
     /// The overlay address is not on the interface.
     Address,
@@ -141,16 +154,6 @@ pub enum DriftKind {
     Ebpf,
     /// A route table (or the secondary IP) does not point at this node.
     RouteTable,
-}
-
-impl DriftKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            DriftKind::Address => "address",
-            DriftKind::Ebpf => "ebpf",
-            DriftKind::RouteTable => "route_table",
-        }
-    }
 }
 
 /// A cloud claim's result as the controller needs it (the driver summarises the cloud

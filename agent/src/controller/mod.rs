@@ -9,23 +9,24 @@
 //! exact instants and no root, and makes every decision loggable with its reason.
 //!
 //! - `event.rs`: the inputs; `decision.rs`: the outputs and their metric labels;
-//! - `policy.rs`: how each probe outcome counts (the rules table) and rise/fall counting;
-//! - `state.rs`: the per-AG state machine; `timeline.rs`: the record of each ownership change;
-//! - `loss.rs`: when a replica that was PRIMARY was lost, as one observer saw it.
+//! - `policy.rs`: how each probe outcome counts (the rules table);
+//! - `health.rs`: rise/fall counting of one replica (the local one here, peers' in the
+//!   driver), and when a replica that was PRIMARY was lost, as one observer saw it;
+//! - `state/`: the per-AG state machine; `timeline.rs`: the record of each ownership change.
 
-pub mod decision;
-pub mod event;
-pub mod loss;
-pub mod policy;
-pub mod state;
-pub mod timeline;
+mod decision;
+mod event;
+mod health;
+mod policy;
+mod state;
+mod timeline;
 
 pub use decision::{AlertKind, Decision, ReleaseCause};
 pub use event::{
     ClaimSummary, Drift, DriftKind, Event, NodeCall, PeerReport, PeerView, PrimaryLoss,
     ReplicaRole, TableSummary,
 };
-pub use loss::LossTracker;
+pub(crate) use health::ReplicaHealth;
 pub use policy::{AgPolicy, Backoff, PolicyError, Verdict};
 pub use state::{AgController, OwnershipState};
 pub use timeline::{Direction, FailoverTimeline, PHASE_NAMES, Phases, TimedStep};

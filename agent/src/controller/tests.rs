@@ -50,7 +50,8 @@ fn step(call: Instant, name: &str, offset_ms: u64, duration_ms: u64) -> TimedSte
 }
 
 /// A cloud report as the executor writes it, summarised as the driver hands it in.
-fn claim_report(tables: &[(&str, bool)], total_ms: f64) -> Box<ClaimSummary> {
+fn claim_report(tables: &[(&str, bool)], total_ms: u64) -> Box<ClaimSummary> {
+    let total = Duration::from_millis(total_ms);
     Box::new(claim_summary(&ClaimReport {
         address: Ipv4Addr::new(192, 168, 100, 10),
         eni: "eni-aaaa".into(),
@@ -68,7 +69,7 @@ fn claim_report(tables: &[(&str, bool)], total_ms: f64) -> Box<ClaimSummary> {
                         instance: None,
                     }
                 }),
-                ms: total_ms,
+                elapsed: total,
                 attempts: 1,
                 error: (!ok).then(|| "RequestLimitExceeded: throttled".to_owned()),
                 error_code: (!ok).then(|| "RequestLimitExceeded".to_owned()),
@@ -76,8 +77,8 @@ fn claim_report(tables: &[(&str, bool)], total_ms: f64) -> Box<ClaimSummary> {
                 calls: vec![],
             })
             .collect(),
-        total_ms,
-        budget_ms: 8700.0,
+        total,
+        budget: Duration::from_millis(8700),
     }))
 }
 
@@ -413,7 +414,7 @@ fn cloud_failure_keeps_ownership_and_schedules_retries_with_backoff() {
         other => panic!("{other:?}"),
     }
     assert!(b.acquired(26).is_empty());
-    let fail = claim_report(&[("rtb-1", true), ("rtb-2", false)], 30.0);
+    let fail = claim_report(&[("rtb-1", true), ("rtb-2", false)], 30);
     let started = b.t(25);
     let d = b.send(
         60,
@@ -476,7 +477,7 @@ fn cloud_failure_keeps_ownership_and_schedules_retries_with_backoff() {
         Event::CloudClaimed {
             attempt: 3,
             started,
-            report: claim_report(&[("rtb-1", true), ("rtb-2", true)], 20.0),
+            report: claim_report(&[("rtb-1", true), ("rtb-2", true)], 20),
         },
     );
     assert!(d.is_empty(), "{d:?}");
@@ -767,7 +768,7 @@ fn reconcile_drift_is_repaired_and_counted_by_kind() {
         Event::CloudClaimed {
             attempt: 1,
             started,
-            report: claim_report(&[("rtb-1", true)], 10.0),
+            report: claim_report(&[("rtb-1", true)], 10),
         },
     );
     let drift = vec![
@@ -864,7 +865,7 @@ fn the_acquire_timeline_has_every_phase_at_its_exact_duration() {
         Event::CloudClaimed {
             attempt: 1,
             started: claim_start,
-            report: claim_report(&[("rtb-1", true), ("rtb-2", true)], 42.0),
+            report: claim_report(&[("rtb-1", true), ("rtb-2", true)], 42),
         },
     );
     assert!(

@@ -21,20 +21,12 @@ use serde::Serialize;
 
 use super::decision::ReleaseCause;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::Display)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum Direction {
     Acquire,
     Release,
-}
-
-impl Direction {
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Acquire => "acquire",
-            Direction::Release => "release",
-        }
-    }
 }
 
 /// One timed executor step (a node step, or one route table of a claim).
@@ -154,7 +146,7 @@ impl FailoverTimeline {
 
     /// The metric `reason` label of `tdsvip_failovers_total`.
     pub fn reason_label(&self) -> &'static str {
-        self.cause.map_or("primary", ReleaseCause::name)
+        self.cause.map_or("primary", Into::into)
     }
 
     /// The earliest timestamp: what serialized times are relative to.

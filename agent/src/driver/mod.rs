@@ -50,7 +50,6 @@ mod steps;
 mod tests;
 pub(crate) mod verdict;
 
-pub use reload::live_part;
 pub use start::run;
 
 /// Why the agent could not start (or stopped badly). `Config` problems exit 2.

@@ -13,7 +13,7 @@ use super::router::EventRouter;
 use super::verdict::classify;
 use super::{DriverError, cfg_err};
 use crate::config::AgentConfig;
-use crate::controller::{Event, LossTracker, PeerReport, PeerView, PrimaryLoss, ReplicaRole};
+use crate::controller::{Event, PeerReport, PeerView, PrimaryLoss, ReplicaHealth, ReplicaRole};
 use crate::http::client::{Target, parse_url};
 use crate::peer_status::parse_status;
 use crate::status::PeerStatus;
@@ -32,7 +32,7 @@ pub(super) struct PeerRuntime {
 
 /// What this node's probes of a peer replica's TDS endpoint say, per (peer, AG).
 pub(super) struct PeerReplicaWatch {
-    pub(super) loss: LossTracker,
+    pub(super) health: ReplicaHealth,
     pub(super) role: Option<ReplicaRole>,
 }
 
@@ -47,7 +47,7 @@ pub(super) fn replica_watches(
             (
                 key,
                 PeerReplicaWatch {
-                    loss: LossTracker::new(config.probe.fall),
+                    health: ReplicaHealth::new(config.probe.rise, config.probe.fall),
                     role: None,
                 },
             )
@@ -155,7 +155,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
             return;
         };
         let loss_changed = watch
-            .loss
+            .health
             .observe(&classify(&result.outcome), result.started, now);
         let role_changed = watch.role != role;
         watch.role = role.clone();
@@ -163,7 +163,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         if !(loss_changed || role_changed || role == Some(ReplicaRole::Primary)) {
             return;
         }
-        let primary_lost = watch.loss.loss(now);
+        let primary_lost = watch.health.loss(now);
         let report = PeerReport {
             peer: format!("{name} (tds)"),
             at: result.started,

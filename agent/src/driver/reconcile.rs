@@ -107,7 +107,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         let ag = self.ags[i].controller.ag().to_owned();
         for t in &report.tables {
             self.metrics.record_cloud_calls(&t.calls);
-            tracing::info!(ag, table = %t.id, ms = t.ms, attempts = t.attempts, points_here = t.points_here(), error = ?t.error, "route table claim");
+            tracing::info!(ag, table = %t.id, ms = tdsvip_cloud::report::millis(t.elapsed), attempts = t.attempts, points_here = t.points_here(), error = ?t.error, "route table claim");
         }
         let owners = route_owners(
             report

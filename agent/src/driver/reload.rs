@@ -126,7 +126,10 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
 /// Which keys of `new` can take effect without a restart: the running config with those
 /// replaced, and the keys that changed but need a restart (AGs, interface, HTTP listener,
 /// eBPF, cloud, rise/fall: the controllers, executors and listener are built from them).
-pub fn live_part(running: &AgentConfig, new: AgentConfig) -> (AgentConfig, Vec<&'static str>) {
+pub(crate) fn live_part(
+    running: &AgentConfig,
+    new: AgentConfig,
+) -> (AgentConfig, Vec<&'static str>) {
     let mut restart = Vec::new();
     if new.node != running.node {
         restart.push("node");

@@ -194,8 +194,15 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         let rt = &mut self.ags[i];
         let now = Instant::now();
         let verdict = classify(&result.outcome);
-        rt.loss.observe(&verdict, result.started, now);
-        let loss = rt.loss.loss(now);
+        // The controller counts the probe; its loss is read right after, before any node call.
+        let decisions = rt.controller.handle(
+            now,
+            Event::LocalProbe {
+                verdict,
+                started: result.started,
+            },
+        );
+        let loss = rt.controller.local_loss(now);
         rt.probed = true;
         self.status.update_ag(&ag, |a| {
             a.last_local_probe = Some(summary);
@@ -203,11 +210,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
             a.primary_loss = loss;
         });
         self.notify_ready_once();
-        let event = Event::LocalProbe {
-            verdict,
-            started: result.started,
-        };
-        self.process(i, event).await;
+        self.execute(i, decisions).await;
     }
 
     /// READY=1 once every AG's local replica was probed.
@@ -225,15 +228,25 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// Feeds `event` to AG `i`'s controller and applies every decision, feeding executor
     /// results back in, until nothing is left to do.
     pub(super) async fn process(&mut self, i: usize, event: Event) {
-        let mut queue = VecDeque::from([event]);
-        while let Some(event) = queue.pop_front() {
-            let decisions = self.ags[i].controller.handle(Instant::now(), event);
+        let decisions = self.ags[i].controller.handle(Instant::now(), event);
+        self.execute(i, decisions).await;
+    }
+
+    /// Applies `decisions` in order; each executor's result goes back to the controller, and
+    /// the decisions it returns are applied in turn, until none is left.
+    async fn execute(&mut self, i: usize, mut decisions: Vec<Decision>) {
+        let mut results = VecDeque::new();
+        loop {
             for d in decisions {
                 if let Some(next) = self.apply(i, d).await {
-                    queue.push_back(next);
+                    results.push_back(next);
                 }
             }
             self.publish(i);
+            let Some(event) = results.pop_front() else {
+                return;
+            };
+            decisions = self.ags[i].controller.handle(Instant::now(), event);
         }
     }
 

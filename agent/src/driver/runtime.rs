@@ -10,7 +10,7 @@ use tdsvip_node::{Connection, NodeTakeover};
 
 use super::inputs::OverlayProbe;
 use super::steps::{log_steps, node_call};
-use crate::controller::{AgController, LossTracker, NodeCall};
+use crate::controller::{AgController, NodeCall};
 
 pub(super) struct AgRuntime<N, C> {
     pub(super) controller: AgController,
@@ -20,8 +20,6 @@ pub(super) struct AgRuntime<N, C> {
     /// When the last successful acquire returned (overlay logins before it do not count).
     pub(super) acquired_at: Option<Instant>,
     pub(super) cloud: Option<Arc<C>>,
-    /// The local replica's loss, served to peers as `primary_loss`.
-    pub(super) loss: LossTracker,
     /// Whether a local probe result has arrived (READY=1 waits for every AG's first).
     pub(super) probed: bool,
     /// The login through the overlay IP, run at once after an acquire.
@@ -36,7 +34,6 @@ impl<N: NodeTakeover, C> AgRuntime<N, C> {
         node: N,
         addresses: Vec<IpAddr>,
         cloud: Option<Arc<C>>,
-        fall: u32,
     ) -> AgRuntime<N, C> {
         AgRuntime {
             controller,
@@ -45,7 +42,6 @@ impl<N: NodeTakeover, C> AgRuntime<N, C> {
             owned: false,
             acquired_at: None,
             cloud,
-            loss: LossTracker::new(fall),
             probed: false,
             overlay_probe: None,
             handover_clients: Vec::new(),

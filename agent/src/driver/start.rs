@@ -33,7 +33,7 @@ type Runtime = AgRuntime<NodeExecutor, AwsExecutor>;
 
 /// Runs the agent until SIGTERM/SIGINT (or `shutdown`) and its release complete. SIGHUP
 /// calls `reload` (when given) and applies what can change while running (see
-/// [`super::live_part`]).
+/// [`super::reload::live_part`]).
 pub async fn run(
     config: AgentConfig,
     password: Password,
@@ -177,7 +177,7 @@ async fn build_runtime(
         )),
         _ => None,
     };
-    let mut rt = AgRuntime::new(controller, node, addresses, cloud, config.probe.fall);
+    let mut rt = AgRuntime::new(controller, node, addresses, cloud);
     rt.overlay_probe = overlay_probe(config, password, ag);
     Ok(rt)
 }

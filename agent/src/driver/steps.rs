@@ -21,7 +21,7 @@ pub(super) fn node_call(started: Instant, result: &Result<CallSteps, TakeoverFai
             .steps
             .iter()
             .map(|s| TimedStep {
-                name: s.kind.name().to_owned(),
+                name: <&str>::from(s.kind).to_owned(),
                 start: started + s.offset,
                 duration: s.duration,
                 ok: s.ok,

@@ -96,8 +96,8 @@ impl CloudExecutor for NoCloud {
             eni: String::new(),
             mode: CloudMode::Route,
             tables: vec![],
-            total_ms: 0.0,
-            budget_ms: 0.0,
+            total: Duration::ZERO,
+            budget: Duration::ZERO,
         }
     }
 
@@ -107,7 +107,7 @@ impl CloudExecutor for NoCloud {
             eni: String::new(),
             mode: CloudMode::Route,
             tables: vec![],
-            total_ms: 0.0,
+            total: Duration::ZERO,
         }
     }
 }
@@ -198,7 +198,6 @@ fn start(config: AgentConfig, log: &CallLog, fail_acquires: u32) -> mpsc::Sender
             node,
             vec![ip],
             None,
-            3,
         ));
     }
     let peers: Vec<PeerRuntime> = config

@@ -92,7 +92,7 @@ impl Token {
 }
 
 /// Reads `[http] token_file`.
-pub fn load_token(path: &Path) -> Result<Token, TokenError> {
+pub(crate) fn load_token(path: &Path) -> Result<Token, TokenError> {
     let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
         path: path.to_owned(),
         source,

@@ -35,22 +35,23 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{Token, TokenError, TokenProblem, load_token, token_text};
+pub(crate) use auth::load_token;
+pub use auth::{Token, token_text};
 
 use crate::metrics::AgentMetrics;
 use crate::status::StatusStore;
 
 /// The largest request head accepted (hyper's read buffer; its minimum is 8 KiB). Nothing
 /// this server answers needs more than a path and an `Authorization` header.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// A client must send its whole request head within this time (slow-loris clients); it
 /// also bounds how long an idle keep-alive connection holds one of the connection slots.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight connections may take to finish after shutdown was requested.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// Connections served at once; further clients wait in the kernel's accept backlog, so a
 /// flood of idle connections costs bounded memory and tasks.
-pub const MAX_CONNECTIONS: usize = 128;
+pub(crate) const MAX_CONNECTIONS: usize = 128;
 
 /// What the endpoints read; the driver keeps its own `Arc`s to the same values.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::HttpState;
 use crate::status::PrimaryVerdict;
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";

@@ -351,7 +351,7 @@ async fn metrics_name_everything_and_pass_promtool() {
         operation: Operation::ReplaceRoute,
         resource: "rtb-1".into(),
         result: CallResult::Throttled,
-        ms: 12.0,
+        elapsed: Duration::from_millis(12),
         attempts: 3,
         code: Some("RequestLimitExceeded".into()),
     }]);

@@ -41,7 +41,7 @@ impl AgentStatus {
 impl AgStatus {
     fn document(&self) -> AgDocument {
         AgDocument {
-            state: self.state.name().to_owned(),
+            state: self.state.to_string(),
             overlay_ips: self.overlay_ips.clone(),
             owned_addresses: self.owned_addresses.clone(),
             last_local_probe: self.last_local_probe.as_ref().map(ProbeSummary::document),
@@ -115,7 +115,7 @@ impl From<&FailoverTimeline> for TimelineDocument {
         let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64());
         TimelineDocument {
             ag: t.ag.clone(),
-            direction: t.direction.name().to_owned(),
+            direction: t.direction.to_string(),
             reason_label: t.reason_label().to_owned(),
             reason: t.reason.clone(),
             old_primary_failed: opt(t.old_primary_failed),

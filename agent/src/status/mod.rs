@@ -30,7 +30,7 @@ pub use wire::{
 };
 
 /// How many completed timelines `/events` keeps unless told otherwise.
-pub const DEFAULT_EVENTS: usize = 32;
+pub(crate) const DEFAULT_EVENTS: usize = 32;
 
 /// The latest local probe, reduced to what a person or a peer needs (served as a
 /// [`ProbeDocument`]).
@@ -179,7 +179,7 @@ pub enum PrimaryVerdict {
 /// The `/primary` rule: every configured overlay address of the AG is held here, and the
 /// latest local probe succeeded with the server reporting its replica PRIMARY. A probe that
 /// does not ask for the role (tcp, prelogin) never makes this node primary.
-pub fn primary_verdict(ag: &AgStatus) -> PrimaryVerdict {
+pub(crate) fn primary_verdict(ag: &AgStatus) -> PrimaryVerdict {
     use PrimaryVerdict::NotPrimary;
     if ag.overlay_ips.is_empty() {
         return NotPrimary("no overlay address configured".into());
@@ -206,20 +206,20 @@ pub fn primary_verdict(ag: &AgStatus) -> PrimaryVerdict {
 
 /// The last N completed timelines, oldest first.
 #[derive(Debug, Clone)]
-pub struct EventLog {
+pub(crate) struct EventLog {
     capacity: usize,
     items: VecDeque<FailoverTimeline>,
 }
 
 impl EventLog {
-    pub fn new(capacity: usize) -> EventLog {
+    pub(crate) fn new(capacity: usize) -> EventLog {
         EventLog {
             capacity,
             items: VecDeque::with_capacity(capacity),
         }
     }
 
-    pub fn push(&mut self, timeline: FailoverTimeline) {
+    pub(crate) fn push(&mut self, timeline: FailoverTimeline) {
         if self.capacity == 0 {
             return;
         }
@@ -229,7 +229,7 @@ impl EventLog {
         self.items.push_back(timeline);
     }
 
-    pub fn to_vec(&self) -> Vec<FailoverTimeline> {
+    pub(crate) fn to_vec(&self) -> Vec<FailoverTimeline> {
         self.items.iter().cloned().collect()
     }
 }

@@ -14,8 +14,9 @@ pub enum Action {
 }
 
 /// One step of a takeover; the names are the metric label values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, strum::IntoStaticStr)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum StepKind {
     /// Duplicate-address detection.
     Dad,
@@ -29,19 +30,6 @@ pub enum StepKind {
     Tickle,
     /// SOCK_DESTROY of local sockets on the address.
     SockDestroy,
-}
-
-impl StepKind {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Dad => "dad",
-            Self::Ebpf => "ebpf",
-            Self::Address => "address",
-            Self::Garp => "garp",
-            Self::Tickle => "tickle",
-            Self::SockDestroy => "sock_destroy",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

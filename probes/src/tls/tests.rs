@@ -106,7 +106,10 @@ fn trust_server_certificate_accepts_but_says_why_it_would_not() {
     });
     verify(&c, &p.leaf, "sql1.lab.test").unwrap();
     let name = ServerName::try_from("sql1.lab.test").unwrap();
-    let why = c.verifier.check(std::slice::from_ref(&p.leaf), &name).unwrap_err();
+    let why = c
+        .verifier
+        .check(std::slice::from_ref(&p.leaf), &name)
+        .unwrap_err();
     assert!(why.contains("not signed"), "{why}");
 }
 

@@ -132,10 +132,7 @@ impl AgController {
                 out.push(Decision::Release {
                     ag: self.ag.clone(),
                     cause: self.release_cause,
-                    reason: format!(
-                        "retrying the failed release ({})",
-                        self.release_cause.name()
-                    ),
+                    reason: format!("retrying the failed release ({})", self.release_cause),
                 });
             }
             _ => {}

@@ -46,7 +46,8 @@ use std::time::Instant;
 
 use super::decision::{Decision, ReleaseCause};
 use super::event::{DriftKind, Event, PeerView, PrimaryLoss};
-use super::policy::{AgPolicy, LocalHealth, PolicyError};
+use super::health::ReplicaHealth;
+use super::policy::{AgPolicy, PolicyError};
 use super::timeline::{Direction, FailoverTimeline};
 
 mod cloud;
@@ -54,24 +55,16 @@ mod conflict;
 mod ownership;
 mod record;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(into = "&'static str")]
+#[strum(serialize_all = "snake_case")]
 pub enum OwnershipState {
     Standby,
     Acquiring,
     Owner,
     Releasing,
-}
-
-impl OwnershipState {
-    pub fn name(self) -> &'static str {
-        match self {
-            OwnershipState::Standby => "standby",
-            OwnershipState::Acquiring => "acquiring",
-            OwnershipState::Owner => "owner",
-            OwnershipState::Releasing => "releasing",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +95,7 @@ pub struct AgController {
     ag: String,
     policy: AgPolicy,
     state: OwnershipState,
-    health: LocalHealth,
+    health: ReplicaHealth,
     peers: BTreeMap<String, (Instant, PeerView)>,
     /// The latest "old primary lost" a peer reported, for the next acquire's timeline.
     peer_loss: Option<(String, PrimaryLoss)>,
@@ -130,7 +123,7 @@ impl AgController {
         policy.validate()?;
         Ok(AgController {
             ag: ag.to_owned(),
-            health: LocalHealth::new(policy.rise, policy.fall),
+            health: ReplicaHealth::new(policy.rise, policy.fall),
             policy,
             state: OwnershipState::Standby,
             peers: BTreeMap::new(),
@@ -155,6 +148,12 @@ impl AgController {
 
     pub fn ag(&self) -> &str {
         &self.ag
+    }
+
+    /// The local replica's loss as PRIMARY, if one is remembered at `now`: served to peers
+    /// in `/status`, from the same counts that decide ownership.
+    pub fn local_loss(&self, now: Instant) -> Option<PrimaryLoss> {
+        self.health.loss(now)
     }
 
     pub fn state(&self) -> OwnershipState {
@@ -306,7 +305,7 @@ impl AgController {
                 }
                 let reason = format!(
                     "not acquiring: the local replica is PRIMARY but the release ({}) is still in flight; acquiring once it completes",
-                    self.release_cause.name()
+                    self.release_cause
                 );
                 self.hold_once(HoldCause::ReleaseInFlight, reason, out);
             }

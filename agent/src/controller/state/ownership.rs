@@ -231,7 +231,7 @@ impl AgController {
                 kind: AlertKind::ReleaseFailed,
                 reason: format!(
                     "release ({}) failed: {error}; retried on the next reconcile tick",
-                    self.release_cause.name()
+                    self.release_cause
                 ),
             });
             return;
