@@ -70,6 +70,8 @@ pub struct ClientSettings {
     pub password: String,
     pub ag: String,
     pub databases: Vec<String>,
+    /// The lab CA: the client verifies the server certificate (`encrypt = mandatory`).
+    pub ca_file: std::path::PathBuf,
     pub every: Duration,
     pub deadline: Duration,
 }
@@ -172,6 +174,7 @@ async fn run(
     config.databases = settings.databases.clone();
     config.timeout = settings.deadline;
     config.application_name = "tdsvip-lab".into();
+    config.tls.ca_file = Some(settings.ca_file.clone());
     let tasks = tokio::task::LocalSet::new();
     let mut watchers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     tasks

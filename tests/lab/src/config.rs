@@ -30,6 +30,7 @@ pub fn agent_toml(
     n: usize,
     t: AgentTiming,
     token_file: &Path,
+    ca_file: &Path,
     cloud: Option<&str>,
 ) -> String {
     let ip = node_ip(i);
@@ -42,6 +43,8 @@ interface = "eth0"
 endpoint = "127.0.0.1:{TDS_PORT}"
 user = "{USER}"
 password_env = "TDSVIP_PASSWORD"
+encrypt = "mandatory"
+ca_file = "{ca}"
 
 [probe]
 interval_ms = {interval}
@@ -71,6 +74,7 @@ interval_ms = 200
         rise = t.rise,
         fall = t.fall,
         token = token_file.display(),
+        ca = ca_file.display(),
     );
     for j in (0..n).filter(|&j| j != i) {
         let pip = node_ip(j);
@@ -175,7 +179,7 @@ mod tests {
             rise: 2,
             fall: 3,
         };
-        let c = agent_toml(1, 3, t, Path::new("/x/token"), None);
+        let c = agent_toml(1, 3, t, Path::new("/x/token"), Path::new("/x/ca.pem"), None);
         assert!(c.contains("node = \"sqlnode2\""));
         assert!(c.contains("listen = \"10.77.0.12:9477\""));
         assert!(c.contains("status_url = \"http://10.77.0.11:9477\""));

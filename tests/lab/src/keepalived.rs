@@ -21,7 +21,7 @@ fn check_script(lab: &Lab, i: usize) -> Result<std::path::PathBuf, String> {
     let path = lab.dir.join(format!("check-primary{}.sh", i + 1));
     let t: KeepalivedTiming = lab.settings.keepalived;
     let script = format!(
-        "#!/bin/sh\n# vrrp_script of node {node}: exit 0 only when the local replica answers a login +\n# role query as PRIMARY with its database ONLINE (tdsvip probe's exit status).\nexec {bin} probe 127.0.0.1:{port} --mode login --user {user} --password-file {pw} --ag {ag} --database {db} --count 1 --timeout-ms {timeout} >/dev/null 2>&1\n",
+        "#!/bin/sh\n# vrrp_script of node {node}: exit 0 only when the local replica answers a login +\n# role query as PRIMARY with its database ONLINE (tdsvip probe's exit status).\nexec {bin} probe 127.0.0.1:{port} --mode login --user {user} --password-file {pw} --ag {ag} --database {db} --count 1 --timeout-ms {timeout} --ca-file {ca} >/dev/null 2>&1\n",
         node = i + 1,
         bin = lab.tdsvip_bin().display(),
         port = config::TDS_PORT,
@@ -30,6 +30,7 @@ fn check_script(lab: &Lab, i: usize) -> Result<std::path::PathBuf, String> {
         ag = config::AG,
         db = config::DATABASE,
         timeout = t.check_timeout_ms,
+        ca = lab.ca_file().display(),
     );
     std::fs::write(&path, script).map_err(|e| format!("{}: {e}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;

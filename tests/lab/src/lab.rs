@@ -10,7 +10,7 @@
 //! drills that say so. A writer commits a row every 10 ms through the overlay IP.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
@@ -151,6 +151,8 @@ pub struct Lab {
     /// Bearer token of the agents' /status and /events.
     token: String,
     sim_bin: PathBuf,
+    /// The lab CA and each node's certificate: every SQL login verifies one.
+    pki: crate::pki::LabPki,
     tdsvip_bin: PathBuf,
     failed: bool,
     // Dropped last: the namespaces.
@@ -198,6 +200,11 @@ impl Lab {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let names: Vec<(String, std::net::Ipv4Addr)> = nodes
+            .iter()
+            .map(|n: &Node| (n.server.clone(), n.ip))
+            .collect();
+        let pki = crate::pki::LabPki::create(&dir, &names, OVERLAY)?;
         let mut lab = Lab {
             clock: Clock::new(),
             settings,
@@ -212,6 +219,7 @@ impl Lab {
             password: random_password(),
             token: random_password() + &random_password(),
             sim_bin,
+            pki,
             tdsvip_bin,
             failed: true,
             topo,
@@ -257,6 +265,7 @@ impl Lab {
                 password: lab.password.clone(),
                 ag: config::AG.into(),
                 databases: vec![config::DATABASE.into()],
+                ca_file: lab.pki.ca_file.clone(),
                 every: Duration::from_millis(lab.settings.client_every_ms),
                 deadline: Duration::from_millis(lab.settings.client_deadline_ms),
             },
@@ -307,6 +316,11 @@ impl Lab {
         self.actions.push((at, node, what.into()));
     }
 
+    /// The lab CA, which every SQL client in the lab verifies server certificates against.
+    pub fn ca_file(&self) -> &Path {
+        &self.pki.ca_file
+    }
+
     /// Starts node `i`'s tds-sim with `role` and waits for its listening line.
     pub fn start_sim(&mut self, i: usize, role: &str) -> Result<(), String> {
         let n = &self.nodes[i];
@@ -333,6 +347,15 @@ impl Lab {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // SQL Server's default (encryption off, a certificate for the login and for clients
+        // that ask): the agents and the measuring client ask for mandatory encryption.
+        let tls = &self.pki.servers[i];
+        args.extend([
+            "--tls-cert".to_owned(),
+            tls.cert.display().to_string(),
+            "--tls-key".to_owned(),
+            tls.key.display().to_string(),
+        ]);
         args.extend(self.ag_args(i));
         let child = procs::spawn_in(&n.ns, &self.sim_bin, &args, &[], &log, Some(&out))?;
         self.nodes[i].sim = Some(child);
@@ -526,6 +549,7 @@ impl Lab {
                 self.nodes.len(),
                 self.settings.agent,
                 &self.dir.join("http-token"),
+                &self.pki.ca_file,
                 self.cloud.as_ref().map(|c| c.agent_section(i)).as_deref(),
             ),
         )

@@ -19,6 +19,7 @@ pub mod keepalived;
 pub mod lab;
 pub mod measure;
 pub mod netns;
+pub mod pki;
 pub mod plot;
 pub mod procs;
 pub mod report;
