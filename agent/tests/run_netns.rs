@@ -246,6 +246,9 @@ interface = "eth0"
 endpoint = "{tds}"
 user = "tdsvip"
 password_file = "{pw}"
+# tds-sim's certificate is self-signed (SQL Server's default): trusted explicitly here.
+encrypt = "mandatory"
+trust_server_certificate = true
 [[ag]]
 name = "AG1"
 addresses = ["{OVERLAY}"]
