@@ -146,6 +146,23 @@ impl CloudConfig {
             ));
         }
         self.validate_route_tables(&mut problems);
+        self.validate_identity(&mut problems);
+        for (key, value) in [
+            ("cloud.endpoint_url", &self.endpoint_url),
+            ("cloud.imds_endpoint", &self.imds_endpoint),
+        ] {
+            if let Some(url) = value
+                && let Err(reason) = check_url(url, key == "cloud.endpoint_url")
+            {
+                problems.push(ConfigProblem::new(key, format!("{url:?}: {reason}")));
+            }
+        }
+        self.validate_retries(&mut problems);
+        problems
+    }
+
+    /// Instance, ENI and interface: how this node's ENI is named or found.
+    fn validate_identity(&self, problems: &mut Vec<ConfigProblem>) {
         if let Some(id) = &self.instance_id
             && !is_resource_id(id, "i-")
         {
@@ -181,16 +198,10 @@ impl CloudConfig {
                 ));
             }
         }
-        for (key, value) in [
-            ("cloud.endpoint_url", &self.endpoint_url),
-            ("cloud.imds_endpoint", &self.imds_endpoint),
-        ] {
-            if let Some(url) = value
-                && let Err(reason) = check_url(url, key == "cloud.endpoint_url")
-            {
-                problems.push(ConfigProblem::new(key, format!("{url:?}: {reason}")));
-            }
-        }
+    }
+
+    /// Per-call timeout, attempts and backoff: the retry budget of every EC2 call.
+    fn validate_retries(&self, problems: &mut Vec<ConfigProblem>) {
         let (lo, hi) = CALL_TIMEOUT_RANGE_MS;
         if !(lo..=hi).contains(&self.call_timeout_ms) {
             problems.push(ConfigProblem::new(
@@ -228,7 +239,6 @@ impl CloudConfig {
                 ),
             ));
         }
-        problems
     }
 
     fn validate_route_tables(&self, problems: &mut Vec<ConfigProblem>) {
