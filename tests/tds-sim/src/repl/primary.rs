@@ -69,6 +69,12 @@ fn may_ship(shared: &Shared) -> bool {
     role == Role::Primary && !stop && shared.ag.read().replication != ReplMode::Dropped
 }
 
+/// The role part of [`may_ship`], for a caller that already holds the AG lock.
+fn may_ship_role(shared: &Shared) -> bool {
+    let r = shared.state.borrow();
+    r.role == Role::Primary && !r.shutting_down
+}
+
 async fn session(shared: &Shared, index: usize) -> std::io::Result<String> {
     let cfg = &shared.ag.cfg;
     let partner = cfg.partners[index].clone();
@@ -121,20 +127,36 @@ async fn stream_log(
     let mut tick = shared.ag.tick.subscribe();
     let mut beat = tokio::time::interval(super::heartbeat_interval(timeout));
     let mut heard = Instant::now();
+    // Whether the last read shipped the log to its end: a partner that then hardens all
+    // of it has caught up, even if commits appended since are still on their way (those
+    // wait for it once it is SYNCHRONIZED, as on SQL Server). Requiring it to match the end
+    // of the log at the moment of its acknowledgement would keep it SYNCHRONIZING forever
+    // under a steady stream of commits.
+    let mut fed_to_end;
     loop {
         if !may_ship(shared) {
             return Ok("no longer PRIMARY (or replication dropped)".into());
         }
-        let batch = shared.ag.read().log.after(sent, BATCH);
+        let (batch, end) = {
+            let s = shared.ag.read();
+            (s.log.after(sent, BATCH), s.log.last_lsn())
+        };
         for r in batch {
             sent = r.lsn;
             io.send(&Frame::Log(r)).await?;
         }
+        fed_to_end = sent >= end;
         tokio::select! {
             c = tick.changed() => if c.is_err() { return Ok("stopped".into()) },
             _ = beat.tick() => {
                 let (seq, last, synced) = {
                     let s = shared.ag.read();
+                    // A demotion clears the partners' flags after the role changes: checked
+                    // under the same lock, so a demoted primary never reports "not
+                    // synchronized" to a partner that was.
+                    if !may_ship_role(shared) {
+                        return Ok("no longer PRIMARY".into());
+                    }
                     (s.seq, s.log.last_lsn(), s.partners[index].synchronized)
                 };
                 io.send(&Frame::Heartbeat { seq, last_lsn: last, synchronized: synced }).await?;
@@ -146,8 +168,9 @@ async fn stream_log(
                         let last = s.log.last_lsn();
                         let p = &mut s.partners[index];
                         p.hardened_lsn = hardened_lsn;
+                        let caught_up = hardened_lsn >= last || (fed_to_end && hardened_lsn >= sent);
                         let became = mode == AvailabilityMode::SynchronousCommit
-                            && hardened_lsn >= last
+                            && caught_up
                             && !p.synchronized;
                         p.synchronized |= became;
                         (became, s.seq, last)
