@@ -1,5 +1,9 @@
 //! Probe benchmark: latency, throughput and CPU cost of each probe mode against tds-sim on
 //! loopback, and the footprint of a process that probes three targets at 20 Hz in all modes.
+//! The agent's real load (a kept login session to the local replica and to two peer replicas,
+//! each at 20 Hz) is measured twice, in clear text and with TLS (`encrypt = mandatory`; the
+//! simulators present SQL Server's default self-signed certificate, trusted explicitly here:
+//! verification happens once per session and does not change the steady-state cost).
 //!
 //! The simulators run in a child process (this binary re-executed with
 //! `TDSVIP_BENCH_CHILD=sim`) so that the CPU time measured here is the prober's alone; the
@@ -22,6 +26,8 @@ use tdsvip_probes::{
 use tokio_util::sync::CancellationToken;
 
 const CHILD_ENV: &str = "TDSVIP_BENCH_CHILD";
+/// `1` in a load child: its login probes use TLS.
+const TLS_ENV: &str = "TDSVIP_BENCH_TLS";
 const TARGETS: usize = 3;
 const MODES: [Mode; 3] = [Mode::Tcp, Mode::Prelogin, Mode::Login];
 
@@ -42,21 +48,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn login_config() -> LoginConfig {
+fn login_config(tls: bool) -> LoginConfig {
     let mut cfg = LoginConfig::new("tdsvip", "secret");
     cfg.ag = Some("AG1".into());
     cfg.databases = vec!["sales".into(), "hr".into()];
-    // These replicas have no certificate: the measurement without TLS.
-    cfg.tls = TlsConfig {
-        encrypt: Encrypt::Off,
-        allow_cleartext_login: true,
-        ..TlsConfig::default()
+    cfg.tls = if tls {
+        // The simulators' self-signed certificate, as a default SQL Server has.
+        TlsConfig {
+            encrypt: Encrypt::Mandatory,
+            trust_server_certificate: true,
+            ..TlsConfig::default()
+        }
+    } else {
+        TlsConfig {
+            encrypt: Encrypt::Off,
+            allow_cleartext_login: true,
+            ..TlsConfig::default()
+        }
     };
     cfg
 }
 
-fn probe_for(mode: Mode, target: SocketAddr) -> AnyProbe {
-    let login = (mode == Mode::Login).then(login_config);
+fn probe_for(mode: Mode, target: SocketAddr, tls: bool) -> AnyProbe {
+    let login = (mode == Mode::Login).then(|| login_config(tls));
     AnyProbe::new(mode, target, ProbeConfig::default(), login).expect("probe config")
 }
 
@@ -105,6 +119,7 @@ fn load_child() {
         .expect("seconds")
         .parse()
         .expect("seconds");
+    let tls = std::env::var(TLS_ENV).as_deref() == Ok("1");
     let rt = runtime();
     let (probes, ok, steady_cpu, steady_wall) = rt.block_on(async {
         let cancel = CancellationToken::new();
@@ -140,7 +155,7 @@ fn load_child() {
                     }));
                     continue;
                 }
-                let runner = ProbeRunner::new(probe_for(mode, t), schedule).expect("runner");
+                let runner = ProbeRunner::new(probe_for(mode, t, tls), schedule).expect("runner");
                 let (task, mut rx) = runner.spawn(16, cancel.clone());
                 tasks.push(task);
                 counters.push(tokio::spawn(async move {
@@ -262,9 +277,10 @@ fn measure_mode(
     mode: Mode,
     target: SocketAddr,
     n: usize,
+    tls: bool,
 ) -> ModeResult {
     rt.block_on(async {
-        let mut probe = probe_for(mode, target);
+        let mut probe = probe_for(mode, target, tls);
         for _ in 0..200 {
             probe.probe().await;
         }
@@ -307,13 +323,14 @@ struct LoadResult {
     peak_rss_mib: f64,
 }
 
-fn measure_load(targets: &str, seconds: u64, modes: &str) -> LoadResult {
+fn measure_load(targets: &str, seconds: u64, modes: &str, tls: bool) -> LoadResult {
     let (mut child, mut out) = spawn_child(
         "load",
         &[
             ("TDSVIP_BENCH_TARGETS", targets.trim().to_owned()),
             ("TDSVIP_BENCH_SECONDS", seconds.to_string()),
             ("TDSVIP_BENCH_LOAD_MODES", modes.to_owned()),
+            (TLS_ENV, if tls { "1" } else { "0" }.to_owned()),
         ],
     );
     let pid = child.0.id();
@@ -330,7 +347,11 @@ fn measure_load(targets: &str, seconds: u64, modes: &str) -> LoadResult {
     let steady_cpu: f64 = f[2].parse().expect("cpu");
     let steady_wall: f64 = f[3].parse().expect("wall");
     let r = LoadResult {
-        modes: modes.to_owned(),
+        modes: if tls {
+            format!("{modes} (TLS)")
+        } else {
+            modes.to_owned()
+        },
         seconds: wall.as_secs_f64(),
         probes: f[0].parse().expect("probes"),
         ok: f[1].parse().expect("ok"),
@@ -386,7 +407,7 @@ fn parent() {
     let mut modes = Vec::new();
     println!("\nback-to-back probes against one target, {samples} each, one thread:");
     for mode in MODES {
-        let r = measure_mode(&rt, mode, targets[0], samples);
+        let r = measure_mode(&rt, mode, targets[0], samples, false);
         println!(
             "  {:<8} latency {}  | {:>7.0} probes/s | {:>6.1} us CPU/probe | {} failed",
             r.mode.name(),
@@ -402,8 +423,18 @@ fn parent() {
         "\none process, {TARGETS} targets x {} schedules at 20 Hz, {load_seconds} s each:",
         MODES.len()
     );
-    let idle = measure_load(&line, load_seconds, "idle");
-    let load = measure_load(&line, load_seconds, "tcp,prelogin,login");
+    let idle = measure_load(&line, load_seconds, "idle", false);
+    let load = measure_load(&line, load_seconds, "tcp,prelogin,login", false);
+    println!(
+        "\nthe agent's load: a kept login session to {TARGETS} replicas at 20 Hz, {load_seconds} s each:"
+    );
+    let login_plain = measure_load(&line, load_seconds, "login", false);
+    let login_tls = measure_load(&line, load_seconds, "login", true);
+    let tls_mode = measure_mode(&rt, Mode::Login, targets[0], samples, true);
+    println!(
+        "  login over TLS back to back: latency {}  | {:>6.1} us CPU/probe | {} failed",
+        tls_mode.latency, tls_mode.cpu_us_per_probe, tls_mode.failures
+    );
     drop(sim);
 
     println!("\ngoals:");
@@ -433,6 +464,18 @@ fn parent() {
             30.0,
             "MiB",
         ),
+        goal(
+            "load_3x20hz_login_tls_core_percent",
+            login_tls.steady_core_percent,
+            1.0,
+            "%",
+        ),
+        goal(
+            "load_3x20hz_login_tls_rss_mib",
+            login_tls.peak_rss_mib,
+            30.0,
+            "MiB",
+        ),
     ];
 
     let report = json!({
@@ -448,6 +491,15 @@ fn parent() {
         })).collect::<Vec<_>>(),
         "load": load,
         "load_idle_baseline": idle,
+        "load_login_plain": login_plain,
+        "load_login_tls": login_tls,
+        "back_to_back_login_tls": {
+            "probes": tls_mode.probes,
+            "failures": tls_mode.failures,
+            "latency_ms": tls_mode.latency,
+            "probes_per_second_one_core": tls_mode.probes_per_second,
+            "cpu_us_per_probe": tls_mode.cpu_us_per_probe,
+        },
         "goals": goals,
     });
     let path = tdsvip_bench_output::write_json("probes.json", &report).expect("write report");
