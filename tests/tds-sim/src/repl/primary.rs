@@ -62,11 +62,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize) {
 
 /// Still PRIMARY, replication not dropped, not shutting down.
 fn may_ship(shared: &Shared) -> bool {
-    let (role, stop) = {
-        let r = shared.state.borrow();
-        (r.role, r.shutting_down)
-    };
-    role == Role::Primary && !stop && shared.ag.read().replication != ReplMode::Dropped
+    may_ship_role(shared) && shared.ag.read().replication != ReplMode::Dropped
 }
 
 /// The role part of [`may_ship`], for a caller that already holds the AG lock.
