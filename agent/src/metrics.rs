@@ -121,38 +121,95 @@ impl std::fmt::Debug for AgentMetrics {
     }
 }
 
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, prometheus::Error> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+/// One metric's name, help text and label names. The constants below are the metrics'
+/// contract with dashboards and alerts (deploy/), listed in one place.
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+const BUILD_INFO: Def = Def {
+    name: "tdsvip_build_info",
+    help: "Always 1; the version label names the running agent's version.",
+    labels: &["version"],
+};
+const PROBE_DURATION: Def = Def {
+    name: "tdsvip_probe_duration_seconds",
+    help: "Time from the start of a probe to its outcome, successful or not.",
+    labels: &["target", "mode"],
+};
+const PROBE_FAILURES: Def = Def {
+    name: "tdsvip_probe_failures_total",
+    help: "Probes whose outcome was not ok, by outcome class.",
+    labels: &["target", "mode", "outcome"],
+};
+const REPLICA_ROLE: Def = Def {
+    name: "tdsvip_replica_role",
+    help: "1 for the role a replica was last seen in, 0 for the other roles.",
+    labels: &["ag", "replica", "role"],
+};
+const OWNER: Def = Def {
+    name: "tdsvip_owner",
+    help: "1 while this node holds the overlay address, else 0.",
+    labels: &["ag", "address"],
+};
+const PHASE_DURATION: Def = Def {
+    name: "tdsvip_failover_phase_duration_seconds",
+    help: "Duration of each phase of an ownership change.",
+    labels: &["phase"],
+};
+const FAILOVERS: Def = Def {
+    name: "tdsvip_failovers_total",
+    help: "Completed ownership changes of this node.",
+    labels: &["ag", "direction", "reason"],
+};
+const ROUTE_TABLE_CALLS: Def = Def {
+    name: "tdsvip_route_table_calls_total",
+    help: "EC2 calls made for route tables or secondary IPs, by final result.",
+    labels: &["operation", "result"],
+};
+const CONFLICTS: Def = Def {
+    name: "tdsvip_conflicts_total",
+    help: "Times another replica reported PRIMARY while this node would acquire or owned.",
+    labels: &["ag"],
+};
+const DRIFT_REPAIRS: Def = Def {
+    name: "tdsvip_drift_repairs_total",
+    help: "Drift found and repaired by the owner's reconcile loop, by kind.",
+    labels: &["kind"],
+};
+const OVERLAY_PACKETS: Def = Def {
+    name: "tdsvip_overlay_packets_total",
+    help: "Packets to an overlay address seen by the eBPF guard, by verdict.",
+    labels: &["address", "verdict"],
+};
+const CONFIG_RELOADS: Def = Def {
+    name: "tdsvip_config_reloads_total",
+    help: "SIGHUP reloads of the configuration file, by result (applied or refused).",
+    labels: &["result"],
+};
+
+fn counter(registry: &Registry, def: &Def) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(def.name, def.help), def.labels)?;
     registry.register(Box::new(c.clone()))?;
     Ok(c)
 }
 
-fn gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, prometheus::Error> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+fn gauge(registry: &Registry, def: &Def) -> Result<IntGaugeVec, prometheus::Error> {
+    let g = IntGaugeVec::new(Opts::new(def.name, def.help), def.labels)?;
     registry.register(Box::new(g.clone()))?;
     Ok(g)
 }
 
 fn histogram(
     registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
+    def: &Def,
     buckets: &[f64],
 ) -> Result<HistogramVec, prometheus::Error> {
     let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
+        HistogramOpts::new(def.name, def.help).buckets(buckets.to_vec()),
+        def.labels,
     )?;
     registry.register(Box::new(h.clone()))?;
     Ok(h)
@@ -168,84 +225,21 @@ impl AgentMetrics {
     /// Registers every metric; `tdsvip_build_info{version}` is set to 1 at once.
     pub fn new() -> Result<AgentMetrics, MetricsError> {
         let r = Registry::new();
-        let build_info = gauge(
-            &r,
-            "tdsvip_build_info",
-            "Always 1; the version label names the running agent's version.",
-            &["version"],
-        )?;
-        build_info
+        gauge(&r, &BUILD_INFO)?
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(AgentMetrics {
-            probe_duration: histogram(
-                &r,
-                "tdsvip_probe_duration_seconds",
-                "Time from the start of a probe to its outcome, successful or not.",
-                &["target", "mode"],
-                PROBE_BUCKETS,
-            )?,
-            probe_failures: counter(
-                &r,
-                "tdsvip_probe_failures_total",
-                "Probes whose outcome was not ok, by outcome class.",
-                &["target", "mode", "outcome"],
-            )?,
-            replica_role: gauge(
-                &r,
-                "tdsvip_replica_role",
-                "1 for the role a replica was last seen in, 0 for the other roles.",
-                &["ag", "replica", "role"],
-            )?,
-            owner: gauge(
-                &r,
-                "tdsvip_owner",
-                "1 while this node holds the overlay address, else 0.",
-                &["ag", "address"],
-            )?,
-            phase_duration: histogram(
-                &r,
-                "tdsvip_failover_phase_duration_seconds",
-                "Duration of each phase of an ownership change.",
-                &["phase"],
-                PHASE_BUCKETS,
-            )?,
-            failovers: counter(
-                &r,
-                "tdsvip_failovers_total",
-                "Completed ownership changes of this node.",
-                &["ag", "direction", "reason"],
-            )?,
-            route_table_calls: counter(
-                &r,
-                "tdsvip_route_table_calls_total",
-                "EC2 calls made for route tables or secondary IPs, by final result.",
-                &["operation", "result"],
-            )?,
-            conflicts: counter(
-                &r,
-                "tdsvip_conflicts_total",
-                "Times another replica reported PRIMARY while this node would acquire or owned.",
-                &["ag"],
-            )?,
-            drift_repairs: counter(
-                &r,
-                "tdsvip_drift_repairs_total",
-                "Drift found and repaired by the owner's reconcile loop, by kind.",
-                &["kind"],
-            )?,
-            overlay_packets: counter(
-                &r,
-                "tdsvip_overlay_packets_total",
-                "Packets to an overlay address seen by the eBPF guard, by verdict.",
-                &["address", "verdict"],
-            )?,
-            config_reloads: counter(
-                &r,
-                "tdsvip_config_reloads_total",
-                "SIGHUP reloads of the configuration file, by result (applied or refused).",
-                &["result"],
-            )?,
+            probe_duration: histogram(&r, &PROBE_DURATION, PROBE_BUCKETS)?,
+            probe_failures: counter(&r, &PROBE_FAILURES)?,
+            replica_role: gauge(&r, &REPLICA_ROLE)?,
+            owner: gauge(&r, &OWNER)?,
+            phase_duration: histogram(&r, &PHASE_DURATION, PHASE_BUCKETS)?,
+            failovers: counter(&r, &FAILOVERS)?,
+            route_table_calls: counter(&r, &ROUTE_TABLE_CALLS)?,
+            conflicts: counter(&r, &CONFLICTS)?,
+            drift_repairs: counter(&r, &DRIFT_REPAIRS)?,
+            overlay_packets: counter(&r, &OVERLAY_PACKETS)?,
+            config_reloads: counter(&r, &CONFIG_RELOADS)?,
             registry: r,
             packets_seen: Mutex::new(ResetAware::new()),
             conflicts_seen: Mutex::new(ResetAware::new()),
@@ -253,7 +247,6 @@ impl AgentMetrics {
         })
     }
 
-    /// One probe's latency, and its failure class unless it succeeded.
     /// One SIGHUP reload: applied, or refused with the running config kept.
     pub fn count_reload(&self, applied: bool) {
         self.config_reloads

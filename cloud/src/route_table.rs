@@ -265,39 +265,14 @@ async fn claim_table(inner: &Inner, table: &str, deadline: Instant) -> TableClai
     } else {
         Write::Replace
     };
-    let (mut written, record) = write_route(inner, &policy, deadline, table, first).await;
-    let mut attempts = record.attempts;
-    calls.push(record);
-    // The table changed between the read and the write (or could not be read): switch verbs.
-    let fallback = match (&written, first) {
-        (Err(e), Write::Replace) if route_is_missing(e) => Some(Write::Create),
-        (Err(e), Write::Create) if e.code() == Some("RouteAlreadyExists") => Some(Write::Replace),
-        _ => None,
-    };
-    if let Some(verb) = fallback {
-        let (retried, record) = write_route(inner, &policy, deadline, table, verb).await;
-        attempts += record.attempts;
-        calls.push(record);
-        written = retried;
-    }
+    let (written, attempts) =
+        write_switching_verbs(inner, &policy, deadline, table, first, &mut calls).await;
     let write_elapsed = write_started.elapsed();
 
     let (after, after_calls) = read_back(inner, &policy, deadline, table).await;
     calls.extend(after_calls);
 
-    let error = match (&written, &after) {
-        (Err(e), _) => Some(e.clone()),
-        (Ok(()), Err(e)) => Some(e.clone()),
-        (Ok(()), Ok(RouteState::ThisEni)) => None,
-        (Ok(()), Ok(other)) => Some(CloudError::Unexpected {
-            operation: Operation::DescribeRouteTables,
-            resource: table.to_owned(),
-            detail: format!(
-                "the write succeeded but the route reads back as {other:?}: another writer is \
-                 moving it, or EC2 has not caught up"
-            ),
-        }),
-    };
+    let error = claim_error(table, &written, &after);
     let (error, error_code, config_problem) = error_fields(error.as_ref());
     TableClaim {
         id: table.to_owned(),
@@ -309,6 +284,56 @@ async fn claim_table(inner: &Inner, table: &str, deadline: Instant) -> TableClai
         error_code,
         config_problem,
         calls,
+    }
+}
+
+/// Writes the route with `first`, and once more with the other verb when the table changed
+/// between the read and the write (or could not be read). Returns the result and the number
+/// of attempts both writes made; their records go into `calls`.
+async fn write_switching_verbs(
+    inner: &Inner,
+    policy: &RetryPolicy,
+    deadline: Instant,
+    table: &str,
+    first: Write,
+    calls: &mut Vec<CallRecord>,
+) -> (Result<(), CloudError>, u32) {
+    let (written, record) = write_route(inner, policy, deadline, table, first).await;
+    let attempts = record.attempts;
+    calls.push(record);
+    let fallback = match (&written, first) {
+        (Err(e), Write::Replace) if route_is_missing(e) => Some(Write::Create),
+        (Err(e), Write::Create) if e.code() == Some("RouteAlreadyExists") => Some(Write::Replace),
+        _ => None,
+    };
+    let Some(verb) = fallback else {
+        return (written, attempts);
+    };
+    let (retried, record) = write_route(inner, policy, deadline, table, verb).await;
+    let attempts = attempts + record.attempts;
+    calls.push(record);
+    (retried, attempts)
+}
+
+/// What went wrong with a claim, if anything: the write's error, the read-back's, or a
+/// route that reads back pointing elsewhere although the write succeeded.
+fn claim_error(
+    table: &str,
+    written: &Result<(), CloudError>,
+    after: &Result<RouteState, CloudError>,
+) -> Option<CloudError> {
+    match (written, after) {
+        (Err(e), _) => Some(e.clone()),
+        (Ok(()), Err(e)) => Some(e.clone()),
+        (Ok(()), Ok(RouteState::ThisEni)) => None,
+        (Ok(()), Ok(other)) => Some(CloudError::Unexpected {
+            operation: Operation::DescribeRouteTables,
+            resource: table.to_owned(),
+            detail: format!(
+                "the write succeeded but the route reads back as {other:?}: another writer is \
+                 moving it, or EC2 has not caught up"
+            ),
+        }),
     }
 }
 

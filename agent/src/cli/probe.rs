@@ -147,33 +147,63 @@ pub fn run(args: ProbeArgs) -> ExitCode {
 }
 
 async fn run_async(args: ProbeArgs) -> ExitCode {
-    let target = match resolve(&args.target).await {
-        Ok(t) => t,
-        Err(e) => return usage_error("ADDR:PORT", e),
+    let (target, mut probe, mut schedule) = match prepare(&args).await {
+        Ok(parts) => parts,
+        Err(code) => return code,
     };
+    let report = probe_until_done(&args, target, &mut probe, &mut schedule).await;
+    if args.json {
+        match serde_json::to_string(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print_summary(&report);
+    }
+    if report.failed == 0 && report.sent > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The target, the probe and its schedule from the arguments; a bad argument is a usage
+/// error naming it (exit 2).
+async fn prepare(args: &ProbeArgs) -> Result<(SocketAddr, AnyProbe, Schedule), ExitCode> {
+    let target = resolve(&args.target)
+        .await
+        .map_err(|e| usage_error("ADDR:PORT", e))?;
     let mode = Mode::from(args.mode);
     let timeout = Duration::from_millis(args.timeout_ms);
-    let login = match login_config(&args, mode, timeout) {
-        Ok(l) => l,
-        Err((arg, reason)) => return usage_error(arg, reason),
-    };
+    let login =
+        login_config(args, mode, timeout).map_err(|(arg, reason)| usage_error(arg, reason))?;
     let probe_cfg = ProbeConfig {
         timeout,
         ..ProbeConfig::default()
     };
-    let mut probe = match AnyProbe::new(mode, target, probe_cfg, login) {
-        Ok(p) => p,
-        Err(e) => return usage_error(&format!("--{}", e.key.replace('_', "-")), e.reason),
-    };
+    let probe = AnyProbe::new(mode, target, probe_cfg, login)
+        .map_err(|e| usage_error(&format!("--{}", e.key.replace('_', "-")), e.reason))?;
     let schedule_cfg = ScheduleConfig {
         interval: Duration::from_millis(args.interval_ms),
         jitter: Duration::ZERO,
     };
-    let mut schedule = match Schedule::new(schedule_cfg) {
-        Ok(s) => s,
-        Err(e) => return usage_error("--interval-ms", e.reason),
-    };
+    let schedule =
+        Schedule::new(schedule_cfg).map_err(|e| usage_error("--interval-ms", e.reason))?;
+    Ok((target, probe, schedule))
+}
 
+/// Probes `--count` times on the schedule (or until Ctrl-C), printing each result unless
+/// `--json`, and sums them up.
+async fn probe_until_done(
+    args: &ProbeArgs,
+    target: SocketAddr,
+    probe: &mut AnyProbe,
+    schedule: &mut Schedule,
+) -> ProbeReport {
+    let mode = Mode::from(args.mode);
     let mut report = ProbeReport {
         mode,
         target,
@@ -211,23 +241,7 @@ async fn run_async(args: ProbeArgs) -> ExitCode {
     if mode == Mode::Login {
         report.tls = Some(probe.tls_session().cloned());
     }
-
-    if args.json {
-        match serde_json::to_string(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: cannot encode the report: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        print_summary(&report);
-    }
-    if report.failed == 0 && report.sent > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    report
 }
 
 /// Accepts `ADDR:PORT` and `HOST:PORT`; the first resolved address is probed, as the agent
