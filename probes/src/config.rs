@@ -90,8 +90,23 @@ impl From<&str> for Password {
 
 /// How the login probe protects its session, named as Microsoft's drivers name it
 /// (`Encrypt=strict|mandatory|optional`), plus `off`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Encrypt {
     /// TDS 8.0: TLS (ALPN `tds/8.0`) before any TDS byte, PRELOGIN inside it.
     Strict,
@@ -108,21 +123,8 @@ pub enum Encrypt {
 }
 
 impl Encrypt {
-    pub const NAMES: &'static str = "strict, mandatory, optional, off";
-
     pub fn name(self) -> &'static str {
-        match self {
-            Encrypt::Strict => "strict",
-            Encrypt::Mandatory => "mandatory",
-            Encrypt::Optional => "optional",
-            Encrypt::Off => "off",
-        }
-    }
-}
-
-impl fmt::Display for Encrypt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        self.into()
     }
 }
 
@@ -130,17 +132,22 @@ impl std::str::FromStr for Encrypt {
     type Err = ConfigProblem;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "strict" => Ok(Encrypt::Strict),
-            "mandatory" => Ok(Encrypt::Mandatory),
-            "optional" => Ok(Encrypt::Optional),
-            "off" => Ok(Encrypt::Off),
-            other => Err(ConfigProblem::new(
-                "encrypt",
-                format!("{other:?} is not one of {}", Encrypt::NAMES),
-            )),
-        }
+        parse_name("encrypt", s)
     }
+}
+
+/// The variant of `E` named `text` (its strum name), or a problem for `key` that lists the
+/// names it accepts.
+pub(crate) fn parse_name<E>(key: &'static str, text: &str) -> Result<E, ConfigProblem>
+where
+    E: strum::IntoEnumIterator + strum::VariantNames + Into<&'static str> + Copy,
+{
+    E::iter().find(|v| (*v).into() == text).ok_or_else(|| {
+        ConfigProblem::new(
+            key,
+            format!("{text:?} is not one of {}", E::VARIANTS.join(", ")),
+        )
+    })
 }
 
 /// Transport security of the login probe. The keys are the agent's `sql.*` keys without

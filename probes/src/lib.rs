@@ -26,7 +26,6 @@ pub mod schedule;
 pub mod tcp;
 pub mod tls;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
@@ -44,8 +43,22 @@ pub use tcp::TcpProbe;
 pub use tls::TlsSession;
 
 /// Which probe to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Mode {
     Tcp,
     Prelogin,
@@ -54,17 +67,7 @@ pub enum Mode {
 
 impl Mode {
     pub fn name(self) -> &'static str {
-        match self {
-            Mode::Tcp => "tcp",
-            Mode::Prelogin => "prelogin",
-            Mode::Login => "login",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        self.into()
     }
 }
 
@@ -72,15 +75,7 @@ impl FromStr for Mode {
     type Err = ConfigProblem;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tcp" => Ok(Mode::Tcp),
-            "prelogin" => Ok(Mode::Prelogin),
-            "login" => Ok(Mode::Login),
-            other => Err(ConfigProblem::new(
-                "mode",
-                format!("{other:?} is not one of tcp, prelogin, login"),
-            )),
-        }
+        config::parse_name("mode", s)
     }
 }
 

@@ -24,8 +24,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// The step of a probe that was running when it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Phase {
     /// TCP three-way handshake.
     Connect,
@@ -39,24 +51,14 @@ pub enum Phase {
 
 impl Phase {
     pub fn name(self) -> &'static str {
-        match self {
-            Phase::Connect => "connect",
-            Phase::Prelogin => "prelogin",
-            Phase::Login => "login",
-            Phase::Query => "query",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        self.into()
     }
 }
 
 /// The classified result of one probe. Only [`Outcome::Ok`] counts as a success.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// Everything the probe checks held: connected / answered PRELOGIN / logged in and, with
     /// an AG configured, the local replica is PRIMARY with every configured database ONLINE.
@@ -96,19 +98,7 @@ impl Outcome {
 
     /// The serialized tag, for metric labels and log fields.
     pub fn name(&self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Refused => "refused",
-            Outcome::Timeout { .. } => "timeout",
-            Outcome::Reset { .. } => "reset",
-            Outcome::Unreachable { .. } => "unreachable",
-            Outcome::LoginFailed { .. } => "login_failed",
-            Outcome::ProtocolError { .. } => "protocol_error",
-            Outcome::QueryFailed { .. } => "query_failed",
-            Outcome::NotPrimary { .. } => "not_primary",
-            Outcome::DbNotOnline { .. } => "db_not_online",
-            Outcome::IoError { .. } => "io_error",
-        }
+        self.into()
     }
 
     /// Classifies an error from a socket operation in `phase` (the table in the module doc).
