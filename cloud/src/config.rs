@@ -111,6 +111,26 @@ const BACKOFF_CAP_LIMIT_MS: u64 = 60_000;
 const MAX_INTERFACE_NAME_LEN: usize = 15;
 
 impl CloudConfig {
+    /// Refuses to build `executor` for a config in another mode (the caller picked the wrong
+    /// executor: `AwsExecutor` picks by mode).
+    pub(crate) fn require_mode(
+        &self,
+        mode: ClaimMode,
+        executor: &str,
+    ) -> Result<(), crate::error::CloudError> {
+        if self.mode == mode {
+            return Ok(());
+        }
+        Err(crate::error::CloudError::Config(vec![ConfigProblem {
+            key: "cloud.mode".into(),
+            reason: format!(
+                "is {:?}; {executor} needs {:?}",
+                self.mode.to_string(),
+                mode.to_string()
+            ),
+        }]))
+    }
+
     /// A minimal route-mode config, for programs and tests that build one in code.
     pub fn route(region: &str, route_tables: &[&str]) -> Self {
         CloudConfig {

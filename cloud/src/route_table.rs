@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{Route, RouteState as Ec2RouteState};
 use tokio::task::JoinSet;
 
-use crate::config::{ClaimMode, CloudConfig, ConfigProblem};
+use crate::config::{ClaimMode, CloudConfig};
 use crate::ec2::{Ec2Api, failure_from_sdk};
 use crate::error::CloudError;
 use crate::identity::Identity;
@@ -39,16 +39,6 @@ struct Inner {
 }
 
 impl RouteTableExecutor {
-    /// Connects with the SDK's standard credential chain, then as `new`.
-    pub async fn connect(
-        cfg: &CloudConfig,
-        identity: &Identity,
-        address: Ipv4Addr,
-    ) -> Result<Self, CloudError> {
-        let api = Ec2Api::connect(cfg).await?;
-        Self::new(api, cfg, identity, address).await
-    }
-
     /// Checks the ENI's source/destination check (which also warms the client's connection)
     /// and fails if it is on: routing the overlay IP to such an ENI delivers nothing.
     pub async fn new(
@@ -57,15 +47,7 @@ impl RouteTableExecutor {
         identity: &Identity,
         address: Ipv4Addr,
     ) -> Result<Self, CloudError> {
-        if cfg.mode != ClaimMode::Route {
-            return Err(CloudError::Config(vec![ConfigProblem {
-                key: "cloud.mode".into(),
-                reason: format!(
-                    "is {:?}; RouteTableExecutor needs \"route\"",
-                    cfg.mode.to_string()
-                ),
-            }]));
-        }
+        cfg.require_mode(ClaimMode::Route, "RouteTableExecutor")?;
         let (checked, _record) = check_source_dest_disabled(&api, &identity.eni_id).await;
         checked?;
         Ok(Self::without_checks(api, cfg, identity, address))

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use aws_sdk_ec2::types::{Filter, NetworkInterface};
 
-use crate::config::{ClaimMode, CloudConfig, ConfigProblem};
+use crate::config::{ClaimMode, CloudConfig};
 use crate::ec2::{Ec2Api, failure_from_sdk};
 use crate::error::CloudError;
 use crate::identity::Identity;
@@ -32,15 +32,6 @@ pub struct SecondaryIpExecutor {
 }
 
 impl SecondaryIpExecutor {
-    pub async fn connect(
-        cfg: &CloudConfig,
-        identity: &Identity,
-        address: Ipv4Addr,
-    ) -> Result<Self, CloudError> {
-        let api = Ec2Api::connect(cfg).await?;
-        Self::new(api, cfg, identity, address).await
-    }
-
     /// Looks up the ENI's subnet (which also proves the ENI exists and warms the client).
     /// The source/destination check does not matter here: the address becomes the ENI's own.
     pub async fn new(
@@ -49,15 +40,7 @@ impl SecondaryIpExecutor {
         identity: &Identity,
         address: Ipv4Addr,
     ) -> Result<Self, CloudError> {
-        if cfg.mode != ClaimMode::SecondaryIp {
-            return Err(CloudError::Config(vec![ConfigProblem {
-                key: "cloud.mode".into(),
-                reason: format!(
-                    "is {:?}; SecondaryIpExecutor needs \"secondary_ip\"",
-                    cfg.mode.to_string()
-                ),
-            }]));
-        }
+        cfg.require_mode(ClaimMode::SecondaryIp, "SecondaryIpExecutor")?;
         let policy = *api.policy();
         let deadline = Instant::now() + policy.budget();
         let eni = identity.eni_id.as_str();
