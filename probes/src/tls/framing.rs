@@ -11,15 +11,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use tds_codec::packet::{self, HEADER_LEN, PacketHeader, PacketType};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const HEADER_LEN: usize = 8;
 /// The packet size before LOGIN7 has negotiated one (MS-TDS: 4096).
-const PACKET_LEN: usize = 4096;
-const MAX_PACKET_LEN: usize = 32768;
-const PRELOGIN: u8 = 0x12;
-const TABULAR_RESULT: u8 = 0x04;
-const STATUS_EOM: u8 = 0x01;
+const PACKET_LEN: usize = packet::DEFAULT_PACKET_LEN;
 
 pub(crate) struct HandshakeFraming<S> {
     inner: S,
@@ -92,20 +88,19 @@ impl<S: AsyncRead + Unpin> HandshakeFraming<S> {
             }
             self.header_have += got;
         }
-        let ty = self.header[0];
-        let len = usize::from(u16::from_be_bytes([self.header[2], self.header[3]]));
-        if ty != PRELOGIN && ty != TABULAR_RESULT {
+        let header = PacketHeader::decode(&self.header, packet::MAX_PACKET_LEN).map_err(|e| {
+            invalid(format!(
+                "the server sent a bad TDS header during the TLS handshake: {e}"
+            ))
+        })?;
+        if !matches!(header.ty, PacketType::PreLogin | PacketType::TabularResult) {
             return Poll::Ready(Err(invalid(format!(
-                "the server sent packet type 0x{ty:02x} during the TLS handshake, expected PRELOGIN (0x12)"
-            ))));
-        }
-        if !(HEADER_LEN..=MAX_PACKET_LEN).contains(&len) {
-            return Poll::Ready(Err(invalid(format!(
-                "the server sent a TLS handshake packet of length {len}"
+                "the server sent a {} packet during the TLS handshake, expected PRELOGIN (0x12)",
+                header.ty.name()
             ))));
         }
         self.header_have = 0;
-        self.payload_left = len - HEADER_LEN;
+        self.payload_left = header.payload_len();
         Poll::Ready(Ok(true))
     }
 }
@@ -152,19 +147,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeFraming<S> {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         let n = buf.len().min(PACKET_LEN - HEADER_LEN);
-        let len = u16::try_from(n + HEADER_LEN)
-            .unwrap_or(u16::MAX)
-            .to_be_bytes();
-        this.out.extend_from_slice(&[
-            PRELOGIN,
-            STATUS_EOM,
-            len[0],
-            len[1],
-            0,
-            0,
-            this.packet_id,
-            0,
-        ]);
+        let header = PacketHeader {
+            ty: PacketType::PreLogin,
+            status: packet::status::EOM,
+            // n + 8 ≤ PACKET_LEN (4096) fits in u16.
+            length: (n + HEADER_LEN) as u16,
+            spid: 0,
+            packet_id: this.packet_id,
+            window: 0,
+        };
+        this.out.extend_from_slice(&header.encode());
         this.out.extend_from_slice(&buf[..n]);
         this.packet_id = this.packet_id.wrapping_add(1);
         // The bytes are ours now; a pending inner write finishes in the next call or flush.
