@@ -64,15 +64,21 @@ fn read_password(config: &AgentConfig) -> Result<Password, Vec<ConfigProblem>> {
     }
 }
 
-pub fn run(args: CheckConfigArgs) -> ExitCode {
-    let start = match load_for_start(&args.config) {
-        Ok(s) => s,
-        Err(problems) => {
-            for issue in &problems {
-                eprintln!("{issue}");
-            }
-            return ExitCode::from(EXIT_USAGE);
+/// [`load_for_start`] for a command about to start: every problem goes to stderr as
+/// `KEY: reason`, and the exit code is the usage error's.
+pub fn load_or_usage(path: &Path) -> Result<StartConfig, ExitCode> {
+    load_for_start(path).map_err(|problems| {
+        for issue in &problems {
+            eprintln!("{issue}");
         }
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+pub fn run(args: CheckConfigArgs) -> ExitCode {
+    let start = match load_or_usage(&args.config) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     for w in &start.warnings {
         eprintln!("warning: {w}");

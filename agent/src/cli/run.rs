@@ -9,7 +9,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::EXIT_USAGE;
-use super::check_config::load_for_start;
+use super::check_config::{load_for_start, load_or_usage};
 use tdsvip::DriverError;
 
 #[derive(Debug, Args)]
@@ -21,14 +21,9 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> ExitCode {
     // The very checks `check-config` makes (one function, see check_config.rs).
-    let start = match load_for_start(&args.config) {
+    let start = match load_or_usage(&args.config) {
         Ok(s) => s,
-        Err(problems) => {
-            for issue in &problems {
-                eprintln!("{issue}");
-            }
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
     for w in &start.warnings {
         tracing::warn!("{w}");
