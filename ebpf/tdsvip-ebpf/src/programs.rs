@@ -244,13 +244,7 @@ fn track(ctx: &TcContext) -> Option<()> {
             // SAFETY: a pointer to the map value; racing updates of the same connection from
             // two CPUs can at worst leave one side's numbers a packet old.
             let state = unsafe { &mut *state };
-            if from_client {
-                state.client_next_seq = next_seq;
-                state.client_ack = ack;
-            } else {
-                state.server_next_seq = next_seq;
-                state.server_ack = ack;
-            }
+            record_side(state, from_client, next_seq, ack);
             state.last_seen_ns = now;
         }
         None => {
@@ -258,15 +252,22 @@ fn track(ctx: &TcContext) -> Option<()> {
                 last_seen_ns: now,
                 ..ConnState::default()
             };
-            if from_client {
-                state.client_next_seq = next_seq;
-                state.client_ack = ack;
-            } else {
-                state.server_next_seq = next_seq;
-                state.server_ack = ack;
-            }
+            record_side(&mut state, from_client, next_seq, ack);
             let _ = CONNECTIONS.insert(&key, &state, 0);
         }
     }
     Some(())
+}
+
+/// Stores the next sequence number and acknowledgement one side of a connection sent:
+/// what a tickle needs to forge an ACK that side's peer accepts.
+#[inline(always)]
+fn record_side(state: &mut ConnState, from_client: bool, next_seq: u32, ack: u32) {
+    if from_client {
+        state.client_next_seq = next_seq;
+        state.client_ack = ack;
+    } else {
+        state.server_next_seq = next_seq;
+        state.server_ack = ack;
+    }
 }
