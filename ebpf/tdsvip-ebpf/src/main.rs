@@ -4,7 +4,9 @@
 //!   not own the overlay address" true in the kernel: while an address is `FENCED` in
 //!   `VIP_STATE`, packets to it and ARP requests / neighbour solicitations for it are dropped
 //!   before the IP stack sees them, so the node cannot answer for the address even when
-//!   something re-adds it. Userspace flips ownership with one map write.
+//!   something re-adds it. ARP sent *from* an overlay address (the owner's gratuitous ARP)
+//!   passes, so a fenced node's own processes follow the address. Userspace flips ownership
+//!   with one map write.
 //! * `conn_track` (TC, ingress and egress) keeps the established TCP connections to the
 //!   overlay addresses' tracked ports in an LRU map, so that a new owner can tickle their
 //!   clients (see `node/src/tickle.rs`).

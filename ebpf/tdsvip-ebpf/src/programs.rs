@@ -85,6 +85,15 @@ fn guard_verdict(ctx: &XdpContext) -> Option<u32> {
             if ptype != ETH_P_IP || plen != 4 {
                 return None;
             }
+            // Sent *from* an overlay address: the owner announcing itself (gratuitous request
+            // or reply). A fenced node must hear it, or its processes keep sending to the old
+            // owner; its kernel never answers such a request (the sender is a local address,
+            // a martian source), so passing it gives the fenced node no voice.
+            let sender = VipKey::from_v4(xdp_read::<[u8; 4]>(ctx, ETH_HDR_LEN + 14)?);
+            // SAFETY: a lookup only; nothing is read through the pointer.
+            if unsafe { VIP_STATE.get(&sender) }.is_some() {
+                return None;
+            }
             VipKey::from_v4(xdp_read::<[u8; 4]>(ctx, ETH_HDR_LEN + 24)?)
         }
         ETH_P_IP => VipKey::from_v4(xdp_read::<[u8; 4]>(ctx, ETH_HDR_LEN + 16)?),

@@ -94,6 +94,15 @@ impl Host {
         full.extend_from_slice(args);
         sh_status(&full)
     }
+
+    /// The MAC this host's neighbour table has for `ip`, if any (any state but FAILED).
+    pub fn neighbour(&self, ip: IpAddr) -> Option<String> {
+        let out = self.ip(&["neigh", "show", &ip.to_string(), "dev", "eth0"]);
+        out.split("lladdr ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    }
 }
 
 pub struct Lab {
@@ -233,13 +242,7 @@ impl Lab {
 
     /// The MAC the client's neighbour table has for `ip`, if any (any state but FAILED).
     pub fn client_neighbour(&self, ip: IpAddr) -> Option<String> {
-        let out = self
-            .client
-            .ip(&["neigh", "show", &ip.to_string(), "dev", "eth0"]);
-        out.split("lladdr ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned)
+        self.client.neighbour(ip)
     }
 }
 
