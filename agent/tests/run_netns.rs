@@ -31,6 +31,12 @@ fn run_follows_the_replica_role_in_a_netns() {
     let token = "run-netns-test-token-0123456789abcdef";
     let token_file = lab.dir.join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    // The agent refuses a token file every user can read.
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let http_addr = SocketAddr::from(([127, 0, 0, 1], 19477));
     assert_eq!(lab.overlay(), "10.232.7.100");
     let config = lab.agent_config(

@@ -647,6 +647,8 @@ fn status_of_a_running_agent_follows_the_failover() {
     let sim = lab.start_sim();
     let token = lab.dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    // The agent refuses a token file every user can read.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let http_addr: SocketAddr = "127.0.0.1:19480".parse().unwrap();
     let overlay = lab.overlay();
     let config = lab.agent_config(

@@ -34,11 +34,13 @@ pub struct StartConfig {
 }
 
 /// Everything `run` checks before it starts: the file (syntax, keys, meaning), the password
-/// source, and what building the login probes needs (password length, `sql.ca_file`, ...).
+/// source, what building the login probes needs (password length, `sql.ca_file`, ...), and
+/// the deployment checks against this machine (`deployment.rs`).
 pub fn load_for_start(path: &Path) -> Result<StartConfig, Vec<ConfigProblem>> {
     let config = AgentConfig::load(path).map_err(|e| e.0)?;
     let password = read_password(&config)?;
-    let problems = config.login_problems(&password);
+    let mut problems = config.login_problems(&password);
+    problems.extend(super::deployment::problems(&config));
     if !problems.is_empty() {
         return Err(problems);
     }

@@ -2,6 +2,7 @@
 
 mod check_config;
 mod check_online;
+mod deployment;
 mod probe;
 mod routes;
 mod run;

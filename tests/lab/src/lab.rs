@@ -229,6 +229,12 @@ impl Lab {
         }
         std::fs::write(&token_file, format!("{}\n", lab.token))
             .map_err(|e| format!("{}: {e}", token_file.display()))?;
+        // The agent refuses a token file every user can read.
+        std::fs::set_permissions(
+            &token_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|e| format!("{}: {e}", token_file.display()))?;
         if let Some(tables) = lab.settings.cloud_tables {
             if lab.settings.implementation != Impl::Tdsvip {
                 return Err(
