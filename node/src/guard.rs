@@ -1,18 +1,25 @@
 //! `vip_guard`: loads the eBPF object, attaches the XDP fence to the node's interface and
 //! flips ownership of an overlay address with a single map write.
 //!
+//! Ownership carries a lease: the entry says until when (CLOCK_MONOTONIC, the clock
+//! `bpf_ktime_get_ns` reads) the owner may pass, and the kernel fences the address by itself
+//! once that moment has passed. The agent extends it from its replica's PRIMARY verdicts, so an
+//! agent that is frozen (SIGSTOP, a stalled host) stops answering for the address within one
+//! lease, while its programs stay attached. Without a lease ([`VipEntry::NO_LEASE`]) ownership
+//! lasts until the next write, as before.
+//!
 //! What happens when the agent dies: the XDP program is attached through a bpf_link held by
 //! this process (not pinned), so the kernel detaches it when the last fd closes — on a clean
-//! drop and equally on SIGKILL. The overlay address itself is plain interface state and stays.
-//! So a killed agent leaves an unguarded address behind; that is deliberate: the agent dying
-//! must not take a healthy primary's address away (SQL Server, not the agent, decides who is
-//! primary), and pinning would keep whatever state the guard last had, which is no safer. The
-//! fence is re-established at the next start, because a new executor attaches the guard with
-//! every configured address `FENCED` before the controller decides anything, and an address
-//! that a dead agent left behind is removed by the `release` the controller issues unless its
-//! replica is PRIMARY. (deploy/ may add an `ExecStopPost=` that removes it on unit stop.)
+//! drop and equally on SIGKILL — and the lease goes with it. The overlay address itself is plain
+//! interface state and stays. So a killed agent still leaves an unguarded address behind until
+//! it restarts (issue #13: pinning the link and the maps is what keeps the lease running after
+//! the process is gone). The fence is re-established at the next start, because a new executor
+//! attaches the guard with every configured address `FENCED` before the controller decides
+//! anything, and an address that a dead agent left behind is removed by the `release` the
+//! controller issues unless its replica is PRIMARY.
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -20,7 +27,8 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use tdsvip_ebpf_common::{
-    MAP_CONNECTIONS, MAP_VIP_COUNTERS, MAP_VIP_STATE, PROG_VIP_GUARD, VipCounters, VipKey, VipState,
+    MAP_CONNECTIONS, MAP_VIP_COUNTERS, MAP_VIP_STATE, PROG_VIP_GUARD, VipCounters, VipEntry,
+    VipKey, monotonic_ns,
 };
 use thiserror::Error;
 
@@ -77,7 +85,7 @@ impl XdpAttachMode {
 /// The loaded object with `vip_guard` attached. Dropping it detaches both programs.
 pub struct VipGuard {
     // Declared first so the maps' fds close before the object (and its programs) go.
-    states: HashMap<MapData, VipKey, u32>,
+    states: HashMap<MapData, VipKey, VipEntry>,
     counters: PerCpuHashMap<MapData, VipKey, VipCounters>,
     cpus: usize,
     pub(crate) ebpf: Ebpf,
@@ -131,8 +139,8 @@ impl VipGuard {
         })
     }
 
-    /// Puts an address under the guard with the given ownership and zeroed counters.
-    pub fn register(&mut self, ip: IpAddr, owner: bool) -> Result<(), GuardError> {
+    /// Puts an address under the guard with the given entry and zeroed counters.
+    pub fn register(&mut self, ip: IpAddr, entry: VipEntry) -> Result<(), GuardError> {
         let key = vip_key(ip);
         let zeros = PerCpuValues::try_from(vec![VipCounters::default(); self.cpus])
             .map_err(|err| GuardError::Cpus(format!("per-CPU counters: {err}")))?;
@@ -142,34 +150,37 @@ impl VipGuard {
                 name: MAP_VIP_COUNTERS,
                 source,
             })?;
-        self.set_owner(ip, owner)
+        self.set(ip, entry)
     }
 
-    /// Flips ownership: one `bpf_map_update_elem`, effective for the next packet.
-    pub fn set_owner(&mut self, ip: IpAddr, owner: bool) -> Result<(), GuardError> {
-        let state = if owner {
-            VipState::OWNER
-        } else {
-            VipState::FENCED
-        };
+    /// Flips ownership or moves its lease: one `bpf_map_update_elem`, effective for the next
+    /// packet.
+    pub fn set(&mut self, ip: IpAddr, entry: VipEntry) -> Result<(), GuardError> {
         self.states
-            .insert(vip_key(ip), state, 0)
+            .insert(vip_key(ip), entry, 0)
             .map_err(|source| GuardError::Map {
                 name: MAP_VIP_STATE,
                 source,
             })
     }
 
-    /// `Some(true)` when owned, `Some(false)` when fenced, `None` when not guarded.
-    pub fn is_owner(&self, ip: IpAddr) -> Result<Option<bool>, GuardError> {
+    /// The entry of a guarded address (`None`: not guarded).
+    pub fn entry(&self, ip: IpAddr) -> Result<Option<VipEntry>, GuardError> {
         match self.states.get(&vip_key(ip), 0) {
-            Ok(state) => Ok(Some(state == VipState::OWNER)),
+            Ok(entry) => Ok(Some(entry)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(source) => Err(GuardError::Map {
                 name: MAP_VIP_STATE,
                 source,
             }),
         }
+    }
+
+    /// `Some(true)` when the guard passes the address now (owner, lease running),
+    /// `Some(false)` when it drops it, `None` when not guarded.
+    pub fn is_owner(&self, ip: IpAddr) -> Result<Option<bool>, GuardError> {
+        let now = monotonic_ns();
+        Ok(self.entry(ip)?.map(|entry| entry.passes(now)))
     }
 
     pub fn counters(&self, ip: IpAddr) -> Result<Counters, GuardError> {
@@ -200,4 +211,16 @@ where
 {
     let map = ebpf.take_map(name).ok_or(GuardError::Missing(name))?;
     T::try_from(map).map_err(|source| GuardError::Map { name, source })
+}
+
+/// The CLOCK_MONOTONIC nanoseconds of `at` (an `Instant` in the past or the future).
+pub fn monotonic_ns_at(at: Instant) -> u64 {
+    let (now_ns, now) = (monotonic_ns(), Instant::now());
+    if at >= now {
+        let ahead = u64::try_from((at - now).as_nanos()).unwrap_or(u64::MAX);
+        now_ns.saturating_add(ahead)
+    } else {
+        let behind = u64::try_from((now - at).as_nanos()).unwrap_or(u64::MAX);
+        now_ns.saturating_sub(behind)
+    }
 }

@@ -283,6 +283,65 @@ async fn fenced_node_follows_the_new_owners_gratuitous_arp() {
     eprintln!("the owner's gratuitous ARP while fenced B holds the address: {out}");
 }
 
+/// The kernel lease: an owner whose agent stops renewing (frozen, or gone with its programs
+/// still attached) stops answering for the address once the lease has run, with no userspace
+/// action at all; a renewal from a fresh PRIMARY verdict opens it again, and a renewal from
+/// an older verdict never shortens it.
+#[tokio::test(flavor = "current_thread")]
+async fn an_owner_that_stops_renewing_is_fenced_by_the_kernel_when_its_lease_runs_out() {
+    const LEASE: Duration = Duration::from_millis(300);
+    let lab = Lab::new(14);
+    let vip = lab.vip(false);
+    let mut cfg = config(&lab, false);
+    cfg.lease = Some(LEASE);
+    let mut a = executor(&lab.a, cfg);
+    serve(&lab.a, "A");
+    let acquired = Instant::now();
+    a.acquire(&[]).await.expect("acquire on A");
+    let (_served, greeting) = connect(&lab, vip).expect("client reaches A within the lease");
+    assert_eq!(greeting, "A");
+    assert_eq!(a.verify().await.unwrap().guard[0].1, Some(true));
+
+    // No renewal: the lease runs out by itself.
+    tokio::time::sleep(LEASE.saturating_sub(acquired.elapsed()) + Duration::from_millis(50)).await;
+    assert_eq!(
+        a.verify().await.unwrap().guard[0].1,
+        Some(false),
+        "lease still running"
+    );
+    let before = a.counters(vip).unwrap();
+    assert!(
+        connect(&lab, vip).is_err(),
+        "A served the address after its lease ran out"
+    );
+    let after = a.counters(vip).unwrap();
+    assert!(
+        after.dropped_packets > before.dropped_packets,
+        "the guard did not drop: {before:?} -> {after:?}"
+    );
+
+    // A verdict older than the lease cannot bring ownership back...
+    a.renew_lease(acquired).expect("renew");
+    assert!(
+        connect(&lab, vip).is_err(),
+        "a stale verdict renewed the lease"
+    );
+    // ...a fresh one does, without a new acquire.
+    let fresh = Instant::now();
+    a.renew_lease(fresh).expect("renew");
+    let (_again, greeting) = connect(&lab, vip).expect("client reaches A after the renewal");
+    assert_eq!(greeting, "A");
+    // An older verdict reported late does not shorten the fresh lease.
+    a.renew_lease(acquired).expect("renew");
+    assert_eq!(a.verify().await.unwrap().guard[0].1, Some(true));
+    assert!(fresh.elapsed() < LEASE, "the machine was too slow to tell");
+
+    // Released: renewals no longer open anything.
+    a.release().await.expect("release");
+    a.renew_lease(Instant::now()).expect("renew");
+    assert_eq!(a.verify().await.unwrap().guard[0].1, Some(false));
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn ipv4_address_moves_by_garp_and_fenced_node_stays_silent() {
     move_between_nodes(11, false).await;

@@ -77,6 +77,10 @@ impl NodeTakeover for FakeNode {
         Ok(CallSteps::new(Action::Announce))
     }
 
+    fn renew_lease(&mut self, _: Instant) -> Result<(), NodeError> {
+        Ok(())
+    }
+
     fn counters(&self, _: IpAddr) -> Result<Counters, NodeError> {
         Err(NodeError::EbpfDisabled)
     }

@@ -11,12 +11,12 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use tdsvip_ebpf_common::{
-    ConnKey, ConnState, DEFAULT_MAX_CONNECTIONS, MAX_TRACKED_PORTS, MAX_VIPS, VipCounters, VipKey,
-    VipState,
+    ConnKey, ConnState, DEFAULT_MAX_CONNECTIONS, MAX_TRACKED_PORTS, MAX_VIPS, VipCounters,
+    VipEntry, VipKey,
 };
 
 #[map(name = "VIP_STATE")]
-static VIP_STATE: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+static VIP_STATE: HashMap<VipKey, VipEntry> = HashMap::with_max_entries(MAX_VIPS, 0);
 
 #[map(name = "VIP_COUNTERS")]
 static VIP_COUNTERS: PerCpuHashMap<VipKey, VipCounters> =
@@ -115,11 +115,13 @@ fn guard_verdict(ctx: &XdpContext) -> Option<u32> {
         }
         _ => return None,
     };
-    // SAFETY: the value is a u32 copied out at once; a concurrent userspace update can only
-    // make us see the old or the new state.
-    let state = *unsafe { VIP_STATE.get(&key) }?;
+    // SAFETY: the value is copied out at once. A concurrent userspace update may be seen half
+    // done (one write's state with the other's lease): a fence writes lease 0, so any mix with
+    // it drops, and a renewal keeps the state, so a mix only picks the old or the new expiry.
+    let entry = *unsafe { VIP_STATE.get(&key) }?;
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let owner = state == VipState::OWNER;
+    // SAFETY: a helper without arguments; it reads CLOCK_MONOTONIC.
+    let owner = entry.passes(unsafe { bpf_ktime_get_ns() });
     if let Some(counters) = VIP_COUNTERS.get_ptr_mut(&key) {
         // SAFETY: a per-CPU value, and XDP runs with migration disabled, so nothing else
         // writes this copy concurrently.

@@ -62,6 +62,10 @@ pub struct NodeConfig {
     /// restart, and the controller's first verdict still releases it if that changes.
     #[serde(default)]
     pub adopt_present: bool,
+    /// How long ownership holds in the kernel after the PRIMARY verdict it was last extended
+    /// from (`guard.rs`); `None`: until the next write. Needs `ebpf`.
+    #[serde(default)]
+    pub lease: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -77,6 +81,7 @@ impl NodeConfig {
             xdp_mode: XdpAttachMode::default(),
             max_tracked_connections: tdsvip_ebpf_common::DEFAULT_MAX_CONNECTIONS,
             adopt_present: false,
+            lease: None,
         }
     }
 }

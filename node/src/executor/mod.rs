@@ -24,8 +24,10 @@
 use std::{
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+use tdsvip_ebpf_common::VipEntry;
 
 use tokio::task::JoinHandle;
 
@@ -34,7 +36,7 @@ use crate::{
     announce::{self, Announcer, ArpListener, lock},
     caps,
     conn_track::{ConnTracker, Connection, TrackedConnection},
-    guard::{Counters, GuardError, VipGuard},
+    guard::{Counters, GuardError, VipGuard, monotonic_ns_at},
     sock_destroy::{SockDestroyError, SockDestroyer},
     tickle::Tickler,
 };
@@ -67,6 +69,8 @@ pub struct NodeExecutor {
     background: Vec<JoinHandle<()>>,
     dad_done: bool,
     adopted: Vec<IpAddr>,
+    /// The guard passes the addresses (acquired or adopted, not released since).
+    owning: bool,
 }
 
 impl Drop for NodeExecutor {
@@ -125,8 +129,15 @@ impl NodeExecutor {
         let (guard, tracker) = if config.ebpf {
             let mut guard =
                 VipGuard::attach(ifindex, config.xdp_mode, config.max_tracked_connections)?;
+            // An adopted address passes on the verdict that decided the adoption, just made.
+            let adopted_entry = owner_entry(config.lease, Instant::now());
             for ip in &ips {
-                guard.register(*ip, adopted.contains(ip))?;
+                let entry = if adopted.contains(ip) {
+                    adopted_entry
+                } else {
+                    VipEntry::fenced()
+                };
+                guard.register(*ip, entry)?;
             }
             let tracker =
                 ConnTracker::attach(&mut guard, &config.interface, &config.tracked_ports)?;
@@ -134,7 +145,9 @@ impl NodeExecutor {
         } else {
             (None, None)
         };
+        let owning = !adopted.is_empty();
         Ok(Self {
+            owning,
             config,
             ips,
             addresses,
@@ -185,16 +198,44 @@ impl NodeExecutor {
     }
 
     fn set_guard(&mut self, owner: bool) -> Result<(Option<()>, String), GuardError> {
+        // The acquire follows the PRIMARY verdict that decided it within milliseconds.
+        let entry = if owner {
+            owner_entry(self.config.lease, Instant::now())
+        } else {
+            VipEntry::fenced()
+        };
+        self.owning = owner;
         match &mut self.guard {
             None => Ok((None, "eBPF disabled".into())),
             Some(guard) => {
                 for ip in &self.ips {
-                    guard.set_owner(*ip, owner)?;
+                    guard.set(*ip, entry)?;
                 }
                 let state = if owner { "owner" } else { "fenced" };
                 Ok((Some(()), format!("{} address(es) {state}", self.ips.len())))
             }
         }
+    }
+
+    /// Extends the kernel lease of owned addresses to `primary_seen_at` plus the configured
+    /// lease: the caller passes the moment its replica was last seen PRIMARY. Does nothing
+    /// when not owning, without a lease or without eBPF; never moves a lease backwards, so a
+    /// late report of an older verdict cannot shorten it.
+    fn renew_owned_lease(&mut self, primary_seen_at: Instant) -> Result<(), NodeError> {
+        let (Some(guard), true) = (&mut self.guard, self.owning) else {
+            return Ok(());
+        };
+        let entry = owner_entry(self.config.lease, primary_seen_at);
+        for ip in &self.ips {
+            let current = guard.entry(*ip)?;
+            if current.is_some_and(|c| {
+                c.state == entry.state && c.lease_expires_ns >= entry.lease_expires_ns
+            }) {
+                continue;
+            }
+            guard.set(*ip, entry)?;
+        }
+        Ok(())
     }
 
     /// The connections to tickle: the tracker's and the peers', for our addresses, once each.
@@ -435,6 +476,10 @@ impl NodeTakeover for NodeExecutor {
         })
     }
 
+    fn renew_lease(&mut self, primary_seen_at: Instant) -> Result<(), NodeError> {
+        self.renew_owned_lease(primary_seen_at)
+    }
+
     async fn announce(&mut self) -> Result<CallSteps, TakeoverFailure> {
         let mut timeline = CallSteps::new(Action::Announce);
         let announced = timeline.step(StepKind::Garp, || {
@@ -447,5 +492,13 @@ impl NodeTakeover for NodeExecutor {
             Ok(()) => Ok(timeline),
             Err(err) => Err(fail(timeline, err)),
         }
+    }
+}
+
+/// The guard entry of an owner whose replica was seen PRIMARY at `seen`.
+fn owner_entry(lease: Option<Duration>, seen: Instant) -> VipEntry {
+    match lease {
+        None => VipEntry::owner_until(VipEntry::NO_LEASE),
+        Some(lease) => VipEntry::owner_until(monotonic_ns_at(seen + lease)),
     }
 }

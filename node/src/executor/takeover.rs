@@ -1,7 +1,7 @@
 //! The node-level takeover as the controller sees it: [`NodeTakeover`], its errors, and what
 //! `verify` reports.
 
-use std::{future::Future, net::IpAddr};
+use std::{future::Future, net::IpAddr, time::Instant};
 
 use thiserror::Error;
 
@@ -83,6 +83,10 @@ pub trait NodeTakeover {
 
     /// One announcement round now (e.g. after a link flap while owning).
     fn announce(&mut self) -> impl Future<Output = Result<CallSteps, TakeoverFailure>> + Send;
+
+    /// Extends the kernel ownership lease from the moment the replica was last seen PRIMARY
+    /// (no effect when not owning, without a lease or without eBPF).
+    fn renew_lease(&mut self, primary_seen_at: Instant) -> Result<(), NodeError>;
 
     /// `vip_guard`'s counters for one address (an error when eBPF is off).
     fn counters(&self, ip: IpAddr) -> Result<Counters, NodeError>;

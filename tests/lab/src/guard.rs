@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use aya::maps::{HashMap, Map, MapData};
-use tdsvip_ebpf_common::{MAP_VIP_STATE, VipKey, VipState};
+use tdsvip_ebpf_common::{MAP_VIP_STATE, VipEntry, VipKey, monotonic_ns};
 
 /// What the guard on a node's `eth0` does with the overlay address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +51,12 @@ impl GuardState {
         }
     }
 
-    /// The state for a `VIP_STATE` lookup result (`None`: the key is absent).
-    pub fn from_value(v: Option<u32>) -> GuardState {
+    /// The state for a `VIP_STATE` lookup result at CLOCK_MONOTONIC `now_ns` (`None`: the key
+    /// is absent). An owner whose lease has run out is fenced: the kernel drops its traffic.
+    pub fn from_value(v: Option<VipEntry>, now_ns: u64) -> GuardState {
         match v {
             None => GuardState::Unlisted,
-            Some(VipState::OWNER) => GuardState::Owner,
+            Some(entry) if entry.passes(now_ns) => GuardState::Owner,
             Some(_) => GuardState::Fenced,
         }
     }
@@ -193,7 +194,7 @@ fn netlink_socket() -> Result<OwnedFd, String> {
 }
 
 /// An open `VIP_STATE` map.
-type VipStateMap = HashMap<MapData, VipKey, u32>;
+type VipStateMap = HashMap<MapData, VipKey, VipEntry>;
 
 /// The open `VIP_STATE` map of XDP program `prog`.
 fn vip_state_map(prog: u32) -> Result<VipStateMap, String> {
@@ -290,8 +291,8 @@ impl GuardReader {
         }
         match &self.cached {
             Some((_, Some(map))) => match map.get(&self.key, 0) {
-                Ok(v) => GuardState::from_value(Some(v)),
-                Err(aya::maps::MapError::KeyNotFound) => GuardState::from_value(None),
+                Ok(v) => GuardState::from_value(Some(v), monotonic_ns()),
+                Err(aya::maps::MapError::KeyNotFound) => GuardState::from_value(None, 0),
                 Err(_) => GuardState::Unknown,
             },
             _ => GuardState::Unknown,
@@ -365,10 +366,23 @@ mod tests {
 
     #[test]
     fn states() {
-        assert_eq!(GuardState::from_value(Some(1)), GuardState::Owner);
-        assert_eq!(GuardState::from_value(Some(0)), GuardState::Fenced);
-        assert_eq!(GuardState::from_value(Some(7)), GuardState::Fenced);
-        assert_eq!(GuardState::from_value(None), GuardState::Unlisted);
+        let owner = |until| Some(VipEntry::owner_until(until));
+        assert_eq!(
+            GuardState::from_value(owner(VipEntry::NO_LEASE), 5),
+            GuardState::Owner
+        );
+        assert_eq!(GuardState::from_value(owner(10), 5), GuardState::Owner);
+        assert_eq!(GuardState::from_value(owner(10), 10), GuardState::Fenced);
+        assert_eq!(
+            GuardState::from_value(Some(VipEntry::fenced()), 5),
+            GuardState::Fenced
+        );
+        let unknown = VipEntry {
+            state: 7,
+            ..VipEntry::owner_until(VipEntry::NO_LEASE)
+        };
+        assert_eq!(GuardState::from_value(Some(unknown), 5), GuardState::Fenced);
+        assert_eq!(GuardState::from_value(None, 5), GuardState::Unlisted);
         assert!(!GuardState::Fenced.passes());
         assert!(GuardState::NoGuard.passes() && GuardState::Owner.passes());
         assert_eq!(
