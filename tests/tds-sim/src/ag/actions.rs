@@ -34,7 +34,9 @@ impl Shared {
                 if let Err(e) = s.log.save_seq(s.seq) {
                     warn!(error = %e, "cannot persist sequence_number");
                 }
-                s.lease_expiry_ms = validity.map(|v| now_unix_ms() + v * 1000);
+                // A fresh lease, or the one renewed just before FAILOVER if that is later.
+                let fresh = validity.map(|v| now_unix_ms() + v * 1000);
+                s.lease_expiry_ms = fresh.max(s.lease_expiry_ms.filter(|_| fresh.is_some()));
                 s.upstream = None;
                 info!(sequence_number = s.seq, "now PRIMARY");
             } else if from == Role::Primary {
@@ -101,13 +103,19 @@ impl Shared {
     }
 
     pub(crate) fn set_required(&self, n: i64) -> Result<(), SqlError> {
-        let role = self.state.borrow().role;
-        // SQL Server's error numbers for these two refusals are unknown to us: 50000.
+        let (role, ag) = {
+            let r = self.state.borrow();
+            (r.role, r.ag.clone())
+        };
+        // 41140 is SQL Server's refusal of an ALTER AVAILABILITY GROUP that needs the
+        // primary; its number for an out-of-range value is unknown to us: 50000.
         if role != Role::Primary {
             return Err(SqlError::new(
-                50000,
+                41140,
                 16,
-                "REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT can only be set on the primary replica.",
+                format!(
+                    "Availability group '{ag}' cannot process the ALTER AVAILABILITY GROUP command, because the local availability replica is not the primary replica.  Connect to the server instance that is currently hosting the primary replica of this availability group, and rerun the command."
+                ),
             ));
         }
         if !(0..=8).contains(&n) {
@@ -134,10 +142,10 @@ impl Shared {
     }
 
     pub(crate) fn renew_lease(&self, secs: i64) -> Result<(), SqlError> {
-        let role = self.state.borrow().role;
+        let ag = self.state.borrow().ag.clone();
         let configured = self.ag.lease_configured();
         self.ag.update(|s| {
-            let e = rules::renew_lease(configured, role, s.lease_expiry_ms, now_unix_ms(), secs)?;
+            let e = rules::renew_lease(configured, &ag, s.lease_expiry_ms, now_unix_ms(), secs)?;
             s.lease_expiry_ms = Some(e);
             Ok(())
         })

@@ -124,14 +124,19 @@ pub struct FailoverRequest<'a> {
     pub was_synchronized: bool,
 }
 
-/// Error 47104 is a guess: SQL Server refuses an AG command on an EXTERNAL AG without the
-/// `external_cluster` session context, but the number is not documented where we looked.
+// Numbers and texts from SQL Server's message list (learn.microsoft.com, "Database Engine
+// events and errors", 31000-41399 and 41400-49999, as of SQL Server 2019).
+/// "This operation cannot be performed on the availability group ... because it has
+/// EXTERNAL cluster type." That it is the refusal without `external_cluster` is inferred
+/// from its text; the number and text are SQL Server's.
 pub const ERR_NEEDS_EXTERNAL_CLUSTER: i32 = 47104;
-/// Documented: the replica cannot become primary, it was not synchronized.
+/// The replica cannot become primary: not synchronized (also Pacemaker's agent's 41142).
 pub const ERR_NOT_SYNCHRONIZED: i32 = 41142;
-/// A guess (41122 is used for "already the primary replica" in SQL Server's messages we
-/// have seen quoted; not verified).
+/// "Cannot failover availability group ... The local availability replica is already the
+/// primary replica".
 pub const ERR_ALREADY_PRIMARY: i32 = 41122;
+/// "Configuration-only replica cannot become primary."
+pub const ERR_CONFIGURATION_ONLY: i32 = 47109;
 
 pub fn failover(r: &FailoverRequest<'_>) -> Result<(), SqlError> {
     if !r.external_cluster {
@@ -139,7 +144,7 @@ pub fn failover(r: &FailoverRequest<'_>) -> Result<(), SqlError> {
             ERR_NEEDS_EXTERNAL_CLUSTER,
             16,
             format!(
-                "The operation cannot be performed on availability group '{}' because it has EXTERNAL cluster type. Use the cluster management tools to perform the operation (set the session context key 'external_cluster' first).",
+                "This operation cannot be performed on the availability group '{}' because it has EXTERNAL cluster type. Use the cluster management tools to perform the operation.",
                 r.ag
             ),
         ));
@@ -149,17 +154,17 @@ pub fn failover(r: &FailoverRequest<'_>) -> Result<(), SqlError> {
             ERR_ALREADY_PRIMARY,
             16,
             format!(
-                "Cannot failover availability group '{}' to this instance of SQL Server. The local availability replica is already the primary replica of the availability group.",
+                "Cannot failover availability group '{}' to this instance of SQL Server.  The local availability replica is already the primary replica of the availability group.  To failover this availability group to another instance of SQL Server, run the failover command on that instance of SQL Server.  If local instance of SQL Server is intended to host the primary replica of the availability group, then no action is required.",
                 r.ag
             ),
         ));
     }
     if r.local_mode == AvailabilityMode::ConfigurationOnly {
         return Err(SqlError::new(
-            41142,
+            ERR_CONFIGURATION_ONLY,
             16,
             format!(
-                "The availability replica for availability group '{}' on this instance of SQL Server cannot become the primary replica: it is a configuration-only replica and hosts no databases.",
+                "Availability group '{}' cannot failover to this replica. Configuration-only replica cannot become primary. An attempt to fail over an availability group failed. The replica is a configuration-only and cannot become a primary.",
                 r.ag
             ),
         ));
@@ -177,43 +182,55 @@ pub fn failover(r: &FailoverRequest<'_>) -> Result<(), SqlError> {
     Ok(())
 }
 
+/// The AG was created without `WRITE_LEASE_VALIDITY` (Microsoft's Pacemaker agent,
+/// mssql-server-ha `SQLError_AGDoesNotAllowExternalLeaseUpdates`, with this text).
+pub const ERR_NO_EXTERNAL_LEASE: i32 = 47116;
+/// The renewal would move the expiry earlier (same source,
+/// `SQLError_AGExternalLeaseUpdate_NewExpiryIsOlderThanCurrentExpiry`).
+pub const ERR_LEASE_EARLIER: i32 = 47119;
+/// The lease value is not a valid time (SQL Server's message list; see `renew_lease`).
+pub const ERR_LEASE_VALUE: i32 = 47117;
+
 /// `SET (WRITE_LEASE_VALIDITY = secs)` at `now_ms`: the new expiry, or why not. A renewal
 /// must not move the expiry earlier; an AG created without the option has no lease to
-/// renew; only a primary holds one. Numbers 50000 here: SQL Server's are unknown to us.
+/// renew. Any role may renew: Microsoft's Pacemaker agent renews on the promotion target
+/// (still SECONDARY) just before `FAILOVER` and treats only 47116 and 47119 as benign, so
+/// SQL Server accepts it there; the lease matters once the replica is PRIMARY. The range
+/// check answers 47117 ("must be specified with a valid time value"), SQL Server's message
+/// whose text fits; the 1..=86400 bound itself is ours.
 pub fn renew_lease(
     configured: bool,
-    role: Role,
+    ag: &str,
     current_expiry_ms: Option<u64>,
     now_ms: u64,
     secs: i64,
 ) -> Result<u64, SqlError> {
     if !configured {
         return Err(SqlError::new(
-            50000,
+            ERR_NO_EXTERNAL_LEASE,
             16,
-            "The availability group was created without WRITE_LEASE_VALIDITY; there is no write lease to renew.",
+            format!(
+                "The external lease cannot be set on availability group '{ag}'. External Lease updates are not enabled for this availability group."
+            ),
         ));
     }
     if !(1..=86_400).contains(&secs) {
         return Err(SqlError::new(
-            50000,
+            ERR_LEASE_VALUE,
             16,
-            format!("WRITE_LEASE_VALIDITY {secs} is out of range (1 to 86400 seconds)."),
-        ));
-    }
-    if role != Role::Primary {
-        return Err(SqlError::new(
-            50000,
-            16,
-            "The write lease can only be renewed on the primary replica.",
+            format!(
+                "The 'WRITE_LEASE_VALIDITY' option must be specified with a valid time value when updating the Availability Group's external write lease status on availability group '{ag}'."
+            ),
         ));
     }
     let expiry = now_ms + secs as u64 * 1000;
     if current_expiry_ms.is_some_and(|c| expiry < c) {
         return Err(SqlError::new(
-            50000,
+            ERR_LEASE_EARLIER,
             16,
-            "The write lease renewal was refused: it would expire earlier than the current lease.",
+            format!(
+                "The current write lease of the availability group '{ag}' is still valid. The lease expiration time cannot be set to an earlier time than its current value."
+            ),
         ));
     }
     Ok(expiry)
@@ -340,24 +357,21 @@ mod tests {
         );
         let mut c = req(true, true, Role::Secondary, true);
         c.local_mode = ConfigurationOnly;
-        assert_eq!(n(c), Some(41142));
+        assert_eq!(n(c), Some(ERR_CONFIGURATION_ONLY));
     }
 
     #[test]
     fn lease_renewals() {
-        assert!(renew_lease(false, Role::Primary, None, 0, 5).is_err());
-        assert!(renew_lease(true, Role::Secondary, None, 0, 5).is_err());
-        assert!(renew_lease(true, Role::Primary, None, 0, 0).is_err());
-        assert_eq!(
-            renew_lease(true, Role::Primary, None, 1000, 5).unwrap(),
-            6000
-        );
+        let n = |r: Result<u64, SqlError>| r.err().map(|e| e.number);
+        assert_eq!(n(renew_lease(false, "ag1", None, 0, 5)), Some(47116));
+        assert_eq!(n(renew_lease(true, "ag1", None, 0, 0)), Some(47117));
+        assert_eq!(renew_lease(true, "ag1", None, 1000, 5).unwrap(), 6000);
         // Later is fine, earlier is refused.
+        assert_eq!(renew_lease(true, "ag1", Some(6000), 2000, 5).unwrap(), 7000);
         assert_eq!(
-            renew_lease(true, Role::Primary, Some(6000), 2000, 5).unwrap(),
-            7000
+            n(renew_lease(true, "ag1", Some(9000), 2000, 5)),
+            Some(47119)
         );
-        assert!(renew_lease(true, Role::Primary, Some(9000), 2000, 5).is_err());
     }
 
     #[test]
