@@ -16,113 +16,11 @@ use std::time::Duration;
 
 use crate::client::{Client, ClientSettings};
 use crate::clock::Clock;
-use crate::config::{self, AgentTiming, KeepalivedTiming};
+use crate::config;
 use crate::netns::{self, OVERLAY, Topology, in_ns, node_ip};
 use crate::procs;
 use crate::sampler::Samplers;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Impl {
-    Tdsvip,
-    Keepalived,
-}
-
-impl Impl {
-    pub fn name(self) -> &'static str {
-        match self {
-            Impl::Tdsvip => "tdsvip",
-            Impl::Keepalived => "keepalived",
-        }
-    }
-}
-
-/// Everything that shapes a lab run.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub implementation: Impl,
-    pub nodes: usize,
-    pub agent: AgentTiming,
-    pub keepalived: KeepalivedTiming,
-    pub promote_delay_ms: u64,
-    pub lease_ms: u64,
-    pub idle_sessions: usize,
-    pub flaps: usize,
-    pub flap_interval_ms: u64,
-    pub client_every_ms: u64,
-    pub client_deadline_ms: u64,
-    pub sample_ms: u64,
-    pub arp_every_ms: u64,
-    /// Where work dirs go (default: the system temp dir).
-    pub work_root: Option<PathBuf>,
-    /// Keep the work dir (logs, configs) after a successful run.
-    pub keep: bool,
-    /// `--cloud`: moto's EC2 server and this many route tables.
-    pub cloud_tables: Option<usize>,
-    /// tds-sim's SESSION_TIMEOUT (ms; a sim-only unit, SQL Server counts seconds).
-    pub session_timeout_ms: u64,
-    /// REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT of the AG.
-    pub required_synchronized: u32,
-    /// The writer's commit period and deadline.
-    pub writer_every_ms: u64,
-    pub writer_deadline_ms: u64,
-    /// The node whose replica is ASYNCHRONOUS_COMMIT (async-replica sets node 3); every
-    /// other replica is SYNCHRONOUS_COMMIT.
-    pub async_node: Option<usize>,
-}
-
-/// The mirroring endpoint port of every node.
-pub const ENDPOINT_PORT: u16 = 5022;
-
-impl Settings {
-    /// Node `i`'s AVAILABILITY_MODE.
-    pub fn availability_mode(&self, i: usize) -> &'static str {
-        if self.async_node == Some(i) {
-            "ASYNCHRONOUS_COMMIT"
-        } else {
-            "SYNCHRONOUS_COMMIT"
-        }
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            implementation: Impl::Tdsvip,
-            nodes: 3,
-            agent: AgentTiming {
-                interval_ms: 20,
-                timeout_ms: 200,
-                rise: 2,
-                fall: 3,
-            },
-            keepalived: KeepalivedTiming {
-                advert_int: 0.01,
-                script_interval: 1,
-                script_timeout: 1,
-                script_fall: 1,
-                script_rise: 1,
-                check_timeout_ms: 200,
-            },
-            promote_delay_ms: 0,
-            lease_ms: 500,
-            idle_sessions: 4,
-            flaps: 4,
-            flap_interval_ms: 500,
-            client_every_ms: 10,
-            client_deadline_ms: 50,
-            sample_ms: 10,
-            arp_every_ms: 250,
-            work_root: None,
-            keep: false,
-            cloud_tables: None,
-            session_timeout_ms: 500,
-            required_synchronized: 1,
-            writer_every_ms: 10,
-            writer_deadline_ms: 1000,
-            async_node: None,
-        }
-    }
-}
+pub use crate::settings::{ENDPOINT_PORT, Impl, Settings};
 
 pub struct Node {
     pub ns: String,
@@ -142,6 +40,10 @@ pub struct Lab {
     pub client: Option<Client>,
     pub writer: Option<crate::writer::Writer>,
     pub samplers: Option<Samplers>,
+    /// Which sims would acknowledge a commit, every 10 ms.
+    pub primaries: Option<crate::primaries::PrimarySampler>,
+    /// The HA manager's write-lease renewals.
+    pub lease: Option<crate::lease::LeaseRenewer>,
     pub cloud: Option<crate::cloud::Cloud>,
     /// Killed children not reaped yet.
     killed: Vec<Child>,
@@ -157,6 +59,14 @@ pub struct Lab {
     failed: bool,
     // Dropped last: the namespaces.
     topo: Topology,
+}
+
+/// Writes a file only its owner can read (the agents refuse a token others could read).
+fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn random_password() -> String {
@@ -213,6 +123,8 @@ impl Lab {
             client: None,
             writer: None,
             samplers: None,
+            primaries: None,
+            lease: None,
             cloud: None,
             killed: Vec::new(),
             actions: Vec::new(),
@@ -227,8 +139,8 @@ impl Lab {
         for i in 0..lab.nodes.len() {
             lab.start_sim(i, if i == 0 { "PRIMARY" } else { "SECONDARY" })?;
         }
-        std::fs::write(&token_file, format!("{}\n", lab.token))
-            .map_err(|e| format!("{}: {e}", token_file.display()))?;
+        lab.start_ag_watch()?;
+        write_secret(&token_file, &format!("{}\n", lab.token))?;
         // The agent refuses a token file every user can read.
         std::fs::set_permissions(
             &token_file,
@@ -284,7 +196,7 @@ impl Lab {
                 user: config::USER.into(),
                 password: lab.password.clone(),
                 every: Duration::from_millis(lab.settings.writer_every_ms),
-                login_deadline: Duration::from_millis(lab.settings.client_deadline_ms.max(200)),
+                login_deadline: Duration::from_millis(lab.settings.client_deadline_ms),
                 commit_deadline: Duration::from_millis(lab.settings.writer_deadline_ms),
             },
         )?);
@@ -318,7 +230,7 @@ impl Lab {
         format!("logs and configs in {}", self.dir.display())
     }
 
-    fn record(&mut self, at: f64, node: usize, what: impl Into<String>) {
+    pub(crate) fn record(&mut self, at: f64, node: usize, what: impl Into<String>) {
         self.actions.push((at, node, what.into()));
     }
 
@@ -401,6 +313,8 @@ impl Lab {
             self.settings.session_timeout_ms.to_string(),
             "--required-synchronized-secondaries-to-commit".into(),
             self.settings.required_synchronized.to_string(),
+            "--write-lease-validity".into(),
+            self.settings.write_lease_validity_s.to_string(),
             "--data-dir".into(),
             self.dir
                 .join(format!("sim{}-data", i + 1))
@@ -468,6 +382,7 @@ impl Lab {
         } else {
             "FAILOVER"
         };
+        self.renew_lease_on(i);
         let sent = self.clock.now();
         self.tsql(
             i,
@@ -505,6 +420,7 @@ impl Lab {
         } else {
             "SET (ROLE = SECONDARY)"
         };
+        self.stop_renewing(i, "demoted");
         let t = self.clock.now();
         self.tsql(
             i,
@@ -526,6 +442,7 @@ impl Lab {
 
     /// SIGKILLs node `i`'s tds-sim; returns the time.
     pub fn kill_sim(&mut self, i: usize) -> f64 {
+        self.stop_renewing(i, "its SQL Server is down");
         let t = self.clock.now();
         if let Some(mut c) = self.nodes[i].sim.take() {
             procs::kill(&mut c);
@@ -607,6 +524,7 @@ impl Lab {
     /// SIGKILLs node `i`'s agent and tds-sim together (a crash); they are reaped later
     /// ([`Lab::reap`]) so that the promotion does not wait for the kernel's cleanup.
     pub fn kill_node_processes(&mut self, i: usize) -> f64 {
+        self.stop_renewing(i, "its node is down");
         let t = self.clock.now();
         let children: Vec<Child> = [self.nodes[i].agent.take(), self.nodes[i].sim.take()]
             .into_iter()
@@ -793,6 +711,8 @@ impl Drop for Lab {
         self.writer.take();
         self.client.take();
         self.samplers.take();
+        self.primaries.take();
+        self.lease.take();
         self.cloud.take();
         self.reap();
         for n in &mut self.nodes {

@@ -8,6 +8,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod aftermath;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -17,14 +18,17 @@ pub mod guard;
 pub mod http;
 pub mod keepalived;
 pub mod lab;
+pub mod lease;
 pub mod measure;
 pub mod netns;
 pub mod pki;
 pub mod plot;
+pub mod primaries;
 pub mod procs;
 pub mod report;
 pub mod sampler;
 pub mod scenario;
+pub mod settings;
 pub mod signals;
 pub mod stats;
 pub mod tsql;

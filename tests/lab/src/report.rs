@@ -18,6 +18,10 @@ pub struct RunSummary {
     pub idle_session_reset_ms: Summary,
     pub route_tables_ms: Option<Summary>,
     pub dual_owner_samples: usize,
+    /// Samples in which two sims would have acknowledged a commit, and samples in which
+    /// unreadable sims could have made two.
+    pub dual_primary_samples: usize,
+    pub dual_primary_unknown_samples: usize,
     pub fenced_holder_samples: usize,
     pub non_primary_answers: usize,
     pub acked_commits: usize,
@@ -43,6 +47,9 @@ pub fn settings_json(s: &Settings) -> Value {
         "required_synchronized_secondaries_to_commit": s.required_synchronized,
         "writer_every_ms": s.writer_every_ms,
         "writer_deadline_ms": s.writer_deadline_ms,
+        "write_lease_validity_s": s.write_lease_validity_s,
+        "lease_renew_every_ms": s.lease_renew_every_ms,
+        "primary_sample_ms": s.sample_ms,
     });
     match s.implementation {
         Impl::Tdsvip => {
@@ -87,6 +94,8 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
             .as_ref()
             .map(|_| summarize_optional(&all(&|t| t.route_tables.clone()))),
         dual_owner_samples: trials.iter().map(|t| t.result.dual_owner_samples).sum(),
+        dual_primary_samples: trials.iter().map(|t| t.primaries.dual).sum(),
+        dual_primary_unknown_samples: trials.iter().map(|t| t.primaries.unknown).sum(),
         fenced_holder_samples: trials.iter().map(|t| t.result.fenced_holder_samples).sum(),
         non_primary_answers: trials.iter().map(|t| t.result.non_primary_answers).sum(),
         acked_commits: trials.iter().map(|t| t.commits.acked).sum(),
@@ -107,6 +116,8 @@ impl RunSummary {
             "promotion_to_client_ms": self.promotion_to_client_ms,
             "idle_session_reset_ms": self.idle_session_reset_ms,
             "dual_owner_samples": self.dual_owner_samples,
+            "dual_primary_samples": self.dual_primary_samples,
+            "dual_primary_unknown_samples": self.dual_primary_unknown_samples,
             "fenced_holder_samples": self.fenced_holder_samples,
             "non_primary_answers": self.non_primary_answers,
             "acked_commits": self.acked_commits,
@@ -247,6 +258,7 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
             )),
         }
     }
+    lines.extend(ag_lines(t, &rel));
     lines.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out = format!(
         "trial {} ({}): node{} -> node{}\n",
@@ -293,6 +305,15 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
         r.failed_attempts,
     ));
     out.push_str(&format!(
+        "  => sims: {} samples, {} with two that would acknowledge a commit, {} unknown; lease renewals {} (slowest {} ms), {} failed\n",
+        t.primaries.samples,
+        t.primaries.dual,
+        t.primaries.unknown,
+        t.lease_renewals.len(),
+        f(t.lease_renewals.iter().map(|r| r.took_ms).reduce(f64::max)),
+        t.lease_failures.len()
+    ));
+    out.push_str(&format!(
         "  => writer: {} commits acknowledged, {} lost {:?}, write outage {} ms, old primary discarded {} on rejoin\n",
         t.commits.acked,
         t.commits.lost.len(),
@@ -329,10 +350,86 @@ pub fn summary_text(s: &RunSummary) -> String {
         "  dual-owner samples {}, fenced-holder samples {}, non-primary answers {}\n",
         s.dual_owner_samples, s.fenced_holder_samples, s.non_primary_answers
     ));
+    out.push_str(&format!(
+        "  dual-primary samples {} (unknown {})\n",
+        s.dual_primary_samples, s.dual_primary_unknown_samples
+    ));
     out.push_str(&line("write outage ms", &s.write_outage_ms));
     out.push_str(&format!(
         "  commits acknowledged {}, lost {}, discarded on rejoin {}\n",
         s.acked_commits, s.lost_commits, s.discarded_on_rejoin
     ));
     out
+}
+
+/// Timeline lines of the sims' would-acknowledge samples (on change) and of failed lease
+/// renewals.
+fn ag_lines(t: &Trial, rel: &dyn Fn(f64) -> String) -> Vec<(f64, String)> {
+    let mut lines = Vec::new();
+    for (at, nodes) in &t.primary_changes {
+        let who: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("node{} {}", i + 1, r.label()))
+            .collect();
+        lines.push((
+            *at,
+            format!("{}  would-acknowledge sample: {}", rel(*at), who.join(", ")),
+        ));
+    }
+    lines.extend(write_failure_lines(t, rel));
+    for f in &t.lease_failures {
+        lines.push((
+            f.at,
+            format!(
+                "{}  lab: node{} lease renewal FAILED: {}",
+                rel(f.at),
+                f.node + 1,
+                f.error
+            ),
+        ));
+    }
+    lines
+}
+
+/// The writer's failures from just before the fault: the first ones one by one, then a
+/// count of the rest (the anatomy of the write outage).
+fn write_failure_lines(t: &Trial, rel: &dyn Fn(f64) -> String) -> Vec<(f64, String)> {
+    let t0 = t.faults.first().copied().unwrap_or(t.start);
+    let after: Vec<&crate::writer::WriteFailure> = t
+        .write_failures
+        .iter()
+        .filter(|f| f.at >= t0 - 50.0)
+        .collect();
+    let mut lines: Vec<(f64, String)> = after
+        .iter()
+        .take(12)
+        .map(|f| {
+            (
+                f.at,
+                format!(
+                    "{}  writer: {} failed after {:.1} ms: {}",
+                    rel(f.at),
+                    if f.what.starts_with("login") {
+                        "login"
+                    } else {
+                        "commit"
+                    },
+                    f.took_ms,
+                    f.what
+                ),
+            )
+        })
+        .collect();
+    if let Some(last) = after.get(12..).and_then(|r| r.last()) {
+        lines.push((
+            last.at,
+            format!(
+                "{}  writer: {} more failures up to here",
+                rel(last.at),
+                after.len() - 12
+            ),
+        ));
+    }
+    lines
 }

@@ -2,15 +2,17 @@
 //! secondary (playing SQL Server's failover machinery), how long it watches, and how it puts
 //! the old primary back as a SECONDARY before the next trial.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::aftermath::{commit_result, discarded, restarts, restore};
 use crate::lab::{Impl, Lab};
 use crate::measure::{Promotion, TrialInput, TrialResult, analyze};
-use crate::netns::{OVERLAY, sh_stdin};
+use crate::netns::sh_stdin;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A drill; its kebab-case name is the `--scenario` value and what reports print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Scenario {
     KillPrimary,
     Switchover,
@@ -37,28 +39,12 @@ impl Scenario {
     ];
 
     pub fn name(self) -> &'static str {
-        match self {
-            Scenario::KillPrimary => "kill-primary",
-            Scenario::Switchover => "switchover",
-            Scenario::HangPrimary => "hang-primary",
-            Scenario::CrashNode => "crash-node",
-            Scenario::PartitionPrimary => "partition-primary",
-            Scenario::Flap => "flap",
-            Scenario::Loss => "loss",
-            Scenario::KillAgent => "kill-agent",
-            Scenario::AsyncReplica => "async-replica",
-        }
+        self.into()
     }
 
     /// Scenarios whose idle sessions must be reset within 200 ms of the takeover.
     pub fn checks_idle_reset(self) -> bool {
         matches!(self, Scenario::KillPrimary | Scenario::Switchover)
-    }
-}
-
-impl fmt::Display for Scenario {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -113,6 +99,14 @@ pub struct Trial {
     pub commits: crate::writer::CommitResult,
     /// Transactions the old primary discarded when it rejoined (from its tds-sim).
     pub discarded_on_rejoin: u64,
+    /// Samples of which sims would acknowledge a commit: counts, and their changes.
+    pub primaries: crate::primaries::PrimaryCount,
+    pub primary_changes: Vec<(f64, Vec<crate::primaries::Reading>)>,
+    /// Write-lease renewals during the trial: those that succeeded and those that failed.
+    pub lease_renewals: Vec<crate::lease::Renewal>,
+    pub lease_failures: Vec<crate::lease::RenewFailure>,
+    /// The writer's failed logins and commits during the trial.
+    pub write_failures: Vec<crate::writer::WriteFailure>,
 }
 
 /// Uniform in 0..n from /dev/urandom (0 if it cannot be read).
@@ -126,7 +120,7 @@ fn random_below(n: u64) -> u64 {
     u64::from_le_bytes(b) % n
 }
 
-fn sleep_ms(ms: u64) {
+pub(crate) fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
@@ -152,7 +146,7 @@ fn nft_loss(lab: &Lab, percent: u32) -> Result<(), String> {
     )
 }
 
-fn nft_clear(ns: &str) {
+pub(crate) fn nft_clear(ns: &str) {
     for family in ["netdev", "inet"] {
         let _ = crate::netns::sh(&[
             "ip", "netns", "exec", ns, "nft", "delete", "table", family, NFT_TABLE,
@@ -241,6 +235,10 @@ pub fn run_trial(
                 r#"{"fault":"hang_after_accept"}"#,
                 "tds-sim hangs after accept",
             )?);
+            lab.stop_renewing(old, "its SQL Server does not answer");
+            // It cannot be demoted, so it is fenced by its lease: promoting before it
+            // expired made two replicas acknowledge commits (dual-primary samples).
+            lab.wait_lease_expired(old)?;
             promote(lab, new, &mut promotions)?;
         }
         Scenario::CrashNode => {
@@ -262,6 +260,7 @@ pub fn run_trial(
                 "nft drops everything on eth0 (partition in effect)".into(),
             ));
             faults.push(t);
+            lab.stop_renewing(old, "partitioned from the majority");
             sleep_ms(s.lease_ms);
             lab.demote(old, true)?;
             promote(lab, new, &mut promotions)?;
@@ -370,6 +369,17 @@ pub fn run_trial(
         }
     };
     let commits = commit_result(lab, primary, start, end, faults[0])?;
+    let (primaries, primary_changes) = primary_samples(lab, start, end);
+    let (lease_renewals, lease_failures) = lab
+        .lease
+        .as_ref()
+        .map(|l| {
+            (
+                l.renewals_between(start, end),
+                l.failures_between(start, end),
+            )
+        })
+        .unwrap_or_default();
     let discarded_before = if restarts(scenario) {
         0
     } else {
@@ -399,6 +409,11 @@ pub fn run_trial(
             .collect(),
         commits,
         discarded_on_rejoin: 0,
+        primaries,
+        primary_changes,
+        lease_renewals,
+        lease_failures,
+        write_failures: crate::clock::between(&lab.writer().failures, start, end),
     };
     restore(lab, scenario, old, primary)?;
     if scenario != Scenario::KillAgent {
@@ -407,133 +422,26 @@ pub fn run_trial(
     Ok(trial)
 }
 
-/// Waits until node `i`'s database replica is SYNCHRONIZED with its primary.
-fn wait_synchronized(lab: &Lab, i: usize) -> Result<(), String> {
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = lab.sim_state(i)?;
-        if s["ag_state"]["synchronization_state"] == "SYNCHRONIZED" {
-            return Ok(());
-        }
-        if std::time::Instant::now() > end {
-            return Err(format!(
-                "node {} never became SYNCHRONIZED: {}",
-                i + 1,
-                s["ag_state"]
-            ));
-        }
-        sleep_ms(10);
-    }
-}
+type PrimaryChanges = Vec<(f64, Vec<crate::primaries::Reading>)>;
 
-/// Scenarios whose old primary's tds-sim is restarted (its counters start over).
-fn restarts(scenario: Scenario) -> bool {
-    matches!(
-        scenario,
-        Scenario::KillPrimary | Scenario::Loss | Scenario::CrashNode | Scenario::AsyncReplica
-    )
-}
-
-fn discarded(lab: &Lab, node: usize) -> u64 {
-    lab.sim_state(node)
-        .ok()
-        .and_then(|s| s["ag_state"]["discarded_on_rejoin"].as_u64())
-        .unwrap_or(0)
-}
-
-/// Asks the primary which of the trial's acknowledged ids it has.
-fn commit_result(
+/// The trial's would-acknowledge samples: their counts and where they changed.
+fn primary_samples(
     lab: &Lab,
-    primary: usize,
     start: f64,
     end: f64,
-    fault: f64,
-) -> Result<crate::writer::CommitResult, String> {
-    let commits = lab.writer().between(start, end);
-    let acked: Vec<i64> = commits
-        .iter()
-        .filter(|c| c.acked.is_some())
-        .map(|c| c.id)
-        .collect();
-    let mut present = std::collections::BTreeSet::new();
-    if let (Some(lo), Some(hi)) = (acked.iter().min(), acked.iter().max()) {
-        let a = lab.tsql(
-            primary,
-            &format!("SELECT id FROM dbo.ledger WHERE id BETWEEN {lo} AND {hi}"),
-        )?;
-        for row in a.sets.into_iter().flatten() {
-            if let Some(tds_codec::types::Value::Int(id)) = row.first() {
-                present.insert(*id);
-            }
+) -> (crate::primaries::PrimaryCount, PrimaryChanges) {
+    let samples = lab
+        .primaries
+        .as_ref()
+        .map(|p| p.between(start, end))
+        .unwrap_or_default();
+    let mut changes: PrimaryChanges = Vec::new();
+    for x in &samples {
+        if changes.last().map(|(_, v)| v) != Some(&x.nodes) {
+            changes.push((x.at, x.nodes.clone()));
         }
     }
-    Ok(crate::writer::analyze(&commits, &present, fault))
-}
-
-/// Brings the old primary back as a SECONDARY (or healthy, for kill-agent) and waits
-/// until `primary` is the steady owner.
-fn restore(lab: &mut Lab, scenario: Scenario, old: usize, primary: usize) -> Result<(), String> {
-    match scenario {
-        // A restarted replica of an EXTERNAL AG comes back RESOLVING; the HA manager makes
-        // it a secondary, and it catches up (discarding what the new primary never had).
-        Scenario::KillPrimary => {
-            lab.start_sim(old, "SECONDARY")?;
-            lab.demote(old, false)?;
-        }
-        Scenario::Loss => {
-            nft_clear(lab.client_ns());
-            lab.start_sim(old, "SECONDARY")?;
-            lab.demote(old, false)?;
-        }
-        Scenario::AsyncReplica => {
-            lab.sim_put(
-                primary,
-                r#"{"replication":"running"}"#,
-                "replication running",
-            )?;
-            lab.start_sim(old, "SECONDARY")?;
-            lab.demote(old, false)?;
-            // Fail back to the synchronous old primary once it is SYNCHRONIZED again, so
-            // that the next trial again promotes the asynchronous replica.
-            lab.wait_steady(primary, Duration::from_secs(10))?;
-            wait_synchronized(lab, old)?;
-            lab.demote(primary, false)?;
-            lab.promote(old, false)?;
-            lab.wait_steady(old, Duration::from_secs(10))?;
-            sleep_ms(500);
-            return Ok(());
-        }
-        Scenario::Switchover | Scenario::Flap | Scenario::KillAgent => {}
-        Scenario::HangPrimary => {
-            lab.sim_put(old, r#"{"fault":"none"}"#, "restore: fault cleared")?;
-            lab.demote(old, false)?;
-        }
-        Scenario::PartitionPrimary => {
-            lab.demote(old, false)?;
-            nft_clear(&lab.nodes[old].ns.clone());
-        }
-        Scenario::CrashNode => {
-            // A reboot: kernel state is gone (the killed agent's address with it), the link
-            // comes up, then SQL Server and the agent start (as with systemd's
-            // network-online ordering).
-            lab.reap();
-            let addrs = lab.node_cmd(old, &["ip", "-4", "addr", "show", "dev", "eth0"])?;
-            if addrs.contains(&format!("{OVERLAY}/")) {
-                lab.node_cmd(
-                    old,
-                    &["ip", "addr", "del", &format!("{OVERLAY}/32"), "dev", "eth0"],
-                )?;
-            }
-            lab.node_cmd(old, &["ip", "link", "set", "eth0", "up"])?;
-            lab.start_sim(old, "SECONDARY")?;
-            lab.demote(old, false)?;
-            lab.start_agent(old)?;
-        }
-    }
-    lab.wait_steady(primary, Duration::from_secs(10))?;
-    // Let the restored node's agent settle (rise count, peer polls) before the next trial.
-    sleep_ms(500);
-    Ok(())
+    (crate::primaries::count(&samples), changes)
 }
 
 /// Runs `trials` trials, alternating the primary between nodes 1 and 2.

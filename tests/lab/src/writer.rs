@@ -32,6 +32,20 @@ impl Commit {
     }
 }
 
+/// A failed login or commit: when it started, how long it took, what failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteFailure {
+    pub at: f64,
+    pub took_ms: f64,
+    pub what: String,
+}
+
+impl crate::clock::Stamped for WriteFailure {
+    fn stamp(&self) -> f64 {
+        self.at
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
     pub target: SocketAddr,
@@ -45,6 +59,8 @@ pub struct WriterSettings {
 
 pub struct Writer {
     pub commits: Arc<Mutex<Vec<Commit>>>,
+    /// Why writes were not acknowledged: the write outage's anatomy.
+    pub failures: Arc<Mutex<Vec<WriteFailure>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -53,8 +69,9 @@ impl Writer {
     pub fn start(ns: &str, clock: Clock, s: WriterSettings) -> Result<Writer, String> {
         let handle = NsHandle::open(ns).map_err(|e| format!("open netns {ns}: {e}"))?;
         let commits = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, st) = (commits.clone(), stop.clone());
+        let (c, f, st) = (commits.clone(), failures.clone(), stop.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let thread = std::thread::Builder::new()
             .name("lab-writer".into())
@@ -64,7 +81,15 @@ impl Writer {
                     return;
                 }
                 let _ = ready_tx.send(Ok(()));
-                run(clock, s, c, st);
+                run(
+                    clock,
+                    s,
+                    Log {
+                        commits: c,
+                        failures: f,
+                    },
+                    st,
+                );
             })
             .map_err(|e| format!("writer thread: {e}"))?;
         ready_rx
@@ -72,6 +97,7 @@ impl Writer {
             .map_err(|_| "writer thread died".to_owned())??;
         Ok(Writer {
             commits,
+            failures,
             stop,
             thread: Some(thread),
         })
@@ -99,16 +125,38 @@ impl Drop for Writer {
     }
 }
 
-fn run(clock: Clock, s: WriterSettings, commits: Arc<Mutex<Vec<Commit>>>, stop: Arc<AtomicBool>) {
+/// Where the writer thread records.
+struct Log {
+    commits: Arc<Mutex<Vec<Commit>>>,
+    failures: Arc<Mutex<Vec<WriteFailure>>>,
+}
+
+impl Log {
+    fn failed(&self, clock: Clock, at: f64, what: String) {
+        if let Ok(mut v) = self.failures.lock() {
+            v.push(WriteFailure {
+                at,
+                took_ms: clock.now() - at,
+                what,
+            });
+        }
+    }
+}
+
+fn run(clock: Clock, s: WriterSettings, log: Log, stop: Arc<AtomicBool>) {
     // Ids start from the wall clock so that a restarted lab never reuses one.
     let mut id = base_id();
     let mut session: Option<Session> = None;
     while !stop.load(Ordering::Relaxed) {
         let started = std::time::Instant::now();
         if session.is_none() {
-            session = Session::login(s.target, &s.user, &s.password, s.login_deadline).ok();
-            if let Some(se) = &session {
-                se.set_timeout(s.commit_deadline);
+            let at = clock.now();
+            match Session::login(s.target, &s.user, &s.password, s.login_deadline) {
+                Ok(se) => {
+                    se.set_timeout(s.commit_deadline);
+                    session = Some(se);
+                }
+                Err(e) => log.failed(clock, at, format!("login: {e}")),
             }
         }
         if let Some(se) = session.as_mut() {
@@ -118,15 +166,21 @@ fn run(clock: Clock, s: WriterSettings, commits: Arc<Mutex<Vec<Commit>>>, stop: 
                 "INSERT INTO dbo.ledger (id, at) VALUES ({id}, {})",
                 sent as i64
             );
-            let r = se.batch(&sql);
-            let acked = match &r {
+            let acked = match se.batch(&sql) {
                 Ok(a) if a.row_count == 1 => Some(clock.now()),
-                _ => None,
+                Ok(a) => {
+                    log.failed(clock, sent, format!("commit: row count {}", a.row_count));
+                    None
+                }
+                Err(e) => {
+                    log.failed(clock, sent, format!("commit: {e}"));
+                    None
+                }
             };
             if acked.is_none() {
                 session = None;
             }
-            if let Ok(mut v) = commits.lock() {
+            if let Ok(mut v) = log.commits.lock() {
                 v.push(Commit { id, sent, acked });
             }
         }
@@ -151,7 +205,8 @@ pub fn base_id() -> i64 {
 pub struct CommitResult {
     pub acked: usize,
     pub lost: Vec<i64>,
-    /// Last acknowledged write before the fault → first acknowledged write after it (ms).
+    /// The longest gap between consecutive acknowledged writes, from the last one before
+    /// the fault on (ms): last write before the outage → first write after it.
     pub write_outage_ms: Option<f64>,
 }
 
@@ -168,23 +223,21 @@ pub fn analyze(
         .filter(|c| !present.contains(&c.id))
         .map(|c| c.id)
         .collect();
-    let before = acked
-        .iter()
-        .filter_map(|c| c.acked)
-        .filter(|t| *t <= fault)
-        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
-    let after = acked
-        .iter()
-        .filter_map(|c| c.acked)
-        .filter(|t| *t > fault)
-        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.min(t))));
+    let mut acks: Vec<f64> = acked.iter().filter_map(|c| c.acked).collect();
+    acks.sort_by(f64::total_cmp);
+    // The longest wait between two acknowledgements from the last one before the fault
+    // on: an acknowledgement that was already on its way when the fault was stamped must
+    // not end the outage.
+    let outage = acks.iter().rposition(|t| *t <= fault).and_then(|from| {
+        acks[from..]
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))))
+    });
     CommitResult {
         acked: acked.len(),
         lost,
-        write_outage_ms: match (before, after) {
-            (Some(b), Some(a)) => Some(a - b),
-            _ => None,
-        },
+        write_outage_ms: outage,
     }
 }
 
@@ -210,5 +263,13 @@ mod tests {
         let all: std::collections::BTreeSet<i64> = [1, 2, 4].into_iter().collect();
         assert!(analyze(&commits, &all, 15.0).lost.is_empty());
         assert_eq!(analyze(&[], &all, 0.0).write_outage_ms, None);
+        // An acknowledgement already on its way at the fault does not end the outage.
+        let late = [
+            c(1, 0.0, Some(1.0)),
+            c(2, 10.0, Some(11.0)),
+            c(3, 14.0, Some(17.0)),
+            c(4, 290.0, Some(300.0)),
+        ];
+        assert_eq!(analyze(&late, &all, 15.0).write_outage_ms, Some(283.0));
     }
 }

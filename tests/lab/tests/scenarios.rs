@@ -8,6 +8,11 @@
 //! client attempt while the owner's agent is killed and restarted. With `--cloud` (moto):
 //! every route table points at the new owner's ENI within 2 s of the promotion.
 //!
+//! Every scenario also asserts that no 10 ms sample of the sims' state ever showed two
+//! replicas that would acknowledge a commit (`dual_primary_samples == 0`), and that no
+//! write-lease renewal failed. `tests/dual_primary.rs` shows the same sampler counting
+//! when two sims are made PRIMARY.
+//!
 //! Labs run one at a time (a static mutex) so that timings are not skewed by each other.
 //! The binaries come from the same target dir (`cargo build -p tdsvip -p tds-sim`, which
 //! `cargo test --workspace` does). The work dir is kept and printed when a test fails.
@@ -62,11 +67,34 @@ fn check_no_lost_commits(out: &DrillOutcome) {
     assert_eq!(out.summary.lost_commits, 0, "{ctx}");
 }
 
+/// No sample in which two sims would have acknowledged a commit; and the sampler did read
+/// them: samples it could not rule out (unknown) must stay rare, or the zero means nothing.
+fn check_no_dual_primary(out: &DrillOutcome) {
+    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let p = out.trials[0].primaries;
+    assert!(
+        p.samples > 50,
+        "too few would-acknowledge samples: {p:?}\n{ctx}"
+    );
+    assert_eq!(p.dual, 0, "dual-primary samples\n{ctx}");
+    assert_eq!(out.summary.dual_primary_samples, 0, "{ctx}");
+    assert!(
+        p.unknown * 20 < p.samples,
+        "too many samples the sampler could not rule out: {p:?}\n{ctx}"
+    );
+    assert!(
+        out.trials[0].lease_failures.is_empty(),
+        "failed lease renewals: {:?}\n{ctx}",
+        out.trials[0].lease_failures
+    );
+}
+
 /// Asserts the common criteria; removes the work dir when they hold.
 fn check(out: &DrillOutcome, idle_within: Option<f64>) {
     let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
     assert_eq!(out.trials.len(), 1, "{ctx}");
     check_no_lost_commits(out);
+    check_no_dual_primary(out);
     let t = &out.trials[0];
     let r = &t.result;
     assert!(!t.promotions.is_empty(), "{ctx}");
@@ -194,6 +222,7 @@ fn kill_agent() {
     assert_eq!(t.result.dual_owner_samples, 0, "{ctx}");
     assert_eq!(t.result.non_primary_answers, 0, "{ctx}");
     check_no_lost_commits(&out);
+    check_no_dual_primary(&out);
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
@@ -214,5 +243,6 @@ fn async_replica_loses_commits_and_the_lab_counts_them() {
         "the old primary discarded nothing\n{ctx}"
     );
     assert_eq!(t.result.dual_owner_samples, 0, "{ctx}");
+    check_no_dual_primary(&out);
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }

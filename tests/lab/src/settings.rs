@@ -1,0 +1,147 @@
+//! What shapes a lab run: which implementation guards the address, the agents' and
+//! keepalived's timings, the AG's commit rule and write lease, the client's and the
+//! writer's pace. Kept apart from `lab.rs` so that the running lab's code stays readable.
+
+use std::path::PathBuf;
+
+use crate::config::{AgentTiming, KeepalivedTiming};
+
+/// Who guards the overlay IP; the name is what the JSON and the timelines print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "lowercase")]
+pub enum Impl {
+    Tdsvip,
+    Keepalived,
+}
+
+impl Impl {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Everything that shapes a lab run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub implementation: Impl,
+    pub nodes: usize,
+    pub agent: AgentTiming,
+    pub keepalived: KeepalivedTiming,
+    pub promote_delay_ms: u64,
+    pub lease_ms: u64,
+    pub idle_sessions: usize,
+    pub flaps: usize,
+    pub flap_interval_ms: u64,
+    pub client_every_ms: u64,
+    pub client_deadline_ms: u64,
+    pub sample_ms: u64,
+    pub arp_every_ms: u64,
+    /// Where work dirs go (default: the system temp dir).
+    pub work_root: Option<PathBuf>,
+    /// Keep the work dir (logs, configs) after a successful run.
+    pub keep: bool,
+    /// `--cloud`: moto's EC2 server and this many route tables.
+    pub cloud_tables: Option<usize>,
+    /// tds-sim's SESSION_TIMEOUT (ms; a sim-only unit, SQL Server counts seconds).
+    pub session_timeout_ms: u64,
+    /// REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT of the AG.
+    pub required_synchronized: u32,
+    /// The writer's commit period and deadline.
+    pub writer_every_ms: u64,
+    pub writer_deadline_ms: u64,
+    /// The node whose replica is ASYNCHRONOUS_COMMIT (async-replica sets node 3); every
+    /// other replica is SYNCHRONOUS_COMMIT.
+    pub async_node: Option<usize>,
+    /// The AG's WRITE_LEASE_VALIDITY (whole seconds, as on SQL Server) and how often the
+    /// lab, as the HA manager, renews it on the primary (see the README's lab section).
+    pub write_lease_validity_s: u64,
+    pub lease_renew_every_ms: u64,
+}
+
+/// The mirroring endpoint port of every node.
+pub const ENDPOINT_PORT: u16 = 5022;
+
+impl Settings {
+    /// Node `i`'s AVAILABILITY_MODE.
+    pub fn availability_mode(&self, i: usize) -> &'static str {
+        if self.async_node == Some(i) {
+            "ASYNCHRONOUS_COMMIT"
+        } else {
+            "SYNCHRONOUS_COMMIT"
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            implementation: Impl::Tdsvip,
+            nodes: 3,
+            agent: AgentTiming {
+                interval_ms: 20,
+                timeout_ms: 200,
+                rise: 2,
+                fall: 3,
+            },
+            keepalived: KeepalivedTiming {
+                advert_int: 0.01,
+                script_interval: 1,
+                script_timeout: 1,
+                script_fall: 1,
+                script_rise: 1,
+                check_timeout_ms: 200,
+            },
+            promote_delay_ms: 0,
+            lease_ms: 500,
+            idle_sessions: 4,
+            flaps: 4,
+            flap_interval_ms: 500,
+            client_every_ms: 10,
+            client_deadline_ms: 50,
+            sample_ms: 10,
+            arp_every_ms: 250,
+            work_root: None,
+            keep: false,
+            cloud_tables: None,
+            session_timeout_ms: 500,
+            required_synchronized: 1,
+            writer_every_ms: 10,
+            writer_deadline_ms: 1000,
+            async_node: None,
+            write_lease_validity_s: 2,
+            lease_renew_every_ms: 250,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Impl;
+    use crate::scenario::Scenario;
+
+    /// strum's names are exactly the ones the hand-written matches gave (JSON and CLI).
+    #[test]
+    fn names_are_unchanged() {
+        assert_eq!(Impl::Tdsvip.name(), "tdsvip");
+        assert_eq!(Impl::Keepalived.to_string(), "keepalived");
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "kill-primary",
+                "switchover",
+                "hang-primary",
+                "crash-node",
+                "partition-primary",
+                "flap",
+                "loss",
+                "kill-agent",
+                "async-replica"
+            ]
+        );
+        for s in Scenario::ALL {
+            assert_eq!(s.to_string(), s.name());
+            assert_eq!(s.name().parse::<Scenario>(), Ok(s));
+        }
+    }
+}
