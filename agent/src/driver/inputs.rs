@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tdsvip_cloud::CloudExecutor;
 use tdsvip_node::NodeTakeover;
 use tdsvip_probes::{
-    AnyProbe, LoginConfig, Mode, Password, ProbeConfig, ProbeResult, ProbeRunner, ScheduleConfig,
+    AnyProbe, LoginConfig, Mode, Outcome, Password, ProbeConfig, ProbeResult, ProbeRunner,
+    ScheduleConfig,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -214,8 +215,11 @@ pub(super) fn login_runner(
     ProbeRunner::new(probe, schedule).map_err(|e| cfg_err("probe", e.to_string()))
 }
 
-/// One probe of the local replica at start: whether addresses a killed predecessor left on
-/// the interface may keep serving (see `NodeConfig::adopt_present`). Any doubt fences.
+/// The local replica's answer at start: whether addresses a killed predecessor left on the
+/// interface may keep serving (see `NodeConfig::adopt_present`). A replica that says it is not
+/// PRIMARY fences at once; one that does not answer is asked again, up to `probe.fall` times
+/// as the controller would before releasing a running owner (a restart on a busy host, with a
+/// slow TLS login, must not take a healthy primary's address away). Any remaining doubt fences.
 pub(super) async fn local_replica_is_primary(
     config: &AgentConfig,
     password: &Password,
@@ -226,10 +230,19 @@ pub(super) async fn local_replica_is_primary(
     else {
         return false;
     };
-    let result = probe.probe().await;
-    let primary = result.outcome.is_ok();
-    tracing::info!(ag = name, outcome = %result.outcome, adopt = primary, "start-up probe of the local replica");
-    primary
+    for attempt in 1..=config.probe.fall.max(1) {
+        let result = probe.probe().await;
+        let primary = result.outcome.is_ok();
+        let sql_says_no = matches!(
+            result.outcome,
+            Outcome::NotPrimary { .. } | Outcome::DbNotOnline { .. }
+        );
+        tracing::info!(ag = name, attempt, outcome = %result.outcome, adopt = primary, "start-up probe of the local replica");
+        if primary || sql_says_no {
+            return primary;
+        }
+    }
+    false
 }
 
 impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
