@@ -1361,3 +1361,25 @@ fn a_backoff_deadline_seen_late_is_still_due_and_then_cleared() {
     assert_eq!(count(&b.send(240, Event::Deadline), is_acquire), 0);
     assert_eq!(b.c.next_deadline(), None);
 }
+
+// The kernel ownership lease is extended from PRIMARY verdicts only, and only while this node
+// owns (or is acquiring): a failed or refusing probe never extends it.
+#[test]
+fn the_lease_basis_is_the_last_primary_verdict_while_owning() {
+    let mut b = Bench::default();
+    assert!(b.probe(0, Outcome::Ok).is_empty());
+    assert_eq!(b.c.lease_basis(), None, "standby has no lease");
+    assert!(is_acquire(&b.probe(20, Outcome::Ok)[0]));
+    assert_eq!(b.c.lease_basis(), Some(b.t(20)), "acquiring on the probe of 20");
+    assert!(b.acquired(26).is_empty());
+    assert_eq!(b.c.lease_basis(), Some(b.t(20)));
+    b.probe(40, timeout());
+    assert_eq!(b.c.lease_basis(), Some(b.t(20)), "a timeout does not extend");
+    b.probe(60, Outcome::Ok);
+    assert_eq!(b.c.lease_basis(), Some(b.t(60)), "from the probe's start");
+    let (cause, _) = only_release(&b.probe(80, secondary()));
+    assert_eq!(cause, ReleaseCause::NotPrimary);
+    assert_eq!(b.c.lease_basis(), None, "releasing");
+    assert!(b.released(86).is_empty());
+    assert_eq!(b.c.lease_basis(), None, "standby again");
+}

@@ -211,6 +211,20 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         });
         self.notify_ready_once();
         self.execute(i, decisions).await;
+        self.renew_lease(i);
+    }
+
+    /// Extends AG `i`'s kernel ownership lease from its controller's last PRIMARY verdict (the
+    /// executor ignores it when the node does not own, and never moves a lease backwards).
+    fn renew_lease(&mut self, i: usize) {
+        let rt = &mut self.ags[i];
+        let Some(seen) = rt.controller.lease_basis() else {
+            return;
+        };
+        if let Err(e) = rt.node.renew_lease(seen) {
+            let ag = rt.controller.ag();
+            tracing::warn!(ag, error = %e, "cannot renew the ownership lease: the guard fences the address when it runs out");
+        }
     }
 
     /// READY=1 once every AG's local replica was probed.

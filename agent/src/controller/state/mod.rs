@@ -47,7 +47,7 @@ use std::time::Instant;
 use super::decision::{Decision, ReleaseCause};
 use super::event::{DriftKind, Event, PeerView, PrimaryLoss};
 use super::health::ReplicaHealth;
-use super::policy::{AgPolicy, PolicyError};
+use super::policy::{AgPolicy, PolicyError, Verdict};
 use super::timeline::{Direction, FailoverTimeline};
 
 mod cloud;
@@ -105,6 +105,8 @@ pub struct AgController {
     release_failed: bool,
     acquire_failures: u32,
     acquire_not_before: Option<Instant>,
+    /// Start of the last probe that found the local replica PRIMARY (see `lease_basis`).
+    primary_seen: Option<Instant>,
     cloud: CloudClaims,
     handover: Handovers,
     stopped: bool,
@@ -133,6 +135,7 @@ impl AgController {
             release_failed: false,
             acquire_failures: 0,
             acquire_not_before: None,
+            primary_seen: None,
             cloud: CloudClaims::default(),
             handover: Handovers::default(),
             stopped: false,
@@ -200,11 +203,26 @@ impl AgController {
         [backoff, limit].into_iter().flatten().min()
     }
 
+    /// What the kernel ownership lease is extended from: the start of the last probe that
+    /// found the local replica PRIMARY, while this node owns or is acquiring the addresses
+    /// (`None` otherwise). Data, like [`Self::next_deadline`]: the driver hands it to the node
+    /// executor after every local probe, which never moves a lease backwards.
+    pub fn lease_basis(&self) -> Option<Instant> {
+        match self.state {
+            OwnershipState::Owner | OwnershipState::Acquiring => self.primary_seen,
+            OwnershipState::Standby | OwnershipState::Releasing => None,
+        }
+    }
+
     /// Feeds one event seen at `now` and returns what to do, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Decision> {
         let mut out = Vec::new();
         match event {
             Event::LocalProbe { verdict, started } => {
+                if verdict == Verdict::Primary {
+                    // The probe's start: SQL Server said PRIMARY at some moment after it.
+                    self.primary_seen = Some(started);
+                }
                 self.health.observe(&verdict, started, now);
             }
             Event::Peer(report) => self.on_peer(report),
