@@ -1370,11 +1370,19 @@ fn the_lease_basis_is_the_last_primary_verdict_while_owning() {
     assert!(b.probe(0, Outcome::Ok).is_empty());
     assert_eq!(b.c.lease_basis(), None, "standby has no lease");
     assert!(is_acquire(&b.probe(20, Outcome::Ok)[0]));
-    assert_eq!(b.c.lease_basis(), Some(b.t(20)), "acquiring on the probe of 20");
+    assert_eq!(
+        b.c.lease_basis(),
+        Some(b.t(20)),
+        "acquiring on the probe of 20"
+    );
     assert!(b.acquired(26).is_empty());
     assert_eq!(b.c.lease_basis(), Some(b.t(20)));
     b.probe(40, timeout());
-    assert_eq!(b.c.lease_basis(), Some(b.t(20)), "a timeout does not extend");
+    assert_eq!(
+        b.c.lease_basis(),
+        Some(b.t(20)),
+        "a timeout does not extend"
+    );
     b.probe(60, Outcome::Ok);
     assert_eq!(b.c.lease_basis(), Some(b.t(60)), "from the probe's start");
     let (cause, _) = only_release(&b.probe(80, secondary()));
