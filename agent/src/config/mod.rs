@@ -175,6 +175,14 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// How many completed failover timelines `/events` keeps.
     pub events: usize,
+    /// A client must send its whole request head within this time (idle keep-alive
+    /// connections are closed after it too).
+    pub head_timeout_ms: u64,
+    /// Connections open at once; a newcomer beyond it closes the oldest.
+    pub max_connections: usize,
+    /// Connections open at once from one address (IPv6: one /64); further ones from it
+    /// are closed at once.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for HttpConfig {
@@ -183,6 +191,9 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
             token_file: None,
             events: crate::status::DEFAULT_EVENTS,
+            head_timeout_ms: crate::http::HEAD_TIMEOUT.as_millis() as u64,
+            max_connections: crate::http::MAX_CONNECTIONS,
+            max_connections_per_source: crate::http::MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }

@@ -298,3 +298,55 @@ fn login_problems_need_the_password_and_the_files() {
     assert_eq!(p[0].key, "sql.password", "{p:?}");
     assert!(c.login_problems(&"pw".into()).is_empty());
 }
+
+#[test]
+fn http_limits_default_to_the_servers_and_refuse_what_cannot_work() {
+    let c = AgentConfig::parse(MINIMAL).unwrap();
+    assert_eq!(c.http.head_timeout_ms, 1000);
+    assert_eq!(c.http.max_connections, 256);
+    assert_eq!(c.http.max_connections_per_source, 8);
+    let ok = format!(
+        "{MINIMAL}[http]\nhead_timeout_ms = 250\nmax_connections = 64\nmax_connections_per_source = 64\n"
+    );
+    let c = AgentConfig::parse(&ok).unwrap();
+    assert_eq!((c.http.head_timeout_ms, c.http.max_connections), (250, 64));
+    for (body, key, reason) in [
+        (
+            "head_timeout_ms = 0",
+            "http.head_timeout_ms",
+            "outside 100..=10000",
+        ),
+        (
+            "head_timeout_ms = 30000",
+            "http.head_timeout_ms",
+            "outside 100..=10000",
+        ),
+        (
+            "max_connections = 0",
+            "http.max_connections",
+            "outside 1..=768",
+        ),
+        (
+            "max_connections = 5000",
+            "http.max_connections",
+            "file descriptor",
+        ),
+        (
+            "max_connections_per_source = 0",
+            "http.max_connections_per_source",
+            "outside 1..=",
+        ),
+        (
+            "max_connections = 16\nmax_connections_per_source = 17",
+            "http.max_connections_per_source",
+            "http.max_connections (16)",
+        ),
+    ] {
+        let got = issues(&format!("{MINIMAL}[http]\n{body}\n"));
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with(&format!("{key}: ")) && g.contains(reason)),
+            "{body}: no {key} problem with {reason:?} in {got:#?}"
+        );
+    }
+}

@@ -232,8 +232,49 @@ impl AgentConfig {
                 format!("{} is outside 1..=10000", self.http.events),
             ));
         }
+        self.validate_http_limits(v);
+    }
+
+    /// The listener's limits: a value that cannot work (a header timeout no client can
+    /// meet or that lets slow clients hold the listener; more connections than a process
+    /// usually has descriptors) is a problem.
+    fn validate_http_limits(&self, v: &mut Vec<ConfigProblem>) {
+        let http = &self.http;
+        if !(100..=10_000).contains(&http.head_timeout_ms) {
+            v.push(ConfigProblem::new(
+                "http.head_timeout_ms",
+                format!(
+                    "{} is outside 100..=10000 (a request head is a few hundred bytes, sent at once)",
+                    http.head_timeout_ms
+                ),
+            ));
+        }
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(&http.max_connections) {
+            v.push(ConfigProblem::new(
+                "http.max_connections",
+                format!(
+                    "{} is outside 1..={MAX_HTTP_CONNECTIONS} (each connection is a file descriptor)",
+                    http.max_connections
+                ),
+            ));
+        }
+        if http.max_connections_per_source == 0
+            || http.max_connections_per_source > http.max_connections
+        {
+            v.push(ConfigProblem::new(
+                "http.max_connections_per_source",
+                format!(
+                    "{} is outside 1..=http.max_connections ({})",
+                    http.max_connections_per_source, http.max_connections
+                ),
+            ));
+        }
     }
 }
+
+/// The most `[http] max_connections` may be: below the unit's `LimitNOFILE=` soft limit
+/// (1024 unless raised) with room for the agent's other descriptors.
+const MAX_HTTP_CONNECTIONS: usize = 768;
 
 fn valid_interface_name(name: &str) -> bool {
     (1..=15).contains(&name.len())

@@ -276,7 +276,8 @@ impl Http {
         let listen = config.http.listen;
         let server = HttpServer::bind(listen, state)
             .await
-            .map_err(|e| cfg_err("http.listen", format!("cannot listen on {listen}: {e}")))?;
+            .map_err(|e| cfg_err("http.listen", format!("cannot listen on {listen}: {e}")))?
+            .with_config(&config.http);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(server.run(cancel.clone()));
         Ok(Http { cancel, task })

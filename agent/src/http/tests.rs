@@ -438,24 +438,6 @@ async fn shutdown_is_graceful_and_closes_the_listener() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_limit_wait_for_a_free_slot() {
-    let r = start_limited(None, 8, 1).await;
-    // The only slot is held by a client that sent half a request head.
-    let mut first = TcpStream::connect(r.addr).await.unwrap();
-    first.write_all(b"GET /heal").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = tokio::spawn(get(r.addr, "/healthz"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!second.is_finished(), "served beyond the connection limit");
-    drop(first);
-    let a = tokio::time::timeout(Duration::from_secs(2), second)
-        .await
-        .expect("served once the slot was free")
-        .unwrap();
-    assert_eq!(a.status, StatusCode::OK);
-}
-
-#[tokio::test]
 async fn silent_and_idle_connections_are_closed_after_the_head_timeout() {
     let state = HttpState {
         metrics: Arc::new(AgentMetrics::new().unwrap()),
@@ -495,7 +477,7 @@ async fn silent_and_idle_connections_are_closed_after_the_head_timeout() {
 
 /// Collects what a `tracing` subscriber writes, to check the request log.
 #[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+pub(super) struct Capture(pub(super) Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -524,6 +506,10 @@ async fn every_request_is_logged_at_debug_without_secrets() {
         .with_writer(cap.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests, running in parallel without a subscriber, may be registering the same
+    // callsites at this moment and cache "never" for them from a list of subscribers taken
+    // before this one was added (a race in tracing-core): recompute with this one live.
+    tracing::callsite::rebuild_interest_cache();
 
     let r = start(Some(TOKEN), 8).await;
     let good = format!("Bearer {TOKEN}");
