@@ -241,7 +241,7 @@ impl HttpServer {
             );
             conns.abort_all();
         }
-        log.flush();
+        log.flush_now();
     }
 }
 

@@ -68,6 +68,14 @@ impl ShedLog {
         }
     }
 
+    /// Logs what was counted since the last line, due or not (at shutdown).
+    pub(crate) fn flush_now(&self) {
+        let far = Instant::now() + LOG_EVERY;
+        if let Some(s) = self.take_due(far) {
+            emit(&s);
+        }
+    }
+
     /// Counts one closed connection; the summary to log if a line is due.
     pub(crate) fn record(&self, closed: Closed, source: IpAddr, now: Instant) -> Option<Summary> {
         {
