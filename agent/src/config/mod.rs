@@ -204,11 +204,18 @@ impl Default for HttpConfig {
 pub struct EbpfConfig {
     /// Load the `vip_guard` and `conn_track` programs on `interface`.
     pub enabled: bool,
+    /// The kernel ownership lease: the guard passes an owned address for this long after the
+    /// last probe that found the local replica PRIMARY, then fences it by itself (a frozen
+    /// agent's node stops answering for the address).
+    pub lease_ms: u64,
 }
 
 impl Default for EbpfConfig {
     fn default() -> Self {
-        EbpfConfig { enabled: true }
+        EbpfConfig {
+            enabled: true,
+            lease_ms: 2000,
+        }
     }
 }
 

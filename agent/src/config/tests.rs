@@ -350,3 +350,21 @@ fn http_limits_default_to_the_servers_and_refuse_what_cannot_work() {
         );
     }
 }
+
+#[test]
+fn a_lease_that_one_slow_probe_or_a_long_freeze_would_defeat_is_refused() {
+    assert_eq!(AgentConfig::parse(MINIMAL).unwrap().ebpf.lease_ms, 2000);
+    // Default probe: 20 ms interval, 200 ms deadline: two rounds are 440 ms.
+    let short = issues(&format!("{MINIMAL}[ebpf]\nlease_ms = 400\n"));
+    assert_eq!(short.len(), 1, "{short:?}");
+    assert!(
+        short[0].starts_with("ebpf.lease_ms: 400 is below 440"),
+        "{short:?}"
+    );
+    assert!(issues(&format!("{MINIMAL}[ebpf]\nlease_ms = 440\n")).is_empty());
+    let long = issues(&format!("{MINIMAL}[ebpf]\nlease_ms = 60001\n"));
+    assert!(
+        long[0].starts_with("ebpf.lease_ms: 60001 is above 60000"),
+        "{long:?}"
+    );
+}

@@ -116,6 +116,29 @@ impl AgentConfig {
                 v.push(ConfigProblem::new(key, "must be at least 1"));
             }
         }
+        self.validate_lease(v);
+    }
+
+    /// A lease shorter than two probe rounds (interval + deadline each) lapses on one slow
+    /// probe of a healthy primary; one longer than a minute leaves a frozen agent's node
+    /// answering for the address long after a failover.
+    fn validate_lease(&self, v: &mut Vec<ConfigProblem>) {
+        let lease = self.ebpf.lease_ms;
+        let rounds = 2 * (self.probe.interval_ms + self.probe.timeout_ms);
+        if lease < rounds.max(100) {
+            v.push(ConfigProblem::new(
+                "ebpf.lease_ms",
+                format!(
+                    "{lease} is below {}: at least two probe rounds (2 x (probe.interval_ms + probe.timeout_ms)) and 100, or one slow probe of a healthy primary fences its address",
+                    rounds.max(100)
+                ),
+            ));
+        } else if lease > 60_000 {
+            v.push(ConfigProblem::new(
+                "ebpf.lease_ms",
+                format!("{lease} is above 60000: a frozen agent's node would keep answering for the address that long after a failover"),
+            ));
+        }
     }
 
     fn validate_ags(&self, v: &mut Vec<ConfigProblem>) {
