@@ -36,17 +36,19 @@ use crate::{
     announce::{self, Announcer, ArpListener, lock},
     caps,
     conn_track::{ConnTracker, Connection, TrackedConnection},
-    guard::{Counters, GuardError, VipGuard, monotonic_ns_at},
+    guard::{Counters, GuardError, VipGuard},
     sock_destroy::{SockDestroyError, SockDestroyer},
     tickle::Tickler,
 };
 
 mod call_steps;
 mod config;
+mod lease;
 mod takeover;
 
 pub use call_steps::{Action, CallSteps, Step, StepKind};
 pub use config::{DadPolicy, NodeConfig, TicklePolicy};
+use lease::owner_entry;
 use takeover::fail;
 pub use takeover::{NodeError, NodeTakeover, TakeoverFailure, Verification};
 
@@ -215,27 +217,6 @@ impl NodeExecutor {
                 Ok((Some(()), format!("{} address(es) {state}", self.ips.len())))
             }
         }
-    }
-
-    /// Extends the kernel lease of owned addresses to `primary_seen_at` plus the configured
-    /// lease: the caller passes the moment its replica was last seen PRIMARY. Does nothing
-    /// when not owning, without a lease or without eBPF; never moves a lease backwards, so a
-    /// late report of an older verdict cannot shorten it.
-    fn renew_owned_lease(&mut self, primary_seen_at: Instant) -> Result<(), NodeError> {
-        let (Some(guard), true) = (&mut self.guard, self.owning) else {
-            return Ok(());
-        };
-        let entry = owner_entry(self.config.lease, primary_seen_at);
-        for ip in &self.ips {
-            let current = guard.entry(*ip)?;
-            if current.is_some_and(|c| {
-                c.state == entry.state && c.lease_expires_ns >= entry.lease_expires_ns
-            }) {
-                continue;
-            }
-            guard.set(*ip, entry)?;
-        }
-        Ok(())
     }
 
     /// The connections to tickle: the tracker's and the peers', for our addresses, once each.
@@ -492,13 +473,5 @@ impl NodeTakeover for NodeExecutor {
             Ok(()) => Ok(timeline),
             Err(err) => Err(fail(timeline, err)),
         }
-    }
-}
-
-/// The guard entry of an owner whose replica was seen PRIMARY at `seen`.
-fn owner_entry(lease: Option<Duration>, seen: Instant) -> VipEntry {
-    match lease {
-        None => VipEntry::owner_until(VipEntry::NO_LEASE),
-        Some(lease) => VipEntry::owner_until(monotonic_ns_at(seen + lease)),
     }
 }

@@ -1,0 +1,41 @@
+//! The kernel ownership lease from the executor's side: which guard entry an owner gets
+//! (`owner_entry`), and extending it from a PRIMARY verdict (`renew_owned_lease`). Kept apart
+//! from the takeover steps because it runs on every probe, not on an ownership change.
+
+use std::time::{Duration, Instant};
+
+use tdsvip_ebpf_common::VipEntry;
+
+use super::{NodeError, NodeExecutor};
+use crate::guard::monotonic_ns_at;
+
+impl NodeExecutor {
+    /// Extends the kernel lease of owned addresses to `primary_seen_at` plus the configured
+    /// lease: the caller passes the moment its replica was last seen PRIMARY. Does nothing
+    /// when not owning, without a lease or without eBPF; never moves a lease backwards, so a
+    /// late report of an older verdict cannot shorten it.
+    pub(super) fn renew_owned_lease(&mut self, primary_seen_at: Instant) -> Result<(), NodeError> {
+        let (Some(guard), true) = (&mut self.guard, self.owning) else {
+            return Ok(());
+        };
+        let entry = owner_entry(self.config.lease, primary_seen_at);
+        for ip in &self.ips {
+            let current = guard.entry(*ip)?;
+            if current.is_some_and(|c| {
+                c.state == entry.state && c.lease_expires_ns >= entry.lease_expires_ns
+            }) {
+                continue;
+            }
+            guard.set(*ip, entry)?;
+        }
+        Ok(())
+    }
+}
+
+/// The guard entry of an owner whose replica was seen PRIMARY at `seen`.
+pub(super) fn owner_entry(lease: Option<Duration>, seen: Instant) -> VipEntry {
+    match lease {
+        None => VipEntry::owner_until(VipEntry::NO_LEASE),
+        Some(lease) => VipEntry::owner_until(monotonic_ns_at(seen + lease)),
+    }
+}
