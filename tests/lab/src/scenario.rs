@@ -226,6 +226,7 @@ pub fn run_trial(
             promote(lab, new, &mut promotions)?;
         }
         Scenario::Switchover => {
+            wait_synchronized(lab, new)?;
             faults.push(lab.demote(old, false)?);
             promote(lab, new, &mut promotions)?;
         }
@@ -271,6 +272,7 @@ pub fn run_trial(
                 if k > 0 {
                     sleep_ms(s.flap_interval_ms);
                 }
+                wait_synchronized(lab, other)?;
                 faults.push(lab.demote(cur, false)?);
                 promote(lab, other, &mut promotions)?;
                 std::mem::swap(&mut cur, &mut other);
@@ -464,4 +466,26 @@ pub fn run(lab: &mut Lab, scenario: Scenario, trials: usize) -> Result<Vec<Trial
         out.push(t);
     }
     Ok(out)
+}
+
+/// A planned role change waits, as an HA manager does, until the target replica has caught
+/// up: SQL Server refuses `FAILOVER` to a replica that was not SYNCHRONIZED (41142). After a
+/// previous role change, the demoted primary needs a moment to catch up before it can be
+/// promoted back (flap), longer in a debug build on a loaded machine.
+fn wait_synchronized(lab: &mut Lab, i: usize) -> Result<(), String> {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = lab.sim_state(i)?;
+        if state["ag_state"]["synchronization_state"] == "SYNCHRONIZED" {
+            return Ok(());
+        }
+        if std::time::Instant::now() > end {
+            return Err(format!(
+                "node {}: not SYNCHRONIZED 5 s after it was chosen for a planned failover ({})",
+                i + 1,
+                state["ag_state"]["synchronization_state"]
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
