@@ -85,7 +85,7 @@ async fn measure(world: &World, endpoint: &str, n: usize) -> Result<Size, String
             writes.push(ms(report
                 .tables
                 .iter()
-                .map(|t| t.elapsed)
+                .map(|t| t.outcome.elapsed)
                 .max()
                 .unwrap_or_default()));
         }

@@ -40,8 +40,8 @@ pub use ec2::{Credentials, Ec2Api};
 pub use error::CloudError;
 pub use identity::{Identity, ImdsClient};
 pub use report::{
-    CallRecord, CallResult, ClaimReport, ObserveReport, Operation, RouteState, TableClaim,
-    TableObservation,
+    CallRecord, CallResult, ClaimReport, ObserveReport, Operation, RouteState, TableCalls,
+    TableClaim, TableObservation,
 };
 pub use retry::RetryPolicy;
 pub use route_table::RouteTableExecutor;

@@ -119,6 +119,74 @@ fn state_json(state: &Option<RouteState>, eni: &str) -> Option<String> {
     state.as_ref().map(|s| s.render(eni))
 }
 
+/// How the calls for one route table went, for a claim's table and an observation's alike.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableCalls {
+    /// A claim: time of the write (ReplaceRoute, or CreateRoute, retries included). An
+    /// observation: time of the read.
+    pub elapsed: Duration,
+    /// Attempts over those calls.
+    pub attempts: u32,
+    /// The first error that kept this table from ending at (or being read as) this ENI.
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    pub config_problem: bool,
+    pub calls: Vec<CallRecord>,
+}
+
+impl TableCalls {
+    /// The calls ended with `error` (or none) after `elapsed` and `attempts`.
+    pub fn ended(
+        error: Option<&crate::error::CloudError>,
+        elapsed: Duration,
+        attempts: u32,
+        calls: Vec<CallRecord>,
+    ) -> Self {
+        TableCalls {
+            elapsed,
+            attempts,
+            error: error.map(ToString::to_string),
+            error_code: error.and_then(|e| e.code()).map(str::to_owned),
+            config_problem: error.is_some_and(crate::error::CloudError::is_config_problem),
+            calls,
+        }
+    }
+}
+
+impl TableCalls {
+    /// The task that made the calls panicked with `message`: nothing is known of them.
+    pub fn panicked(message: String) -> Self {
+        TableCalls {
+            error: Some(message),
+            ..TableCalls::default()
+        }
+    }
+}
+
+/// The JSON of [`TableCalls`], flattened into each table's object after its own fields.
+#[derive(Serialize)]
+struct TableCallsJson<'a> {
+    ms: f64,
+    attempts: u32,
+    error: Option<&'a str>,
+    error_code: Option<&'a str>,
+    config_problem: bool,
+    calls: &'a [CallRecord],
+}
+
+impl<'a> From<&'a TableCalls> for TableCallsJson<'a> {
+    fn from(t: &'a TableCalls) -> Self {
+        TableCallsJson {
+            ms: millis(t.elapsed),
+            attempts: t.attempts,
+            error: t.error.as_deref(),
+            error_code: t.error_code.as_deref(),
+            config_problem: t.config_problem,
+            calls: &t.calls,
+        }
+    }
+}
+
 /// The outcome for one route table of a claim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableClaim {
@@ -127,15 +195,7 @@ pub struct TableClaim {
     pub before: Option<RouteState>,
     /// What DescribeRouteTables said after the write; `None` if that read failed.
     pub after: Option<RouteState>,
-    /// Time of the write (ReplaceRoute, or CreateRoute, retries included).
-    pub elapsed: Duration,
-    /// Attempts over the writes for this table.
-    pub attempts: u32,
-    /// The first error that kept this table from ending at this ENI, if any.
-    pub error: Option<String>,
-    pub error_code: Option<String>,
-    pub config_problem: bool,
-    pub calls: Vec<CallRecord>,
+    pub outcome: TableCalls,
 }
 
 impl TableClaim {
@@ -165,12 +225,12 @@ impl ClaimReport {
 
     /// True when some table failed for a reason only a config/IAM/setup change can fix.
     pub fn has_config_problem(&self) -> bool {
-        self.tables.iter().any(|t| t.config_problem)
+        self.tables.iter().any(|t| t.outcome.config_problem)
     }
 
     /// Every EC2 call made, for metrics.
     pub fn calls(&self) -> impl Iterator<Item = &CallRecord> {
-        self.tables.iter().flat_map(|t| t.calls.iter())
+        self.tables.iter().flat_map(|t| t.outcome.calls.iter())
     }
 }
 
@@ -182,12 +242,8 @@ impl Serialize for ClaimReport {
             before: Option<String>,
             after: Option<String>,
             here: bool,
-            ms: f64,
-            attempts: u32,
-            error: Option<&'a str>,
-            error_code: Option<&'a str>,
-            config_problem: bool,
-            calls: &'a [CallRecord],
+            #[serde(flatten)]
+            outcome: TableCallsJson<'a>,
         }
         #[derive(Serialize)]
         struct Report<'a> {
@@ -211,12 +267,7 @@ impl Serialize for ClaimReport {
                     before: state_json(&t.before, &self.eni),
                     after: state_json(&t.after, &self.eni),
                     here: t.points_here(),
-                    ms: millis(t.elapsed),
-                    attempts: t.attempts,
-                    error: t.error.as_deref(),
-                    error_code: t.error_code.as_deref(),
-                    config_problem: t.config_problem,
-                    calls: &t.calls,
+                    outcome: (&t.outcome).into(),
                 })
                 .collect(),
             all_point_here: self.all_point_here(),
@@ -248,9 +299,9 @@ impl fmt::Display for ClaimReport {
                     t.id.clone(),
                     describe_opt(&t.before, &self.eni),
                     describe_opt(&t.after, &self.eni),
-                    format!("{:.1}", millis(t.elapsed)),
-                    t.attempts.to_string(),
-                    match &t.error {
+                    format!("{:.1}", millis(t.outcome.elapsed)),
+                    t.outcome.attempts.to_string(),
+                    match &t.outcome.error {
                         None if t.points_here() => "ok".to_owned(),
                         None => "not pointing here".to_owned(),
                         Some(e) => e.clone(),
@@ -270,14 +321,9 @@ impl fmt::Display for ClaimReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableObservation {
     pub id: String,
-    /// `None` when the table could not be read (see `error`).
+    /// `None` when the table could not be read (see `outcome.error`).
     pub state: Option<RouteState>,
-    pub elapsed: Duration,
-    pub attempts: u32,
-    pub error: Option<String>,
-    pub error_code: Option<String>,
-    pub config_problem: bool,
-    pub calls: Vec<CallRecord>,
+    pub outcome: TableCalls,
 }
 
 impl TableObservation {
@@ -302,7 +348,7 @@ impl ObserveReport {
     }
 
     pub fn has_config_problem(&self) -> bool {
-        self.tables.iter().any(|t| t.config_problem)
+        self.tables.iter().any(|t| t.outcome.config_problem)
     }
 
     /// Tables that were read and do not point here: what a reconcile loop must repair.
@@ -313,7 +359,7 @@ impl ObserveReport {
     }
 
     pub fn calls(&self) -> impl Iterator<Item = &CallRecord> {
-        self.tables.iter().flat_map(|t| t.calls.iter())
+        self.tables.iter().flat_map(|t| t.outcome.calls.iter())
     }
 }
 
@@ -325,12 +371,8 @@ impl Serialize for ObserveReport {
             target: Option<String>,
             here: bool,
             instance: Option<&'a str>,
-            ms: f64,
-            attempts: u32,
-            error: Option<&'a str>,
-            error_code: Option<&'a str>,
-            config_problem: bool,
-            calls: &'a [CallRecord],
+            #[serde(flatten)]
+            outcome: TableCallsJson<'a>,
         }
         #[derive(Serialize)]
         struct Report<'a> {
@@ -356,12 +398,7 @@ impl Serialize for ObserveReport {
                         Some(RouteState::OtherEni { instance, .. }) => instance.as_deref(),
                         _ => None,
                     },
-                    ms: millis(t.elapsed),
-                    attempts: t.attempts,
-                    error: t.error.as_deref(),
-                    error_code: t.error_code.as_deref(),
-                    config_problem: t.config_problem,
-                    calls: &t.calls,
+                    outcome: (&t.outcome).into(),
                 })
                 .collect(),
             all_point_here: self.all_point_here(),
@@ -390,7 +427,7 @@ impl fmt::Display for ObserveReport {
                 [
                     t.id.clone(),
                     describe_opt(&t.state, &self.eni),
-                    match (&t.error, t.points_here()) {
+                    match (&t.outcome.error, t.points_here()) {
                         (Some(e), _) => e.clone(),
                         (None, true) => "here".to_owned(),
                         (None, false) => "elsewhere".to_owned(),
@@ -446,19 +483,19 @@ mod tests {
             id: id.into(),
             before,
             after,
-            elapsed: Duration::from_micros(7250),
-            attempts: 1,
-            error: None,
-            error_code: None,
-            config_problem: false,
-            calls: vec![CallRecord {
-                operation: Operation::ReplaceRoute,
-                resource: id.into(),
-                result: CallResult::Ok,
-                elapsed: Duration::from_micros(7250),
-                attempts: 1,
-                code: None,
-            }],
+            outcome: TableCalls::ended(
+                None,
+                Duration::from_micros(7250),
+                1,
+                vec![CallRecord {
+                    operation: Operation::ReplaceRoute,
+                    resource: id.into(),
+                    result: CallResult::Ok,
+                    elapsed: Duration::from_micros(7250),
+                    attempts: 1,
+                    code: None,
+                }],
+            ),
         };
         ClaimReport {
             address: Ipv4Addr::new(192, 168, 100, 10),
@@ -529,12 +566,7 @@ mod tests {
         let obs = |id: &str, state| TableObservation {
             id: id.into(),
             state,
-            elapsed: Duration::from_millis(1),
-            attempts: 1,
-            error: None,
-            error_code: None,
-            config_problem: false,
-            calls: vec![],
+            outcome: TableCalls::ended(None, Duration::from_millis(1), 1, vec![]),
         };
         let report = ObserveReport {
             address: Ipv4Addr::new(192, 168, 100, 10),

@@ -18,7 +18,8 @@ use crate::ec2::{Ec2Api, failure_from_sdk};
 use crate::error::CloudError;
 use crate::identity::Identity;
 use crate::report::{
-    CallRecord, ClaimReport, ObserveReport, Operation, RouteState, TableClaim, TableObservation,
+    CallRecord, ClaimReport, ObserveReport, Operation, RouteState, TableCalls, TableClaim,
+    TableObservation,
 };
 use crate::retry::{RetryPolicy, call_with_retry};
 use crate::source_dest::check_source_dest_disabled;
@@ -101,12 +102,7 @@ impl RouteTableExecutor {
                 id: id.clone(),
                 before: None,
                 after: None,
-                elapsed: Duration::ZERO,
-                attempts: 0,
-                error: Some(panic),
-                error_code: None,
-                config_problem: false,
-                calls: Vec::new(),
+                outcome: TableCalls::panicked(panic),
             })
         })
         .collect();
@@ -127,16 +123,11 @@ impl RouteTableExecutor {
         let tables = per_table(&self.inner, |inner, table| async move {
             let policy = *inner.api.policy();
             let (state, record) = read_route(&inner, &policy, deadline, &table).await;
-            let (error, error_code, config_problem) = error_fields(state.as_ref().err());
+            let (elapsed, attempts) = (record.elapsed, record.attempts);
             TableObservation {
                 id: table,
+                outcome: TableCalls::ended(state.as_ref().err(), elapsed, attempts, vec![record]),
                 state: state.ok(),
-                elapsed: record.elapsed,
-                attempts: record.attempts,
-                error,
-                error_code,
-                config_problem,
-                calls: vec![record],
             }
         })
         .await
@@ -146,12 +137,7 @@ impl RouteTableExecutor {
             outcome.unwrap_or_else(|panic| TableObservation {
                 id: id.clone(),
                 state: None,
-                elapsed: Duration::ZERO,
-                attempts: 0,
-                error: Some(panic),
-                error_code: None,
-                config_problem: false,
-                calls: Vec::new(),
+                outcome: TableCalls::panicked(panic),
             })
         })
         .collect();
@@ -226,17 +212,11 @@ async fn claim_table(inner: &Inner, table: &str, deadline: Instant) -> TableClai
         && error.is_config_problem()
     {
         // The write would be refused for the same reason (e.g. the table does not exist).
-        let (error, error_code, config_problem) = error_fields(Some(error));
         return TableClaim {
             id: table.to_owned(),
             before: None,
             after: None,
-            elapsed: Duration::ZERO,
-            attempts: 0,
-            error,
-            error_code,
-            config_problem,
-            calls,
+            outcome: TableCalls::ended(Some(error), Duration::ZERO, 0, calls),
         };
     }
     let before = before.ok();
@@ -255,17 +235,11 @@ async fn claim_table(inner: &Inner, table: &str, deadline: Instant) -> TableClai
     calls.extend(after_calls);
 
     let error = claim_error(table, &written, &after);
-    let (error, error_code, config_problem) = error_fields(error.as_ref());
     TableClaim {
         id: table.to_owned(),
         before,
         after: after.ok(),
-        elapsed: write_elapsed,
-        attempts,
-        error,
-        error_code,
-        config_problem,
-        calls,
+        outcome: TableCalls::ended(error.as_ref(), write_elapsed, attempts, calls),
     }
 }
 
@@ -455,17 +429,6 @@ pub(crate) fn route_state(route: &Route, this_eni: &str) -> RouteState {
         None => RouteState::OtherTarget {
             target: target.to_owned(),
         },
-    }
-}
-
-pub(crate) fn error_fields(error: Option<&CloudError>) -> (Option<String>, Option<String>, bool) {
-    match error {
-        None => (None, None, false),
-        Some(e) => (
-            Some(e.to_string()),
-            e.code().map(str::to_owned),
-            e.is_config_problem(),
-        ),
     }
 }
 

@@ -18,10 +18,10 @@ use crate::ec2::{Ec2Api, failure_from_sdk};
 use crate::error::CloudError;
 use crate::identity::Identity;
 use crate::report::{
-    CallRecord, ClaimReport, ObserveReport, Operation, RouteState, TableClaim, TableObservation,
+    CallRecord, ClaimReport, ObserveReport, Operation, RouteState, TableCalls, TableClaim,
+    TableObservation,
 };
 use crate::retry::{RetryPolicy, call_with_retry};
-use crate::route_table::error_fields;
 
 #[derive(Debug, Clone)]
 pub struct SecondaryIpExecutor {
@@ -129,7 +129,6 @@ impl SecondaryIpExecutor {
                 detail: format!("assigned, but the address reads back as held by {other:?}"),
             }),
         };
-        let (error, error_code, config_problem) = error_fields(error.as_ref());
         ClaimReport {
             address: self.address,
             eni: self.eni.clone(),
@@ -138,12 +137,7 @@ impl SecondaryIpExecutor {
                 id: self.subnet.clone(),
                 before: before.ok(),
                 after: after.ok(),
-                elapsed: write_elapsed,
-                attempts,
-                error,
-                error_code,
-                config_problem,
-                calls,
+                outcome: TableCalls::ended(error.as_ref(), write_elapsed, attempts, calls),
             }],
             total: started.elapsed(),
             budget,
@@ -154,7 +148,8 @@ impl SecondaryIpExecutor {
         let started = Instant::now();
         let policy = *self.api.policy();
         let (state, record) = self.holder(&policy, started + policy.budget()).await;
-        let (error, error_code, config_problem) = error_fields(state.as_ref().err());
+        let (elapsed, attempts) = (record.elapsed, record.attempts);
+        let outcome = TableCalls::ended(state.as_ref().err(), elapsed, attempts, vec![record]);
         ObserveReport {
             address: self.address,
             eni: self.eni.clone(),
@@ -162,12 +157,7 @@ impl SecondaryIpExecutor {
             tables: vec![TableObservation {
                 id: self.subnet.clone(),
                 state: state.ok(),
-                elapsed: record.elapsed,
-                attempts: record.attempts,
-                error,
-                error_code,
-                config_problem,
-                calls: vec![record],
+                outcome,
             }],
             total: started.elapsed(),
         }

@@ -32,6 +32,7 @@ fn throttle(table: &str, times: usize) -> Rule {
 
 fn write_call(table: &TableClaim) -> &tdsvip_cloud::CallRecord {
     table
+        .outcome
         .calls
         .iter()
         .find(|c| c.operation == Operation::ReplaceRoute)
@@ -79,12 +80,12 @@ async fn throttled_writes_are_retried_and_only_they_are() {
         let write = write_call(throttled);
         assert_eq!(write.attempts, 3);
         assert_eq!(write.result, CallResult::Ok);
-        assert_eq!(throttled.attempts, 3);
+        assert_eq!(throttled.outcome.attempts, 3);
         assert_eq!(proxy.count("ReplaceRoute", &world.tables[1]), 3);
         for (i, table) in world.tables.iter().enumerate() {
             if i != 1 {
                 assert_eq!(proxy.count("ReplaceRoute", table), 1, "{table}");
-                assert_eq!(report.tables[i].attempts, 1);
+                assert_eq!(report.tables[i].outcome.attempts, 1);
             }
             // One read before, one after: reads were never retried.
             assert_eq!(proxy.count("DescribeRouteTables", table), 2, "{table}");
@@ -138,16 +139,16 @@ async fn a_stalled_write_is_cut_at_the_deadline_and_retried() {
         assert_eq!(write_call(stalled).attempts, 2);
         // Cut at the 500 ms deadline, not held for the 5 s stall.
         assert!(
-            stalled.elapsed >= Duration::from_millis(500),
+            stalled.outcome.elapsed >= Duration::from_millis(500),
             "{:?}",
-            stalled.elapsed
+            stalled.outcome.elapsed
         );
         assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
         assert_eq!(proxy.count("ReplaceRoute", &world.tables[2]), 2);
         // The stall did not hold back the other tables.
         for i in [0, 1, 3] {
             assert!(
-                report.tables[i].elapsed < Duration::from_millis(400),
+                report.tables[i].outcome.elapsed < Duration::from_millis(400),
                 "{:?}",
                 report.tables[i]
             );
@@ -172,9 +173,9 @@ async fn endless_throttling_gives_up_within_budget_and_says_so() {
         let write = write_call(stuck);
         assert_eq!(write.attempts, 4);
         assert_eq!(write.result, CallResult::Throttled);
-        assert_eq!(stuck.error_code.as_deref(), Some("RequestLimitExceeded"));
-        assert!(!stuck.config_problem);
-        let message = stuck.error.as_deref().unwrap();
+        assert_eq!(stuck.outcome.error_code.as_deref(), Some("RequestLimitExceeded"));
+        assert!(!stuck.outcome.config_problem);
+        let message = stuck.outcome.error.as_deref().unwrap();
         assert!(
             message.contains(&world.tables[3]) && message.contains("RequestLimitExceeded"),
             "{message}"
@@ -215,8 +216,11 @@ async fn a_refusal_is_not_retried_and_is_a_configuration_problem() {
         let refused = &report.tables[0];
         assert_eq!(write_call(refused).attempts, 1);
         assert_eq!(write_call(refused).result, CallResult::Rejected);
-        assert_eq!(refused.error_code.as_deref(), Some("UnauthorizedOperation"));
-        assert!(refused.config_problem);
+        assert_eq!(
+            refused.outcome.error_code.as_deref(),
+            Some("UnauthorizedOperation")
+        );
+        assert!(refused.outcome.config_problem);
         assert!(report.has_config_problem());
         assert_eq!(proxy.count("ReplaceRoute", &world.tables[0]), 1);
         assert_eq!(report.tables.iter().filter(|t| t.points_here()).count(), 3);
@@ -249,6 +253,7 @@ async fn an_unreadable_table_without_the_route_still_gets_it() {
         let table = &report.tables[1];
         assert_eq!(table.before, None);
         let ops: Vec<(Operation, CallResult)> = table
+            .outcome
             .calls
             .iter()
             .map(|c| (c.operation, c.result))
@@ -262,7 +267,7 @@ async fn an_unreadable_table_without_the_route_still_gets_it() {
                 (Operation::DescribeRouteTables, CallResult::Ok),
             ]
         );
-        assert!(table.error.is_none());
+        assert!(table.outcome.error.is_none());
         assert_eq!(proxy.count("DescribeRouteTables", &world.tables[1]), 2);
         // The tables whose read worked went straight to CreateRoute.
         assert_eq!(proxy.count("ReplaceRoute", &world.tables[0]), 0);

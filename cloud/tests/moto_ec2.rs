@@ -43,9 +43,9 @@ async fn claim_takes_four_tables_from_the_other_node() {
                 "{table:?}"
             );
             assert_eq!(table.after, Some(RouteState::ThisEni));
-            assert_eq!(table.attempts, 1);
-            assert!(table.error.is_none());
-            let ops: Vec<Operation> = table.calls.iter().map(|c| c.operation).collect();
+            assert_eq!(table.outcome.attempts, 1);
+            assert!(table.outcome.error.is_none());
+            let ops: Vec<Operation> = table.outcome.calls.iter().map(|c| c.operation).collect();
             assert_eq!(
                 ops,
                 [
@@ -54,7 +54,7 @@ async fn claim_takes_four_tables_from_the_other_node() {
                     Operation::DescribeRouteTables
                 ]
             );
-            assert!(table.calls.iter().all(|c| c.result == CallResult::Ok));
+            assert!(table.outcome.calls.iter().all(|c| c.result == CallResult::Ok));
             // Checked through the SDK directly, not only through the report.
             assert_eq!(
                 route_target(setup.client(), id).await.as_deref(),
@@ -90,6 +90,7 @@ async fn claim_creates_the_route_where_it_is_missing() {
             assert_eq!(table.before, Some(RouteState::Missing));
             assert!(
                 table
+                    .outcome
                     .calls
                     .iter()
                     .any(|c| c.operation == Operation::CreateRoute && c.result == CallResult::Ok),
@@ -97,6 +98,7 @@ async fn claim_creates_the_route_where_it_is_missing() {
             );
             assert!(
                 !table
+                    .outcome
                     .calls
                     .iter()
                     .any(|c| c.operation == Operation::ReplaceRoute)
@@ -105,6 +107,7 @@ async fn claim_creates_the_route_where_it_is_missing() {
         for table in &report.tables[..2] {
             assert!(
                 table
+                    .outcome
                     .calls
                     .iter()
                     .any(|c| c.operation == Operation::ReplaceRoute)
@@ -191,23 +194,23 @@ async fn unknown_route_table_is_reported_and_the_others_are_claimed() {
         let bad = &report.tables[1];
         assert_eq!(bad.id, UNKNOWN_TABLE);
         assert_eq!(
-            bad.error_code.as_deref(),
+            bad.outcome.error_code.as_deref(),
             Some("InvalidRouteTableID.NotFound")
         );
-        assert!(bad.config_problem);
-        let message = bad.error.as_deref().unwrap();
+        assert!(bad.outcome.config_problem);
+        let message = bad.outcome.error.as_deref().unwrap();
         assert!(
             message.contains(UNKNOWN_TABLE) && message.contains("InvalidRouteTableID.NotFound"),
             "{message}"
         );
         // Refused at once: one read, no retry, no write.
-        assert_eq!(bad.calls.len(), 1);
-        assert_eq!(bad.calls[0].attempts, 1);
-        assert_eq!(bad.calls[0].result, CallResult::Rejected);
+        assert_eq!(bad.outcome.calls.len(), 1);
+        assert_eq!(bad.outcome.calls[0].attempts, 1);
+        assert_eq!(bad.outcome.calls[0].result, CallResult::Rejected);
         for (i, table) in report.tables.iter().enumerate() {
             if i != 1 {
                 assert!(table.points_here(), "{table:?}");
-                assert!(table.error.is_none());
+                assert!(table.outcome.error.is_none());
             }
         }
         for id in &world.tables {
@@ -218,7 +221,7 @@ async fn unknown_route_table_is_reported_and_the_others_are_claimed() {
         }
         let observed = executor.observe().await;
         assert_eq!(
-            observed.tables[1].error_code.as_deref(),
+            observed.tables[1].outcome.error_code.as_deref(),
             Some("InvalidRouteTableID.NotFound")
         );
         assert_eq!(
@@ -286,12 +289,12 @@ async fn unknown_eni_is_a_configuration_error_without_retries() {
         let report = executor.claim().await;
         for table in &report.tables {
             assert_eq!(
-                table.error_code.as_deref(),
+                table.outcome.error_code.as_deref(),
                 Some("InvalidNetworkInterfaceID.NotFound"),
                 "{table:?}"
             );
-            assert_eq!(table.attempts, 1, "not retried");
-            assert!(table.config_problem);
+            assert_eq!(table.outcome.attempts, 1, "not retried");
+            assert!(table.outcome.config_problem);
         }
         assert!(report.has_config_problem());
     })
@@ -401,10 +404,11 @@ async fn a_silent_endpoint_cannot_hang_a_claim() {
         );
         for table in &report.tables {
             assert!(!table.points_here());
-            let error = table.error.as_deref().unwrap();
+            let error = table.outcome.error.as_deref().unwrap();
             assert!(error.contains("no answer within"), "{error}");
-            assert!(!table.config_problem);
+            assert!(!table.outcome.config_problem);
             let write = table
+                .outcome
                 .calls
                 .iter()
                 .find(|c| c.operation == Operation::ReplaceRoute)

@@ -69,12 +69,14 @@ fn claim_report(tables: &[(&str, bool)], total_ms: u64) -> Box<ClaimSummary> {
                         instance: None,
                     }
                 }),
-                elapsed: total,
-                attempts: 1,
-                error: (!ok).then(|| "RequestLimitExceeded: throttled".to_owned()),
-                error_code: (!ok).then(|| "RequestLimitExceeded".to_owned()),
-                config_problem: false,
-                calls: vec![],
+                outcome: tdsvip_cloud::TableCalls {
+                    elapsed: total,
+                    attempts: 1,
+                    error: (!ok).then(|| "RequestLimitExceeded: throttled".to_owned()),
+                    error_code: (!ok).then(|| "RequestLimitExceeded".to_owned()),
+                    config_problem: false,
+                    calls: vec![],
+                },
             })
             .collect(),
         total,

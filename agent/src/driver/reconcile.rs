@@ -106,8 +106,8 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     pub(super) fn on_claim_report(&mut self, i: usize, report: &ClaimReport) {
         let ag = self.ags[i].controller.ag().to_owned();
         for t in &report.tables {
-            self.metrics.record_cloud_calls(&t.calls);
-            tracing::info!(ag, table = %t.id, ms = tdsvip_cloud::report::millis(t.elapsed), attempts = t.attempts, points_here = t.points_here(), error = ?t.error, "route table claim");
+            self.metrics.record_cloud_calls(&t.outcome.calls);
+            tracing::info!(ag, table = %t.id, ms = tdsvip_cloud::report::millis(t.outcome.elapsed), attempts = t.outcome.attempts, points_here = t.points_here(), error = ?t.outcome.error, "route table claim");
         }
         let owners = route_owners(
             report
@@ -122,7 +122,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         let ag = self.ags[i].controller.ag().to_owned();
         let mut drift = Vec::new();
         for t in &report.tables {
-            self.metrics.record_cloud_calls(&t.calls);
+            self.metrics.record_cloud_calls(&t.outcome.calls);
             if t.state.is_some() && !t.points_here() {
                 drift.push(Drift {
                     kind: DriftKind::RouteTable,

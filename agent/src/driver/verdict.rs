@@ -39,9 +39,9 @@ pub(crate) fn claim_summary(report: &ClaimReport) -> ClaimSummary {
             .iter()
             .map(|t| TableSummary {
                 id: t.id.clone(),
-                duration: t.elapsed,
+                duration: t.outcome.elapsed,
                 points_here: t.points_here(),
-                error: t.error.clone(),
+                error: t.outcome.error.clone(),
             })
             .collect(),
         total: report.total,
