@@ -16,7 +16,12 @@
 //! - `fenced_holder_samples`: samples in which some node had it on its up `eth0` while its
 //!   guard fenced it (reported, not asserted: the guard doing its job);
 //! - `non_primary_answers`: answers received in a settled period (settle → next fault or
-//!   the end) from anything but the promoted node reporting PRIMARY.
+//!   the end) from anything but the promoted node reporting PRIMARY;
+//! - `failed_after_first_success`: failed attempts that started in a settled period (after
+//!   the client was served again): a takeover that flaps or serves only some attempts;
+//! - `arp_dual_mac_samples` ([`dual_mac_samples`]): ARP probes of the overlay IP from the
+//!   client answered by two MACs. One broadcast request reaches every node at once, so two
+//!   answers are two nodes answering for the address at the same moment.
 
 use crate::client::{Attempt, IdleSession};
 use crate::sampler::OwnerSample;
@@ -57,6 +62,12 @@ pub struct TrialResult {
     /// Answers by a non-primary before the promotion settled (reported, not asserted).
     pub non_primary_before_settle: usize,
     pub failed_attempts: usize,
+    pub failed_after_first_success: usize,
+}
+
+/// ARP samples answered by more than one MAC (see the module doc).
+pub fn dual_mac_samples(arp: &[(f64, Vec<String>)]) -> usize {
+    arp.iter().filter(|(_, macs)| macs.len() > 1).count()
 }
 
 fn ok(a: &Attempt) -> bool {
@@ -99,6 +110,10 @@ pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
             .filter(|a| !a.primary_answer_from(&p.server))
             .count();
         if let Some(s) = settle {
+            r.failed_after_first_success += in_trial
+                .iter()
+                .filter(|a| a.start > s && a.start < next_fault && !ok(a))
+                .count();
             r.non_primary_answers += in_trial
                 .iter()
                 .filter(|a| a.end > s && a.end < next_fault && a.answered())
@@ -112,6 +127,8 @@ pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
             .iter()
             .filter(|a| a.start >= fault && !ok(a))
             .collect();
+        // Without a promotion the client was never meant to fail; every failure counts.
+        r.failed_after_first_success = failures.len();
         let outage = match (failures.first(), failures.last()) {
             (Some(first), Some(last)) => in_trial
                 .iter()
@@ -272,6 +289,38 @@ mod tests {
         assert_eq!(r.dual_owner_samples, 0);
         assert_eq!(r.non_primary_answers, 0);
         assert_eq!(r.failed_attempts, 3);
+        assert_eq!(r.failed_after_first_success, 0);
+    }
+
+    #[test]
+    fn failures_after_the_client_was_served_again_are_counted() {
+        let attempts = vec![
+            att(1000.0, "refused", None, ""),
+            att(1030.0, "ok", Some("B"), "PRIMARY"),
+            att(1040.0, "timeout", None, ""),
+            att(1050.0, "ok", Some("B"), "PRIMARY"),
+            att(1060.0, "reset", None, ""),
+        ];
+        let r = analyze(&trial(1000.0, Some((1001.0, 1, "B")), &attempts, &[]));
+        assert_eq!(r.settle, vec![Some(1032.0)]);
+        assert_eq!(r.failed_attempts, 3);
+        assert_eq!(r.failed_after_first_success, 2);
+    }
+
+    #[test]
+    fn two_macs_answering_one_arp_probe_are_counted() {
+        let mac = |m: &str| m.to_owned();
+        let arp = vec![
+            (1000.0, vec![mac("aa:00:00:00:00:01")]),
+            (1010.0, vec![]),
+            (
+                1020.0,
+                vec![mac("aa:00:00:00:00:01"), mac("aa:00:00:00:00:02")],
+            ),
+            (1030.0, vec![mac("aa:00:00:00:00:02")]),
+        ];
+        assert_eq!(dual_mac_samples(&arp), 1);
+        assert_eq!(dual_mac_samples(&arp[..2]), 0);
     }
 
     #[test]

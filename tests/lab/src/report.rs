@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::lab::{Impl, Lab, Settings};
+use crate::measure::dual_mac_samples;
 use crate::scenario::{Scenario, Trial};
 use crate::stats::{Summary, summarize_optional};
 
@@ -18,6 +19,11 @@ pub struct RunSummary {
     pub idle_session_reset_ms: Summary,
     pub route_tables_ms: Option<Summary>,
     pub dual_owner_samples: usize,
+    /// ARP probes of the overlay IP answered by two MACs.
+    pub arp_dual_mac_samples: usize,
+    /// Failed client attempts after the client was served again, per trial, and in all.
+    pub failed_after_first_success: Summary,
+    pub failed_after_first_success_total: usize,
     /// Samples in which two sims would have acknowledged a commit, and samples in which
     /// unreadable sims could have made two.
     pub dual_primary_samples: usize,
@@ -94,6 +100,14 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
             .as_ref()
             .map(|_| summarize_optional(&all(&|t| t.route_tables.clone()))),
         dual_owner_samples: trials.iter().map(|t| t.result.dual_owner_samples).sum(),
+        arp_dual_mac_samples: trials.iter().map(|t| dual_mac_samples(&t.arp)).sum(),
+        failed_after_first_success: summarize_optional(&all(&|t| {
+            vec![Some(t.result.failed_after_first_success as f64)]
+        })),
+        failed_after_first_success_total: trials
+            .iter()
+            .map(|t| t.result.failed_after_first_success)
+            .sum(),
         dual_primary_samples: trials.iter().map(|t| t.primaries.dual).sum(),
         dual_primary_unknown_samples: trials.iter().map(|t| t.primaries.unknown).sum(),
         fenced_holder_samples: trials.iter().map(|t| t.result.fenced_holder_samples).sum(),
@@ -116,6 +130,11 @@ impl RunSummary {
             "promotion_to_client_ms": self.promotion_to_client_ms,
             "idle_session_reset_ms": self.idle_session_reset_ms,
             "dual_owner_samples": self.dual_owner_samples,
+            "arp_dual_mac_samples": self.arp_dual_mac_samples,
+            "failed_attempts_after_first_success": {
+                "per_trial": self.failed_after_first_success,
+                "total": self.failed_after_first_success_total,
+            },
             "dual_primary_samples": self.dual_primary_samples,
             "dual_primary_unknown_samples": self.dual_primary_unknown_samples,
             "fenced_holder_samples": self.fenced_holder_samples,
@@ -293,16 +312,18 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
     }
     let r = &t.result;
     out.push_str(&format!(
-        "  => promotion->client {:?} ms, outage {:?} ms, takeover {} ms after the fault, idle resets after takeover {:?} ms, dual-owner samples {}, fenced-holder samples {}, non-primary answers after settle {} (before settle {}), failed attempts {}\n",
+        "  => promotion->client {:?} ms, outage {:?} ms, takeover {} ms after the fault, idle resets after takeover {:?} ms, dual-owner samples {}, ARP answered by two MACs {}, fenced-holder samples {}, non-primary answers after settle {} (before settle {}), failed attempts {} ({} after the client was served again)\n",
         r.promotion_to_client.iter().map(|x| f(*x)).collect::<Vec<_>>(),
         r.client_outage.iter().map(|x| f(*x)).collect::<Vec<_>>(),
         f(r.takeover.map(|x| x - t0)),
         r.idle_reset.iter().map(|x| f(*x)).collect::<Vec<_>>(),
         r.dual_owner_samples,
+        dual_mac_samples(&t.arp),
         r.fenced_holder_samples,
         r.non_primary_answers,
         r.non_primary_before_settle,
         r.failed_attempts,
+        r.failed_after_first_success,
     ));
     out.push_str(&format!(
         "  => sims: {} samples, {} with two that would acknowledge a commit, {} unknown; lease renewals {} (slowest {} ms), {} failed\n",
@@ -347,9 +368,10 @@ pub fn summary_text(s: &RunSummary) -> String {
         out.push_str(&line("route tables ms", r));
     }
     out.push_str(&format!(
-        "  dual-owner samples {}, fenced-holder samples {}, non-primary answers {}\n",
-        s.dual_owner_samples, s.fenced_holder_samples, s.non_primary_answers
+        "  dual-owner samples {}, ARP answered by two MACs {}, fenced-holder samples {}, non-primary answers {}\n",
+        s.dual_owner_samples, s.arp_dual_mac_samples, s.fenced_holder_samples, s.non_primary_answers
     ));
+    out.push_str(&line("failed after served", &s.failed_after_first_success));
     out.push_str(&format!(
         "  dual-primary samples {} (unknown {})\n",
         s.dual_primary_samples, s.dual_primary_unknown_samples

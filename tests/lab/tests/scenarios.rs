@@ -20,6 +20,7 @@
 use std::sync::Mutex;
 
 use tdsvip_lab::lab::Settings;
+use tdsvip_lab::measure::dual_mac_samples;
 use tdsvip_lab::scenario::Scenario;
 use tdsvip_lab::{DrillOutcome, run_drill};
 
@@ -108,6 +109,11 @@ fn check(out: &DrillOutcome, idle_within: Option<f64>) {
         );
     }
     assert_eq!(r.dual_owner_samples, 0, "dual-owner samples\n{ctx}");
+    assert_eq!(
+        dual_mac_samples(&t.arp),
+        0,
+        "ARP probes answered by two MACs\n{ctx}"
+    );
     assert_eq!(
         r.non_primary_answers, 0,
         "answers from a non-primary after settling\n{ctx}"
@@ -220,6 +226,7 @@ fn kill_agent() {
     assert_eq!(t.result.failed_attempts, 0, "client attempts failed\n{ctx}");
     assert_eq!(t.result.client_outage, vec![Some(0.0)], "{ctx}");
     assert_eq!(t.result.dual_owner_samples, 0, "{ctx}");
+    assert_eq!(dual_mac_samples(&t.arp), 0, "{ctx}");
     assert_eq!(t.result.non_primary_answers, 0, "{ctx}");
     check_no_lost_commits(&out);
     check_no_dual_primary(&out);
