@@ -15,19 +15,17 @@ impl NodeExecutor {
     /// when not owning, without a lease or without eBPF; never moves a lease backwards, so a
     /// late report of an older verdict cannot shorten it.
     pub(super) fn renew_owned_lease(&mut self, primary_seen_at: Instant) -> Result<(), NodeError> {
-        let (Some(guard), true) = (&mut self.guard, self.owning) else {
+        let (Some(guard), Some(current)) = (&mut self.guard, self.owned_until) else {
             return Ok(());
         };
         let entry = owner_entry(self.config.lease, primary_seen_at);
+        if entry.lease_expires_ns <= current {
+            return Ok(());
+        }
         for ip in &self.ips {
-            let current = guard.entry(*ip)?;
-            if current.is_some_and(|c| {
-                c.state == entry.state && c.lease_expires_ns >= entry.lease_expires_ns
-            }) {
-                continue;
-            }
             guard.set(*ip, entry)?;
         }
+        self.owned_until = Some(entry.lease_expires_ns);
         Ok(())
     }
 }

@@ -71,8 +71,10 @@ pub struct NodeExecutor {
     background: Vec<JoinHandle<()>>,
     dad_done: bool,
     adopted: Vec<IpAddr>,
-    /// The guard passes the addresses (acquired or adopted, not released since).
-    owning: bool,
+    /// While the guard passes the addresses (acquired or adopted, not released since): the
+    /// lease expiry last written for them. This executor is the map's only writer, so a
+    /// renewal compares with this instead of reading the map on every probe.
+    owned_until: Option<u64>,
 }
 
 impl Drop for NodeExecutor {
@@ -128,11 +130,12 @@ impl NodeExecutor {
         } else {
             Vec::new()
         };
+        // An adopted address passes on the verdict that decided the adoption, just made.
+        let adopted_at = Instant::now();
         let (guard, tracker) = if config.ebpf {
             let mut guard =
                 VipGuard::attach(ifindex, config.xdp_mode, config.max_tracked_connections)?;
-            // An adopted address passes on the verdict that decided the adoption, just made.
-            let adopted_entry = owner_entry(config.lease, Instant::now());
+            let adopted_entry = owner_entry(config.lease, adopted_at);
             for ip in &ips {
                 let entry = if adopted.contains(ip) {
                     adopted_entry
@@ -147,9 +150,10 @@ impl NodeExecutor {
         } else {
             (None, None)
         };
-        let owning = !adopted.is_empty();
+        let owned_until =
+            (!adopted.is_empty()).then(|| owner_entry(config.lease, adopted_at).lease_expires_ns);
         Ok(Self {
-            owning,
+            owned_until,
             config,
             ips,
             addresses,
@@ -206,7 +210,7 @@ impl NodeExecutor {
         } else {
             VipEntry::fenced()
         };
-        self.owning = owner;
+        self.owned_until = owner.then_some(entry.lease_expires_ns);
         match &mut self.guard {
             None => Ok((None, "eBPF disabled".into())),
             Some(guard) => {
