@@ -489,6 +489,27 @@ impl std::io::Write for Capture {
     }
 }
 
+impl Capture {
+    /// A DEBUG subscriber writing here, the default of this thread while the guard lives
+    /// (a current-thread runtime: the server's tasks run on this thread and see it). Every
+    /// log test uses DEBUG: a lower level live at the same time would lower the global level
+    /// hint the request-log test relies on.
+    pub(super) fn install() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let cap = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(cap.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Other tests, running in parallel without a subscriber, may be registering the same
+        // callsites at this moment and cache "never" for them from a list of subscribers
+        // taken before this one was added (a race in tracing-core): recompute with this one.
+        tracing::callsite::rebuild_interest_cache();
+        (cap, guard)
+    }
+}
+
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     type Writer = Capture;
     fn make_writer(&'a self) -> Capture {
@@ -499,17 +520,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 // A current-thread runtime: the server's tasks run on this thread and see its subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn every_request_is_logged_at_debug_without_secrets() {
-    let cap = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(cap.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests, running in parallel without a subscriber, may be registering the same
-    // callsites at this moment and cache "never" for them from a list of subscribers taken
-    // before this one was added (a race in tracing-core): recompute with this one live.
-    tracing::callsite::rebuild_interest_cache();
+    let (cap, _guard) = Capture::install();
 
     let r = start(Some(TOKEN), 8).await;
     let good = format!("Bearer {TOKEN}");

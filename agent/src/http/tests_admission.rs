@@ -149,19 +149,7 @@ fn captured(cap: &Capture) -> String {
 // A current-thread runtime: the server's tasks run on this thread and see its subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn closed_connections_are_logged_once_per_period_with_the_busiest_source() {
-    let cap = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        // DEBUG as the request-log test in tests.rs: a lower level here, live at the same
-        // time, would lower the global level hint that test relies on.
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(cap.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests, running in parallel without a subscriber, may be registering the same
-    // callsites at this moment and cache "never" for them from a list of subscribers taken
-    // before this one was added (a race in tracing-core): recompute with this one live.
-    tracing::callsite::rebuild_interest_cache();
+    let (cap, _guard) = Capture::install();
 
     let (addr, cancel) = serve(100, 2, Duration::from_millis(300)).await;
     let mut flood = Vec::new();
@@ -180,19 +168,7 @@ async fn closed_connections_are_logged_once_per_period_with_the_busiest_source()
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_silent_client_is_logged_and_an_idle_keep_alive_one_is_not() {
-    let cap = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        // DEBUG as the request-log test in tests.rs: a lower level here, live at the same
-        // time, would lower the global level hint that test relies on.
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(cap.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests, running in parallel without a subscriber, may be registering the same
-    // callsites at this moment and cache "never" for them from a list of subscribers taken
-    // before this one was added (a race in tracing-core): recompute with this one live.
-    tracing::callsite::rebuild_interest_cache();
+    let (cap, _guard) = Capture::install();
 
     let (addr, cancel) = serve(100, 8, Duration::from_millis(200)).await;
     let mut idle = connect_from(4, addr).await;
