@@ -18,6 +18,9 @@ use tdsvip_probes::{
 };
 
 use super::{block_on, usage_error};
+
+#[path = "probe_watch.rs"]
+mod watch;
 use crate::password::{PASSWORD_ENV, password_from_env, read_password_file};
 
 #[derive(Debug, Args)]
@@ -44,9 +47,25 @@ pub struct ProbeArgs {
     /// Number of probes.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
-    /// Time between probe starts, in milliseconds (a fixed rate, not a pause after each).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    interval_ms: u64,
+    /// Time between probe starts, in milliseconds (a fixed rate, not a pause after each);
+    /// default 1000, or 20 (tdsvip's [probe] interval_ms) with --watch.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    interval_ms: Option<u64>,
+    /// Probe until SIGTERM/SIGINT on one kept login session and keep --track-file, a
+    /// keepalived track_file, at 1 while the AG's local replica is PRIMARY with every
+    /// --database ONLINE and at 0 otherwise (also on exit). Needs --mode login and --ag.
+    #[arg(long, requires = "track_file", conflicts_with_all = ["count", "json"])]
+    watch: bool,
+    /// --watch: the file to keep (replaced by rename from its own directory, which must exist).
+    #[arg(long, value_name = "FILE", requires = "watch")]
+    track_file: Option<PathBuf>,
+    /// --watch: PRIMARY answers in a row before the file says 1 (as tdsvip's [probe] rise).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..), requires = "watch")]
+    rise: u32,
+    /// --watch: failed probes in a row before the file says 0 (as tdsvip's [probe] fall);
+    /// "not primary" or "database not online" from SQL Server says 0 at once.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), requires = "watch")]
+    fall: u32,
     /// Deadline of each probe, in milliseconds (at least 10).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..))]
     timeout_ms: u64,
@@ -147,10 +166,17 @@ pub fn run(args: ProbeArgs) -> ExitCode {
 }
 
 async fn run_async(args: ProbeArgs) -> ExitCode {
+    let watching = match args.watch.then(|| watch::settings(&args)).transpose() {
+        Ok(w) => w,
+        Err((arg, reason)) => return usage_error(arg, reason),
+    };
     let (target, mut probe, mut schedule) = match prepare(&args).await {
         Ok(parts) => parts,
         Err(code) => return code,
     };
+    if let Some(w) = watching {
+        return watch::run(w, probe, schedule).await;
+    }
     let report = probe_until_done(&args, target, &mut probe, &mut schedule).await;
     if args.json {
         match serde_json::to_string(&report) {
@@ -186,8 +212,13 @@ async fn prepare(args: &ProbeArgs) -> Result<(SocketAddr, AnyProbe, Schedule), E
     };
     let probe = AnyProbe::new(mode, target, probe_cfg, login)
         .map_err(|e| usage_error(&format!("--{}", e.key.replace('_', "-")), e.reason))?;
+    let interval = match (args.interval_ms, args.watch) {
+        (Some(ms), _) => Duration::from_millis(ms),
+        (None, true) => watch::DEFAULT_INTERVAL,
+        (None, false) => Duration::from_secs(1),
+    };
     let schedule_cfg = ScheduleConfig {
-        interval: Duration::from_millis(args.interval_ms),
+        interval,
         jitter: Duration::ZERO,
     };
     let schedule =
