@@ -26,8 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// kill-primary and switchover for tdsvip and keepalived in one run: percentiles and
-    /// ratios, also written to $TDSVIP_BENCH_DIR/lab.json.
+    /// kill-primary and switchover for tdsvip, keepalived and keepalived-script in one run:
+    /// percentiles and ratios, also written to $TDSVIP_BENCH_DIR/lab.json.
     Bench(BenchArgs),
 }
 
@@ -39,7 +39,8 @@ pub struct DrillArgs {
     pub scenario: Scenario,
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub trials: u32,
-    /// tdsvip or keepalived.
+    /// tdsvip; keepalived (VRRP + a track_file kept by `tdsvip probe --watch` at tdsvip's
+    /// probe interval, rise and fall); keepalived-script (VRRP + a vrrp_script every second).
     #[arg(long = "impl", value_name = "IMPL", default_value = "tdsvip", value_parser = parse_impl)]
     pub implementation: Impl,
     /// Write the run's summary as JSON here.
@@ -63,6 +64,9 @@ pub struct DrillArgs {
 pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub trials: u32,
+    /// Only this scenario (kill-primary or switchover); default both.
+    #[arg(long, value_name = "NAME", value_parser = parse_bench_scenario)]
+    pub scenario: Option<Scenario>,
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     #[command(flatten)]
@@ -135,12 +139,34 @@ fn parse_scenario(s: &str) -> Result<Scenario, String> {
 }
 
 fn parse_impl(s: &str) -> Result<Impl, String> {
-    match s {
-        "tdsvip" => Ok(Impl::Tdsvip),
-        "keepalived" => Ok(Impl::Keepalived),
-        _ => Err(format!(
-            "unknown implementation '{s}' (expected tdsvip or keepalived)"
-        )),
+    s.parse().map_err(|_| {
+        let names: Vec<&str> = Impl::ALL.iter().map(|i| i.name()).collect();
+        format!(
+            "unknown implementation '{s}' (expected {})",
+            names.join(", ")
+        )
+    })
+}
+
+/// The scenarios `bench` compares: the two every implementation runs the same way.
+const BENCH_SCENARIOS: [Scenario; 2] = [Scenario::KillPrimary, Scenario::Switchover];
+
+fn parse_bench_scenario(s: &str) -> Result<Scenario, String> {
+    let scenario = s.parse()?;
+    if BENCH_SCENARIOS.contains(&scenario) {
+        Ok(scenario)
+    } else {
+        Err(format!("bench runs kill-primary or switchover, not {s}"))
+    }
+}
+
+impl BenchArgs {
+    /// The scenarios to run, in order.
+    pub fn scenarios(&self) -> Vec<Scenario> {
+        match self.scenario {
+            Some(s) => vec![s],
+            None => BENCH_SCENARIOS.to_vec(),
+        }
     }
 }
 
@@ -198,11 +224,25 @@ mod tests {
         assert_eq!(c.drill.scenario, Scenario::KillPrimary);
         assert_eq!(c.drill.trials, 1);
         assert_eq!(c.drill.common.probe_interval_ms, 20);
+        assert_eq!(c.drill.implementation, Impl::Tdsvip);
+        for name in ["keepalived", "keepalived-script"] {
+            let c = parse(&["--impl", name]).unwrap();
+            assert_eq!(c.drill.implementation.name(), name);
+        }
         let c = parse(&["bench", "--trials", "5", "--json", "x.json"]).unwrap();
         match c.cmd {
-            Some(Cmd::Bench(b)) => assert_eq!(b.trials, 5),
+            Some(Cmd::Bench(b)) => {
+                assert_eq!(b.trials, 5);
+                assert_eq!(b.scenarios(), BENCH_SCENARIOS);
+            }
             _ => panic!("bench expected"),
         }
+        match parse(&["bench", "--scenario", "kill-primary"]).map(|c| c.cmd) {
+            Ok(Some(Cmd::Bench(b))) => assert_eq!(b.scenarios(), [Scenario::KillPrimary]),
+            other => panic!("bench expected: {other:?}"),
+        }
+        let e = parse(&["bench", "--scenario", "flap"]).unwrap_err();
+        assert!(e.to_string().contains("--scenario"), "{e}");
     }
 
     #[test]

@@ -105,12 +105,13 @@ pub struct KeepalivedTiming {
 }
 
 /// keepalived.conf of node `i`: every node starts BACKUP with the same base priority; the
-/// track script adds `weight` while the local replica is PRIMARY, so the PRIMARY's node
-/// wins the election.
+/// tracker (`tracker` declares it, `track` is the instance's block naming it) adds weight
+/// while the local replica is PRIMARY, so the PRIMARY's node wins the election.
 pub fn keepalived_conf(
     i: usize,
     t: KeepalivedTiming,
-    check_script: &Path,
+    tracker: &str,
+    track: &str,
     peers: &[Ipv4Addr],
 ) -> String {
     let unicast: String = peers
@@ -130,15 +131,7 @@ global_defs {{
     vrrp_garp_master_refresh 0
 }}
 
-vrrp_script chk_primary {{
-    script "{script}"
-    interval {interval}
-    timeout {timeout}
-    fall {fall}
-    rise {rise}
-    weight 50
-}}
-
+{tracker}
 vrrp_instance AG1 {{
     state BACKUP
     interface eth0
@@ -151,17 +144,9 @@ vrrp_instance AG1 {{
     virtual_ipaddress {{
         {OVERLAY}/32 dev eth0
     }}
-    track_script {{
-        chk_primary
-    }}
-}}
+{track}}}
 "#,
         node = i + 1,
-        script = check_script.display(),
-        interval = t.script_interval,
-        timeout = t.script_timeout,
-        fall = t.script_fall,
-        rise = t.script_rise,
         advert = t.advert_int,
         src = node_ip(i),
     )

@@ -30,6 +30,8 @@ pub struct Node {
     pub mac: String,
     pub sim: Option<Child>,
     pub agent: Option<Child>,
+    /// A process started and killed with the agent: keepalived's track file watcher.
+    pub helper: Option<Child>,
 }
 
 pub struct Lab {
@@ -107,6 +109,7 @@ impl Lab {
                     mac: Topology::mac(ns)?,
                     sim: None,
                     agent: None,
+                    helper: None,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -459,7 +462,7 @@ impl Lab {
     pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
         match self.settings.implementation {
             Impl::Tdsvip => self.start_tdsvip(i),
-            Impl::Keepalived => crate::keepalived::start(self, i),
+            Impl::Keepalived | Impl::KeepalivedScript => crate::keepalived::start(self, i),
         }
     }
 
@@ -526,7 +529,8 @@ impl Lab {
     pub fn kill_node_processes(&mut self, i: usize) -> f64 {
         self.stop_renewing(i, "its node is down");
         let t = self.clock.now();
-        let children: Vec<Child> = [self.nodes[i].agent.take(), self.nodes[i].sim.take()]
+        let n = &mut self.nodes[i];
+        let children: Vec<Child> = [n.agent.take(), n.helper.take(), n.sim.take()]
             .into_iter()
             .flatten()
             .collect();
@@ -535,7 +539,7 @@ impl Lab {
             unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
         }
         self.killed.extend(children);
-        if self.settings.implementation == Impl::Keepalived {
+        if self.settings.implementation.is_keepalived() {
             crate::keepalived::cleanup_after_kill(self, i);
         }
         self.record(
@@ -559,10 +563,11 @@ impl Lab {
     /// SIGKILLs node `i`'s agent; returns the time.
     pub fn kill_agent(&mut self, i: usize) -> f64 {
         let t = self.clock.now();
-        if let Some(mut c) = self.nodes[i].agent.take() {
+        let n = &mut self.nodes[i];
+        for mut c in [n.agent.take(), n.helper.take()].into_iter().flatten() {
             procs::kill(&mut c);
         }
-        if self.settings.implementation == Impl::Keepalived {
+        if self.settings.implementation.is_keepalived() {
             crate::keepalived::cleanup_after_kill(self, i);
         }
         self.record(
@@ -716,7 +721,7 @@ impl Drop for Lab {
         self.cloud.take();
         self.reap();
         for n in &mut self.nodes {
-            if let Some(mut c) = n.agent.take() {
+            for mut c in [n.agent.take(), n.helper.take()].into_iter().flatten() {
                 procs::terminate(&mut c, Duration::from_millis(500));
             }
             if let Some(mut c) = n.sim.take() {

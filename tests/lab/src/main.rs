@@ -9,7 +9,6 @@ use clap::Parser;
 use serde_json::json;
 use tdsvip_lab::cli::{Cli, Cmd};
 use tdsvip_lab::lab::Impl;
-use tdsvip_lab::scenario::Scenario;
 use tdsvip_lab::stats::ratio;
 use tdsvip_lab::{run_drill, signals};
 
@@ -47,8 +46,9 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut runs = Vec::new();
             let mut timelines = String::new();
             let mut table = std::collections::BTreeMap::new();
-            for implementation in [Impl::Tdsvip, Impl::Keepalived] {
-                for scenario in [Scenario::KillPrimary, Scenario::Switchover] {
+            let scenarios = b.scenarios();
+            for implementation in Impl::ALL {
+                for &scenario in &scenarios {
                     eprintln!(
                         "bench: {} / {scenario}, {} trials",
                         implementation.name(),
@@ -69,48 +69,53 @@ fn run(cli: Cli) -> Result<(), String> {
                     runs.push(out.summary.to_json());
                 }
             }
-            let mut ratios = serde_json::Map::new();
-            for scenario in ["kill-primary", "switchover"] {
-                let (t, k) = (
-                    &table[&("tdsvip", scenario)],
-                    &table[&("keepalived", scenario)],
+            // Each keepalived over tdsvip: at its best (track_file) and with its 1 s script.
+            let ratios_of = |other: &str| -> serde_json::Map<String, serde_json::Value> {
+                let mut ratios = serde_json::Map::new();
+                for scenario in scenarios.iter().map(|s| s.name()) {
+                    let (t, k) = (&table[&("tdsvip", scenario)], &table[&(other, scenario)]);
+                    ratios.insert(
+                        scenario.into(),
+                        json!({
+                            "promotion_to_client_p50": ratio(k.promotion_to_client_ms.p50, t.promotion_to_client_ms.p50),
+                            "promotion_to_client_p99": ratio(k.promotion_to_client_ms.p99, t.promotion_to_client_ms.p99),
+                            "client_outage_p50": ratio(k.client_outage_ms.p50, t.client_outage_ms.p50),
+                            "client_outage_p99": ratio(k.client_outage_ms.p99, t.client_outage_ms.p99),
+                        }),
+                    );
+                }
+                ratios
+            };
+            let ratios = ratios_of(Impl::Keepalived.name());
+            let ratios_script = ratios_of(Impl::KeepalivedScript.name());
+            let mut goals = json!({});
+            for scenario in scenarios.iter().map(|s| s.name()) {
+                let t = &table[&("tdsvip", scenario)];
+                goals["tdsvip_promotion_to_client_p99_le_100ms"][scenario] =
+                    json!(t.promotion_to_client_ms.p99.map(|v| v <= 100.0));
+                goals["tdsvip_p50_5x_better_than_keepalived"][scenario] = json!(
+                    ratios[scenario]["promotion_to_client_p50"]
+                        .as_f64()
+                        .map(|r| r >= 5.0)
                 );
-                ratios.insert(
-                    scenario.into(),
-                    json!({
-                        "promotion_to_client_p50": ratio(k.promotion_to_client_ms.p50, t.promotion_to_client_ms.p50),
-                        "promotion_to_client_p99": ratio(k.promotion_to_client_ms.p99, t.promotion_to_client_ms.p99),
-                        "client_outage_p50": ratio(k.client_outage_ms.p50, t.client_outage_ms.p50),
-                        "client_outage_p99": ratio(k.client_outage_ms.p99, t.client_outage_ms.p99),
-                    }),
-                );
+                goals["idle_sessions_reset_le_50ms_after_takeover"][scenario] =
+                    json!(t.idle_session_reset_ms.max.map(|v| v <= 50.0));
             }
-            let t_kp = &table[&("tdsvip", "kill-primary")];
-            let t_sw = &table[&("tdsvip", "switchover")];
-            let goals = json!({
-                "tdsvip_promotion_to_client_p99_le_100ms": {
-                    "kill-primary": t_kp.promotion_to_client_ms.p99.map(|v| v <= 100.0),
-                    "switchover": t_sw.promotion_to_client_ms.p99.map(|v| v <= 100.0),
-                },
-                "tdsvip_p50_5x_better_than_keepalived": {
-                    "kill-primary": ratios["kill-primary"]["promotion_to_client_p50"].as_f64().map(|r| r >= 5.0),
-                    "switchover": ratios["switchover"]["promotion_to_client_p50"].as_f64().map(|r| r >= 5.0),
-                },
-                "idle_sessions_reset_le_50ms_after_takeover": {
-                    "kill-primary": t_kp.idle_session_reset_ms.max.map(|v| v <= 50.0),
-                    "switchover": t_sw.idle_session_reset_ms.max.map(|v| v <= 50.0),
-                },
-            });
             let doc = json!({
                 "trials": b.trials,
                 "runs": runs,
                 "ratios_keepalived_over_tdsvip": ratios,
+                "ratios_keepalived_script_over_tdsvip": ratios_script,
                 "goals": goals,
             });
             let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n";
             println!(
                 "ratios (keepalived / tdsvip): {}",
-                serde_json::Value::Object(ratios.clone())
+                serde_json::Value::Object(ratios)
+            );
+            println!(
+                "ratios (keepalived-script / tdsvip): {}",
+                serde_json::Value::Object(ratios_script)
             );
             println!("goals: {goals}");
             let default = bench_dir().join("lab.json");

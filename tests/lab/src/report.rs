@@ -68,6 +68,17 @@ pub fn settings_json(s: &Settings) -> Value {
             v["fall"] = json!(s.agent.fall);
         }
         Impl::Keepalived => {
+            v["vrrp_version"] = json!(3);
+            v["advert_int_s"] = json!(s.keepalived.advert_int);
+            v["track_file_interval_ms"] = json!(s.agent.interval_ms);
+            v["check_timeout_ms"] = json!(s.agent.timeout_ms);
+            v["rise"] = json!(s.agent.rise);
+            v["fall"] = json!(s.agent.fall);
+            v["check"] = json!(
+                "track_file kept by tdsvip probe --watch (one login session per node): 1 while the local replica is PRIMARY with its database ONLINE, else 0; weight 50"
+            );
+        }
+        Impl::KeepalivedScript => {
             let k = s.keepalived;
             v["vrrp_version"] = json!(3);
             v["advert_int_s"] = json!(k.advert_int);

@@ -6,17 +6,31 @@ use std::path::PathBuf;
 
 use crate::config::{AgentTiming, KeepalivedTiming};
 
-/// Who guards the overlay IP; the name is what the JSON and the timelines print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display)]
-#[strum(serialize_all = "lowercase")]
+/// Who guards the overlay IP; the name is what the command line takes and the JSON and the
+/// timelines print.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display, strum::EnumString,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Impl {
     Tdsvip,
+    /// keepalived at its best: VRRP plus a `track_file` fed at tdsvip's probe rate.
     Keepalived,
+    /// keepalived as usually deployed: VRRP plus a `vrrp_script` run every second.
+    KeepalivedScript,
 }
 
 impl Impl {
+    /// Every implementation, in the order `bench` runs them.
+    pub const ALL: [Impl; 3] = [Impl::Tdsvip, Impl::Keepalived, Impl::KeepalivedScript];
+
     pub fn name(self) -> &'static str {
         self.into()
+    }
+
+    /// Whether keepalived guards the address (either tracker).
+    pub fn is_keepalived(self) -> bool {
+        matches!(self, Impl::Keepalived | Impl::KeepalivedScript)
     }
 }
 
@@ -124,6 +138,10 @@ mod tests {
     fn names_are_unchanged() {
         assert_eq!(Impl::Tdsvip.name(), "tdsvip");
         assert_eq!(Impl::Keepalived.to_string(), "keepalived");
+        assert_eq!(Impl::KeepalivedScript.name(), "keepalived-script");
+        for i in Impl::ALL {
+            assert_eq!(i.name().parse::<Impl>(), Ok(i));
+        }
         let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(
             names,
