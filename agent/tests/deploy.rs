@@ -202,8 +202,9 @@ fn unit_ambient_caps() -> String {
 
 /// `User=tdsvip` with only the unit's ambient capabilities is enough: as uid 65534 (setpriv
 /// with the unit's capability list as ambient, inheritable and bounding set) the agent loads
-/// the eBPF guard, acquires the overlay address from a PRIMARY tds-sim, runs with exactly
-/// those four effective capabilities, and releases on SIGTERM within 2 s.
+/// the eBPF guard, pins it in a directory it owns (as the unit's `ExecStartPre` makes it),
+/// acquires the overlay address from a PRIMARY tds-sim, runs with exactly those four
+/// effective capabilities, and releases on SIGTERM within 2 s.
 #[test]
 fn agent_works_unprivileged_with_the_units_ambient_capabilities() {
     use std::os::unix::fs::PermissionsExt;
@@ -234,6 +235,9 @@ fn agent_works_unprivileged_with_the_units_ambient_capabilities() {
         std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
+    // The pin directory as the unit's `ExecStartPre=+install -d -o tdsvip -m 0700` leaves it.
+    std::os::unix::fs::chown(lab.pin_dir(), Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(lab.pin_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let caps = unit_ambient_caps();

@@ -269,7 +269,10 @@ route_tables = [{tables}]
 eni_id = "{eni}"
 endpoint_url = "{endpoint}"
 call_timeout_ms = 2000
+[ebpf]
+pin_dir = "{pin_dir}"
 "#,
+        pin_dir = lab.pin_dir().display(),
         pw = pw_file.display(),
         tables = tables.join(", "),
         eni = world.a.eni,

@@ -15,6 +15,7 @@ pub mod conn_track;
 pub mod ebpf;
 pub mod executor;
 pub mod guard;
+pub mod pins;
 pub mod sock_destroy;
 pub mod tickle;
 

@@ -1,17 +1,23 @@
-//! What a killed agent leaves behind, as documented in `guard.rs` and the README: a child
-//! process (this test binary, running the ignored `agent_child` test) acquires the address on
-//! node A and is killed with SIGKILL. Its XDP and TC programs must be gone (they were held by
-//! its bpf_links), the address must still be there and serving, and a new executor must fence
-//! it again before anyone decides anything, unless it was told to adopt it (its replica is
-//! still PRIMARY), in which case the address must keep serving from the first packet.
+//! What a killed agent leaves behind, as documented in `guard.rs`, `pins.rs` and the README: a
+//! child process (this test binary, running the ignored `agent_child` test) acquires the
+//! address on node A and is killed with SIGKILL.
+//! - Without a pin directory, its XDP and TC programs must be gone (they were held by its
+//!   bpf_links), the address must still be there and serving, and a new executor must fence
+//!   it again before anyone decides anything, unless it was told to adopt it (its replica is
+//!   still PRIMARY), in which case the address must keep serving from the first packet.
+//! - With one (what the agent uses), the guard stays attached with its lease: the address
+//!   keeps serving until the lease runs out and is fenced by the kernel after it; the next
+//!   executor swaps its own program into the same link (one XDP attachment, the old program
+//!   gone) and carries on with the same maps; one built with another map size starts afresh.
 
 mod support;
 
 use std::{
     io::{BufRead, BufReader, Read},
-    net::{SocketAddr, TcpListener, TcpStream},
-    process::{Command, Stdio},
-    time::Duration,
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use support::{Lab, in_netns, sh_status};
@@ -25,7 +31,11 @@ const PORT: u16 = 1433;
 async fn agent_child() {
     let ns = std::env::var("TDSVIP_CHILD_NS").expect("TDSVIP_CHILD_NS");
     let vip = std::env::var("TDSVIP_CHILD_VIP").expect("TDSVIP_CHILD_VIP");
-    let config = NodeConfig::new("eth0", vec![OverlayAddress::host(vip.parse().unwrap())]);
+    let mut config = NodeConfig::new("eth0", vec![OverlayAddress::host(vip.parse().unwrap())]);
+    config.pin_dir = std::env::var_os("TDSVIP_CHILD_PINS").map(PathBuf::from);
+    config.lease = std::env::var("TDSVIP_CHILD_LEASE_MS")
+        .ok()
+        .map(|ms| Duration::from_millis(ms.parse().unwrap()));
     let mut node = in_netns(&ns, || NodeExecutor::new(config)).expect("executor");
     node.acquire(&[]).await.expect("acquire");
     println!("acquired");
@@ -86,22 +96,13 @@ fn reaches_a(lab: &Lab, target: SocketAddr) -> bool {
     .is_ok()
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn killed_agent_leaves_address_unguarded_until_restart() {
-    let lab = Lab::new(17);
-    let vip = lab.vip(false);
-    let target = SocketAddr::new(vip, PORT);
-    let listener = in_netns(&lab.a.ns, || TcpListener::bind(("::", PORT))).expect("listen");
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let _ = std::io::Write::write_all(&mut stream, b"A");
-        }
-    });
-
+/// Starts the agent child on A with `env` added; returns once it acquired the address.
+fn spawn_agent_child(lab: &Lab, vip: IpAddr, env: &[(&str, &str)]) -> Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "agent_child", "--nocapture"])
         .env("TDSVIP_CHILD_NS", &lab.a.ns)
         .env("TDSVIP_CHILD_VIP", vip.to_string())
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the agent child");
@@ -114,6 +115,22 @@ async fn killed_agent_leaves_address_unguarded_until_restart() {
     // Keep draining so the child never dies of a broken pipe instead of the SIGKILL.
     std::thread::spawn(move || lines.for_each(drop));
     assert!(acquired, "child never acquired");
+    child
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn killed_agent_leaves_address_unguarded_until_restart() {
+    let lab = Lab::new(17);
+    let vip = lab.vip(false);
+    let target = SocketAddr::new(vip, PORT);
+    let listener = in_netns(&lab.a.ns, || TcpListener::bind(("::", PORT))).expect("listen");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut stream, b"A");
+        }
+    });
+
+    let mut child = spawn_agent_child(&lab, vip, &[]);
     assert!(xdp_attached(&lab));
     let (guard_id, tracker_id) = program_ids(&lab);
     assert!(loaded(guard_id) && loaded(tracker_id));
@@ -175,4 +192,116 @@ async fn killed_agent_leaves_address_unguarded_until_restart() {
             .ip(&["addr", "show", "dev", "eth0"])
             .contains(&format!("{vip}/32"))
     );
+}
+
+/// A bpf filesystem of the test's own, unmounted (dropping what is pinned) when dropped.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn mount(name: &str) -> Bpffs {
+        let dir = std::env::temp_dir().join(format!("tdsvip-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        support::sh(&["mount", "-t", "bpf", "bpf", &dir.to_string_lossy()]);
+        Bpffs(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The id of the XDP program on A's `eth0`, if one is attached.
+fn xdp_program(lab: &Lab) -> Option<u64> {
+    let link = lab.a.ip(&["-d", "link", "show", "dev", "eth0"]);
+    link.split("prog/xdp id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_killed_agents_pinned_guard_keeps_its_lease_and_the_next_agent_takes_it_over() {
+    const LEASE: Duration = Duration::from_millis(800);
+    let lab = Lab::new(19);
+    let pins = Bpffs::mount("pins");
+    let vip = lab.vip(false);
+    let target = SocketAddr::new(vip, PORT);
+    let listener = in_netns(&lab.a.ns, || TcpListener::bind(("::", PORT))).expect("listen");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut stream, b"A");
+        }
+    });
+    // A stale pin directory of another map layout, which the agent must clear away.
+    let stale = pins.path().join("v0").join("eth0");
+    std::fs::create_dir_all(&stale).unwrap();
+
+    let lease_ms = LEASE.as_millis().to_string();
+    let pin_dir = pins.path().to_string_lossy().into_owned();
+    let env = [
+        ("TDSVIP_CHILD_PINS", pin_dir.as_str()),
+        ("TDSVIP_CHILD_LEASE_MS", lease_ms.as_str()),
+    ];
+    let mut child = spawn_agent_child(&lab, vip, &env);
+    let acquired = Instant::now();
+    assert!(!stale.exists(), "another layout's pins were left");
+    let pinned = pins.path().join("v1").join("eth0");
+    assert!(pinned.join("link_xdp_vip_guard").exists());
+    assert!(pinned.join("VIP_STATE").exists());
+    let (guard_id, tracker_id) = program_ids(&lab);
+
+    child.kill().expect("SIGKILL the agent");
+    child.wait().expect("reap the agent");
+    // Pinned: the programs stay attached and the lease keeps running after the process died.
+    assert_eq!(xdp_program(&lab), Some(guard_id));
+    assert!(loaded(guard_id) && loaded(tracker_id));
+    assert!(
+        acquired.elapsed() < LEASE,
+        "the machine was too slow to tell"
+    );
+    assert!(reaches_a(&lab, target), "fenced before the lease ran out");
+    tokio::time::sleep(LEASE.saturating_sub(acquired.elapsed()) + Duration::from_millis(50)).await;
+    assert!(
+        !reaches_a(&lab, target),
+        "the dead agent's node still serves after its lease ran out"
+    );
+    assert_eq!(xdp_program(&lab), Some(guard_id));
+
+    // The next agent (replica still PRIMARY) swaps its program into the same link and opens.
+    let mut adopting = NodeConfig::new("eth0", vec![OverlayAddress::host(vip)]);
+    adopting.adopt_present = true;
+    adopting.lease = Some(Duration::from_secs(30));
+    adopting.pin_dir = Some(pins.path().to_owned());
+    let adopted = in_netns(&lab.a.ns, || NodeExecutor::new(adopting.clone())).expect("executor");
+    let swapped = xdp_program(&lab).expect("still attached");
+    assert_ne!(swapped, guard_id, "the new agent's program runs");
+    assert!(
+        !loaded(guard_id),
+        "the dead agent's program was not replaced"
+    );
+    assert!(reaches_a(&lab, target), "the adopted address must serve");
+    assert!(
+        adopted.counters(vip).unwrap().dropped_packets > 0,
+        "the counters did not carry on in the pinned map"
+    );
+    drop(adopted);
+    // Dropping an executor (a clean exit) leaves the pinned guard attached, lease running.
+    assert_eq!(xdp_program(&lab), Some(swapped));
+    assert!(reaches_a(&lab, target));
+
+    // Another connection-table size: the pinned maps are not taken over, the guard starts
+    // afresh, still one attachment.
+    let mut resized = adopting;
+    resized.max_tracked_connections = 1024;
+    let fresh = in_netns(&lab.a.ns, || NodeExecutor::new(resized)).expect("executor");
+    assert!(xdp_program(&lab).is_some_and(|id| id != swapped));
+    assert_eq!(fresh.counters(vip).unwrap().dropped_packets, 0);
+    assert!(reaches_a(&lab, target));
 }

@@ -208,13 +208,21 @@ pub struct EbpfConfig {
     /// last probe that found the local replica PRIMARY, then fences it by itself (a frozen
     /// agent's node stops answering for the address).
     pub lease_ms: u64,
+    /// Where the programs' links and maps are pinned (a bpf filesystem), so that the guard
+    /// and its lease outlive the agent and the next agent takes them over. The agent pins
+    /// under `{pin_dir}/v{layout}/{interface}`.
+    pub pin_dir: PathBuf,
 }
+
+/// Where `[ebpf] pin_dir` points unless configured: the systemd unit creates it.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tdsvip";
 
 impl Default for EbpfConfig {
     fn default() -> Self {
         EbpfConfig {
             enabled: true,
             lease_ms: 2000,
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
         }
     }
 }

@@ -368,3 +368,18 @@ fn a_lease_that_one_slow_probe_or_a_long_freeze_would_defeat_is_refused() {
         "{long:?}"
     );
 }
+
+#[test]
+fn the_pin_directory_defaults_under_sys_fs_bpf_and_must_be_absolute() {
+    let config = AgentConfig::parse(MINIMAL).unwrap();
+    assert_eq!(
+        config.ebpf.pin_dir,
+        std::path::Path::new("/sys/fs/bpf/tdsvip")
+    );
+    let relative = issues(&format!("{MINIMAL}[ebpf]\npin_dir = \"bpf/tdsvip\"\n"));
+    assert_eq!(relative.len(), 1, "{relative:?}");
+    assert!(
+        relative[0].starts_with("ebpf.pin_dir: bpf/tdsvip is not an absolute path"),
+        "{relative:?}"
+    );
+}

@@ -116,13 +116,13 @@ impl AgentConfig {
                 v.push(ConfigProblem::new(key, "must be at least 1"));
             }
         }
-        self.validate_lease(v);
+        self.validate_ebpf(v);
     }
 
     /// A lease shorter than two probe rounds (interval + deadline each) lapses on one slow
     /// probe of a healthy primary; one longer than a minute leaves a frozen agent's node
     /// answering for the address long after a failover.
-    fn validate_lease(&self, v: &mut Vec<ConfigProblem>) {
+    fn validate_ebpf(&self, v: &mut Vec<ConfigProblem>) {
         let lease = self.ebpf.lease_ms;
         let rounds = 2 * (self.probe.interval_ms + self.probe.timeout_ms);
         if lease < rounds.max(100) {
@@ -137,6 +137,16 @@ impl AgentConfig {
             v.push(ConfigProblem::new(
                 "ebpf.lease_ms",
                 format!("{lease} is above 60000: a frozen agent's node would keep answering for the address that long after a failover"),
+            ));
+        }
+        if !self.ebpf.pin_dir.is_absolute() {
+            v.push(ConfigProblem::new(
+                "ebpf.pin_dir",
+                format!(
+                    "{} is not an absolute path (a directory on a bpf filesystem, e.g. {})",
+                    self.ebpf.pin_dir.display(),
+                    super::DEFAULT_PIN_DIR
+                ),
             ));
         }
     }

@@ -404,7 +404,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
                     .filter(|rt| rt.owned)
                     .map(|rt| rt.controller.ag())
                     .collect();
-                tracing::warn!(reason, kept = ?kept, "stopping with shutdown.addresses = \"keep\": owned addresses stay on the interface, unfenced, until an agent starts again");
+                tracing::warn!(reason, kept = ?kept, "stopping with shutdown.addresses = \"keep\": owned addresses stay on the interface, passing the pinned guard until their ownership lease runs out (ebpf.lease_ms) or an agent starts again and adopts them");
                 Vec::new()
             }
         }

@@ -159,6 +159,7 @@ async fn build_runtime(
     node_cfg.tracked_ports = vec![ag.port];
     node_cfg.ebpf = config.ebpf.enabled;
     node_cfg.lease = Some(Duration::from_millis(config.ebpf.lease_ms));
+    node_cfg.pin_dir = Some(config.ebpf.pin_dir.clone());
     node_cfg.adopt_present = local_replica_is_primary(config, password, &ag.name, ag).await;
     let node = NodeExecutor::new(node_cfg).map_err(|e| {
         DriverError::Start(format!(

@@ -88,7 +88,9 @@ fn remove_stale_labs(prefix: &str) {
             }
             let _ = Command::new("ip").args(["netns", "delete", name]).status();
             if let Some(lab) = name.strip_suffix("-a").or_else(|| name.strip_suffix("-c")) {
-                let _ = std::fs::remove_dir_all(std::env::temp_dir().join(lab));
+                let dir = std::env::temp_dir().join(lab);
+                let _ = Command::new("umount").arg(dir.join("bpf")).status();
+                let _ = std::fs::remove_dir_all(dir);
             }
         }
     }
@@ -193,7 +195,16 @@ impl Lab {
         };
         // From here on Drop cleans up whatever was created.
         let _ = std::fs::remove_dir_all(&lab.dir);
-        std::fs::create_dir_all(&lab.dir).expect("temp dir");
+        std::fs::create_dir_all(lab.pin_dir()).expect("temp dir");
+        // The agent pins its eBPF links and maps on bpffs. `ip netns exec` remounts /sys for
+        // the agent, so /sys/fs/bpf is not there: the lab gives it a bpffs of its own.
+        sh(&[
+            "mount",
+            "-t",
+            "bpf",
+            "bpf",
+            &lab.pin_dir().to_string_lossy(),
+        ]);
         sh(&["ip", "netns", "add", &lab.node]);
         sh(&["ip", "netns", "add", &lab.client]);
         sh(&[
@@ -218,6 +229,11 @@ impl Lab {
             sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         }
         lab
+    }
+
+    /// The lab's own bpf filesystem, the agent's `[ebpf] pin_dir`.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.dir.join("bpf")
     }
 
     /// The lab's overlay address, 10.232.NET.100 (not configured on any interface).
@@ -300,8 +316,15 @@ impl Lab {
     /// The config of the lab's usual agent: node `nodea` on `eth0`, logging in to `sim` as
     /// `tdsvip` with the password file `pw` (written here, "secret"), 20 ms login probes
     /// (rise 2, fall 3), AG1 on the overlay address with database `sales`; then `http` as the
-    /// body of `[http]` (e.g. `listen = "127.0.0.1:19477"`) and `rest` (more tables) verbatim.
+    /// body of `[http]` (e.g. `listen = "127.0.0.1:19477"`) and `rest` (more tables) verbatim,
+    /// but for `[ebpf] pin_dir`, which is always the lab's bpffs (added to `rest`'s `[ebpf]`
+    /// table, or as one of its own).
     pub fn agent_config(&self, sim: &Sim, http: &str, rest: &str) -> String {
+        let pin_dir = format!("pin_dir = \"{}\"\n", self.pin_dir().display());
+        let rest = match rest.split_once("[ebpf]\n") {
+            Some((before, after)) => format!("{before}[ebpf]\n{pin_dir}{after}"),
+            None => format!("{rest}\n[ebpf]\n{pin_dir}"),
+        };
         let pw = self.dir.join("pw");
         std::fs::write(&pw, "secret\n").unwrap();
         format!(
@@ -381,6 +404,13 @@ databases = ["sales"]
         pid
     }
 
+    /// Kills the agent with SIGKILL (no release, no clean-up of its own) and reaps it.
+    pub fn kill_agent(&mut self) {
+        let mut child = self.agent.take().expect("no agent running");
+        child.kill().expect("SIGKILL the agent");
+        child.wait().expect("reap the agent");
+    }
+
     /// The agent's pid, while it runs.
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(Child::id)
@@ -416,6 +446,8 @@ impl Drop for Lab {
         for ns in [&self.node, &self.client] {
             let _ = Command::new("ip").args(["netns", "delete", ns]).status();
         }
+        // Unmounting drops what is still pinned; the interfaces went with the namespaces.
+        let _ = Command::new("umount").arg(self.pin_dir()).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -16,6 +16,11 @@ pub const MAP_CONNECTIONS: &str = "CONNECTIONS";
 /// Map from server port (host order) to 1: the ports whose connections `conn_track` keeps.
 pub const MAP_TRACKED_PORTS: &str = "TRACKED_PORTS";
 
+/// The layout of the maps above as pinned on bpffs (names, key and value types, capacities).
+/// The loader pins under a directory named after it, so an agent whose maps differ never
+/// adopts another build's: bump it with any change to a map's name, key or value.
+pub const PIN_LAYOUT_VERSION: u32 = 1;
+
 /// Names of the programs in the object file.
 pub const PROG_VIP_GUARD: &str = "vip_guard";
 pub const PROG_CONN_TRACK: &str = "conn_track";

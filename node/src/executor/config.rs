@@ -1,7 +1,7 @@
 //! What the node executor is told: the interface, the overlay addresses and the policies of
 //! the steps (announcements, tickles, duplicate-address detection, eBPF).
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use crate::{address::OverlayAddress, announce::AnnouncePolicy, guard::XdpAttachMode};
 
@@ -66,6 +66,11 @@ pub struct NodeConfig {
     /// from (`guard.rs`); `None`: until the next write. Needs `ebpf`.
     #[serde(default)]
     pub lease: Option<Duration>,
+    /// A directory on bpffs under which the eBPF links and maps are pinned (`pins.rs`), so
+    /// that the guard and its lease outlive the process; `None`: they die with it. Needs
+    /// `ebpf`.
+    #[serde(default)]
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -82,6 +87,7 @@ impl NodeConfig {
             max_tracked_connections: tdsvip_ebpf_common::DEFAULT_MAX_CONNECTIONS,
             adopt_present: false,
             lease: None,
+            pin_dir: None,
         }
     }
 }

@@ -16,10 +16,11 @@
 //! A failed step stops the call; the error carries the timeline so far. The controller is
 //! expected to `release` after a failed `acquire`: every step is idempotent.
 //!
-//! On agent exit: dropping the executor stops the background rounds and detaches the eBPF
-//! programs (their links are owned by this process, not pinned), and the same happens when the
-//! process is killed. The address is interface state and stays until removed; a clean stop
-//! therefore calls `release` first. See `guard.rs` for why a killed agent's address is left.
+//! On agent exit: dropping the executor stops the background rounds. With a pin directory
+//! ([`NodeConfig::pin_dir`]) the eBPF programs stay attached, and the lease keeps running, after
+//! the process is gone, clean exit or kill; without one they are detached. The address is
+//! interface state and stays until removed; a clean stop that must not leave it calls
+//! `release` first. See `guard.rs` and `pins.rs`.
 
 use std::{
     net::IpAddr,
@@ -37,6 +38,7 @@ use crate::{
     caps,
     conn_track::{ConnTracker, Connection, TrackedConnection},
     guard::{Counters, GuardError, VipGuard},
+    pins::PinDir,
     sock_destroy::{SockDestroyError, SockDestroyer},
     tickle::Tickler,
 };
@@ -133,8 +135,23 @@ impl NodeExecutor {
         // An adopted address passes on the verdict that decided the adoption, just made.
         let adopted_at = Instant::now();
         let (guard, tracker) = if config.ebpf {
-            let mut guard =
-                VipGuard::attach(ifindex, config.xdp_mode, config.max_tracked_connections)?;
+            let pins = match &config.pin_dir {
+                Some(root) => Some(PinDir::open(root, &config.interface)?),
+                None => None,
+            };
+            let mut guard = VipGuard::attach(
+                ifindex,
+                config.xdp_mode,
+                config.max_tracked_connections,
+                pins.as_ref(),
+            )?;
+            let removed = guard.unregister_others(&ips)?;
+            if !removed.is_empty() {
+                tracing::info!(
+                    ?removed,
+                    "pinned guard entries of addresses no longer configured removed"
+                );
+            }
             let adopted_entry = owner_entry(config.lease, adopted_at);
             for ip in &ips {
                 let entry = if adopted.contains(ip) {
@@ -144,8 +161,12 @@ impl NodeExecutor {
                 };
                 guard.register(*ip, entry)?;
             }
-            let tracker =
-                ConnTracker::attach(&mut guard, &config.interface, &config.tracked_ports)?;
+            let tracker = ConnTracker::attach(
+                &mut guard,
+                &config.interface,
+                &config.tracked_ports,
+                pins.as_ref(),
+            )?;
             (Some(guard), Some(tracker))
         } else {
             (None, None)

@@ -31,6 +31,7 @@ pub fn agent_toml(
     t: AgentTiming,
     token_file: &Path,
     ca_file: &Path,
+    pin_dir: &Path,
     cloud: Option<&str>,
 ) -> String {
     let ip = node_ip(i);
@@ -64,6 +65,7 @@ token_file = "{token}"
 
 [ebpf]
 enabled = true
+pin_dir = "{pins}"
 
 [reconcile]
 interval_ms = 200
@@ -75,6 +77,7 @@ interval_ms = 200
         fall = t.fall,
         token = token_file.display(),
         ca = ca_file.display(),
+        pins = pin_dir.display(),
     );
     for j in (0..n).filter(|&j| j != i) {
         let pip = node_ip(j);
@@ -164,7 +167,15 @@ mod tests {
             rise: 2,
             fall: 3,
         };
-        let c = agent_toml(1, 3, t, Path::new("/x/token"), Path::new("/x/ca.pem"), None);
+        let c = agent_toml(
+            1,
+            3,
+            t,
+            Path::new("/x/token"),
+            Path::new("/x/ca.pem"),
+            Path::new("/x/bpf"),
+            None,
+        );
         assert!(c.contains("node = \"sqlnode2\""));
         assert!(c.contains("listen = \"10.77.0.12:9477\""));
         assert!(c.contains("status_url = \"http://10.77.0.11:9477\""));

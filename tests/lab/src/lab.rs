@@ -466,7 +466,21 @@ impl Lab {
         }
     }
 
+    /// Node `i`'s bpf filesystem, its agent's `[ebpf] pin_dir`, mounted at first use. The
+    /// agent runs under `ip netns exec`, which remounts /sys for it, so /sys/fs/bpf is not
+    /// there: each node gets a bpffs of its own, as a host has one, kept across its agent's
+    /// restarts (what is pinned there is what a restarted agent takes over).
+    fn node_bpffs(&self, i: usize) -> Result<PathBuf, String> {
+        let dir = self.dir.join(format!("bpf-node{}", i + 1));
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            crate::netns::sh(&["mount", "-t", "bpf", "bpf", &dir.to_string_lossy()])?;
+        }
+        Ok(dir)
+    }
+
     fn start_tdsvip(&mut self, i: usize) -> Result<(), String> {
+        let pin_dir = self.node_bpffs(i)?;
         let cfg = self.dir.join(format!("node{}.toml", i + 1));
         std::fs::write(
             &cfg,
@@ -476,6 +490,7 @@ impl Lab {
                 self.settings.agent,
                 &self.dir.join("http-token"),
                 &self.pki.ca_file,
+                &pin_dir,
                 self.cloud.as_ref().map(|c| c.agent_section(i)).as_deref(),
             ),
         )
@@ -726,6 +741,13 @@ impl Drop for Lab {
             }
             if let Some(mut c) = n.sim.take() {
                 procs::kill(&mut c);
+            }
+        }
+        // Unmounting drops what the agents pinned; the namespaces' interfaces go with them.
+        for i in 0..self.nodes.len() {
+            let pins = self.dir.join(format!("bpf-node{}", i + 1));
+            if pins.exists() {
+                let _ = crate::netns::sh(&["umount", &pins.to_string_lossy()]);
             }
         }
         if failed || self.settings.keep {
