@@ -28,17 +28,45 @@ use crate::status::{AgDocument, PeerAgSummary, PeerSummary, StatusDocument};
 /// Most connections taken from one peer for one AG.
 pub(crate) const MAX_CONNECTIONS: usize = 65_536;
 
-/// `GET /status` of a peer within `deadline`: the parsed JSON, or why not (the client's
-/// precise message: refused, timeout, 401, not JSON, …).
+/// Why a peer's `/status` could not be read, and whether its node answered at all.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Unreadable {
+    /// The client's precise message: refused, timeout, 401, not JSON, …
+    pub text: String,
+    /// The peer's node took part: it refused the connection (its kernel answered: the agent
+    /// is not listening), accepted it without an answer in time (the agent is frozen or
+    /// starved), or answered something that is not a status. Such a node may still hold
+    /// the address, until its kernel lease runs out. `false`: nothing came back at all (no
+    /// SYN-ACK, host unreachable), as from a crashed or cut-off node.
+    pub node_answered: bool,
+}
+
+impl Unreadable {
+    fn of(err: &client::FetchError) -> Unreadable {
+        use client::FetchError as E;
+        let node_answered = match err {
+            // Nothing but silence or a routing error: the node itself is not there.
+            E::Resolve { .. } | E::Connect { .. } => false,
+            E::Timeout { what, .. } => *what == client::AWAITING_ANSWER,
+            _ => true,
+        };
+        Unreadable {
+            text: err.to_string(),
+            node_answered,
+        }
+    }
+}
+
+/// `GET /status` of a peer within `deadline`: the JSON, or why not.
 pub(crate) async fn fetch_status(
     target: &Target,
     token: Option<&Bearer>,
     deadline: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, Unreadable> {
     client::fetch(target, token, deadline)
         .await
         .map(|(value, _)| value)
-        .map_err(|e| e.to_string())
+        .map_err(|e| Unreadable::of(&e))
 }
 
 /// What a peer's `/status` says about one AG.
@@ -259,5 +287,49 @@ mod tests {
                 .unwrap_err()
                 .contains("status.ags")
         );
+    }
+
+    /// Only silence from the node itself (no SYN-ACK, unreachable, unresolvable) makes a
+    /// peer gone at once; anything its node did (refuse, accept and stall, answer oddly)
+    /// means it may still hold the address.
+    #[test]
+    fn a_peer_is_gone_only_when_its_node_is_silent_too() {
+        use client::FetchError as E;
+        let url = "http://10.0.0.2:9477".to_owned();
+        let addr: std::net::SocketAddr = "10.0.0.2:9477".parse().unwrap();
+        let timeout = |what| E::Timeout {
+            url: url.clone(),
+            what,
+            ms: 50,
+        };
+        let unreachable = E::Connect {
+            url: url.clone(),
+            addr,
+            source: std::io::Error::from_raw_os_error(libc::EHOSTUNREACH),
+        };
+        for (err, node_answered) in [
+            (timeout("accept the connection"), false),
+            (timeout("resolve its host"), false),
+            (unreachable, false),
+            (
+                E::Refused {
+                    url: url.clone(),
+                    addr,
+                },
+                true,
+            ),
+            (timeout(client::AWAITING_ANSWER), true),
+            (
+                E::NotStatus {
+                    url: url.clone(),
+                    detail: "x".into(),
+                },
+                true,
+            ),
+        ] {
+            let u = Unreadable::of(&err);
+            assert_eq!(u.node_answered, node_answered, "{err}");
+            assert_eq!(u.text, err.to_string());
+        }
     }
 }

@@ -4,8 +4,21 @@
 //! back as `Input::Handover`), so that other AGs' events flow while one AG waits; the
 //! controller then re-checks its local verdict before deciding the node call.
 //!
-//! A peer that answers is a holder or not; a peer silent for `handover_timeout_ms` counts as
-//! gone. The answers also list the clients the peers saw, for the new owner to tickle.
+//! A peer that answers is a holder or not. A peer whose agent does not answer is told apart by
+//! its node (`peer_status::Unreadable`):
+//! - its node does not answer either (no SYN-ACK within `handover_timeout_ms`, unreachable):
+//!   a crashed or cut-off node, taken as gone at once, as fast as a failover can be;
+//! - its node answers (refuses the connection, or accepts it and its agent stays silent): the
+//!   agent is dead, frozen or starved, and its pinned guard may still pass the address. It
+//!   counts as a holder until its kernel lease has provably run out: `lease` after the first
+//!   time it was seen so (by the peer poll or by this question). A dead or frozen agent renews
+//!   nothing after that moment, so its lease, at most `lease` long when written, is over then.
+//!   The peers' lease is taken to be this node's (`[ebpf] lease_ms`, one setting for the AG);
+//!   with eBPF off there is no lease to wait for and such a peer is gone at once, as before.
+//!
+//! The one window left: a node that clients can reach and its peers cannot (no SYN-ACK from
+//! it) is taken as gone while it may still answer its clients until its lease runs out.
+//! The answers also list the clients the peers saw, for the new owner to tickle.
 
 use std::time::{Duration, Instant};
 
@@ -35,12 +48,21 @@ pub(super) struct Handover {
 /// One handover question, with everything it needs copied out of the router.
 pub(super) struct HandoverQuestion {
     ag: String,
-    /// The peers to ask: a peer that answered moments ago that it does not hold the
-    /// addresses is not asked, so that an unreachable third node does not cost the timeout.
-    peers: Vec<(String, Target)>,
+    /// The peers to ask, with since when their node has answered while their agent did not:
+    /// a peer that answered moments ago that it does not hold the addresses is not asked, so
+    /// that an unreachable third node does not cost the timeout.
+    peers: Vec<AskedPeer>,
     token: Option<Bearer>,
     wait: Duration,
     timeout: Duration,
+    /// The peers' kernel ownership lease; `None` (eBPF off): silent peers are gone at once.
+    lease: Option<Duration>,
+}
+
+struct AskedPeer {
+    name: String,
+    url: Target,
+    silent_since: Option<Instant>,
 }
 
 impl HandoverQuestion {
@@ -49,6 +71,7 @@ impl HandoverQuestion {
         peers: &[PeerRuntime],
         token: Option<&Bearer>,
         poll: &PeerPollConfig,
+        lease: Option<Duration>,
     ) -> HandoverQuestion {
         let peers = peers
             .iter()
@@ -57,7 +80,11 @@ impl HandoverQuestion {
                     .get(ag)
                     .is_some_and(|(at, held)| !held && at.elapsed() <= HOLD_REPORT_FRESH)
             })
-            .map(|p| (p.name.clone(), p.url.clone()))
+            .map(|p| AskedPeer {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                silent_since: p.silent_since,
+            })
             .collect();
         HandoverQuestion {
             ag: ag.to_owned(),
@@ -65,11 +92,14 @@ impl HandoverQuestion {
             token: token.cloned(),
             wait: Duration::from_millis(poll.release_wait_ms),
             timeout: Duration::from_millis(poll.handover_timeout_ms),
+            lease,
         }
     }
 
-    /// Asks until no peer holds the addresses or the wait runs out.
-    pub(super) async fn ask(self) -> Handover {
+    /// Asks until no peer holds the addresses or may still hold them, or the wait runs out:
+    /// `release_wait_ms` for a peer that says it holds them; for a silent peer whose node
+    /// answers, until its lease has run out.
+    pub(super) async fn ask(mut self) -> Handover {
         let begin = Instant::now();
         let deadline = begin + self.wait;
         let mut rounds = 0u32;
@@ -77,7 +107,8 @@ impl HandoverQuestion {
             rounds += 1;
             let round = self.round().await;
             let now = Instant::now();
-            if round.holders.is_empty() || now >= deadline {
+            let waiting_for_lease = round.lease_ends.iter().any(|(_, end)| *end > now);
+            if (round.holders.is_empty() || now >= deadline) && !waiting_for_lease {
                 return self.answer(round, rounds, begin, now);
             }
             tokio::time::sleep(RETRY).await;
@@ -85,18 +116,20 @@ impl HandoverQuestion {
     }
 
     /// One question to every peer at once.
-    async fn round(&self) -> Round {
+    async fn round(&mut self) -> Round {
         let mut asks = tokio::task::JoinSet::new();
-        for (name, url) in &self.peers {
-            let (name, url, token, timeout) =
-                (name.clone(), url.clone(), self.token.clone(), self.timeout);
-            asks.spawn(async move { (name, fetch_status(&url, token.as_ref(), timeout).await) });
+        for (i, peer) in self.peers.iter().enumerate() {
+            let (url, token, timeout) = (peer.url.clone(), self.token.clone(), self.timeout);
+            asks.spawn(async move { (i, fetch_status(&url, token.as_ref(), timeout).await) });
         }
         let mut round = Round::default();
         while let Some(joined) = asks.join_next().await {
-            let Ok((name, answer)) = joined else { continue };
-            match answer.and_then(|v| parse_status(&v)) {
+            let Ok((i, answer)) = joined else { continue };
+            let name = self.peers[i].name.clone();
+            let node_answered = answer.as_ref().err().map(|u| u.node_answered);
+            match answer.map_err(|u| u.text).and_then(|v| parse_status(&v)) {
                 Ok(doc) => {
+                    self.peers[i].silent_since = None;
                     if let Some(view) = doc.ags.get(&self.ag) {
                         round.connections.extend(view.connections.iter().copied());
                         if view.owned {
@@ -104,7 +137,18 @@ impl HandoverQuestion {
                         }
                     }
                 }
-                Err(e) => round.silent.push(format!("{name}: {e}")),
+                Err(e) => match (node_answered != Some(false))
+                    .then_some(self.lease)
+                    .flatten()
+                {
+                    Some(lease) => {
+                        let since = *self.peers[i].silent_since.get_or_insert_with(Instant::now);
+                        round
+                            .lease_ends
+                            .push((format!("{name}: {e}"), since + lease));
+                    }
+                    None => round.silent.push(format!("{name}: {e}")),
+                },
             }
         }
         round
@@ -126,6 +170,13 @@ impl HandoverQuestion {
         if !round.silent.is_empty() {
             detail.push_str(&format!("; taken as gone: {}", round.silent.join("; ")));
         }
+        if !round.lease_ends.is_empty() {
+            let waited: Vec<&str> = round.lease_ends.iter().map(|(p, _)| p.as_str()).collect();
+            detail.push_str(&format!(
+                "; gone once their kernel lease ran out: {}",
+                waited.join("; ")
+            ));
+        }
         if let Some(r) = &refused {
             detail.push_str(&format!("; {r}"));
         }
@@ -146,6 +197,9 @@ impl HandoverQuestion {
 #[derive(Default)]
 struct Round {
     holders: Vec<String>,
+    /// Peers whose node did not answer either: gone.
     silent: Vec<String>,
+    /// Peers whose node answered but not their agent, with when their lease has run out.
+    lease_ends: Vec<(String, Instant)>,
     connections: Vec<Connection>,
 }

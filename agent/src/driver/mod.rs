@@ -35,6 +35,7 @@ use tdsvip_cloud::{ClaimReport, ObserveReport};
 use tdsvip_probes::{Password, ProbeResult};
 
 use crate::config::AgentConfig;
+use crate::peer_status::Unreadable;
 
 mod handover;
 mod inputs;
@@ -87,7 +88,7 @@ enum Input {
     /// A cloud observation made during reconciliation.
     Observed(usize, Box<ObserveReport>),
     /// A read of peer `.0`'s `/status`, answered (or given up) at `.1`.
-    PeerStatus(String, Instant, Result<serde_json::Value, String>),
+    PeerStatus(String, Instant, Result<serde_json::Value, Unreadable>),
     /// A probe of peer `.0`'s replica for AG `.1`.
     PeerProbe(String, usize, Box<ProbeResult>),
     /// SIGHUP.

@@ -15,7 +15,7 @@ use super::{DriverError, cfg_err};
 use crate::config::AgentConfig;
 use crate::controller::{Event, PeerReport, PeerView, PrimaryLoss, ReplicaHealth, ReplicaRole};
 use crate::http::client::{Target, parse_url};
-use crate::peer_status::parse_status;
+use crate::peer_status::{Unreadable, parse_status};
 use crate::status::PeerStatus;
 
 /// One `[[peer]]` as the loop holds it.
@@ -28,6 +28,9 @@ pub(super) struct PeerRuntime {
     pub(super) holds: BTreeMap<String, (Instant, bool)>,
     /// Why the last read failed (`None`: it worked), so that only changes are logged.
     pub(super) last_error: Option<String>,
+    /// Since when the peer's node has been answering while its agent does not (see
+    /// `peer_status::Unreadable`): it may hold the addresses until its kernel lease runs out.
+    pub(super) silent_since: Option<Instant>,
 }
 
 /// What this node's probes of a peer replica's TDS endpoint say, per (peer, AG).
@@ -75,7 +78,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         &mut self,
         name: &str,
         at: Instant,
-        answer: Result<serde_json::Value, String>,
+        answer: Result<serde_json::Value, Unreadable>,
     ) {
         let Some(p) = self.peers.iter().position(|peer| peer.name == name) else {
             return;
@@ -84,7 +87,13 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         let checked_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let parsed = answer.and_then(|v| parse_status(&v));
+        let node_answered = answer.as_ref().err().map(|u| u.node_answered);
+        let parsed = answer.map_err(|u| u.text).and_then(|v| parse_status(&v));
+        let peer = &mut self.peers[p];
+        peer.silent_since = match (&parsed, node_answered) {
+            (Ok(_), _) | (Err(_), Some(false)) => None,
+            _ => Some(peer.silent_since.unwrap_or(at)),
+        };
         let (summary, error) = match &parsed {
             Ok(doc) => (Some(doc.summary.clone()), None),
             Err(e) => (None, Some(e.clone())),
@@ -206,9 +215,9 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         for (i, p) in config.peers.iter().enumerate() {
             let url = parse_url(&p.status_url)
                 .map_err(|e| cfg_err(format!("peer[{i}].status_url"), e))?;
-            let (connections, holds, last_error) = old
+            let (connections, holds, last_error, silent_since) = old
                 .remove(&p.name)
-                .map(|o| (o.connections, o.holds, o.last_error))
+                .map(|o| (o.connections, o.holds, o.last_error, o.silent_since))
                 .unwrap_or_default();
             peers.push(PeerRuntime {
                 name: p.name.clone(),
@@ -216,6 +225,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
                 connections,
                 holds,
                 last_error,
+                silent_since,
             });
         }
         self.replica_watch = replica_watches(&peers, config);

@@ -306,7 +306,13 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// The handover question, in a task whose answer comes back as `Input::Handover`.
     fn ask_peers(&self, i: usize, attempt: u32) {
         let ag = self.ags[i].controller.ag();
-        let question = HandoverQuestion::new(ag, &self.peers, self.token.as_ref(), &self.peer_poll);
+        let lease = self
+            .config
+            .ebpf
+            .enabled
+            .then(|| Duration::from_millis(self.config.ebpf.lease_ms));
+        let question =
+            HandoverQuestion::new(ag, &self.peers, self.token.as_ref(), &self.peer_poll, lease);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let answer = question.ask().await;

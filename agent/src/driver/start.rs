@@ -251,6 +251,7 @@ fn peer_runtimes(config: &AgentConfig) -> Result<Vec<PeerRuntime>, DriverError> 
                     connections: BTreeMap::new(),
                     holds: BTreeMap::new(),
                     last_error: None,
+                    silent_since: None,
                 })
                 .map_err(|e| cfg_err(format!("peer[{i}].status_url"), e))
         })

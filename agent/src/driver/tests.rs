@@ -213,6 +213,7 @@ fn start(config: AgentConfig, log: &CallLog, fail_acquires: u32) -> mpsc::Sender
             connections: BTreeMap::new(),
             holds: BTreeMap::new(),
             last_error: None,
+            silent_since: None,
         })
         .collect();
     let mut router = EventRouter {

@@ -112,6 +112,10 @@ pub fn url_of_listen(listen: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, listen.port()))
 }
 
+/// What a [`FetchError::Timeout`] was waiting for once the connection stood: the agent's
+/// node answered, its agent did not (in time).
+pub(crate) const AWAITING_ANSWER: &str = "answer";
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("cannot resolve {host}: {source}")]
@@ -191,7 +195,7 @@ pub async fn fetch(
     let stream = connect(target, left, timeout).await?;
     let (status, body) = tokio::time::timeout(left(), exchange(target, token, stream))
         .await
-        .map_err(|_| timeout("answer"))??;
+        .map_err(|_| timeout(AWAITING_ANSWER))??;
     check_answer(target, token, status, &body)?;
     parse_answer(&target.url, body)
 }
