@@ -110,6 +110,12 @@ pub(crate) fn restore(
             return Ok(());
         }
         Scenario::Switchover | Scenario::Flap | Scenario::KillAgent => {}
+        // The old node is a SECONDARY already; its agent comes back and releases what its
+        // dead or frozen predecessor left.
+        Scenario::KillAgentThenFailover => {
+            lab.restart_agent(old)?;
+        }
+        Scenario::FreezeAgentThenFailover => lab.thaw_agent(old)?,
         Scenario::HangPrimary => {
             lab.sim_put(old, r#"{"fault":"none"}"#, "restore: fault cleared")?;
             lab.demote(old, false)?;
@@ -119,10 +125,12 @@ pub(crate) fn restore(
             nft_clear(&lab.nodes[old].ns.clone());
         }
         Scenario::CrashNode => {
-            // A reboot: kernel state is gone (the killed agent's address with it), the link
+            // A reboot: kernel state is gone (the killed agent's address and pinned guard with
+            // it), the link
             // comes up, then SQL Server and the agent start (as with systemd's
             // network-online ordering).
             lab.reap();
+            lab.wipe_pins(old)?;
             let addrs = lab.node_cmd(old, &["ip", "-4", "addr", "show", "dev", "eth0"])?;
             if addrs.contains(&format!("{OVERLAY}/")) {
                 lab.node_cmd(

@@ -594,6 +594,51 @@ impl Lab {
     }
 
     /// Restarts node `i`'s agent; returns the time it was started.
+    /// SIGSTOPs node `i`'s agent (a stalled host, a debugger); returns the time.
+    pub fn freeze_agent(&mut self, i: usize) -> Result<f64, String> {
+        let pid = self.nodes[i]
+            .agent
+            .as_ref()
+            .ok_or("no agent to freeze")?
+            .id();
+        let t = self.clock.now();
+        // SAFETY: kill(2) of the agent process this lab started and still holds.
+        if unsafe { libc::kill(pid as i32, libc::SIGSTOP) } != 0 {
+            return Err(format!(
+                "SIGSTOP {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        self.record(t, i, "SIGSTOP tdsvip");
+        Ok(t)
+    }
+
+    /// SIGCONTs node `i`'s agent after [`Lab::freeze_agent`].
+    pub fn thaw_agent(&mut self, i: usize) -> Result<(), String> {
+        let pid = self.nodes[i].agent.as_ref().ok_or("no agent to thaw")?.id();
+        let t = self.clock.now();
+        // SAFETY: as in `freeze_agent`.
+        if unsafe { libc::kill(pid as i32, libc::SIGCONT) } != 0 {
+            return Err(format!(
+                "SIGCONT {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        self.record(t, i, "SIGCONT tdsvip");
+        Ok(())
+    }
+
+    /// Drops what node `i`'s agents pinned, as a reboot does (its bpffs is remounted empty
+    /// at the next start).
+    pub fn wipe_pins(&mut self, i: usize) -> Result<(), String> {
+        let dir = self.dir.join(format!("bpf-node{}", i + 1));
+        if dir.exists() {
+            crate::netns::sh(&["umount", &dir.to_string_lossy()])?;
+            std::fs::remove_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
     pub fn restart_agent(&mut self, i: usize) -> Result<f64, String> {
         let t = self.clock.now();
         self.start_agent(i)?;

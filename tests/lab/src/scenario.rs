@@ -10,6 +10,9 @@ use crate::lab::{Impl, Lab};
 use crate::measure::{Promotion, TrialInput, TrialResult, analyze};
 use crate::netns::sh_stdin;
 
+/// How long systemd waits before it restarts a dead agent (`RestartSec=` of the unit).
+const RESTART_SEC_MS: u64 = 500;
+
 /// A drill; its kebab-case name is the `--scenario` value and what reports print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display)]
 #[strum(serialize_all = "kebab-case")]
@@ -23,10 +26,16 @@ pub enum Scenario {
     Loss,
     KillAgent,
     AsyncReplica,
+    /// The owner's agent is killed (and stays dead), then SQL Server fails over: the old
+    /// node's pinned guard must fence the address by itself when its lease runs out, and the
+    /// new owner must wait for that (its node still answers) and no longer.
+    KillAgentThenFailover,
+    /// The same with the owner's agent frozen (SIGSTOP) instead of killed.
+    FreezeAgentThenFailover,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::KillPrimary,
         Scenario::Switchover,
         Scenario::HangPrimary,
@@ -36,6 +45,8 @@ impl Scenario {
         Scenario::Loss,
         Scenario::KillAgent,
         Scenario::AsyncReplica,
+        Scenario::KillAgentThenFailover,
+        Scenario::FreezeAgentThenFailover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -281,8 +292,20 @@ pub fn run_trial(
         }
         Scenario::KillAgent => {
             faults.push(lab.kill_agent(old));
+            // As systemd brings it back (`RestartSec=500ms` in deploy/tdsvip.service).
+            sleep_ms(RESTART_SEC_MS);
             lab.restart_agent(old)?;
             primary = old;
+        }
+        Scenario::KillAgentThenFailover | Scenario::FreezeAgentThenFailover => {
+            faults.push(if scenario == Scenario::KillAgentThenFailover {
+                lab.kill_agent(old)
+            } else {
+                lab.freeze_agent(old)?
+            });
+            wait_synchronized(lab, new)?;
+            lab.demote(old, false)?;
+            promote(lab, new, &mut promotions)?;
         }
     }
     let server = lab.nodes[primary].server.clone();
