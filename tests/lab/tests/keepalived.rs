@@ -5,12 +5,19 @@
 //! a bound that fits each tracker, no acknowledged commit is lost, no ARP probe is answered by
 //! two MACs, no answer comes from a non-primary once the promotion settled.
 //!
-//! Overlapping owners are bounded, not zero as for tdsvip: VRRP preemption is
+//! Overlapping owners are reported (in a failure's timeline), not asserted zero as for
+//! tdsvip, because keepalived does not achieve it: VRRP preemption is
 //! make-before-break (the preempting node adds the address when it becomes MASTER; the old
 //! master drops it only when that node's advert reaches it), and with 0.01 s adverts a busy
 //! node that misses three adverts is taken over while it still holds the address. Measured
 //! (debug build, 2 cores shared with builds): 4 of 18 kill-primary trials had 1 to 3 owner
-//! samples (10 ms apart) showing two owners, none with two MACs answering ARP.
+//! samples (10 ms apart) showing two owners, none with two MACs answering ARP; one more had
+//! 41 while the machine's load average was 11.7 (missed adverts: a backup took over a live
+//! master). With the 1 s script they are not bounded at all: while every node's script still
+//! says "not primary",
+//! all priorities tie and VRRP's tie-break (highest address) hands the address to a
+//! secondary and back, each move an overlap; a release bench (20 trials) had up to 9
+//! dual-owner samples in one trial.
 //!
 //! Its own mutex: cargo runs test binaries one after another, so these never overlap the
 //! scenario tests; the mutex keeps this file's two labs apart.
@@ -23,10 +30,6 @@ use tdsvip_lab::scenario::Scenario;
 use tdsvip_lab::{DrillOutcome, run_drill};
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Owner samples (10 ms apart) allowed to show two owners: three adverts of 0.01 s, the
-/// longest VRRP overlap measured (see the module doc).
-const DUAL_OWNER_SAMPLES_LIMIT: usize = 3;
 
 fn drill(implementation: Impl) -> DrillOutcome {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -70,11 +73,6 @@ fn check(out: &DrillOutcome, bound_ms: f64) {
     assert!(t.commits.acked > 0, "no acknowledged commit\n{ctx}");
     assert!(t.commits.lost.is_empty(), "lost commits\n{ctx}");
     assert_eq!(out.summary.dual_primary_samples, 0, "{ctx}");
-    assert!(
-        r.dual_owner_samples <= DUAL_OWNER_SAMPLES_LIMIT,
-        "{} dual-owner samples (> {DUAL_OWNER_SAMPLES_LIMIT})\n{ctx}",
-        r.dual_owner_samples
-    );
     assert_eq!(
         dual_mac_samples(&t.arp),
         0,
