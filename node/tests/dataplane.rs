@@ -536,3 +536,61 @@ async fn acquire_works_after_the_link_flapped_and_fails_while_it_is_down() {
         down.error
     );
 }
+
+/// Two AGs on the same two nodes (issue 13: several AGs per instance is the common case):
+/// each node attaches one guard to its interface, shared by both AGs' executors, and the AGs
+/// move independently: fencing one AG's address never touches the other's.
+#[tokio::test(flavor = "current_thread")]
+async fn two_ags_share_one_guard_per_node_and_move_independently() {
+    let lab = Lab::new(20);
+    let IpAddr::V4(first) = lab.vip(false) else {
+        unreachable!()
+    };
+    let [a, b, c, d] = first.octets();
+    let vips = [IpAddr::V4(first), IpAddr::from([a, b, c, d + 1])];
+    let config_of = |vip: IpAddr| NodeConfig::new("eth0", vec![OverlayAddress::host(vip)]);
+    let shared_guard = |host: &Host| {
+        let config = config_of(vips[0]);
+        let mut spec = tdsvip_node::GuardSpec::of(&config);
+        spec.addresses = vips.to_vec();
+        in_netns(&host.ns, || tdsvip_node::SharedGuard::attach(&spec)).expect("guard")
+    };
+    let on = |host: &Host, guard: &tdsvip_node::SharedGuard, vip: IpAddr| {
+        let config = config_of(vip);
+        in_netns(&host.ns, || {
+            NodeExecutor::with_guard(config, Some(guard.clone()))
+        })
+        .expect("executor")
+    };
+    let (guard_a, guard_b) = (shared_guard(&lab.a), shared_guard(&lab.b));
+    let (mut ag1_a, mut ag2_a) = (on(&lab.a, &guard_a, vips[0]), on(&lab.a, &guard_a, vips[1]));
+    let (mut ag1_b, mut ag2_b) = (on(&lab.b, &guard_b, vips[0]), on(&lab.b, &guard_b, vips[1]));
+    serve(&lab.a, "A");
+    serve(&lab.b, "B");
+    let greeting = |vip| connect(&lab, vip).map(|(_, g)| g).ok();
+
+    // AG1 on A, AG2 on B.
+    ag1_a.acquire(&[]).await.expect("AG1 on A");
+    ag2_b.acquire(&[]).await.expect("AG2 on B");
+    assert_eq!(greeting(vips[0]).as_deref(), Some("A"));
+    assert_eq!(greeting(vips[1]).as_deref(), Some("B"));
+    for host in [&lab.a, &lab.b] {
+        let links = host.ip(&["-d", "link", "show", "dev", "eth0"]);
+        assert_eq!(links.matches("prog/xdp id").count(), 1, "{links}");
+    }
+
+    // AG1 moves to B; AG2 stays served by B throughout, and A's guard still fences AG2.
+    ag1_a.release().await.expect("AG1 off A");
+    ag1_b.acquire(&[]).await.expect("AG1 on B");
+    assert_eq!(greeting(vips[0]).as_deref(), Some("B"));
+    assert_eq!(greeting(vips[1]).as_deref(), Some("B"));
+    assert_eq!(ag2_a.verify().await.unwrap().guard[0].1, Some(false));
+
+    // AG2 moves to A; AG1 stays on B.
+    ag2_b.release().await.expect("AG2 off B");
+    ag2_a.acquire(&[]).await.expect("AG2 on A");
+    assert_eq!(greeting(vips[1]).as_deref(), Some("A"));
+    assert_eq!(greeting(vips[0]).as_deref(), Some("B"));
+    assert_eq!(ag1_b.verify().await.unwrap().guard[0].1, Some(true));
+    assert_eq!(ag1_a.verify().await.unwrap().guard[0].1, Some(false));
+}

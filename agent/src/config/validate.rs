@@ -158,15 +158,6 @@ impl AgentConfig {
                 "at least one [[ag]] table is required",
             ));
         }
-        if self.ebpf.enabled && self.ags.len() > 1 {
-            // Each AG has its own node executor, and each would attach its own XDP guard to
-            // the one interface: the second attach fails (or, with other attach modes, would
-            // replace the first AG's guard). Refuse it here rather than at start.
-            v.push(ConfigProblem::new(
-                "ag[1]",
-                "more than one [[ag]] with ebpf.enabled = true is not supported yet (one eBPF guard per interface); run one AG per agent, or set ebpf.enabled = false",
-            ));
-        }
         let mut names = BTreeSet::new();
         let mut seen_ips = BTreeSet::new();
         for (i, ag) in self.ags.iter().enumerate() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tdsvip_cloud::{AwsExecutor, Identity};
-use tdsvip_node::{NodeConfig, NodeExecutor, OverlayAddress};
+use tdsvip_node::{GuardSpec, NodeConfig, NodeExecutor, OverlayAddress, SharedGuard};
 use tdsvip_probes::Password;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -128,11 +128,43 @@ async fn build_runtimes(
     password: &Password,
     identity: Option<&Identity>,
 ) -> Result<Vec<Runtime>, DriverError> {
+    let guard = interface_guard(config)?;
     let mut ags = Vec::new();
     for (i, ag) in config.ags.iter().enumerate() {
-        ags.push(build_runtime(config, password, identity, i, ag).await?);
+        ags.push(build_runtime(config, password, identity, (i, ag), guard.clone()).await?);
     }
     Ok(ags)
+}
+
+/// The one eBPF guard of `interface`, which every AG's executor shares (`None`: eBPF off).
+fn interface_guard(config: &AgentConfig) -> Result<Option<SharedGuard>, DriverError> {
+    if !config.ebpf.enabled {
+        return Ok(None);
+    }
+    let defaults = NodeConfig::new(&config.interface, Vec::new());
+    let spec = GuardSpec {
+        interface: &config.interface,
+        xdp_mode: defaults.xdp_mode,
+        max_tracked_connections: defaults.max_tracked_connections,
+        pin_dir: Some(&config.ebpf.pin_dir),
+        addresses: config
+            .ags
+            .iter()
+            .flat_map(|ag| {
+                ag.overlay_addresses()
+                    .iter()
+                    .map(|a| a.ip)
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        tracked_ports: config.ags.iter().map(|ag| ag.port).collect(),
+    };
+    SharedGuard::attach(&spec).map(Some).map_err(|e| {
+        DriverError::Start(format!(
+            "eBPF guard on {} (every AG's): {e}",
+            config.interface
+        ))
+    })
 }
 
 /// AG `i`'s controller, node executor (adopting what a killed predecessor left only when
@@ -141,8 +173,8 @@ async fn build_runtime(
     config: &AgentConfig,
     password: &Password,
     identity: Option<&Identity>,
-    i: usize,
-    ag: &AgConfig,
+    (i, ag): (usize, &AgConfig),
+    guard: Option<SharedGuard>,
 ) -> Result<Runtime, DriverError> {
     let controller = AgController::new(&ag.name, agent_policy(config))
         .map_err(|e| cfg_err("probe", e.to_string()))?;
@@ -161,7 +193,7 @@ async fn build_runtime(
     node_cfg.lease = Some(Duration::from_millis(config.ebpf.lease_ms));
     node_cfg.pin_dir = Some(config.ebpf.pin_dir.clone());
     node_cfg.adopt_present = local_replica_is_primary(config, password, &ag.name, ag).await;
-    let node = NodeExecutor::new(node_cfg).map_err(|e| {
+    let node = NodeExecutor::with_guard(node_cfg, guard).map_err(|e| {
         DriverError::Start(format!(
             "ag[{i}] ({}): node executor on {}: {e}",
             ag.name, config.interface

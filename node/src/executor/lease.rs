@@ -15,16 +15,18 @@ impl NodeExecutor {
     /// when not owning, without a lease or without eBPF; never moves a lease backwards, so a
     /// late report of an older verdict cannot shorten it.
     pub(super) fn renew_owned_lease(&mut self, primary_seen_at: Instant) -> Result<(), NodeError> {
-        let (Some(guard), Some(current)) = (&mut self.guard, self.owned_until) else {
+        let (Some(shared), Some(current)) = (&self.guard, self.owned_until) else {
             return Ok(());
         };
         let entry = owner_entry(self.config.lease, primary_seen_at);
         if entry.lease_expires_ns <= current {
             return Ok(());
         }
+        let mut programs = shared.lock();
         for ip in &self.ips {
-            guard.set(*ip, entry)?;
+            programs.guard.set(*ip, entry)?;
         }
+        drop(programs);
         self.owned_until = Some(entry.lease_expires_ns);
         Ok(())
     }

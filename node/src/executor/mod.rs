@@ -36,9 +36,9 @@ use crate::{
     address::{AddressError, AddressManager, AddressPresence},
     announce::{self, Announcer, ArpListener, lock},
     caps,
-    conn_track::{ConnTracker, Connection, TrackedConnection},
-    guard::{Counters, GuardError, VipGuard},
-    pins::PinDir,
+    conn_track::{Connection, TrackedConnection},
+    guard::{Counters, GuardError},
+    interface_guard::{GuardSpec, SharedGuard},
     sock_destroy::{SockDestroyError, SockDestroyer},
     tickle::Tickler,
 };
@@ -67,9 +67,8 @@ pub struct NodeExecutor {
     arp_listener: Option<ArpListener>,
     tickler: Arc<Tickler>,
     destroyer: SockDestroyer,
-    // The tracker's maps come from the guard's object: drop the tracker first.
-    tracker: Option<ConnTracker>,
-    guard: Option<VipGuard>,
+    /// The interface's eBPF programs, shared with the other AGs' executors on it.
+    guard: Option<SharedGuard>,
     background: Vec<JoinHandle<()>>,
     dad_done: bool,
     adopted: Vec<IpAddr>,
@@ -89,6 +88,13 @@ impl NodeExecutor {
     /// Checks capabilities, opens every socket, loads and attaches the eBPF programs with
     /// every address fenced. Must run inside a tokio runtime.
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
+        Self::with_guard(config, None)
+    }
+
+    /// As [`NodeExecutor::new`], on the interface guard `shared` when given (several AGs on
+    /// one interface share one, `interface_guard.rs`); else one of its own is attached.
+    /// Only this executor's addresses' entries are written.
+    pub fn with_guard(config: NodeConfig, shared: Option<SharedGuard>) -> Result<Self, NodeError> {
         let needed = if config.ebpf {
             caps::REQUIRED_WITH_EBPF
         } else {
@@ -134,42 +140,25 @@ impl NodeExecutor {
         };
         // An adopted address passes on the verdict that decided the adoption, just made.
         let adopted_at = Instant::now();
-        let (guard, tracker) = if config.ebpf {
-            let pins = match &config.pin_dir {
-                Some(root) => Some(PinDir::open(root, &config.interface)?),
-                None => None,
+        let guard = if config.ebpf {
+            let shared = match shared {
+                Some(shared) => shared,
+                None => SharedGuard::attach(&GuardSpec::of(&config))?,
             };
-            let mut guard = VipGuard::attach(
-                ifindex,
-                config.xdp_mode,
-                config.max_tracked_connections,
-                pins.as_ref(),
-            )?;
-            let removed = guard.unregister_others(&ips)?;
-            if !removed.is_empty() {
-                tracing::info!(
-                    ?removed,
-                    "pinned guard entries of addresses no longer configured removed"
-                );
-            }
             let adopted_entry = owner_entry(config.lease, adopted_at);
+            let mut programs = shared.lock();
             for ip in &ips {
                 let entry = if adopted.contains(ip) {
                     adopted_entry
                 } else {
                     VipEntry::fenced()
                 };
-                guard.register(*ip, entry)?;
+                programs.guard.register(*ip, entry)?;
             }
-            let tracker = ConnTracker::attach(
-                &mut guard,
-                &config.interface,
-                &config.tracked_ports,
-                pins.as_ref(),
-            )?;
-            (Some(guard), Some(tracker))
+            drop(programs);
+            Some(shared)
         } else {
-            (None, None)
+            None
         };
         let owned_until =
             (!adopted.is_empty()).then(|| owner_entry(config.lease, adopted_at).lease_expires_ns);
@@ -182,7 +171,6 @@ impl NodeExecutor {
             arp_listener,
             tickler,
             destroyer,
-            tracker,
             guard,
             background: Vec::new(),
             dad_done: false,
@@ -203,19 +191,19 @@ impl NodeExecutor {
     /// `vip_guard`'s counters for one address.
     pub fn counters(&self, ip: IpAddr) -> Result<Counters, NodeError> {
         let guard = self.guard.as_ref().ok_or(NodeError::EbpfDisabled)?;
-        Ok(guard.counters(ip)?)
+        Ok(guard.lock().guard.counters(ip)?)
     }
 
     /// The connections `conn_track` currently knows (what a peer would be handed).
     pub fn tracked_connections(&self) -> Result<Vec<Connection>, NodeError> {
-        let tracker = self.tracker.as_ref().ok_or(NodeError::EbpfDisabled)?;
-        Ok(tracker.connection_keys())
+        let guard = self.guard.as_ref().ok_or(NodeError::EbpfDisabled)?;
+        Ok(guard.lock().tracker.connection_keys())
     }
 
     /// The tracked connections with the sequence and acknowledgement numbers last seen.
     pub fn tracked_connection_states(&self) -> Result<Vec<TrackedConnection>, NodeError> {
-        let tracker = self.tracker.as_ref().ok_or(NodeError::EbpfDisabled)?;
-        Ok(tracker.connections())
+        let guard = self.guard.as_ref().ok_or(NodeError::EbpfDisabled)?;
+        Ok(guard.lock().tracker.connections())
     }
 
     fn stop_background(&mut self) {
@@ -232,11 +220,12 @@ impl NodeExecutor {
             VipEntry::fenced()
         };
         self.owned_until = owner.then_some(entry.lease_expires_ns);
-        match &mut self.guard {
+        match &self.guard {
             None => Ok((None, "eBPF disabled".into())),
-            Some(guard) => {
+            Some(shared) => {
+                let mut programs = shared.lock();
                 for ip in &self.ips {
-                    guard.set(*ip, entry)?;
+                    programs.guard.set(*ip, entry)?;
                 }
                 let state = if owner { "owner" } else { "fenced" };
                 Ok((Some(()), format!("{} address(es) {state}", self.ips.len())))
@@ -247,11 +236,11 @@ impl NodeExecutor {
     /// The connections to tickle: the tracker's and the peers', for our addresses, once each.
     fn tickle_targets(&self, peer_connections: &[Connection]) -> Vec<Connection> {
         let mut targets: Vec<Connection> = self
-            .tracker
+            .guard
             .as_ref()
-            .map(|tracker| {
+            .map(|shared| {
                 // Keys only: they hold addresses and ports, and skip a lookup per entry.
-                tracker.connection_keys()
+                shared.lock().tracker.connection_keys()
             })
             .unwrap_or_default();
         targets.extend_from_slice(peer_connections);
@@ -432,9 +421,10 @@ impl NodeTakeover for NodeExecutor {
         if let Err(err) = removed {
             return Err(fail(timeline, err));
         }
-        if let Some(tracker) = &mut self.tracker {
+        if let Some(shared) = &self.guard {
+            let mut programs = shared.lock();
             for ip in &self.ips {
-                tracker.forget(*ip);
+                programs.tracker.forget(*ip);
             }
         }
         Ok(timeline)
@@ -458,7 +448,7 @@ impl NodeTakeover for NodeExecutor {
         let guard_checked = timeline.step(StepKind::Ebpf, || {
             for ip in &self.ips {
                 let state = match &self.guard {
-                    Some(guard) => guard.is_owner(*ip)?,
+                    Some(shared) => shared.lock().guard.is_owner(*ip)?,
                     None => None,
                 };
                 guard_states.push((*ip, state));
