@@ -33,6 +33,18 @@ pub(super) struct PeerRuntime {
     pub(super) silent_since: Option<Instant>,
 }
 
+impl PeerRuntime {
+    /// Keeps `silent_since` from a read at `at`: cleared by a status, or by a node that
+    /// did not answer at all (`node_answered == Some(false)`: gone, not silent); else the
+    /// first such read is kept.
+    fn note_silence(&mut self, at: Instant, read: bool, node_answered: Option<bool>) {
+        self.silent_since = match (read, node_answered) {
+            (true, _) | (false, Some(false)) => None,
+            _ => Some(self.silent_since.unwrap_or(at)),
+        };
+    }
+}
+
 /// What this node's probes of a peer replica's TDS endpoint say, per (peer, AG).
 pub(super) struct PeerReplicaWatch {
     pub(super) health: ReplicaHealth,
@@ -89,11 +101,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
             .map_or(0.0, |d| d.as_secs_f64());
         let node_answered = answer.as_ref().err().map(|u| u.node_answered);
         let parsed = answer.map_err(|u| u.text).and_then(|v| parse_status(&v));
-        let peer = &mut self.peers[p];
-        peer.silent_since = match (&parsed, node_answered) {
-            (Ok(_), _) | (Err(_), Some(false)) => None,
-            _ => Some(peer.silent_since.unwrap_or(at)),
-        };
+        self.peers[p].note_silence(at, parsed.is_ok(), node_answered);
         let (summary, error) = match &parsed {
             Ok(doc) => (Some(doc.summary.clone()), None),
             Err(e) => (None, Some(e.clone())),

@@ -54,6 +54,24 @@ use lease::owner_entry;
 use takeover::fail;
 pub use takeover::{NodeError, NodeTakeover, TakeoverFailure, Verification};
 
+/// The overlay addresses to leave passing at start: those already on the interface, when
+/// the caller says the replica was just seen PRIMARY ([`NodeConfig::adopt_present`]).
+fn adoptable(config: &NodeConfig, ips: &[IpAddr]) -> Result<Vec<IpAddr>, NodeError> {
+    if !config.adopt_present {
+        return Ok(Vec::new());
+    }
+    let present =
+        crate::address::addresses_on(&config.interface).map_err(|source| NodeError::Io {
+            what: "list the interface's addresses",
+            source,
+        })?;
+    Ok(ips
+        .iter()
+        .copied()
+        .filter(|ip| present.contains(ip))
+        .collect())
+}
+
 /// How long `acquire` waits for an added address to become local before it fails.
 const LOCAL_WAIT_LIMIT: Duration = Duration::from_millis(500);
 
@@ -124,20 +142,7 @@ impl NodeExecutor {
             source,
         })?);
         let destroyer = SockDestroyer::open()?;
-        let adopted: Vec<IpAddr> = if config.adopt_present {
-            let present = crate::address::addresses_on(&config.interface).map_err(|source| {
-                NodeError::Io {
-                    what: "list the interface's addresses",
-                    source,
-                }
-            })?;
-            ips.iter()
-                .copied()
-                .filter(|ip| present.contains(ip))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let adopted = adoptable(&config, &ips)?;
         // An adopted address passes on the verdict that decided the adoption, just made.
         let adopted_at = Instant::now();
         let guard = if config.ebpf {
