@@ -149,7 +149,11 @@ fn remove_other_versions(root: &Path, interface: &str) -> Result<(), GuardError>
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !name.starts_with('v') || name == ours {
+        // Only `v<digits>`: the root may be shared (`/sys/fs/bpf` itself) with others' pins.
+        let versioned = name
+            .strip_prefix('v')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !versioned || name == ours {
             continue;
         }
         let stale = entry.path().join(interface);

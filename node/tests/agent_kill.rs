@@ -239,9 +239,12 @@ async fn a_killed_agents_pinned_guard_keeps_its_lease_and_the_next_agent_takes_i
             let _ = std::io::Write::write_all(&mut stream, b"A");
         }
     });
-    // A stale pin directory of another map layout, which the agent must clear away.
+    // A stale pin directory of another map layout, which the agent must clear away, and
+    // someone else's that merely starts with a `v`, which it must leave.
     let stale = pins.path().join("v0").join("eth0");
     std::fs::create_dir_all(&stale).unwrap();
+    let foreign = pins.path().join("vendor").join("eth0");
+    std::fs::create_dir_all(&foreign).unwrap();
 
     let lease_ms = LEASE.as_millis().to_string();
     let pin_dir = pins.path().to_string_lossy().into_owned();
@@ -252,6 +255,10 @@ async fn a_killed_agents_pinned_guard_keeps_its_lease_and_the_next_agent_takes_i
     let mut child = spawn_agent_child(&lab, vip, &env);
     let acquired = Instant::now();
     assert!(!stale.exists(), "another layout's pins were left");
+    assert!(
+        foreign.exists(),
+        "a directory that is not a layout's was removed"
+    );
     let pinned = pins.path().join("v1").join("eth0");
     assert!(pinned.join("link_xdp_vip_guard").exists());
     assert!(pinned.join("VIP_STATE").exists());
