@@ -146,7 +146,8 @@ fn notify_watchdog_reload_and_adopting_restart() {
     assert!(lab.has_overlay(), "a reload must not move the address");
 
     // A broken file is refused, naming the key, and the agent keeps running as it was.
-    lab.write_config(&format!("{good}\nbogus = 1\n"));
+    // Into [reconcile] itself: the bed's config ends with its own [ebpf] table.
+    lab.write_config(&good.replace("[reconcile]\n", "[reconcile]\nbogus = 1\n"));
     hup(pid);
     assert!(
         within(Duration::from_secs(3), || reloads("refused") == Some(1.0)),
