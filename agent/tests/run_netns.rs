@@ -220,6 +220,7 @@ fn run_refuses_a_bad_config_with_key_reason_lines_and_exit_2() {
 
 /// With `[cloud]`, the acquire also points every route table at this node's ENI (moto's EC2
 /// server, started inside the node namespace so the agent reaches it on its loopback).
+/// This agent trusts the sim's certificate (`trust_server_certificate`) and warns about it.
 #[test]
 fn run_claims_the_route_tables_with_the_address() {
     use tdsvip_cloud::moto::{Moto, OVERLAY, World, route_target, setup_api};
@@ -252,7 +253,8 @@ interface = "eth0"
 endpoint = "{tds}"
 user = "tdsvip"
 password_file = "{pw}"
-# tds-sim's certificate is self-signed (SQL Server's default): trusted explicitly here.
+# The one netns agent that trusts the certificate blindly (the explicit opt-in, which the
+# agent must warn about at start); the others verify it against the lab's CA.
 encrypt = "mandatory"
 trust_server_certificate = true
 [[ag]]
@@ -290,6 +292,13 @@ pin_dir = "{pin_dir}"
         within(Duration::from_secs(3), || lab.has_address(&overlay)),
         "overlay address not acquired:\n{}",
         lab.agent_log()
+    );
+    // Trusted blindly, and said so at start.
+    let log = lab.agent_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("sql.trust_server_certificate = true")),
+        "{log}"
     );
     let targets = |lab: &Lab| {
         let (endpoint, tables) = (endpoint.clone(), world.tables.clone());

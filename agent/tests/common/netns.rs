@@ -3,7 +3,8 @@
 //! 10.232.NET.1/24) on a veth pair, tds-sim in this process on a thread that entered the
 //! node namespace (its sockets stay there, no binary to find), the agent started inside the
 //! node namespace with its stderr in the lab's `agent.log`, and HTTP to the namespace's
-//! loopback through short-lived threads that enter it too.
+//! loopback through short-lived threads that enter it too. The sim forces encryption with a
+//! certificate from the lab's own CA, which the agent verifies (`ca_file`), as in production.
 //!
 //! Namespaces are named `<prefix><pid>x<n>-a` / `-c` and are removed on Drop, also when an
 //! assertion fails; labs left by test processes that died (their pid is gone) are removed
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use super::pki::SimPki;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -170,6 +173,8 @@ pub struct Lab {
     /// The third octet of the lab's 10.232.NET.0/24.
     net: u8,
     pub agent: Option<Child>,
+    /// The CA the agent verifies against and the sim's certificate, in `dir`.
+    pub pki: SimPki,
 }
 
 impl Lab {
@@ -186,16 +191,26 @@ impl Lab {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bpf")).expect("temp dir");
+        // Every address the agent reaches the sim at: loopback (the local probe), the node's
+        // own address and the overlay IP (the overlay probe, once the agent holds it).
+        let sans = [
+            "nodea".to_owned(),
+            "127.0.0.1".to_owned(),
+            format!("10.232.{net}.2"),
+            format!("10.232.{net}.100"),
+        ];
         let lab = Lab {
             node: format!("{name}-a"),
             client: format!("{name}-c"),
-            dir: std::env::temp_dir().join(&name),
+            pki: SimPki::create(&dir, &sans),
+            dir,
             net,
             agent: None,
         };
         // From here on Drop cleans up whatever was created.
-        let _ = std::fs::remove_dir_all(&lab.dir);
-        std::fs::create_dir_all(lab.pin_dir()).expect("temp dir");
         // The agent pins its eBPF links and maps on bpffs. `ip netns exec` remounts /sys for
         // the agent, so /sys/fs/bpf is not there: the lab gives it a bpffs of its own.
         sh(&[
@@ -255,9 +270,15 @@ impl Lab {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
-    /// Starts tds-sim as PRIMARY of AG1 (database `sales` ONLINE) inside the node namespace.
+    /// Starts tds-sim as PRIMARY of AG1 (database `sales` ONLINE) inside the node namespace,
+    /// with Force Encryption and the lab's certificate.
     pub fn start_sim(&self) -> Sim {
         let ns = self.node.clone();
+        let tls = tds_sim::tls::TlsSettings {
+            mode: tds_sim::tls::Mode::Force,
+            cert: Some(self.pki.cert.clone()),
+            key: Some(self.pki.key.clone()),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             enter_netns(&ns);
@@ -267,6 +288,7 @@ impl Lab {
                 cfg.listen = SocketAddr::from(([0, 0, 0, 0], 0));
                 cfg.control = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
                 cfg.databases = vec![("sales".into(), tds_sim::DbState::Online)];
+                cfg.tls = tls;
                 let sim = tds_sim::start(cfg).await.expect("tds-sim start");
                 let control = sim.control_addr().expect("control addr");
                 let tds = SocketAddr::from(([127, 0, 0, 1], sim.tds_addr().port()));
@@ -314,7 +336,8 @@ impl Lab {
     }
 
     /// The config of the lab's usual agent: node `nodea` on `eth0`, logging in to `sim` as
-    /// `tdsvip` with the password file `pw` (written here, "secret"), 20 ms login probes
+    /// `tdsvip` with the password file `pw` (written here, "secret") over TLS verified against
+    /// the lab's CA, 20 ms login probes
     /// (rise 2, fall 3), AG1 on the overlay address with database `sales`; then `http` as the
     /// body of `[http]` (e.g. `listen = "127.0.0.1:19477"`) and `rest` (more tables) verbatim,
     /// but for `[ebpf] pin_dir`, which is always the lab's bpffs (added to `rest`'s `[ebpf]`
@@ -335,10 +358,10 @@ interface = "eth0"
 endpoint = "{tds}"
 user = "tdsvip"
 password_file = "{pw}"
-# Encrypted as by default; tds-sim's certificate is self-signed (SQL Server's default), so
-# it is trusted explicitly here.
+# Encrypted as by default, the certificate verified against the lab's CA (it names
+# 127.0.0.1, so no host_name_in_certificate).
 encrypt = "mandatory"
-trust_server_certificate = true
+ca_file = "{ca}"
 
 [probe]
 interval_ms = 20
@@ -359,6 +382,7 @@ databases = ["sales"]
 "#,
             tds = sim.tds,
             pw = pw.display(),
+            ca = self.pki.ca_file.display(),
             overlay = self.overlay(),
             port = sim.tds.port(),
         )
