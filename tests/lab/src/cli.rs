@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{AgentTiming, KeepalivedTiming};
-use crate::lab::{Impl, Settings};
+use crate::lab::{Encrypt, Impl, Settings};
 use crate::scenario::Scenario;
 
 #[derive(Debug, Parser)]
@@ -122,6 +122,18 @@ pub struct CommonArgs {
     /// tds-sim's SESSION_TIMEOUT in ms (sim-only unit).
     #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub session_timeout_ms: u64,
+    /// The agents' sql.encrypt, certificates from the lab CA: mandatory (the sims run SQL
+    /// Server's default, encryption off with a certificate) or strict (TDS 8.0: the sims
+    /// refuse anything but TLS first, the lab's own connections included; tdsvip only).
+    #[arg(long, value_name = "MODE", default_value = "mandatory", value_parser = parse_encrypt)]
+    pub encrypt: Encrypt,
+}
+
+fn parse_encrypt(s: &str) -> Result<Encrypt, String> {
+    s.parse().map_err(|_| {
+        let names: Vec<&str> = Encrypt::ALL.iter().map(|e| e.name()).collect();
+        format!("unknown mode '{s}' (expected {})", names.join(", "))
+    })
 }
 
 fn parse_promote(s: &str) -> Result<String, String> {
@@ -204,6 +216,7 @@ impl CommonArgs {
             work_root: self.work_dir.clone(),
             keep: self.keep,
             session_timeout_ms: self.session_timeout_ms,
+            encrypt: self.encrypt,
             ..d
         }
     }
@@ -225,6 +238,12 @@ mod tests {
         assert_eq!(c.drill.trials, 1);
         assert_eq!(c.drill.common.probe_interval_ms, 20);
         assert_eq!(c.drill.implementation, Impl::Tdsvip);
+        assert_eq!(c.drill.common.encrypt, Encrypt::Mandatory);
+        let c = parse(&["--encrypt", "strict"]).unwrap();
+        assert_eq!(
+            c.drill.common.settings(Impl::Tdsvip).encrypt,
+            Encrypt::Strict
+        );
         for name in ["keepalived", "keepalived-script"] {
             let c = parse(&["--impl", name]).unwrap();
             assert_eq!(c.drill.implementation.name(), name);
@@ -254,6 +273,7 @@ mod tests {
             (&["--nodes", "1"][..], "--nodes"),
             (&["--advert-int", "0.001"][..], "--advert-int"),
             (&["--probe-interval-ms", "x"][..], "--probe-interval-ms"),
+            (&["--encrypt", "optional"][..], "--encrypt"),
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ValueValidation, "{args:?}");

@@ -7,8 +7,9 @@
 //! does not delay the next one.
 //!
 //! Idle sessions are logged in by hand (PRELOGIN + LOGIN7 with `tds-codec` on a plain
-//! socket) and then left alone: the only thing that can happen on them is the server side
-//! going away, so the time the socket sees EOF or a reset is the time the session was reset.
+//! socket, or inside TLS when the sims run strict) and then left alone: the only thing that
+//! can happen on them is the server side going away, so the time the socket sees EOF or a
+//! reset is the time the session was reset.
 //!
 //! All of it runs on one thread that entered the client namespace (its sockets stay there)
 //! with a current-thread tokio runtime.
@@ -22,11 +23,13 @@ use tds_codec::packet::{PacketType, encode_message};
 use tds_codec::prelogin::{Encryption, Prelogin, Version};
 use tds_codec::token::{Token, decode_stream};
 use tdsvip_probes::{LoginConfig, LoginProbe};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::clock::Clock;
 use crate::netns::NsHandle;
+use crate::settings::Encrypt;
 
 /// One login + query through the overlay IP.
 #[derive(Debug, Clone)]
@@ -70,8 +73,10 @@ pub struct ClientSettings {
     pub password: String,
     pub ag: String,
     pub databases: Vec<String>,
-    /// The lab CA: the client verifies the server certificate (`encrypt = mandatory`).
+    /// The lab CA: the client verifies the server certificate.
     pub ca_file: std::path::PathBuf,
+    /// The probes' `encrypt` (mandatory or strict); strict idle sessions start with TLS too.
+    pub encrypt: Encrypt,
     pub every: Duration,
     pub deadline: Duration,
 }
@@ -175,6 +180,16 @@ async fn run(
     config.timeout = settings.deadline;
     config.application_name = "tdsvip-lab".into();
     config.tls.ca_file = Some(settings.ca_file.clone());
+    config.tls.encrypt = match settings.encrypt {
+        Encrypt::Mandatory => tdsvip_probes::config::Encrypt::Mandatory,
+        Encrypt::Strict => tdsvip_probes::config::Encrypt::Strict,
+    };
+    // TDS 8.0 idle sessions: the same configuration as the lab's own T-SQL. A CA that
+    // cannot be read fails every idle login with the reason, as a refused login would.
+    let idle_tls = match settings.encrypt {
+        Encrypt::Mandatory => Ok(None),
+        Encrypt::Strict => crate::tsql::strict_client_config(&settings.ca_file).map(Some),
+    };
     let tasks = tokio::task::LocalSet::new();
     let mut watchers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     tasks
@@ -209,7 +224,7 @@ async fn run(
                             let mut opened = Vec::new();
                             let mut error = None;
                             for _ in 0..n {
-                                match idle_login(&settings).await {
+                                match idle_login(&settings, &idle_tls).await {
                                     Ok(stream) => {
                                         let idx = {
                                             let Ok(mut v) = idle.lock() else { break };
@@ -231,82 +246,125 @@ async fn run(
         .await;
 }
 
-async fn send(s: &mut TcpStream, ty: PacketType, payload: &[u8]) -> std::io::Result<()> {
-    s.write_all(&encode_message(ty, payload, 4096, 0)).await
+async fn send<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    ty: PacketType,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    s.write_all(&encode_message(ty, payload, 4096, 0)).await?;
+    s.flush().await
 }
 
-/// PRELOGIN + LOGIN7 by hand; the session is logged in when LOGINACK arrived.
-async fn idle_login(settings: &ClientSettings) -> Result<TcpStream, String> {
+/// An idle session's socket: plain TDS 7.x, or TDS 8.0 inside TLS.
+enum IdleStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Connects, with TLS first when `tls` is given (strict), and logs in by hand.
+async fn idle_login(
+    settings: &ClientSettings,
+    tls: &Result<Option<Arc<rustls::ClientConfig>>, String>,
+) -> Result<IdleStream, String> {
+    let tls = tls.as_ref().map_err(|e| format!("idle session TLS: {e}"))?;
     let work = async {
-        let mut s = TcpStream::connect(settings.target)
+        let s = TcpStream::connect(settings.target)
             .await
             .map_err(|e| format!("idle session connect: {e}"))?;
         s.set_nodelay(true).ok();
-        let p = Prelogin {
-            version: Some(Version {
-                major: 1,
-                minor: 0,
-                build: 0,
-                sub_build: 0,
-            }),
-            encryption: Some(Encryption::NotSupported),
-            ..Default::default()
-        };
-        send(&mut s, PacketType::PreLogin, &p.encode())
-            .await
-            .map_err(|e| format!("idle session PRELOGIN: {e}"))?;
-        tds_codec::io::read_message(&mut s, Default::default())
-            .await
-            .map_err(|e| format!("idle session PRELOGIN answer: {e}"))?;
-        let l = Login7 {
-            tds_version: tds_codec::tds_version::V7_4,
-            packet_size: 4096,
-            username: settings.user.clone(),
-            password: settings.password.clone(),
-            app_name: "tdsvip-lab idle".into(),
-            ..Default::default()
-        };
-        send(&mut s, PacketType::Login7, &l.encode())
-            .await
-            .map_err(|e| format!("idle session LOGIN7: {e}"))?;
-        let m = tds_codec::io::read_message(&mut s, Default::default())
-            .await
-            .map_err(|e| format!("idle session login answer: {e}"))?;
-        let toks = decode_stream(&m.payload, true).map_err(|e| format!("login answer: {e}"))?;
-        if !toks.iter().any(|t| matches!(t, Token::LoginAck(_))) {
-            return Err(format!("idle session login refused: {toks:?}"));
+        match tls {
+            None => {
+                let mut s = s;
+                login_by_hand(&mut s, settings).await?;
+                Ok(IdleStream::Plain(s))
+            }
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(settings.target.ip().into());
+                let mut s = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| format!("idle session TLS: {e}"))?;
+                login_by_hand(&mut s, settings).await?;
+                Ok(IdleStream::Tls(Box::new(s)))
+            }
         }
-        Ok(s)
     };
     tokio::time::timeout(Duration::from_secs(2), work)
         .await
         .map_err(|_| "idle session login timed out".to_owned())?
 }
 
-async fn watch_idle(
-    mut s: TcpStream,
-    idx: usize,
-    idle: Arc<Mutex<Vec<IdleSession>>>,
-    clock: Clock,
-) {
-    let mut buf = [0u8; 512];
-    let how = loop {
-        match s.read(&mut buf).await {
-            Ok(0) => break "eof".to_owned(),
-            Ok(_) => continue,
-            Err(e) => {
-                break match e.kind() {
-                    std::io::ErrorKind::ConnectionReset => "reset".to_owned(),
-                    _ => e.to_string(),
-                };
-            }
-        }
+/// PRELOGIN + LOGIN7 by hand; the session is logged in when LOGINACK arrived.
+async fn login_by_hand<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    settings: &ClientSettings,
+) -> Result<(), String> {
+    let p = Prelogin {
+        version: Some(Version {
+            major: 1,
+            minor: 0,
+            build: 0,
+            sub_build: 0,
+        }),
+        encryption: Some(Encryption::NotSupported),
+        ..Default::default()
+    };
+    send(s, PacketType::PreLogin, &p.encode())
+        .await
+        .map_err(|e| format!("idle session PRELOGIN: {e}"))?;
+    tds_codec::io::read_message(s, Default::default())
+        .await
+        .map_err(|e| format!("idle session PRELOGIN answer: {e}"))?;
+    let l = Login7 {
+        tds_version: tds_codec::tds_version::V7_4,
+        packet_size: 4096,
+        username: settings.user.clone(),
+        password: settings.password.clone(),
+        app_name: "tdsvip-lab idle".into(),
+        ..Default::default()
+    };
+    send(s, PacketType::Login7, &l.encode())
+        .await
+        .map_err(|e| format!("idle session LOGIN7: {e}"))?;
+    let m = tds_codec::io::read_message(s, Default::default())
+        .await
+        .map_err(|e| format!("idle session login answer: {e}"))?;
+    let toks = decode_stream(&m.payload, true).map_err(|e| format!("login answer: {e}"))?;
+    if !toks.iter().any(|t| matches!(t, Token::LoginAck(_))) {
+        return Err(format!("idle session login refused: {toks:?}"));
+    }
+    Ok(())
+}
+
+async fn watch_idle(s: IdleStream, idx: usize, idle: Arc<Mutex<Vec<IdleSession>>>, clock: Clock) {
+    let how = match s {
+        IdleStream::Plain(s) => closed_how(s).await,
+        IdleStream::Tls(s) => closed_how(s).await,
     };
     let at = clock.now();
     if let Ok(mut v) = idle.lock()
         && let Some(x) = v.get_mut(idx)
     {
         x.closed = Some((at, how));
+    }
+}
+
+/// Reads until the server side goes away: `eof` or `reset`, as the socket saw it (a TLS
+/// session closed without close_notify, as a killed server closes it, is an EOF too).
+async fn closed_how<S: AsyncRead + Unpin>(mut s: S) -> String {
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => break "eof".to_owned(),
+            Ok(_) => continue,
+            Err(e) => {
+                break match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => "eof".to_owned(),
+                    std::io::ErrorKind::ConnectionReset => "reset".to_owned(),
+                    _ => e.to_string(),
+                };
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::netns::{OVERLAY, node_ip};
+use crate::settings::Encrypt;
 
 pub const AG: &str = "AG1";
 pub const USER: &str = "tdsvip";
@@ -24,13 +25,21 @@ pub struct AgentTiming {
     pub fall: u32,
 }
 
+/// The agents' `[sql]` encryption: the mode and the lab CA the certificate is verified
+/// against (local probes and peers' alike).
+#[derive(Debug, Clone, Copy)]
+pub struct SqlTls<'a> {
+    pub encrypt: Encrypt,
+    pub ca_file: &'a Path,
+}
+
 /// `tdsvip run` config of node `i` (0-based) among `n`.
 pub fn agent_toml(
     i: usize,
     n: usize,
     t: AgentTiming,
     token_file: &Path,
-    ca_file: &Path,
+    tls: SqlTls<'_>,
     pin_dir: &Path,
     cloud: Option<&str>,
 ) -> String {
@@ -44,7 +53,7 @@ interface = "eth0"
 endpoint = "127.0.0.1:{TDS_PORT}"
 user = "{USER}"
 password_env = "TDSVIP_PASSWORD"
-encrypt = "mandatory"
+encrypt = "{encrypt}"
 ca_file = "{ca}"
 
 [probe]
@@ -76,7 +85,8 @@ interval_ms = 200
         rise = t.rise,
         fall = t.fall,
         token = token_file.display(),
-        ca = ca_file.display(),
+        encrypt = tls.encrypt.name(),
+        ca = tls.ca_file.display(),
         pins = pin_dir.display(),
     );
     for j in (0..n).filter(|&j| j != i) {
@@ -172,7 +182,10 @@ mod tests {
             3,
             t,
             Path::new("/x/token"),
-            Path::new("/x/ca.pem"),
+            SqlTls {
+                encrypt: Encrypt::Strict,
+                ca_file: Path::new("/x/ca.pem"),
+            },
             Path::new("/x/bpf"),
             None,
         );
@@ -182,5 +195,6 @@ mod tests {
         assert!(c.contains("status_url = \"http://10.77.0.13:9477\""));
         assert!(!c.contains("http://10.77.0.12:9477"));
         assert!(c.contains("interval_ms = 20"));
+        assert!(c.contains("encrypt = \"strict\"\nca_file = \"/x/ca.pem\""));
     }
 }

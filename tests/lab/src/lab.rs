@@ -20,7 +20,7 @@ use crate::config;
 use crate::netns::{self, OVERLAY, Topology, in_ns, node_ip};
 use crate::procs;
 use crate::sampler::Samplers;
-pub use crate::settings::{ENDPOINT_PORT, Impl, Settings};
+pub use crate::settings::{ENDPOINT_PORT, Encrypt, Impl, Settings};
 
 pub struct Node {
     pub ns: String,
@@ -57,6 +57,8 @@ pub struct Lab {
     sim_bin: PathBuf,
     /// The lab CA and each node's certificate: every SQL login verifies one.
     pki: crate::pki::LabPki,
+    /// How the lab's own T-SQL sessions reach the sims (TLS first when they run strict).
+    transport: crate::tsql::Transport,
     tdsvip_bin: PathBuf,
     failed: bool,
     // Dropped last: the namespaces.
@@ -85,6 +87,10 @@ impl Lab {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err("the lab creates network namespaces: run it as root".into());
+        }
+        if settings.encrypt == Encrypt::Strict && settings.implementation.is_keepalived() {
+            // Its checks (`tdsvip probe`) are not given --encrypt yet.
+            return Err("--encrypt strict runs with --impl tdsvip only".into());
         }
         let sim_bin = procs::find("tds-sim", "TDS_SIM_BIN")?;
         let tdsvip_bin = procs::find("tdsvip", "TDSVIP_BIN")?;
@@ -118,6 +124,7 @@ impl Lab {
             .map(|n: &Node| (n.server.clone(), n.ip))
             .collect();
         let pki = crate::pki::LabPki::create(&dir, &names, OVERLAY)?;
+        let transport = crate::tsql::Transport::new(settings.encrypt, &pki.ca_file)?;
         let mut lab = Lab {
             clock: Clock::new(),
             settings,
@@ -135,6 +142,7 @@ impl Lab {
             token: random_password() + &random_password(),
             sim_bin,
             pki,
+            transport,
             tdsvip_bin,
             failed: true,
             topo,
@@ -187,6 +195,7 @@ impl Lab {
                 ag: config::AG.into(),
                 databases: vec![config::DATABASE.into()],
                 ca_file: lab.pki.ca_file.clone(),
+                encrypt: lab.settings.encrypt,
                 every: Duration::from_millis(lab.settings.client_every_ms),
                 deadline: Duration::from_millis(lab.settings.client_deadline_ms),
             },
@@ -195,6 +204,7 @@ impl Lab {
             &lab.topo.client,
             lab.clock,
             crate::writer::WriterSettings {
+                transport: lab.tsql_transport(),
                 target: SocketAddr::from((OVERLAY, config::TDS_PORT)),
                 user: config::USER.into(),
                 password: lab.password.clone(),
@@ -242,6 +252,11 @@ impl Lab {
         &self.pki.ca_file
     }
 
+    /// How the lab's own T-SQL sessions (HA manager, writer) reach the sims.
+    pub(crate) fn tsql_transport(&self) -> crate::tsql::Transport {
+        self.transport.clone()
+    }
+
     /// Starts node `i`'s tds-sim with `role` and waits for its listening line.
     pub fn start_sim(&mut self, i: usize, role: &str) -> Result<(), String> {
         let n = &self.nodes[i];
@@ -268,14 +283,21 @@ impl Lab {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        // SQL Server's default (encryption off, a certificate for the login and for clients
-        // that ask): the agents and the measuring client ask for mandatory encryption.
+        // mandatory: SQL Server's default (encryption off, a certificate for the login and
+        // for clients that ask), the agents and the measuring client ask for encryption.
+        // strict: TDS 8.0 only, every connection starts with TLS.
         let tls = &self.pki.servers[i];
+        let encryption = match self.settings.encrypt {
+            Encrypt::Mandatory => "off",
+            Encrypt::Strict => "strict",
+        };
         args.extend([
             "--tls-cert".to_owned(),
             tls.cert.display().to_string(),
             "--tls-key".to_owned(),
             tls.key.display().to_string(),
+            "--encryption".to_owned(),
+            encryption.to_owned(),
         ]);
         args.extend(self.ag_args(i));
         let child = procs::spawn_in(&n.ns, &self.sim_bin, &args, &[], &log, Some(&out))?;
@@ -344,8 +366,10 @@ impl Lab {
             self.password.clone(),
             sql.to_string(),
         );
+        let transport = self.tsql_transport();
         in_ns(&self.nodes[i].ns, move || {
             crate::tsql::run(
+                &transport,
                 SocketAddr::from(([127, 0, 0, 1], config::TDS_PORT)),
                 &user,
                 &pw,
@@ -489,7 +513,10 @@ impl Lab {
                 self.nodes.len(),
                 self.settings.agent,
                 &self.dir.join("http-token"),
-                &self.pki.ca_file,
+                config::SqlTls {
+                    encrypt: self.settings.encrypt,
+                    ca_file: &self.pki.ca_file,
+                },
                 &pin_dir,
                 self.cloud.as_ref().map(|c| c.agent_section(i)).as_deref(),
             ),

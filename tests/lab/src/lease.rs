@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config;
 use crate::lab::Lab;
 use crate::netns::NsHandle;
-use crate::tsql::{EXTERNAL_CLUSTER, Session};
+use crate::tsql::{EXTERNAL_CLUSTER, Session, Transport};
 
 /// No node holds the lease (the renewers idle).
 const NOBODY: usize = usize::MAX;
@@ -51,6 +51,8 @@ pub struct LeaseRenewer {
 /// What every renewer thread needs.
 #[derive(Clone)]
 pub struct RenewSettings {
+    /// TLS first when the sims run strict.
+    pub transport: Transport,
     pub user: String,
     pub password: String,
     pub validity_s: u64,
@@ -68,7 +70,13 @@ struct Shared {
 fn renew_once(session: &mut Option<Session>, s: &RenewSettings) -> Result<(), String> {
     if session.is_none() {
         let addr = SocketAddr::from(([127, 0, 0, 1], config::TDS_PORT));
-        let se = Session::login(addr, &s.user, &s.password, Duration::from_millis(500))?;
+        let se = Session::login(
+            &s.transport,
+            addr,
+            &s.user,
+            &s.password,
+            Duration::from_millis(500),
+        )?;
         *session = Some(se);
     }
     let sql = format!(
@@ -228,6 +236,7 @@ impl Lab {
             &ns,
             0,
             RenewSettings {
+                transport: self.tsql_transport(),
                 user: config::USER.into(),
                 password: self.password().to_owned(),
                 validity_s: self.settings.write_lease_validity_s,

@@ -1,6 +1,6 @@
-//! What shapes a lab run: which implementation guards the address, the agents' and
-//! keepalived's timings, the AG's commit rule and write lease, the client's and the
-//! writer's pace. Kept apart from `lab.rs` so that the running lab's code stays readable.
+//! What shapes a lab run: which implementation guards the address, how SQL connections
+//! are encrypted, the agents' and keepalived's timings, the AG's commit rule and write
+//! lease, the client's and the writer's pace. Kept apart from `lab.rs` so that the running lab's code stays readable.
 
 use std::path::PathBuf;
 
@@ -34,10 +34,36 @@ impl Impl {
     }
 }
 
+/// How the lab's SQL connections are encrypted (`--encrypt`), named as `sql.encrypt` names
+/// it; the certificates always come from the lab CA.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display, strum::EnumString,
+)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Encrypt {
+    /// The sims run SQL Server's default (`--encryption off`, with a certificate); the agents
+    /// and the measuring client ask for encryption and verify the certificate; the lab's own
+    /// T-SQL (HA manager, writer, idle sessions) logs in without TLS, as the sims allow.
+    Mandatory,
+    /// TDS 8.0 (`--encryption strict`): every connection, the lab's own included, starts
+    /// with TLS (ALPN `tds/8.0`) verified against the lab CA; the sims refuse anything else.
+    Strict,
+}
+
+impl Encrypt {
+    pub const ALL: [Encrypt; 2] = [Encrypt::Mandatory, Encrypt::Strict];
+
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Everything that shapes a lab run.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub implementation: Impl,
+    /// The agents' `sql.encrypt` and what the sims and the lab's own connections do.
+    pub encrypt: Encrypt,
     pub nodes: usize,
     pub agent: AgentTiming,
     pub keepalived: KeepalivedTiming,
@@ -90,6 +116,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             implementation: Impl::Tdsvip,
+            encrypt: Encrypt::Mandatory,
             nodes: 3,
             agent: AgentTiming {
                 interval_ms: 20,
@@ -130,7 +157,7 @@ impl Default for Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::Impl;
+    use super::{Encrypt, Impl};
     use crate::scenario::Scenario;
 
     /// strum's names are exactly the ones the hand-written matches gave (JSON and CLI).
@@ -142,6 +169,10 @@ mod tests {
         for i in Impl::ALL {
             assert_eq!(i.name().parse::<Impl>(), Ok(i));
         }
+        for e in Encrypt::ALL {
+            assert_eq!(e.name().parse::<Encrypt>(), Ok(e));
+        }
+        assert_eq!(Encrypt::Strict.name(), "strict");
         let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(
             names,
@@ -154,7 +185,9 @@ mod tests {
                 "flap",
                 "loss",
                 "kill-agent",
-                "async-replica"
+                "async-replica",
+                "kill-agent-then-failover",
+                "freeze-agent-then-failover"
             ]
         );
         for s in Scenario::ALL {

@@ -5,10 +5,19 @@
 //!
 //! Every read and write is bounded by the session's timeout; an ERROR token is an `Err`
 //! naming SQL Server's message number, so callers can tell 41142 from a timeout.
+//!
+//! With the lab's `--encrypt strict` the sims refuse anything but TDS 8.0, so a session
+//! then starts with TLS (ALPN `tds/8.0`, the lab CA) and runs the same exchange inside it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use tds_codec::batch::SqlBatch;
 use tds_codec::login7::Login7;
@@ -17,12 +26,109 @@ use tds_codec::prelogin::{Encryption, Prelogin, Version};
 use tds_codec::token::{Token, decode_stream};
 use tds_codec::types::Value;
 
+use crate::settings::Encrypt;
+
 /// Sets the session context an EXTERNAL AG requires before FAILOVER.
 pub const EXTERNAL_CLUSTER: &str =
     "EXEC sp_set_session_context @key = N'external_cluster', @value = N'yes';";
 
+/// How a session reaches its server: TDS 7.x without TLS (what the sims allow in the lab's
+/// `mandatory` runs, where only the agents and the measuring client encrypt) or TDS 8.0.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Plain,
+    /// TLS first, verified against the lab CA by the target's IP address.
+    Strict(Arc<ClientConfig>),
+}
+
+impl Transport {
+    /// The transport the lab's own sessions need when the sims run with `encrypt`.
+    pub fn new(encrypt: Encrypt, ca_file: &Path) -> Result<Transport, String> {
+        match encrypt {
+            Encrypt::Mandatory => Ok(Transport::Plain),
+            Encrypt::Strict => strict_client_config(ca_file).map(Transport::Strict),
+        }
+    }
+}
+
+/// A TDS 8.0 client configuration: TLS 1.3 or 1.2, ALPN `tds/8.0`, the CA in `ca_file`,
+/// ring as everywhere else in tdsvip.
+pub fn strict_client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", ca_file.display());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    let mut c = ClientConfig::builder_with_provider(tdsvip_probes::tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![tdsvip_probes::tls::TDS8_ALPN.to_vec()];
+    Ok(Arc::new(c))
+}
+
+/// The socket a session runs on, plain or inside TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn open(addr: SocketAddr, transport: &Transport, tcp: TcpStream) -> Result<Stream, String> {
+        match transport {
+            Transport::Plain => Ok(Stream::Plain(tcp)),
+            Transport::Strict(config) => {
+                let name = ServerName::IpAddress(addr.ip().into());
+                let conn =
+                    ClientConnection::new(config.clone(), name).map_err(|e| format!("TLS: {e}"))?;
+                let mut tls = StreamOwned::new(conn, tcp);
+                // The handshake now, so that a refused certificate says so at login.
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| io("TLS handshake", e))?;
+                }
+                Ok(Stream::Tls(Box::new(tls)))
+            }
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 pub struct Session {
-    s: TcpStream,
+    s: Stream,
 }
 
 /// What a batch returned: result sets of rows, and the last DONE row count.
@@ -37,8 +143,10 @@ fn io(what: &str, e: std::io::Error) -> String {
 }
 
 impl Session {
-    /// Connects and logs in within `timeout` (also each later read's limit).
+    /// Connects over `transport` and logs in within `timeout` (also each later read's
+    /// limit).
     pub fn login(
+        transport: &Transport,
         addr: SocketAddr,
         user: &str,
         password: &str,
@@ -50,7 +158,9 @@ impl Session {
         s.set_write_timeout(Some(timeout))
             .map_err(|e| io("socket", e))?;
         let _ = s.set_nodelay(true);
-        let mut me = Session { s };
+        let mut me = Session {
+            s: Stream::open(addr, transport, s)?,
+        };
         let p = Prelogin {
             version: Some(Version {
                 major: 1,
@@ -81,12 +191,14 @@ impl Session {
     }
 
     pub fn set_timeout(&self, t: Duration) {
-        let _ = self.s.set_read_timeout(Some(t));
+        let _ = self.s.tcp().set_read_timeout(Some(t));
     }
 
     fn send(&mut self, ty: PacketType, payload: &[u8]) -> Result<(), String> {
+        // flush: inside TLS, what rustls still holds goes out now, and its errors show.
         self.s
             .write_all(&encode_message(ty, payload, 4096, 0))
+            .and_then(|()| self.s.flush())
             .map_err(|e| io("send", e))
     }
 
@@ -149,11 +261,12 @@ fn errors(toks: &[Token]) -> Result<(), String> {
 
 /// One batch on a fresh session.
 pub fn run(
+    transport: &Transport,
     addr: SocketAddr,
     user: &str,
     password: &str,
     sql: &str,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    Session::login(addr, user, password, timeout)?.batch(sql)
+    Session::login(transport, addr, user, password, timeout)?.batch(sql)
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::netns::NsHandle;
-use crate::tsql::Session;
+use crate::tsql::{Session, Transport};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
@@ -48,6 +48,8 @@ impl crate::clock::Stamped for WriteFailure {
 
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
+    /// TLS first when the sims run strict.
+    pub transport: Transport,
     pub target: SocketAddr,
     pub user: String,
     pub password: String,
@@ -151,7 +153,13 @@ fn run(clock: Clock, s: WriterSettings, log: Log, stop: Arc<AtomicBool>) {
         let started = std::time::Instant::now();
         if session.is_none() {
             let at = clock.now();
-            match Session::login(s.target, &s.user, &s.password, s.login_deadline) {
+            match Session::login(
+                &s.transport,
+                s.target,
+                &s.user,
+                &s.password,
+                s.login_deadline,
+            ) {
                 Ok(se) => {
                     se.set_timeout(s.commit_deadline);
                     session = Some(se);

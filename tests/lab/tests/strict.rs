@@ -1,0 +1,96 @@
+//! TDS 8.0 in the lab (issue 14): one kill-primary trial with `--encrypt strict`, where the
+//! sims refuse anything but TLS first (ALPN `tds/8.0`) and every connection, the agents'
+//! probes, peers', the measuring client's, the writer's and the lab's own T-SQL, starts with
+//! TLS verified against the lab CA. Asserts what scenarios.rs asserts for kill-primary's
+//! safety: the new primary answers the client within 1 s of its promotion, no sample shows
+//! two owners or two MACs answering ARP, no acknowledged commit is lost, no two sims would
+//! acknowledge a commit, no write-lease renewal failed.
+//!
+//! Its own mutex: cargo runs test binaries one after another, so this never overlaps the
+//! scenario tests; the mutex keeps any later test in this file apart from it.
+
+use std::sync::Mutex;
+
+use tdsvip_lab::lab::{Encrypt, Settings};
+use tdsvip_lab::measure::dual_mac_samples;
+use tdsvip_lab::scenario::Scenario;
+use tdsvip_lab::{DrillOutcome, run_drill};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn strict_drill(scenario: Scenario) -> DrillOutcome {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Settings::default();
+    // As in scenarios.rs: a debug build's TLS login is slow on 2 busy cores; a merely slow
+    // login must not count as failed.
+    let client_deadline_ms = if cfg!(debug_assertions) {
+        d.client_deadline_ms.max(250)
+    } else {
+        d.client_deadline_ms
+    };
+    let settings = Settings {
+        encrypt: Encrypt::Strict,
+        keep: true,
+        client_deadline_ms,
+        ..d
+    };
+    match run_drill(settings, scenario, 1, false) {
+        Ok(out) => out,
+        Err(e) => panic!("{scenario} with strict: the lab failed: {e}"),
+    }
+}
+
+#[test]
+fn kill_primary_with_strict() {
+    let out = strict_drill(Scenario::KillPrimary);
+    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    assert_eq!(out.trials.len(), 1, "{ctx}");
+    // The agents did run strict (a mandatory agent cannot talk to a strict sim at all).
+    let agent = std::fs::read_to_string(out.work_dir.join("node1.toml")).unwrap_or_default();
+    assert!(agent.contains("encrypt = \"strict\""), "{agent}\n{ctx}");
+
+    let t = &out.trials[0];
+    let r = &t.result;
+    assert!(!t.promotions.is_empty(), "{ctx}");
+    for (k, p) in r.promotion_to_client.iter().enumerate() {
+        let p = p.unwrap_or_else(|| {
+            panic!("promotion {k}: the new primary never answered the client\n{ctx}")
+        });
+        assert!(
+            p <= 1000.0,
+            "promotion {k}: client answered {p:.1} ms after promotion (> 1 s)\n{ctx}"
+        );
+    }
+    assert_eq!(r.dual_owner_samples, 0, "dual-owner samples\n{ctx}");
+    assert_eq!(
+        dual_mac_samples(&t.arp),
+        0,
+        "ARP probes answered by two MACs\n{ctx}"
+    );
+
+    // Synchronous commit: every acknowledged commit survives; the writer did commit, so
+    // its strict sessions worked.
+    assert!(
+        t.commits.acked > 0,
+        "the writer got no acknowledgement\n{ctx}"
+    );
+    assert!(
+        t.commits.lost.is_empty(),
+        "acknowledged commits lost: {:?}\n{ctx}",
+        t.commits.lost
+    );
+    assert_eq!(out.summary.lost_commits, 0, "{ctx}");
+    let p = t.primaries;
+    assert!(
+        p.samples > 50,
+        "too few would-acknowledge samples: {p:?}\n{ctx}"
+    );
+    assert_eq!(p.dual, 0, "dual-primary samples\n{ctx}");
+    // The lab's own strict T-SQL renewed the write lease throughout.
+    assert!(
+        t.lease_failures.is_empty(),
+        "failed lease renewals: {:?}\n{ctx}",
+        t.lease_failures
+    );
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
