@@ -203,6 +203,7 @@ impl CommonArgs {
                 timeout_ms: self.probe_timeout_ms,
                 rise: self.rise,
                 fall: self.fall,
+                ..d.agent
             },
             keepalived: KeepalivedTiming {
                 advert_int: self.advert_int,

@@ -123,6 +123,7 @@ impl Default for Settings {
                 timeout_ms: 200,
                 rise: 2,
                 fall: 3,
+                lease_ms: crate::config::ownership_lease_ms(),
             },
             keepalived: KeepalivedTiming {
                 advert_int: 0.01,
