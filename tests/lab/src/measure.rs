@@ -9,10 +9,19 @@
 //!   started after the fault, 0 when none failed; with no promotion (kill-agent): from the
 //!   first failed attempt to the end of the first `ok` after the last failure;
 //! - *takeover*: the first owner sample after the fault in which the promoted node owns
-//!   the overlay IP; `idle_session_reset`: when an idle session saw EOF/RST − takeover
-//!   (negative when the old primary closed it before the takeover, e.g. its process died);
-//! - `dual_owner_samples`: samples in the trial in which more than one node owned it (had
-//!   it on its up `eth0` and its eBPF guard did not fence it, see [`crate::sampler`]);
+//!   the overlay IP; `idle_session_reset`: for the idle sessions that tdsvip reset (the new
+//!   owner's tickle or the old owner's SOCK_DESTROY, attributed as [`idle`] explains), when
+//!   the session saw the RST − takeover (negative for SOCK_DESTROY: the old owner releases
+//!   before the new one takes over); a session closed by anything else (a FIN, or an RST
+//!   before either agent acted, as from the kernel of a killed sim) is not tdsvip's work:
+//!   it is `None` there and counted apart (`idle_reset_not_by_tdsvip`);
+//! - `dual_owner_samples`: samples in the trial in which more than one node was known to
+//!   own it (had it on its up `eth0` and its eBPF guard did not fence it, see
+//!   [`crate::sampler`]); a node whose read could not tell is not counted as an owner;
+//! - `unknown_samples`: samples in the trial in which some node's read could not tell
+//!   whether it owned the address (asserted zero: otherwise zero dual owners proves
+//!   nothing); `owner_sample_spreads`: each sample's spread (first read start to last read
+//!   end), the bound on how far apart in time one sample's nodes were seen;
 //! - `fenced_holder_samples`: samples in which some node had it on its up `eth0` while its
 //!   guard fenced it (reported, not asserted: the guard doing its job);
 //! - `non_primary_answers`: answers received in a settled period (settle → next fault or
@@ -23,8 +32,11 @@
 //!   client answered by two MACs. One broadcast request reaches every node at once, so two
 //!   answers are two nodes answering for the address at the same moment.
 
+pub mod idle;
+
 use crate::client::{Attempt, IdleSession};
 use crate::sampler::OwnerSample;
+use idle::{AgentBounds, ResetBy};
 
 /// One promotion: when, which node, and that node's `@@SERVERNAME`.
 #[derive(Debug, Clone)]
@@ -55,8 +67,18 @@ pub struct TrialResult {
     pub promotion_to_client: Vec<Option<f64>>,
     pub client_outage: Vec<Option<f64>>,
     pub takeover: Option<f64>,
+    /// Per idle session: its reset − takeover when tdsvip reset it, else `None`.
     pub idle_reset: Vec<Option<f64>>,
+    /// Per idle session: who closed it (`None`: still open at the end).
+    pub idle_reset_by: Vec<Option<ResetBy>>,
+    /// Closes that were not tdsvip's, − takeover (`None` without a takeover).
+    pub idle_reset_not_by_tdsvip: Vec<Option<f64>>,
+    /// When the agents' first steps happened at the earliest (see [`idle`]).
+    pub agent_bounds: AgentBounds,
     pub dual_owner_samples: usize,
+    pub unknown_samples: usize,
+    /// Per owner sample in the trial, ms from its first read's start to its last read's end.
+    pub owner_sample_spreads: Vec<f64>,
     pub fenced_holder_samples: usize,
     pub non_primary_answers: usize,
     /// Answers by a non-primary before the promotion settled (reported, not asserted).
@@ -146,12 +168,15 @@ pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
                 .count();
         }
     }
-    let samples: Vec<&OwnerSample> = t
+    let samples: Vec<OwnerSample> = t
         .owners
         .iter()
         .filter(|s| s.at >= t.start && s.at < t.end)
+        .cloned()
         .collect();
     r.dual_owner_samples = samples.iter().filter(|s| s.count() > 1).count();
+    r.unknown_samples = samples.iter().filter(|s| s.has_unknown()).count();
+    r.owner_sample_spreads = samples.iter().map(|s| s.spread).collect();
     r.fenced_holder_samples = samples.iter().filter(|s| s.fenced_holders() > 0).count();
     if let (Some(p), Some(&fault)) = (t.promotions.first(), t.faults.first()) {
         r.takeover = samples
@@ -159,15 +184,42 @@ pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
             .find(|s| s.at >= fault && s.owners.get(p.node).copied().unwrap_or(false))
             .map(|s| s.at);
     }
+    idle_resets(t, &samples, &mut r);
+    r
+}
+
+/// Attributes the idle sessions' closes ([`idle`]) and fills the idle fields of `r`.
+fn idle_resets(t: &TrialInput<'_>, samples: &[OwnerSample], r: &mut TrialResult) {
+    let fault = t.faults.first().copied().unwrap_or(t.start);
+    let old = samples
+        .iter()
+        .rev()
+        .find(|s| s.at < fault)
+        .filter(|s| s.count() == 1)
+        .and_then(|s| s.owners.iter().position(|o| *o));
+    let new = t.promotions.first().map(|p| p.node);
+    r.agent_bounds = idle::agent_bounds(samples, fault, old, new);
+    r.idle_reset_by = idle::attribute_all(t.idle, t.end, r.agent_bounds);
+    let since_takeover = |s: &IdleSession| match (&s.closed, r.takeover) {
+        (Some((at, _)), Some(tk)) => Some(at - tk),
+        _ => None,
+    };
     r.idle_reset = t
         .idle
         .iter()
-        .map(|s| match (s.closed.as_ref(), r.takeover) {
-            (Some((at, _)), Some(tk)) if *at < t.end => Some(at - tk),
+        .zip(&r.idle_reset_by)
+        .map(|(s, by)| match by {
+            Some(ResetBy::Tickle | ResetBy::SockDestroy) => since_takeover(s),
             _ => None,
         })
         .collect();
-    r
+    r.idle_reset_not_by_tdsvip = t
+        .idle
+        .iter()
+        .zip(&r.idle_reset_by)
+        .filter(|(_, by)| **by == Some(ResetBy::NotTdsvip))
+        .map(|(s, _)| since_takeover(s))
+        .collect();
 }
 
 /// When, after `after`, a route sample first showed every table pointing at `eni`, minus
@@ -290,6 +342,98 @@ mod tests {
         assert_eq!(r.non_primary_answers, 0);
         assert_eq!(r.failed_attempts, 3);
         assert_eq!(r.failed_after_first_success, 0);
+    }
+
+    #[test]
+    fn closes_by_the_dying_process_are_not_tdsvip_resets() {
+        use GuardState::*;
+        // kill-primary: the sim dies at 1000, its kernel FINs the idle sessions at 1001;
+        // the old owner's agent releases (fenced, address gone) at ~1030, the new owner
+        // acquires at ~1045 and a late session is reset by its tickle.
+        let owners = vec![
+            OwnerSample::new(995.0, vec![(true, Owner), (false, Fenced)]),
+            OwnerSample::new(1025.0, vec![(true, Owner), (false, Fenced)]),
+            OwnerSample::new(1035.0, vec![(false, Fenced), (false, Fenced)]),
+            OwnerSample::new(1045.0, vec![(false, Fenced), (false, Fenced)]),
+            OwnerSample::new(1055.0, vec![(false, Fenced), (true, Owner)]),
+        ];
+        let closed = |at: f64, how: &str| IdleSession {
+            opened: 900.0,
+            closed: Some((at, how.into())),
+        };
+        let idle = vec![
+            closed(1001.0, "eof"),
+            closed(1001.5, "reset"),
+            closed(1030.0, "reset"),
+            closed(1056.0, "reset"),
+        ];
+        let r = analyze(&TrialInput {
+            idle: &idle,
+            ..trial(1000.0, Some((1001.0, 1, "B")), &[], &owners)
+        });
+        assert_eq!(r.takeover, Some(1055.0));
+        assert_eq!(r.agent_bounds.release_from, Some(1025.0));
+        assert_eq!(r.agent_bounds.acquire_from, Some(1045.0));
+        use idle::ResetBy::*;
+        assert_eq!(
+            r.idle_reset_by,
+            vec![
+                Some(NotTdsvip),
+                Some(NotTdsvip),
+                Some(SockDestroy),
+                Some(Tickle)
+            ]
+        );
+        assert_eq!(r.idle_reset, vec![None, None, Some(-25.0), Some(1.0)]);
+        assert_eq!(r.idle_reset_not_by_tdsvip, vec![Some(-54.0), Some(-53.5)]);
+    }
+
+    #[test]
+    fn unknown_nodes_are_neither_owners_nor_non_owners() {
+        use crate::sampler::NodeRead;
+        use GuardState::*;
+        let read = |at: f64, present: Option<bool>, guard| {
+            Some(NodeRead {
+                from: at,
+                to: at + 0.2,
+                present,
+                guard,
+            })
+        };
+        let owners = vec![
+            // Node 0 unreadable: one known owner, not dual, but an unknown sample.
+            OwnerSample::from_reads(
+                1000.0,
+                vec![read(1000.0, None, Unknown), read(1001.0, Some(true), Owner)],
+            ),
+            // Address present, guard map unreadable: unknown too.
+            OwnerSample::from_reads(
+                1010.0,
+                vec![
+                    read(1010.0, Some(true), Unknown),
+                    read(1010.5, Some(true), Owner),
+                ],
+            ),
+            // No read delivered for node 1.
+            OwnerSample::from_reads(1020.0, vec![read(1020.0, Some(false), Owner), None]),
+            // Absent with an unreadable guard is a known non-owner.
+            OwnerSample::from_reads(
+                1030.0,
+                vec![
+                    read(1030.0, Some(false), Unknown),
+                    read(1030.1, Some(true), Owner),
+                ],
+            ),
+        ];
+        assert_eq!(owners[0].owners, vec![false, true]);
+        assert_eq!(owners[0].unknown, vec![true, false]);
+        assert!((owners[0].spread - 1.2).abs() < 1e-9);
+        assert_eq!(owners[2].unknown, vec![false, true]);
+        assert!(!owners[3].has_unknown());
+        let r = analyze(&trial(999.0, None, &[], &owners));
+        assert_eq!(r.dual_owner_samples, 0);
+        assert_eq!(r.unknown_samples, 3);
+        assert_eq!(r.owner_sample_spreads.len(), 4);
     }
 
     #[test]

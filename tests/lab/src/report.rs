@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::lab::{Impl, Lab, Settings};
 use crate::measure::dual_mac_samples;
+use crate::measure::idle::ResetBy;
 use crate::scenario::{Scenario, Trial};
 use crate::stats::{Summary, summarize_optional};
 
@@ -16,9 +17,20 @@ pub struct RunSummary {
     pub trials: usize,
     pub client_outage_ms: Summary,
     pub promotion_to_client_ms: Summary,
+    /// Only the sessions tdsvip reset (tickle, SOCK_DESTROY); the others count as never.
     pub idle_session_reset_ms: Summary,
+    pub idle_resets_by_tickle: usize,
+    pub idle_resets_by_sock_destroy: usize,
+    /// Closed by something else (a FIN, or an RST before either agent acted, e.g. the
+    /// kernel of a killed sim), and when, relative to the takeover.
+    pub idle_resets_not_by_tdsvip: usize,
+    pub idle_reset_not_by_tdsvip_ms: Summary,
     pub route_tables_ms: Option<Summary>,
     pub dual_owner_samples: usize,
+    /// Owner samples in which some node's read could not tell (see [`crate::sampler`]).
+    pub unknown_samples: usize,
+    /// The sampling error bound: per owner sample, first read start to last read end.
+    pub owner_sample_spread_ms: Summary,
     /// ARP probes of the overlay IP answered by two MACs.
     pub arp_dual_mac_samples: usize,
     /// Failed client attempts after the client was served again, per trial, and in all.
@@ -106,11 +118,24 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
         client_outage_ms: summarize_optional(&all(&|t| t.result.client_outage.clone())),
         promotion_to_client_ms: summarize_optional(&all(&|t| t.result.promotion_to_client.clone())),
         idle_session_reset_ms: summarize_optional(&all(&|t| t.result.idle_reset.clone())),
+        idle_resets_by_tickle: count_by(trials, ResetBy::Tickle),
+        idle_resets_by_sock_destroy: count_by(trials, ResetBy::SockDestroy),
+        idle_resets_not_by_tdsvip: count_by(trials, ResetBy::NotTdsvip),
+        idle_reset_not_by_tdsvip_ms: summarize_optional(&all(&|t| {
+            t.result.idle_reset_not_by_tdsvip.clone()
+        })),
         route_tables_ms: lab
             .cloud
             .as_ref()
             .map(|_| summarize_optional(&all(&|t| t.route_tables.clone()))),
         dual_owner_samples: trials.iter().map(|t| t.result.dual_owner_samples).sum(),
+        unknown_samples: trials.iter().map(|t| t.result.unknown_samples).sum(),
+        owner_sample_spread_ms: crate::stats::summarize(
+            &trials
+                .iter()
+                .flat_map(|t| t.result.owner_sample_spreads.iter().copied())
+                .collect::<Vec<f64>>(),
+        ),
         arp_dual_mac_samples: trials.iter().map(|t| dual_mac_samples(&t.arp)).sum(),
         failed_after_first_success: summarize_optional(&all(&|t| {
             vec![Some(t.result.failed_after_first_success as f64)]
@@ -131,6 +156,14 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
     }
 }
 
+fn count_by(trials: &[Trial], by: ResetBy) -> usize {
+    trials
+        .iter()
+        .flat_map(|t| &t.result.idle_reset_by)
+        .filter(|b| **b == Some(by))
+        .count()
+}
+
 impl RunSummary {
     pub fn to_json(&self) -> Value {
         let mut v = json!({
@@ -140,7 +173,13 @@ impl RunSummary {
             "client_outage_ms": self.client_outage_ms,
             "promotion_to_client_ms": self.promotion_to_client_ms,
             "idle_session_reset_ms": self.idle_session_reset_ms,
+            "idle_resets_by_tickle": self.idle_resets_by_tickle,
+            "idle_resets_by_sock_destroy": self.idle_resets_by_sock_destroy,
+            "idle_resets_not_by_tdsvip": self.idle_resets_not_by_tdsvip,
+            "idle_reset_not_by_tdsvip_ms": self.idle_reset_not_by_tdsvip_ms,
             "dual_owner_samples": self.dual_owner_samples,
+            "unknown_samples": self.unknown_samples,
+            "owner_sample_spread_ms": self.owner_sample_spread_ms,
             "arp_dual_mac_samples": self.arp_dual_mac_samples,
             "failed_attempts_after_first_success": {
                 "per_trial": self.failed_after_first_success,
@@ -270,11 +309,16 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
         }
     }
     for (k, (opened, closed)) in t.idle_sessions.iter().enumerate() {
+        let by = match t.result.idle_reset_by.get(k).copied().flatten() {
+            Some(ResetBy::Tickle) => "the new owner's tickle",
+            Some(ResetBy::SockDestroy) => "the old owner's SOCK_DESTROY",
+            _ => "not tdsvip",
+        };
         match closed {
             Some((at, how)) => lines.push((
                 *at,
                 format!(
-                    "{}  idle session {k} (opened {}) closed: {how}",
+                    "{}  idle session {k} (opened {}) closed: {how} (by {by})",
                     rel(*at),
                     rel(*opened).trim()
                 ),
@@ -323,12 +367,18 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
     }
     let r = &t.result;
     out.push_str(&format!(
-        "  => promotion->client {:?} ms, outage {:?} ms, takeover {} ms after the fault, idle resets after takeover {:?} ms, dual-owner samples {}, ARP answered by two MACs {}, fenced-holder samples {}, non-primary answers after settle {} (before settle {}), failed attempts {} ({} after the client was served again)\n",
+        "  => promotion->client {:?} ms, outage {:?} ms, takeover {} ms after the fault, idle resets by tdsvip after takeover {:?} ms (closed by others {:?}), dual-owner samples {} (unknown samples {}, sample spread max {} ms), ARP answered by two MACs {}, fenced-holder samples {}, non-primary answers after settle {} (before settle {}), failed attempts {} ({} after the client was served again)\n",
         r.promotion_to_client.iter().map(|x| f(*x)).collect::<Vec<_>>(),
         r.client_outage.iter().map(|x| f(*x)).collect::<Vec<_>>(),
         f(r.takeover.map(|x| x - t0)),
         r.idle_reset.iter().map(|x| f(*x)).collect::<Vec<_>>(),
+        r.idle_reset_not_by_tdsvip
+            .iter()
+            .map(|x| f(*x))
+            .collect::<Vec<_>>(),
         r.dual_owner_samples,
+        r.unknown_samples,
+        f(r.owner_sample_spreads.iter().copied().reduce(f64::max)),
         dual_mac_samples(&t.arp),
         r.fenced_holder_samples,
         r.non_primary_answers,
@@ -374,13 +424,18 @@ pub fn summary_text(s: &RunSummary) -> String {
     );
     out.push_str(&line("client outage ms", &s.client_outage_ms));
     out.push_str(&line("promotion->client ms", &s.promotion_to_client_ms));
-    out.push_str(&line("idle session reset ms", &s.idle_session_reset_ms));
+    out.push_str(&line("idle reset by tdsvip ms", &s.idle_session_reset_ms));
+    out.push_str(&format!(
+        "  idle sessions reset by tickle {}, by SOCK_DESTROY {}, closed by others {}\n",
+        s.idle_resets_by_tickle, s.idle_resets_by_sock_destroy, s.idle_resets_not_by_tdsvip
+    ));
+    out.push_str(&line("owner sample spread ms", &s.owner_sample_spread_ms));
     if let Some(r) = &s.route_tables_ms {
         out.push_str(&line("route tables ms", r));
     }
     out.push_str(&format!(
-        "  dual-owner samples {}, ARP answered by two MACs {}, fenced-holder samples {}, non-primary answers {}\n",
-        s.dual_owner_samples, s.arp_dual_mac_samples, s.fenced_holder_samples, s.non_primary_answers
+        "  dual-owner samples {} (unknown samples {}), ARP answered by two MACs {}, fenced-holder samples {}, non-primary answers {}\n",
+        s.dual_owner_samples, s.unknown_samples, s.arp_dual_mac_samples, s.fenced_holder_samples, s.non_primary_answers
     ));
     out.push_str(&line("failed after served", &s.failed_after_first_success));
     out.push_str(&format!(
