@@ -69,6 +69,9 @@ pub struct BenchArgs {
     pub scenario: Option<Scenario>,
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write an SVG of the promotion -> client CDFs, one line per implementation, here.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -21,6 +21,8 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
 
 use tdsvip_bench_output::bench_dir;
 
+use tdsvip_lab::plot::CdfPanel;
+
 fn run(cli: Cli) -> Result<(), String> {
     signals::install()?;
     match cli.cmd {
@@ -47,8 +49,13 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut timelines = String::new();
             let mut table = std::collections::BTreeMap::new();
             let scenarios = b.scenarios();
+            // Per scenario, per implementation: promotion -> client of every promotion.
+            let mut cdf: Vec<CdfPanel> = scenarios
+                .iter()
+                .map(|s| (s.name().to_owned(), Vec::new()))
+                .collect();
             for implementation in Impl::ALL {
-                for &scenario in &scenarios {
+                for (k, &scenario) in scenarios.iter().enumerate() {
                     eprintln!(
                         "bench: {} / {scenario}, {} trials",
                         implementation.name(),
@@ -61,6 +68,13 @@ fn run(cli: Cli) -> Result<(), String> {
                         false,
                     )?;
                     print!("{}", tdsvip_lab::report::summary_text(&out.summary));
+                    cdf[k].1.push((
+                        implementation.name().to_owned(),
+                        out.trials
+                            .iter()
+                            .flat_map(|t| t.result.promotion_to_client.iter().copied())
+                            .collect(),
+                    ));
                     timelines.push_str(&out.text);
                     table.insert(
                         (implementation.name(), scenario.name()),
@@ -127,6 +141,10 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(p) = &b.json {
                 write_file(p, &text)?;
                 println!("JSON: {}", p.display());
+            }
+            if let Some(p) = &b.plot {
+                write_file(p, &tdsvip_lab::plot::cdf_svg(&cdf)?)?;
+                println!("plot: {}", p.display());
             }
             Ok(())
         }
