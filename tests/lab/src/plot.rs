@@ -23,7 +23,7 @@ use crate::scenario::Trial;
 use crate::stats::summarize_optional;
 
 const W: u32 = 1100;
-const LEGEND_W: u32 = 300;
+const LEGEND_W: u32 = 340;
 const LANE_PX: u32 = 34;
 const OWNED: RGBColor = RGBColor(190, 215, 250);
 const OK: RGBColor = RGBColor(44, 160, 44);
@@ -305,6 +305,8 @@ fn cdf_panel(
         .configure_mesh()
         .x_desc("ms from the promotion to the client's first ok answer (log)")
         .y_desc("fraction of promotions")
+        .x_labels(8)
+        .light_line_style(WHITE)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.1}"))
         .label_style(("sans-serif", 12))
@@ -325,11 +327,11 @@ fn cdf_panel(
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(err)?;
         let sum = summarize_optional(values);
-        let f = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.1}"));
+        let f = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.0}"));
         entries.push((
             Mark::Line(color),
             format!(
-                "{name}: p50 {} p99 {} ms ({}/{} served)",
+                "{name}: p50 {} / p99 {} ms, {}/{} served",
                 f(sum.p50),
                 f(sum.p99),
                 v.len(),
@@ -363,7 +365,7 @@ mod tests {
         )])
         .unwrap();
         assert!(svg.starts_with("<svg"));
-        assert!(svg.contains("tdsvip: p50 40.0 p99 - ms (2/3 served)"));
-        assert!(svg.contains("keepalived: p50 900.0 p99 1100.0 ms (2/2 served)"));
+        assert!(svg.contains("tdsvip: p50 40 / p99 - ms, 2/3 served"));
+        assert!(svg.contains("keepalived: p50 900 / p99 1100 ms, 2/2 served"));
     }
 }
