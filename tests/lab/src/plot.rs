@@ -254,6 +254,17 @@ fn trial_panel(lab: &Lab, t: &Trial, area: &Area<'_>) -> Result<(), String> {
     )
 }
 
+/// `v` when it is 1, 2 or 5 times a power of ten, else nothing.
+fn log_label(v: f64) -> String {
+    let m = v / 10f64.powf(v.log10().floor());
+    let named = [1.0, 2.0, 5.0].iter().any(|n| (m - n).abs() < 0.01);
+    if named {
+        format!("{v:.0}")
+    } else {
+        String::new()
+    }
+}
+
 /// One CDF panel: the scenario and, per implementation, its promotion -> client values.
 pub type CdfPanel = (String, Vec<(String, Vec<Option<f64>>)>);
 
@@ -305,9 +316,11 @@ fn cdf_panel(
         .configure_mesh()
         .x_desc("ms from the promotion to the client's first ok answer (log)")
         .y_desc("fraction of promotions")
-        .x_labels(8)
+        // Many key points, but only 1, 2 and 5 times a power of ten are named: enough labels
+        // for a narrow range, none crowding at the end of a decade.
+        .x_labels(40)
         .light_line_style(WHITE)
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| log_label(*v))
         .y_label_formatter(&|v| format!("{v:.1}"))
         .label_style(("sans-serif", 12))
         .draw()
@@ -345,6 +358,14 @@ fn cdf_panel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_axis_names_one_two_five() {
+        assert_eq!(log_label(20.0), "20");
+        assert_eq!(log_label(500.0), "500");
+        assert_eq!(log_label(30.0), "");
+        assert_eq!(log_label(900.0), "");
+    }
 
     #[test]
     fn event_times_in_the_legend() {
