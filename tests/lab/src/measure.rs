@@ -85,6 +85,8 @@ pub struct TrialResult {
     pub non_primary_before_settle: usize,
     pub failed_attempts: usize,
     pub failed_after_first_success: usize,
+    /// The first failed attempts from the fault on: (start, end, outcome), for the timeline.
+    pub failures: Vec<(f64, f64, &'static str)>,
 }
 
 /// ARP samples answered by more than one MAC (see the module doc).
@@ -103,10 +105,17 @@ pub fn analyze(t: &TrialInput<'_>) -> TrialResult {
         .iter()
         .filter(|a| a.start >= t.start && a.start < t.end)
         .collect();
-    r.failed_attempts = in_trial
+    let fault = t.faults.first().copied().unwrap_or(t.start);
+    let failed: Vec<&&Attempt> = in_trial
         .iter()
-        .filter(|a| a.start >= t.faults.first().copied().unwrap_or(t.start) && !ok(a))
-        .count();
+        .filter(|a| a.start >= fault && !ok(a))
+        .collect();
+    r.failed_attempts = failed.len();
+    r.failures = failed
+        .iter()
+        .take(12)
+        .map(|a| (a.start, a.end, a.outcome))
+        .collect();
     for (k, p) in t.promotions.iter().enumerate() {
         let fault = t.faults.get(k).copied().unwrap_or(p.at);
         let next_fault = t.faults.get(k + 1).copied().unwrap_or(t.end);

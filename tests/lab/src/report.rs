@@ -466,6 +466,16 @@ fn ag_lines(t: &Trial, rel: &dyn Fn(f64) -> String) -> Vec<(f64, String)> {
         ));
     }
     lines.extend(write_failure_lines(t, rel));
+    for (start, end, outcome) in &t.result.failures {
+        lines.push((
+            *start,
+            format!(
+                "{}  client: attempt failed ({outcome}) after {:.1} ms",
+                rel(*start),
+                end - start
+            ),
+        ));
+    }
     for f in &t.lease_failures {
         lines.push((
             f.at,
