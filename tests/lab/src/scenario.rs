@@ -310,7 +310,14 @@ pub fn run_trial(
     }
     let server = lab.nodes[primary].server.clone();
     let last = promotions.last().map_or(faults[0], |p| p.at);
-    wait_client(lab, &server, last, 3000);
+    // A failover while the old owner's agent is dead or frozen waits for its lease.
+    let serve_within = match scenario {
+        Scenario::KillAgentThenFailover | Scenario::FreezeAgentThenFailover => {
+            lab.settings.agent.lease_ms + 3000
+        }
+        _ => 3000,
+    };
+    wait_client(lab, &server, last, serve_within);
     // Watch a little longer: idle resets, stray answers from the old primary.
     sleep_ms(if scenario == Scenario::KillAgent {
         2000
