@@ -19,7 +19,7 @@
 //! anything: FENCED, or OWNER for an address it adopts (its replica was just seen PRIMARY).
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -296,16 +296,30 @@ fn pinned_layout(max_connections: u32) -> [MapLayout; 4] {
     ]
 }
 
+/// Attaches `program` to the interface's XDP hook. A link unpinned just before (another
+/// layout's, a replaced one) is freed by the kernel a moment later (`bpf_link_put` defers it
+/// to a workqueue), so the hook may still be busy: EBUSY is retried for up to
+/// [`HOOK_FREE_WAIT`]. Another program's attachment stays busy and fails after that wait.
 fn attach_xdp(
     program: &mut Xdp,
     ifindex: u32,
     mode: XdpAttachMode,
 ) -> Result<XdpLinkId, GuardError> {
-    program
-        .attach_to_if_index(ifindex, mode.to_aya())
-        .map_err(xdp_error)
+    let deadline = Instant::now() + HOOK_FREE_WAIT;
+    loop {
+        match program.attach_to_if_index(ifindex, mode.to_aya()) {
+            Err(aya::programs::ProgramError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other.map_err(xdp_error),
+        }
+    }
 }
 
+/// How long [`attach_xdp`] waits for a just-unpinned link to leave the hook.
+const HOOK_FREE_WAIT: Duration = Duration::from_secs(1);
 /// Swaps this program into the pinned link when there is one (atomically: the previous
 /// agent's program guards until this one does), else attaches and pins a new link.
 fn attach_pinned_xdp(
