@@ -6,17 +6,16 @@
 //! kept answering for good (two owners); before silent-but-answering peers were told apart
 //! from gone ones, the new owner acquired at once (two owners until the lease ran out).
 //!
-//! Labs run one at a time; this file's tests share a mutex, and cargo runs test binaries
-//! one after the other.
+//! Labs run one at a time (`common::drill_with`), and cargo runs test binaries one after
+//! the other.
 
-use std::sync::Mutex;
+mod common;
 
 use tdsvip_lab::lab::Settings;
 use tdsvip_lab::measure::dual_mac_samples;
 use tdsvip_lab::scenario::Scenario;
-use tdsvip_lab::{DrillOutcome, run_drill};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::{context, drill_with};
 
 /// The agents' ownership lease (`[ebpf] lease_ms`) in this build.
 const LEASE_MS: f64 = tdsvip_lab::config::ownership_lease_ms() as f64;
@@ -29,21 +28,9 @@ const FENCE_SLACK_MS: f64 = 60.0;
 /// acquire and TLS login on a loaded machine.
 const SERVE_SLACK_MS: f64 = 1000.0;
 
-fn drill(scenario: Scenario) -> DrillOutcome {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let settings = Settings {
-        keep: true,
-        // A debug build's TLS login can take a few hundred ms while agents start: see
-        // scenarios.rs. These tests assert who answers, not how fast a login is.
-        client_deadline_ms: 250,
-        ..Settings::default()
-    };
-    run_drill(settings, scenario, 1, false).unwrap_or_else(|e| panic!("{scenario}: {e}"))
-}
-
 fn check(scenario: Scenario) {
-    let out = drill(scenario);
-    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let out = drill_with(scenario, Settings::default());
+    let ctx = context(&out);
     let t = &out.trials[0];
     let fault = t.faults[0];
     assert_eq!(t.promotions.len(), 1, "{ctx}");

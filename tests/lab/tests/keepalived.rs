@@ -19,44 +19,30 @@
 //! secondary and back, each move an overlap; a release bench (20 trials) had up to 9
 //! dual-owner samples in one trial.
 //!
-//! Its own mutex: cargo runs test binaries one after another, so these never overlap the
-//! scenario tests; the mutex keeps this file's two labs apart.
+//! Cargo runs test binaries one after another, so these never overlap the scenario tests;
+//! `common::drill_with` keeps this file's two labs apart.
 
-use std::sync::Mutex;
+mod common;
 
+use tdsvip_lab::DrillOutcome;
 use tdsvip_lab::lab::{Impl, Settings};
 use tdsvip_lab::measure::dual_mac_samples;
 use tdsvip_lab::scenario::Scenario;
-use tdsvip_lab::{DrillOutcome, run_drill};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::{context, drill_with};
 
 fn drill(implementation: Impl) -> DrillOutcome {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let d = Settings::default();
-    // As in scenarios.rs: a debug build's TLS login is slow on 2 busy cores; a merely slow
-    // login must not count as failed.
-    let client_deadline_ms = if cfg!(debug_assertions) {
-        d.client_deadline_ms.max(250)
-    } else {
-        d.client_deadline_ms
-    };
     let settings = Settings {
         implementation,
-        keep: true,
-        client_deadline_ms,
-        ..d
+        ..Settings::default()
     };
-    match run_drill(settings, Scenario::KillPrimary, 1, false) {
-        Ok(out) => out,
-        Err(e) => panic!("{implementation}: the lab failed: {e}"),
-    }
+    drill_with(Scenario::KillPrimary, settings)
 }
 
 /// Asserts the criteria with `bound_ms` for promotion -> client; removes the work dir when
 /// they hold.
 fn check(out: &DrillOutcome, bound_ms: f64) {
-    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let ctx = context(out);
     assert_eq!(out.trials.len(), 1, "{ctx}");
     let t = &out.trials[0];
     let r = &t.result;

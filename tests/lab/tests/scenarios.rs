@@ -23,45 +23,23 @@
 //! The binaries come from the same target dir (`cargo build -p tdsvip -p tds-sim`, which
 //! `cargo test --workspace` does). The work dir is kept and printed when a test fails.
 
-use std::sync::Mutex;
+mod common;
 
+use tdsvip_lab::DrillOutcome;
 use tdsvip_lab::lab::Settings;
 use tdsvip_lab::measure::dual_mac_samples;
 use tdsvip_lab::measure::idle::{ResetBy, tickle_sent};
 use tdsvip_lab::scenario::Scenario;
-use tdsvip_lab::{DrillOutcome, run_drill};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::{context, drill_with};
 
 fn drill(scenario: Scenario) -> DrillOutcome {
     drill_with(scenario, Settings::default())
 }
 
-fn drill_with(scenario: Scenario, settings: Settings) -> DrillOutcome {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // A debug build spends ~10 ms on a TLS login when idle and several times that while an
-    // agent (re)starts on the same 2 cores; the client's 50 ms deadline is a release-build
-    // number (`./run-lab`). These tests assert behaviour (no failed attempt, no dual owner),
-    // so a login that is merely slow must not count as failed.
-    let client_deadline_ms = if cfg!(debug_assertions) {
-        settings.client_deadline_ms.max(250)
-    } else {
-        settings.client_deadline_ms
-    };
-    let settings = Settings {
-        keep: true,
-        client_deadline_ms,
-        ..settings
-    };
-    match run_drill(settings, scenario, 1, false) {
-        Ok(out) => out,
-        Err(e) => panic!("{scenario}: the lab failed: {e}"),
-    }
-}
-
 /// Synchronous commit: the writer's acknowledged commits all survive (issue 11).
 fn check_no_lost_commits(out: &DrillOutcome) {
-    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let ctx = context(out);
     let t = &out.trials[0];
     assert!(
         t.commits.acked > 0,
@@ -78,7 +56,7 @@ fn check_no_lost_commits(out: &DrillOutcome) {
 /// No sample in which two sims would have acknowledged a commit; and the sampler did read
 /// them: samples it could not rule out (unknown) must stay rare, or the zero means nothing.
 fn check_no_dual_primary(out: &DrillOutcome) {
-    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let ctx = context(out);
     let p = out.trials[0].primaries;
     assert!(
         p.samples > 50,
@@ -163,7 +141,7 @@ fn check_idle(t: &tdsvip_lab::scenario::Trial, idle: Idle, ctx: &str) {
 
 /// Asserts the common criteria; removes the work dir when they hold.
 fn check(out: &DrillOutcome, idle: Idle) {
-    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let ctx = context(out);
     assert_eq!(out.trials.len(), 1, "{ctx}");
     check_no_lost_commits(out);
     check_no_dual_primary(out);
@@ -278,7 +256,7 @@ fn loss() {
 #[test]
 fn kill_agent() {
     let out = drill(Scenario::KillAgent);
-    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let ctx = context(&out);
     let t = &out.trials[0];
     assert!(t.promotions.is_empty(), "{ctx}");
     assert_eq!(t.old, t.new, "{ctx}");
@@ -327,7 +305,7 @@ fn kill_agent() {
 #[test]
 fn async_replica_loses_commits_and_the_lab_counts_them() {
     let out = drill(Scenario::AsyncReplica);
-    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let ctx = context(&out);
     let t = &out.trials[0];
     assert!(t.commits.acked > 0, "{ctx}");
     assert!(!t.commits.lost.is_empty(), "no lost commits counted\n{ctx}");

@@ -6,44 +6,25 @@
 //! two owners or two MACs answering ARP, no acknowledged commit is lost, no two sims would
 //! acknowledge a commit, no write-lease renewal failed.
 //!
-//! Its own mutex: cargo runs test binaries one after another, so this never overlaps the
-//! scenario tests; the mutex keeps any later test in this file apart from it.
+//! Cargo runs test binaries one after another, so this never overlaps the scenario tests;
+//! `common::drill_with` keeps this file's labs apart.
 
-use std::sync::Mutex;
+mod common;
 
 use tdsvip_lab::lab::{Encrypt, Settings};
 use tdsvip_lab::measure::dual_mac_samples;
 use tdsvip_lab::scenario::Scenario;
-use tdsvip_lab::{DrillOutcome, run_drill};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn strict_drill(scenario: Scenario) -> DrillOutcome {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let d = Settings::default();
-    // As in scenarios.rs: a debug build's TLS login is slow on 2 busy cores; a merely slow
-    // login must not count as failed.
-    let client_deadline_ms = if cfg!(debug_assertions) {
-        d.client_deadline_ms.max(250)
-    } else {
-        d.client_deadline_ms
-    };
-    let settings = Settings {
-        encrypt: Encrypt::Strict,
-        keep: true,
-        client_deadline_ms,
-        ..d
-    };
-    match run_drill(settings, scenario, 1, false) {
-        Ok(out) => out,
-        Err(e) => panic!("{scenario} with strict: the lab failed: {e}"),
-    }
-}
+use common::{context, drill_with};
 
 #[test]
 fn kill_primary_with_strict() {
-    let out = strict_drill(Scenario::KillPrimary);
-    let ctx = format!("{}\nlogs: {}", out.text, out.work_dir.display());
+    let settings = Settings {
+        encrypt: Encrypt::Strict,
+        ..Settings::default()
+    };
+    let out = drill_with(Scenario::KillPrimary, settings);
+    let ctx = context(&out);
     assert_eq!(out.trials.len(), 1, "{ctx}");
     // The agents did run strict (a mandatory agent cannot talk to a strict sim at all).
     let agent = std::fs::read_to_string(out.work_dir.join("node1.toml")).unwrap_or_default();
