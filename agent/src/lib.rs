@@ -27,7 +27,8 @@ pub use metrics::{AgentMetrics, PacketVerdict};
 pub use peer_status::field_error;
 /// The `/status` wire types: one set, read by the CLI, by peers and by other tools.
 pub use status::{
-    AgDocument, LossAges, PeerAgSummary, PeerEntry, PeerSummary, PhasesDocument, ProbeDocument,
-    RouteOwner, StatusDocument, StepDocument, TimelineDocument, status_schema,
+    AgDocument, LossAges, OverlayLoginDocument, PeerAgSummary, PeerEntry, PeerSummary,
+    PhasesDocument, ProbeDocument, RouteOwner, StatusDocument, StepDocument, TimelineDocument,
+    status_schema,
 };
-pub use status::{AgStatus, AgentStatus, PeerStatus, ProbeSummary, StatusStore};
+pub use status::{AgStatus, AgentStatus, OverlayRun, PeerStatus, ProbeSummary, StatusStore};

@@ -11,7 +11,9 @@
 //! - `primary_loss`: when the peer saw its own replica, which was PRIMARY, fail (ages too),
 //!   for the start of this node's failover timeline;
 //! - `tracked_connections`: the clients of the overlay IP that the peer's `conn_track` saw,
-//!   so that a new owner can tickle them even when the old owner is gone.
+//!   so that a new owner can tickle them even when the old owner is gone;
+//! - `overlay_login`: which server has been answering the peer's logins through the overlay
+//!   IP and since when (an age), for the new owner's `first_client_login`.
 //!
 //! The request itself is `http::client`'s, the one `tdsvip status` uses.
 
@@ -79,6 +81,9 @@ pub(crate) struct PeerAgView {
     pub loss: Option<(Duration, Option<Duration>)>,
     pub owned: bool,
     pub connections: Vec<Connection>,
+    /// The server answering the peer's logins through the overlay IP, and how long before
+    /// the answer the first login of that run completed.
+    pub overlay_login: Option<(String, Duration)>,
 }
 
 /// A parsed peer `/status`.
@@ -192,11 +197,23 @@ fn ag_view(entry: &AgDocument, at: &str) -> Result<PeerAgView, String> {
             Some((first, detected))
         }
     };
+    let overlay_login = match &entry.overlay_login {
+        None => None,
+        Some(o) => {
+            bounded_str(
+                &Some(o.server.clone()),
+                &format!("{at}.overlay_login.server"),
+            )?;
+            let since = age(o.since_age_ms, &format!("{at}.overlay_login.since_age_ms"))?;
+            Some((o.server.clone(), since))
+        }
+    };
     Ok(PeerAgView {
         role,
         loss,
         owned: !entry.owned_addresses.is_empty(),
         connections: entry.tracked_connections.clone(),
+        overlay_login,
     })
 }
 
@@ -219,6 +236,7 @@ mod tests {
                 "tracked_connections": [
                     {"server": "10.9.0.10:1433", "client": "10.9.0.1:50000"}
                 ],
+                "overlay_login": {"target": "10.9.0.10:1433", "server": "SQL2", "since_age_ms": 40.0},
                 "some_future_field": {"x": 1}
             }},
             "peers": {"n2": {"deep": "ignored"}}
@@ -239,6 +257,10 @@ mod tests {
         assert_eq!(ag.connections.len(), 1);
         assert_eq!(ag.connections[0].client, "10.9.0.1:50000".parse().unwrap());
         assert_eq!(d.summary.ags["AG1"].tracked_connections, 1);
+        assert_eq!(
+            ag.overlay_login,
+            Some(("SQL2".to_owned(), Duration::from_millis(40)))
+        );
     }
 
     #[test]
@@ -273,6 +295,14 @@ mod tests {
             (
                 Box::new(|v| v["ags"]["AG1"]["replica_role"] = json!("x".repeat(300))),
                 "replica_role",
+            ),
+            (
+                Box::new(|v| v["ags"]["AG1"]["overlay_login"]["since_age_ms"] = json!(-5.0)),
+                "overlay_login.since_age_ms",
+            ),
+            (
+                Box::new(|v| v["ags"]["AG1"]["overlay_login"]["server"] = json!("x".repeat(300))),
+                "overlay_login.server",
             ),
         ];
         for (spoil, key) in cases {

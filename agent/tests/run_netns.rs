@@ -72,13 +72,14 @@ fn run_follows_the_replica_role_in_a_netns() {
     let owner = owner_metric(&metrics).expect("tdsvip_owner for the overlay address");
     assert!(owner.ends_with(" 1"), "{owner}");
     assert!(owner.contains("ag=\"AG1\""), "{owner}");
-    // The acquire's timeline completes with the first login through the overlay IP, a few
-    // probe intervals after the acquire: a demotion before that would end it without one
-    // (the /events check below needs the phase).
+    // The acquire's timeline completes with the agent's own first login through the overlay
+    // IP, a few probe intervals after the acquire: a demotion before that would end it
+    // without one (the /events check below needs the phase). With no peer agent, nobody
+    // measures a client's login across the network.
     let acquire_complete = within(Duration::from_secs(2), || {
         let v: serde_json::Value = serde_json::from_str(&get("/status").1).expect("status JSON");
         let t = &v["ags"]["AG1"]["last_timeline"];
-        t["direction"] == "acquire" && t["phases"]["first_client_login"].is_number()
+        t["direction"] == "acquire" && t["phases"]["first_local_login"].is_number()
     });
     assert!(
         acquire_complete,
@@ -153,7 +154,7 @@ fn run_follows_the_replica_role_in_a_netns() {
     assert!(
         list.iter().any(|t| t["direction"] == "acquire"
             && t["phases"]["address"].is_number()
-            && t["phases"]["first_client_login"].is_number()),
+            && t["phases"]["first_local_login"].is_number()),
         "no acquire timeline with the address and first-login phases: {body}"
     );
     assert!(

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tdsvip::controller::{Direction, FailoverTimeline, OwnershipState, TimedStep};
 use tdsvip::{
-    AgStatus, AgentMetrics, AgentStatus, HttpServer, HttpState, ProbeSummary, RouteOwner,
-    StatusStore, Token,
+    AgStatus, AgentMetrics, AgentStatus, HttpServer, HttpState, OverlayRun, ProbeSummary,
+    RouteOwner, StatusStore, Token,
 };
 use tdsvip_probes::{Mode, Outcome, PhaseTimes, ProbeResult, ServerInfo};
 use tokio_util::sync::CancellationToken;
@@ -169,6 +169,11 @@ fn owning_status() -> AgentStatus {
             ..RouteOwner::default()
         },
     ];
+    ag.overlay_login = Some(OverlayRun {
+        target: "10.9.0.10:1433".parse().unwrap(),
+        server: "SQL1".into(),
+        since: Instant::now().checked_sub(ago).expect("up for 5 minutes"),
+    });
     let mut s = AgentStatus::new("sql1");
     s.ags.insert("AG1".into(), ag);
     s
@@ -209,7 +214,9 @@ fn acquire_timeline() -> FailoverTimeline {
         detail: "ReplaceRoute".into(),
     });
     t.cloud_done = Some(at(12400));
+    t.first_local_login = Some(at(20000));
     t.first_client_login = Some(at(25000));
+    t.first_client_login_by = Some("sql2".into());
     t
 }
 
@@ -239,6 +246,7 @@ fn human_output_shows_roles_addresses_probe_routes_and_the_timeline() {
         "owned addresses   10.9.0.10",
         "last local probe  ok in 1.500 ms, 5 min ago [login to 127.0.0.1:1433 role PRIMARY]",
         "route tables      rtb-0aaa → eni-here (this node)",
+        "overlay login     answered by SQL1 for 300",
         "rtb-0bbb → no route (another node)",
         "last failover     acquire (primary): local replica PRIMARY",
         "+0.000 ms  local replica seen PRIMARY",
@@ -247,8 +255,9 @@ fn human_output_shows_roles_addresses_probe_routes_and_the_timeline() {
         "+5.300 ms  garp ok (took 0.050 ms)",
         "+5.400 ms  route table rtb-0aaa ok (took 7.000 ms): ReplaceRoute",
         "+12.400 ms  every route table points here",
-        "+25.000 ms  first client login through the overlay IP",
-        "phases            decide 5.000 ms, address 0.200 ms, garp 0.050 ms, ebpf 0.030 ms, route_table 7.000 ms, first_client_login 20.000 ms",
+        "+20.000 ms  own first login through the overlay IP (local route)",
+        "+25.000 ms  first client login through the overlay IP (by sql2, across the network)",
+        "phases            decide 5.000 ms, address 0.200 ms, garp 0.050 ms, ebpf 0.030 ms, route_table 7.000 ms, first_local_login 15.000 ms, first_client_login 20.000 ms",
     ] {
         assert!(text.contains(needle), "no {needle:?} in:\n{text}");
     }
@@ -686,7 +695,7 @@ fn status_of_a_running_agent_follows_the_failover() {
     // The acquire's timeline is complete once the first login through the address is in.
     let owner = within(Duration::from_secs(3), || {
         let out = status(&[]);
-        out.status.success() && stdout(&out).contains("first client login through the overlay IP")
+        out.status.success() && stdout(&out).contains("own first login through the overlay IP")
     });
     let out = status(&[]);
     assert!(owner, "{}\n{}", both(&out), lab.agent_log());

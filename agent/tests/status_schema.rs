@@ -89,6 +89,11 @@ fn full_status() -> AgentStatus {
         detected: None,
     });
     ag.conflicts = 1;
+    ag.overlay_login = Some(tdsvip::OverlayRun {
+        target: SocketAddr::new(ip, 1433),
+        server: "SQL1".into(),
+        since: Instant::now(),
+    });
     let mut s = AgentStatus::new("sql1");
     s.ags.insert("AG1".into(), ag);
     s.peers

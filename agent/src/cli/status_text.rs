@@ -192,6 +192,11 @@ fn timeline_events(t: &TimelineDocument) -> Vec<(f64, String)> {
         .as_ref()
         .map(|b| format!(" (seen by {b})"))
         .unwrap_or_default();
+    let client_by = t
+        .first_client_login_by
+        .as_ref()
+        .map(|b| format!(" (by {b}, across the network)"))
+        .unwrap_or_default();
     let node_ok = if t.node_ok == Some(false) {
         " (FAILED)"
     } else {
@@ -208,8 +213,12 @@ fn timeline_events(t: &TimelineDocument) -> Vec<(f64, String)> {
         (t.node_done, format!("node executor done{node_ok}")),
         (t.route_tables_done, "every route table points here".into()),
         (
+            t.first_local_login,
+            "own first login through the overlay IP (local route)".into(),
+        ),
+        (
             t.first_client_login,
-            "first client login through the overlay IP".into(),
+            format!("first client login through the overlay IP{client_by}"),
         ),
     ];
     let mut events: Vec<(f64, String)> = marks
@@ -292,6 +301,11 @@ fn render_ag(out: &mut String, name: &str, ag: &AgDocument, now_unix: f64) {
         let label = if i == 0 { "route tables" } else { "" };
         line(out, 2, label, render_route_table(t));
     }
+    let overlay = match &ag.overlay_login {
+        None => "not answered".to_owned(),
+        Some(o) => format!("answered by {} for {:.0} ms", o.server, o.since_age_ms),
+    };
+    line(out, 2, "overlay login", overlay);
     match &ag.last_timeline {
         None => line(out, 2, "last failover", "none since the agent started"),
         Some(t) => render_timeline(out, 2, t),

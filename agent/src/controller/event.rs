@@ -49,8 +49,9 @@ pub enum Event {
         started: Instant,
         report: Box<ClaimSummary>,
     },
-    /// A TDS login through the overlay IP from this node succeeded.
-    OverlayLoginOk,
+    /// This node's own TDS login through the overlay IP succeeded (the local route while it
+    /// owns the address: `first_local_login`).
+    LocalOverlayLogin,
     /// The periodic verification ran; `drift` is empty when everything was as expected.
     Reconcile { drift: Vec<Drift> },
     /// The agent is stopping: give up what is owned and never acquire again.
@@ -103,6 +104,18 @@ pub struct PeerView {
     /// reported before. The driver may also report its own probes of another replica's TDS
     /// endpoint this way, under a name of its choice.
     pub primary_lost: Option<PrimaryLoss>,
+    /// What the peer agent says of its own logins through the overlay IP, which cross the
+    /// network to whichever node holds the address; `None` from a source that does not
+    /// measure them (a probe of the peer's replica).
+    pub overlay_logins: Option<OverlayLogins>,
+}
+
+/// A peer agent's logins through the overlay IP, as the driver matched them to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OverlayLogins {
+    /// Since when (on this node's clock) they have been answered by this node's replica;
+    /// `None` while they fail or another server answers them.
+    pub answered_here_since: Option<Instant>,
 }
 
 /// The old primary's failure as some observer saw it.

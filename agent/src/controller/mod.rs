@@ -23,8 +23,8 @@ mod timeline;
 
 pub use decision::{AlertKind, Decision, ReleaseCause};
 pub use event::{
-    ClaimSummary, Drift, DriftKind, Event, NodeCall, PeerReport, PeerView, PrimaryLoss,
-    ReplicaRole, TableSummary,
+    ClaimSummary, Drift, DriftKind, Event, NodeCall, OverlayLogins, PeerReport, PeerView,
+    PrimaryLoss, ReplicaRole, TableSummary,
 };
 pub(crate) use health::ReplicaHealth;
 pub use policy::{AgPolicy, Backoff, PolicyError, Verdict};

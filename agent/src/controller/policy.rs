@@ -41,7 +41,8 @@ pub struct AgPolicy {
     pub peer_stale_after: Duration,
     /// Ask the peers to let go of the addresses before each acquire (peers are configured).
     pub handover: bool,
-    /// Whether a probe through the overlay IP runs, so an acquire's timeline waits for it.
+    /// Whether a probe through the overlay IP runs, so an acquire's timeline waits for this
+    /// node's own login through it and, while a peer agent can be read, for a peer's.
     pub expect_overlay_login: bool,
     /// How long a successful acquire's timeline waits for what comes after the node call
     /// (route tables, the first login through the overlay IP). A SQL Server that does not

@@ -156,6 +156,7 @@ impl Bench {
                 view: Some(PeerView {
                     role,
                     primary_lost: None,
+                    overlay_logins: None,
                 }),
             }),
         )
@@ -844,6 +845,7 @@ fn the_acquire_timeline_has_every_phase_at_its_exact_duration() {
                     first_failure: lost,
                     detected: Some(detected),
                 }),
+                overlay_logins: Some(OverlayLogins::default()),
             }),
         }),
     );
@@ -874,8 +876,15 @@ fn the_acquire_timeline_has_every_phase_at_its_exact_duration() {
         b.c.take_completed_timelines().is_empty(),
         "waits for the login"
     );
-    b.send(160, Event::OverlayLoginOk);
-    b.send(170, Event::OverlayLoginOk);
+    b.send(160, Event::LocalOverlayLogin);
+    b.send(170, Event::LocalOverlayLogin);
+    assert!(
+        b.c.take_completed_timelines().is_empty(),
+        "waits for a peer's login through the overlay IP"
+    );
+    // node-b's logins through the overlay IP have been answered here since 172 ms.
+    let (at, since) = (b.t(190), b.t(172));
+    b.send(190, client_login_report("node-b", at, Some(since)));
     let done = b.c.take_completed_timelines();
     assert_eq!(done.len(), 1);
     let tl = &done[0];
@@ -889,8 +898,10 @@ fn the_acquire_timeline_has_every_phase_at_its_exact_duration() {
     assert_eq!(p.address, Some(ms(3)));
     assert_eq!(p.garp, Some(ms(2)));
     assert_eq!(p.route_table, Some(ms(42)));
-    assert_eq!(p.first_client_login, Some(ms(35)));
-    assert_eq!(p.known().len(), 7);
+    assert_eq!(p.first_local_login, Some(ms(35)));
+    assert_eq!(p.first_client_login, Some(ms(47)));
+    assert_eq!(tl.first_client_login_by.as_deref(), Some("node-b"));
+    assert_eq!(p.known().len(), 8);
 
     let json = serde_json::to_value(tl).unwrap();
     let secs = |v: &serde_json::Value| (v.as_f64().unwrap() * 1e6).round() / 1e6;
@@ -902,7 +913,9 @@ fn the_acquire_timeline_has_every_phase_at_its_exact_duration() {
     assert_eq!(secs(&json["node_steps"][1]["at"]), 0.128);
     assert_eq!(json["route_tables"][1]["name"], "rtb-2");
     assert_eq!(secs(&json["route_tables"][1]["duration"]), 0.042);
-    assert_eq!(secs(&json["first_client_login"]), 0.16);
+    assert_eq!(secs(&json["first_local_login"]), 0.16);
+    assert_eq!(secs(&json["first_client_login"]), 0.172);
+    assert_eq!(json["first_client_login_by"], "node-b");
     assert_eq!(secs(&json["phases"]["detect"]), 0.06);
     assert_eq!(secs(&json["phases"]["route_table"]), 0.042);
     assert_eq!(json["direction"], "acquire");
@@ -952,6 +965,7 @@ fn a_peer_loss_withdrawn_by_the_peer_is_not_stamped_into_the_timeline() {
             view: Some(PeerView {
                 role: Some(ReplicaRole::Secondary),
                 primary_lost,
+                overlay_logins: None,
             }),
         })
     };
@@ -1100,12 +1114,9 @@ fn an_acquire_timeline_closes_at_its_limit_naming_what_never_came() {
     b.probe(1020, Outcome::Ok);
     let done = b.c.take_completed_timelines();
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].unfinished, ["first_client_login"]);
+    assert_eq!(done[0].unfinished, ["first_local_login"]);
     let json = serde_json::to_value(&done[0]).unwrap();
-    assert_eq!(
-        json["unfinished"],
-        serde_json::json!(["first_client_login"])
-    );
+    assert_eq!(json["unfinished"], serde_json::json!(["first_local_login"]));
     assert_eq!(b.c.state(), OwnershipState::Owner);
 
     // Cut short by a demotion before any overlay login: it says so too.
@@ -1120,7 +1131,7 @@ fn an_acquire_timeline_closes_at_its_limit_naming_what_never_came() {
     b2.probe(40, secondary());
     let done = b2.c.take_completed_timelines();
     assert_eq!(done.len(), 1, "{done:?}");
-    assert_eq!(done[0].unfinished, ["first_client_login"]);
+    assert_eq!(done[0].unfinished, ["first_local_login"]);
 }
 
 // A failing owner whose peer replica is seen PRIMARY after the owner last was: SQL Server
@@ -1333,7 +1344,7 @@ fn an_acquire_timeline_waiting_for_its_first_login_wakes_at_its_limit() {
     b.send(ms, Event::Deadline);
     let done = b.c.take_completed_timelines();
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].unfinished, ["first_client_login"]);
+    assert_eq!(done[0].unfinished, ["first_local_login"]);
     assert_eq!(
         b.c.next_deadline(),
         None,
@@ -1392,4 +1403,111 @@ fn the_lease_basis_is_the_last_primary_verdict_while_owning() {
     assert_eq!(b.c.lease_basis(), None, "releasing");
     assert!(b.released(86).is_empty());
     assert_eq!(b.c.lease_basis(), None, "standby again");
+}
+
+/// A peer agent's report (SECONDARY) whose logins through the overlay IP have been answered
+/// by this node's replica since `since`.
+fn client_login_report(peer: &str, at: Instant, since: Option<Instant>) -> Event {
+    Event::Peer(PeerReport {
+        peer: peer.into(),
+        at,
+        view: Some(PeerView {
+            role: Some(ReplicaRole::Secondary),
+            primary_lost: None,
+            overlay_logins: Some(OverlayLogins {
+                answered_here_since: since,
+            }),
+        }),
+    })
+}
+
+/// An owner with a route-table claim outstanding (so its timeline stays open) after a
+/// decision at 125 ms, its own login through the overlay IP seen at 140 ms.
+fn open_acquire_with_a_measuring_peer() -> Bench {
+    let mut p = AgPolicy::new(2, 3);
+    p.cloud_retry = Some(Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_millis(1000),
+    });
+    p.expect_overlay_login = true;
+    let mut b = Bench::new(p);
+    let at = b.t(50);
+    b.send(50, client_login_report("node-b", at, None));
+    b.probe(100, Outcome::Ok);
+    assert_eq!(count(&b.probe(120, Outcome::Ok), is_acquire), 1);
+    b.acquired(130);
+    b.send(140, Event::LocalOverlayLogin);
+    b
+}
+
+#[test]
+fn the_earliest_peer_login_answered_here_after_the_decision_is_the_client_login() {
+    let mut b = open_acquire_with_a_measuring_peer();
+    // A run that began before the decision (an earlier ownership) proves nothing.
+    let (at, before) = (b.t(150), b.t(100));
+    b.send(150, client_login_report("node-b", at, Some(before)));
+    let (at, late) = (b.t(160), b.t(158));
+    b.send(160, client_login_report("node-b", at, Some(late)));
+    let (at, early) = (b.t(170), b.t(145));
+    b.send(170, client_login_report("node-c", at, Some(early)));
+    let claim_start = b.t(126);
+    b.send(
+        300,
+        Event::CloudClaimed {
+            attempt: 1,
+            started: claim_start,
+            report: claim_report(&[("rtb-1", true)], 42),
+        },
+    );
+    let done = b.c.take_completed_timelines();
+    assert_eq!(done.len(), 1);
+    let p = done[0].phases();
+    assert_eq!(p.first_local_login, Some(Duration::from_millis(15)));
+    assert_eq!(p.first_client_login, Some(Duration::from_millis(20)));
+    assert_eq!(done[0].first_client_login_by.as_deref(), Some("node-c"));
+    assert!(done[0].unfinished.is_empty());
+}
+
+#[test]
+fn a_timeline_waits_for_a_client_login_only_while_a_peer_agent_can_be_read() {
+    let mut b = open_acquire_with_a_measuring_peer();
+    let claim_start = b.t(126);
+    b.send(
+        200,
+        Event::CloudClaimed {
+            attempt: 1,
+            started: claim_start,
+            report: claim_report(&[("rtb-1", true)], 42),
+        },
+    );
+    assert!(
+        b.c.take_completed_timelines().is_empty(),
+        "a readable peer agent can still measure it"
+    );
+    // The peer's agent can no longer be read: nobody is left to measure it.
+    b.peer_unreachable(210, "node-b");
+    let done = b.c.take_completed_timelines();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].phases().first_client_login, None);
+    assert!(done[0].unfinished.is_empty(), "{:?}", done[0].unfinished);
+}
+
+#[test]
+fn a_client_login_never_reported_by_a_readable_peer_is_named_unfinished() {
+    let mut b = open_acquire_with_a_measuring_peer();
+    let claim_start = b.t(126);
+    b.send(
+        200,
+        Event::CloudClaimed {
+            attempt: 1,
+            started: claim_start,
+            report: claim_report(&[("rtb-1", true)], 42),
+        },
+    );
+    let at = b.t(30_000);
+    b.send(30_000, client_login_report("node-b", at, None));
+    b.send(30_200, Event::Deadline);
+    let done = b.c.take_completed_timelines();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].unfinished, vec!["first_client_login"]);
 }

@@ -13,7 +13,17 @@
 //! - `address`, `garp`, `ebpf`: the node executor's steps of those names;
 //! - `route_table`: start of the first cloud claim → end of the claim that made every route
 //!   table point here (retries included);
-//! - `first_client_login`: decision → first successful TDS login through the overlay IP.
+//! - `first_local_login`: decision → this node's own first login through the overlay IP. It
+//!   takes the local route (the address is on this node's interface), so it never crosses
+//!   `eth0`, the eBPF guard, ARP or a route table: it says the address answers, not that
+//!   clients reach it;
+//! - `first_client_login`: decision → the first login through the overlay IP that a peer
+//!   agent made across the network and that this node's replica answered (the peer reports
+//!   since when, as an age in its `/status`; the driver puts it on this clock at the time the
+//!   answer arrived, so the phase is never shorter than the truth, by at most one `/status`
+//!   request's time). Of several peers the earliest report that arrives before the timeline
+//!   closes counts. Without a peer whose `/status` is readable there is nothing to measure it
+//!   with, and the phase stays empty.
 
 use std::time::{Duration, Instant};
 
@@ -61,9 +71,13 @@ pub struct FailoverTimeline {
     pub cloud_first_start: Option<Instant>,
     /// End of the claim that made every table point here.
     pub cloud_done: Option<Instant>,
+    pub first_local_login: Option<Instant>,
     pub first_client_login: Option<Instant>,
+    /// The peer whose login through the overlay IP is `first_client_login`.
+    pub first_client_login_by: Option<String>,
     /// What the timeline was still waiting for when it was closed at its time limit
-    /// (`route_tables`, `first_client_login`); empty for a complete timeline.
+    /// (`route_tables`, `first_local_login`, `first_client_login`); empty for a complete
+    /// timeline.
     pub unfinished: Vec<&'static str>,
 }
 
@@ -76,18 +90,20 @@ pub struct Phases {
     pub garp: Option<Duration>,
     pub ebpf: Option<Duration>,
     pub route_table: Option<Duration>,
+    pub first_local_login: Option<Duration>,
     pub first_client_login: Option<Duration>,
 }
 
 /// The phases in the order they happen, as the `phase` label of
 /// `tdsvip_failover_phase_duration_seconds` and the keys of a timeline's `phases`.
-pub const PHASE_NAMES: [&str; 7] = [
+pub const PHASE_NAMES: [&str; 8] = [
     "detect",
     "decide",
     "address",
     "garp",
     "ebpf",
     "route_table",
+    "first_local_login",
     "first_client_login",
 ];
 
@@ -101,6 +117,7 @@ impl Phases {
             self.garp,
             self.ebpf,
             self.route_table,
+            self.first_local_login,
             self.first_client_login,
         ];
         PHASE_NAMES
@@ -139,7 +156,9 @@ impl FailoverTimeline {
             route_tables: Vec::new(),
             cloud_first_start: None,
             cloud_done: None,
+            first_local_login: None,
             first_client_login: None,
+            first_client_login_by: None,
             unfinished: Vec::new(),
         }
     }
@@ -158,6 +177,7 @@ impl FailoverTimeline {
             self.node_done,
             self.cloud_first_start,
             self.cloud_done,
+            self.first_local_login,
             self.first_client_login,
         ];
         let steps = self
@@ -191,6 +211,7 @@ impl FailoverTimeline {
             garp: self.node_step("garp"),
             ebpf: self.node_step("ebpf"),
             route_table: between(self.cloud_first_start, self.cloud_done),
+            first_local_login: between(Some(self.decided), self.first_local_login),
             first_client_login: between(Some(self.decided), self.first_client_login),
         }
     }

@@ -44,13 +44,11 @@ pub(super) fn spawn_inputs(
         forward(local, cancel, tx, move |r| {
             Some(Input::Probe(i, Box::new(r)))
         });
-        // Through the overlay IP: only its successes matter (`first_client_login`).
+        // Through the overlay IP, as a client goes (see `overlay.rs`).
         if let Some(overlay) = overlay_probe(config, password, ag) {
             let runner = login_runner(config, password, &ag.name, &ag.databases, overlay.target)?;
             forward(runner, cancel, tx, move |r| {
-                r.outcome
-                    .is_ok()
-                    .then_some(Input::OverlayLogin(i, r.started))
+                Some(Input::OverlayProbe(i, Box::new(r)))
             });
         }
     }
@@ -248,7 +246,7 @@ pub(super) async fn local_replica_is_primary(
 impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// Right after an acquire, logs in through the overlay IP until it works (every 5 ms, for
     /// at most 5 s): the periodic overlay probe may still be waiting out a deadline on the
-    /// old owner, which would make `first_client_login` late by up to the probe timeout.
+    /// old owner, which would make `first_local_login` late by up to the probe timeout.
     pub(super) fn spawn_first_overlay_login(&self, i: usize) {
         let Some(parts) = self.ags[i].overlay_probe.clone() else {
             return;
@@ -262,7 +260,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
             while Instant::now() < give_up {
                 let result = probe.probe().await;
                 if result.outcome.is_ok() {
-                    let _ = tx.send(Input::OverlayLogin(i, result.started)).await;
+                    let _ = tx.send(Input::FirstOverlayLogin(i, result.started)).await;
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;

@@ -13,10 +13,10 @@
 //! and the handover question asked to the peers before an acquire (up to
 //! `peer_poll.release_wait_ms`, during which other AGs' events must still flow).
 //!
-//! A second login probe runs through the overlay IP (to this node once it owns the address):
-//! its first success after an acquire is the timeline's `first_client_login`. Results of
-//! probes that started before the acquire finished are ignored, since they may have reached
-//! the old primary. At start, one login probe decides whether addresses a killed predecessor
+//! A second login probe runs through the overlay IP (`overlay.rs`): across the network to
+//! whichever node owns the address, which is what peers report for the new owner's
+//! `first_client_login`; to this node over the local route once it owns the address, which
+//! is its `first_local_login`. At start, one login probe decides whether addresses a killed predecessor
 //! left on the interface are adopted (replica PRIMARY: they keep serving) or fenced.
 //!
 //! The files, in the order a reader meets them:
@@ -24,6 +24,7 @@
 //! - `runtime.rs`: one AG's controller and executors ([`runtime::AgRuntime`]);
 //! - `router.rs`: the loop that routes inputs to runtimes and decisions to executors;
 //! - `inputs.rs`: the probes that feed it; `signals.rs`: SIGTERM/SIGINT/SIGHUP as inputs;
+//! - `overlay.rs`: the logins through the overlay IP;
 //! - `peer_reports.rs`: peer reports and published clients; `handover.rs`: the question asked
 //!   to the peers before an acquire;
 //! - `reconcile.rs`: the periodic check of node and cloud state; `steps.rs`: executor
@@ -39,6 +40,7 @@ use crate::peer_status::Unreadable;
 
 mod handover;
 mod inputs;
+mod overlay;
 mod peer_reports;
 mod reconcile;
 mod reload;
@@ -79,8 +81,10 @@ pub type Reloader = Box<dyn Fn() -> Result<(AgentConfig, Password), Vec<String>>
 /// simply dropped.
 enum Input {
     Probe(usize, Box<ProbeResult>),
-    /// A successful login through the overlay IP, and when that probe started.
-    OverlayLogin(usize, Instant),
+    /// A result of the periodic login through the overlay IP.
+    OverlayProbe(usize, Box<ProbeResult>),
+    /// The login through the overlay IP run right after an acquire succeeded; when it started.
+    FirstOverlayLogin(usize, Instant),
     /// The peers' answer to handover question `.1` of AG `.0`.
     Handover(usize, u32, handover::Handover),
     /// Cloud claim `.1` of AG `.0`, started at `.2`, and its report.

@@ -1,9 +1,10 @@
 //! The router's side of peers: reading each `[[peer]]`'s `/status` and probing its replica
-//! (both become `Event::Peer` reports), the clients this node publishes for the next owner,
+//! (both become `Event::Peer` reports; a status also says whether the peer's logins through
+//! the overlay IP reach this node, for `first_client_login`), the clients this node publishes for the next owner,
 //! and peers added or removed by a reload. The handover question is in `handover.rs`.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tdsvip_cloud::CloudExecutor;
 use tdsvip_node::{Connection, NodeTakeover};
@@ -13,9 +14,11 @@ use super::router::EventRouter;
 use super::verdict::classify;
 use super::{DriverError, cfg_err};
 use crate::config::AgentConfig;
-use crate::controller::{Event, PeerReport, PeerView, PrimaryLoss, ReplicaHealth, ReplicaRole};
+use crate::controller::{
+    Event, OverlayLogins, PeerReport, PeerView, PrimaryLoss, ReplicaHealth, ReplicaRole,
+};
 use crate::http::client::{Target, parse_url};
-use crate::peer_status::{Unreadable, parse_status};
+use crate::peer_status::{PeerAgView, Unreadable, parse_status};
 use crate::status::PeerStatus;
 
 /// One `[[peer]]` as the loop holds it.
@@ -135,31 +138,47 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
                     at,
                     view: None,
                 },
-                Some(v) => {
-                    self.peers[p].holds.insert(ag.clone(), (at, v.owned));
-                    if !v.connections.is_empty() || v.owned {
-                        self.peers[p]
-                            .connections
-                            .insert(ag.clone(), (at, v.connections.clone()));
-                    }
-                    let (role, seen) = match &v.role {
-                        Some((role, age)) => {
-                            (Some(role.clone()), at.checked_sub(*age).unwrap_or(at))
-                        }
-                        None => (None, at),
-                    };
-                    let primary_lost = v.loss.map(|(first, detected)| PrimaryLoss {
-                        first_failure: at.checked_sub(first).unwrap_or(at),
-                        detected: detected.map(|d| at.checked_sub(d).unwrap_or(at)),
-                    });
-                    PeerReport {
-                        peer: name.clone(),
-                        at: seen,
-                        view: Some(PeerView { role, primary_lost }),
-                    }
-                }
+                Some(v) => self.peer_report(p, i, at, v),
             };
             self.process(i, Event::Peer(report)).await;
+        }
+    }
+
+    /// What peer `p`'s readable entry for AG `i`, answered at `at`, tells the controller (its
+    /// ages put on this node's clock); its clients and holding are kept for the handover.
+    fn peer_report(&mut self, p: usize, i: usize, at: Instant, v: &PeerAgView) -> PeerReport {
+        let ag = self.ags[i].controller.ag().to_owned();
+        let peer = &mut self.peers[p];
+        peer.holds.insert(ag.clone(), (at, v.owned));
+        if !v.connections.is_empty() || v.owned {
+            peer.connections.insert(ag, (at, v.connections.clone()));
+        }
+        let before = |age: Duration| at.checked_sub(age).unwrap_or(at);
+        let (role, seen) = match &v.role {
+            Some((role, age)) => (Some(role.clone()), before(*age)),
+            None => (None, at),
+        };
+        let primary_lost = v.loss.map(|(first, detected)| PrimaryLoss {
+            first_failure: before(first),
+            detected: detected.map(before),
+        });
+        // Answered by this node's replica: the run reached this node across the network.
+        let mine = self.ags[i].server_name.as_deref();
+        let answered_here_since = v
+            .overlay_login
+            .as_ref()
+            .filter(|(server, _)| mine.is_some_and(|m| m.eq_ignore_ascii_case(server)))
+            .map(|(_, age)| before(*age));
+        PeerReport {
+            peer: peer.name.clone(),
+            at: seen,
+            view: Some(PeerView {
+                role,
+                primary_lost,
+                overlay_logins: Some(OverlayLogins {
+                    answered_here_since,
+                }),
+            }),
         }
     }
 
@@ -184,7 +203,11 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         let report = PeerReport {
             peer: format!("{name} (tds)"),
             at: result.started,
-            view: Some(PeerView { role, primary_lost }),
+            view: Some(PeerView {
+                role,
+                primary_lost,
+                overlay_logins: None,
+            }),
         };
         self.process(i, Event::Peer(report)).await;
     }

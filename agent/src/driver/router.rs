@@ -133,12 +133,8 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     async fn route(&mut self, input: Input) {
         match input {
             Input::Probe(i, result) => self.on_probe(i, *result).await,
-            Input::OverlayLogin(i, started) => {
-                let rt = &self.ags[i];
-                if rt.owned && rt.acquired_at.is_some_and(|at| started >= at) {
-                    self.process(i, Event::OverlayLoginOk).await;
-                }
-            }
+            Input::OverlayProbe(i, result) => self.on_overlay_probe(i, *result).await,
+            Input::FirstOverlayLogin(i, started) => self.on_own_overlay_login(i, started).await,
             Input::Handover(i, attempt, answer) => {
                 self.ags[i].handover_clients = answer.connections;
                 let event = Event::PeersReleased {
@@ -204,6 +200,9 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         );
         let loss = rt.controller.local_loss(now);
         rt.probed = true;
+        if result.server.server_name.is_some() && rt.server_name != result.server.server_name {
+            rt.server_name = result.server.server_name.clone();
+        }
         self.status.update_ag(&ag, |a| {
             a.last_local_probe = Some(summary);
             a.replica_role = result.server.role.clone();

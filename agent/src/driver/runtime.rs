@@ -11,6 +11,7 @@ use tdsvip_node::{Connection, NodeTakeover};
 use super::inputs::OverlayProbe;
 use super::steps::{log_steps, node_call};
 use crate::controller::{AgController, NodeCall};
+use crate::status::OverlayRun;
 
 pub(super) struct AgRuntime<N, C> {
     pub(super) controller: AgController,
@@ -24,6 +25,11 @@ pub(super) struct AgRuntime<N, C> {
     pub(super) probed: bool,
     /// The login through the overlay IP, run at once after an acquire.
     pub(super) overlay_probe: Option<OverlayProbe>,
+    /// Who has been answering the periodic login through the overlay IP (`overlay.rs`).
+    pub(super) overlay_run: Option<OverlayRun>,
+    /// The local replica's name as its health query says (`@@SERVERNAME`): a peer's login
+    /// through the overlay IP answered by this name reached this node.
+    pub(super) server_name: Option<String>,
     /// The clients the peers listed in the latest handover answer, for the acquire to tickle.
     pub(super) handover_clients: Vec<Connection>,
 }
@@ -44,6 +50,8 @@ impl<N: NodeTakeover, C> AgRuntime<N, C> {
             cloud,
             probed: false,
             overlay_probe: None,
+            overlay_run: None,
+            server_name: None,
             handover_clients: Vec::new(),
         }
     }

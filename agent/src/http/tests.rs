@@ -157,7 +157,9 @@ fn timeline(reason: &str) -> FailoverTimeline {
     }
     t.cloud_first_start = Some(ms(31));
     t.cloud_done = Some(ms(90));
-    t.first_client_login = Some(ms(60));
+    t.first_local_login = Some(ms(60));
+    t.first_client_login = Some(ms(70));
+    t.first_client_login_by = Some("sql2".into());
     t
 }
 
@@ -390,6 +392,7 @@ async fn metrics_name_everything_and_pass_promtool() {
         "garp",
         "ebpf",
         "route_table",
+        "first_local_login",
         "first_client_login",
     ] {
         let needle = format!("tdsvip_failover_phase_duration_seconds_count{{phase=\"{phase}\"}} 1");

@@ -7,10 +7,10 @@ use std::time::Instant;
 use serde_json::Map;
 
 use super::wire::{
-    AgDocument, LossAges, PeerEntry, PhasesDocument, ProbeDocument, StatusDocument, StepDocument,
-    TimelineDocument,
+    AgDocument, LossAges, OverlayLoginDocument, PeerEntry, PhasesDocument, ProbeDocument,
+    StatusDocument, StepDocument, TimelineDocument,
 };
-use super::{AgStatus, AgentStatus, PeerStatus, ProbeSummary};
+use super::{AgStatus, AgentStatus, OverlayRun, PeerStatus, ProbeSummary};
 use crate::controller::{FailoverTimeline, PrimaryLoss, TimedStep};
 
 fn age_ms(at: Instant) -> f64 {
@@ -52,6 +52,18 @@ impl AgStatus {
             tracked_connections: self.tracked_connections.clone(),
             conflicts: self.conflicts,
             peers_primary: self.peers_primary.clone(),
+            overlay_login: self.overlay_login.as_ref().map(OverlayRun::document),
+            other: Map::new(),
+        }
+    }
+}
+
+impl OverlayRun {
+    fn document(&self) -> OverlayLoginDocument {
+        OverlayLoginDocument {
+            target: Some(self.target),
+            server: self.server.clone(),
+            since_age_ms: age_ms(self.since),
             other: Map::new(),
         }
     }
@@ -128,7 +140,9 @@ impl From<&FailoverTimeline> for TimelineDocument {
             node_ok: t.node_ok,
             route_tables: steps(&t.route_tables, origin),
             route_tables_done: opt(t.cloud_done),
+            first_local_login: opt(t.first_local_login),
             first_client_login: opt(t.first_client_login),
+            first_client_login_by: t.first_client_login_by.clone(),
             unfinished: t.unfinished.iter().map(|s| (*s).to_owned()).collect(),
             phases: PhasesDocument {
                 detect: secs(p.detect),
@@ -137,6 +151,7 @@ impl From<&FailoverTimeline> for TimelineDocument {
                 garp: secs(p.garp),
                 ebpf: secs(p.ebpf),
                 route_table: secs(p.route_table),
+                first_local_login: secs(p.first_local_login),
                 first_client_login: secs(p.first_client_login),
                 other: Map::new(),
             },

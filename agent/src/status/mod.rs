@@ -25,8 +25,9 @@ mod document;
 mod wire;
 
 pub use wire::{
-    AgDocument, LossAges, PeerAgSummary, PeerEntry, PeerSummary, PhasesDocument, ProbeDocument,
-    RouteOwner, StatusDocument, StepDocument, TimelineDocument, status_schema,
+    AgDocument, LossAges, OverlayLoginDocument, PeerAgSummary, PeerEntry, PeerSummary,
+    PhasesDocument, ProbeDocument, RouteOwner, StatusDocument, StepDocument, TimelineDocument,
+    status_schema,
 };
 
 /// How many completed timelines `/events` keeps unless told otherwise.
@@ -96,6 +97,19 @@ pub struct AgStatus {
     /// The peers whose latest report counts as PRIMARY right now (a conflict in progress
     /// when the local replica is PRIMARY too).
     pub peers_primary: Vec<String>,
+    /// This node's run of answered logins through the overlay IP (served as
+    /// `overlay_login`).
+    pub overlay_login: Option<OverlayRun>,
+}
+
+/// Who has been answering this node's logins through the overlay IP, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayRun {
+    pub target: SocketAddr,
+    /// The server that answered, as its health query names it.
+    pub server: String,
+    /// When the first login of the run completed (served as `since_age_ms`).
+    pub since: Instant,
 }
 
 impl AgStatus {
@@ -112,6 +126,7 @@ impl AgStatus {
             tracked_connections: Vec::new(),
             conflicts: 0,
             peers_primary: Vec::new(),
+            overlay_login: None,
         }
     }
 }

@@ -64,6 +64,26 @@ pub struct AgDocument {
     pub conflicts: u64,
     /// The peers whose latest report counts as PRIMARY right now.
     pub peers_primary: Vec<String>,
+    /// This node's logins through the overlay IP, the path a client takes: which server has
+    /// been answering them and since when (`null` while they fail). They cross the network
+    /// whenever another node holds the address, so the new owner times its
+    /// `first_client_login` from its peers' entries.
+    pub overlay_login: Option<OverlayLoginDocument>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `overlay_login`: the current run of answered logins through the overlay IP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct OverlayLoginDocument {
+    /// The overlay address and port the logins go to.
+    pub target: Option<SocketAddr>,
+    /// The server that answered them, as its health query names it (`@@SERVERNAME`).
+    pub server: String,
+    /// How long before the document was written the first login of the run completed, in
+    /// milliseconds.
+    pub since_age_ms: f64,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -183,7 +203,13 @@ pub struct TimelineDocument {
     pub node_ok: Option<bool>,
     pub route_tables: Vec<StepDocument>,
     pub route_tables_done: Option<f64>,
+    /// This node's own first login through the overlay IP (the local route).
+    pub first_local_login: Option<f64>,
+    /// The first login through the overlay IP that a peer made across the network and this
+    /// node answered.
     pub first_client_login: Option<f64>,
+    /// The peer that made it.
+    pub first_client_login_by: Option<String>,
     /// What the timeline never got before it was closed.
     pub unfinished: Vec<String>,
     /// Per phase, seconds (`tdsvip_failover_phase_duration_seconds{phase}`).
@@ -202,6 +228,7 @@ pub struct PhasesDocument {
     pub garp: Option<f64>,
     pub ebpf: Option<f64>,
     pub route_table: Option<f64>,
+    pub first_local_login: Option<f64>,
     pub first_client_login: Option<f64>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -217,6 +244,7 @@ impl PhasesDocument {
             ("garp", self.garp),
             ("ebpf", self.ebpf),
             ("route_table", self.route_table),
+            ("first_local_login", self.first_local_login),
             ("first_client_login", self.first_client_login),
         ];
         let known = known

@@ -31,12 +31,13 @@ pub mod scenario;
 pub mod settings;
 pub mod signals;
 pub mod stats;
+pub mod summary;
 pub mod tsql;
 pub mod writer;
 
 use lab::{Lab, Settings};
-use report::RunSummary;
 use scenario::{Scenario, Trial};
+use summary::RunSummary;
 
 /// The outcome of one drill: every trial and the summary.
 pub struct DrillOutcome {
@@ -76,8 +77,8 @@ pub fn run_drill(
     for t in &trials {
         text.push_str(&report::timeline(&lab, t));
     }
-    let summary = report::summarize(&lab, scenario, &trials);
-    text.push_str(&report::summary_text(&summary));
+    let summary = summary::summarize(&lab, scenario, &trials);
+    text.push_str(&summary::summary_text(&summary));
     let plot = want_plot.then(|| plot::svg(&lab, &trials));
     Ok(DrillOutcome {
         trials,

@@ -67,7 +67,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         b.trials as usize,
                         false,
                     )?;
-                    print!("{}", tdsvip_lab::report::summary_text(&out.summary));
+                    print!("{}", tdsvip_lab::summary::summary_text(&out.summary));
                     cdf[k].1.push((
                         implementation.name().to_owned(),
                         out.trials

@@ -1,210 +1,11 @@
-//! What the lab prints and writes: the human timeline of each trial and the JSON summary
-//! of a run, in the shape issue 5 specifies.
+//! What the lab prints for each trial: the human timeline, times relative to the fault, with
+//! the new owner's own agent timeline. The run's JSON summary is `summary.rs`.
 
-use serde_json::{Value, json};
-
-use crate::lab::{Impl, Lab, Settings};
+use crate::lab::Lab;
 use crate::measure::dual_mac_samples;
 use crate::measure::idle::ResetBy;
-use crate::scenario::{Scenario, Trial};
-use crate::stats::{Summary, summarize_optional};
-
-/// The run's summary over its trials.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    pub implementation: Impl,
-    pub scenario: Scenario,
-    pub trials: usize,
-    pub client_outage_ms: Summary,
-    pub promotion_to_client_ms: Summary,
-    /// Only the sessions tdsvip reset (tickle, SOCK_DESTROY); the others count as never.
-    pub idle_session_reset_ms: Summary,
-    pub idle_resets_by_tickle: usize,
-    pub idle_resets_by_sock_destroy: usize,
-    /// Closed by something else (a FIN, or an RST before either agent acted, e.g. the
-    /// kernel of a killed sim), and when, relative to the takeover.
-    pub idle_resets_not_by_tdsvip: usize,
-    pub idle_reset_not_by_tdsvip_ms: Summary,
-    pub route_tables_ms: Option<Summary>,
-    pub dual_owner_samples: usize,
-    /// Owner samples in which some node's read could not tell (see [`crate::sampler`]).
-    pub unknown_samples: usize,
-    /// The sampling error bound: per owner sample, first read start to last read end.
-    pub owner_sample_spread_ms: Summary,
-    /// ARP probes of the overlay IP answered by two MACs.
-    pub arp_dual_mac_samples: usize,
-    /// Failed client attempts after the client was served again, per trial, and in all.
-    pub failed_after_first_success: Summary,
-    pub failed_after_first_success_total: usize,
-    /// Samples in which two sims would have acknowledged a commit, and samples in which
-    /// unreadable sims could have made two.
-    pub dual_primary_samples: usize,
-    pub dual_primary_unknown_samples: usize,
-    pub fenced_holder_samples: usize,
-    pub non_primary_answers: usize,
-    pub acked_commits: usize,
-    pub lost_commits: usize,
-    pub discarded_on_rejoin: u64,
-    pub write_outage_ms: Summary,
-    pub settings: Value,
-}
-
-pub fn settings_json(s: &Settings) -> Value {
-    let mut v = json!({
-        "nodes": s.nodes,
-        "promote_delay_ms": s.promote_delay_ms,
-        "client_every_ms": s.client_every_ms,
-        "client_deadline_ms": s.client_deadline_ms,
-        "owner_sample_ms": s.sample_ms,
-        "idle_sessions": s.idle_sessions,
-        "lease_ms": s.lease_ms,
-        "flaps": s.flaps,
-        "flap_interval_ms": s.flap_interval_ms,
-        "promote": "lab",
-        "session_timeout_ms": s.session_timeout_ms,
-        "required_synchronized_secondaries_to_commit": s.required_synchronized,
-        "writer_every_ms": s.writer_every_ms,
-        "writer_deadline_ms": s.writer_deadline_ms,
-        "write_lease_validity_s": s.write_lease_validity_s,
-        "lease_renew_every_ms": s.lease_renew_every_ms,
-        "primary_sample_ms": s.sample_ms,
-    });
-    match s.implementation {
-        Impl::Tdsvip => {
-            v["probe_interval_ms"] = json!(s.agent.interval_ms);
-            if let Some(n) = s.cloud_tables {
-                v["cloud"] = json!({"ec2": "moto_server", "route_tables": n});
-            }
-            v["probe_timeout_ms"] = json!(s.agent.timeout_ms);
-            v["rise"] = json!(s.agent.rise);
-            v["fall"] = json!(s.agent.fall);
-        }
-        Impl::Keepalived => {
-            v["vrrp_version"] = json!(3);
-            v["advert_int_s"] = json!(s.keepalived.advert_int);
-            v["track_file_interval_ms"] = json!(s.agent.interval_ms);
-            v["check_timeout_ms"] = json!(s.agent.timeout_ms);
-            v["rise"] = json!(s.agent.rise);
-            v["fall"] = json!(s.agent.fall);
-            v["check"] = json!(
-                "track_file kept by tdsvip probe --watch (one login session per node): 1 while the local replica is PRIMARY with its database ONLINE, else 0; weight 50"
-            );
-        }
-        Impl::KeepalivedScript => {
-            let k = s.keepalived;
-            v["vrrp_version"] = json!(3);
-            v["advert_int_s"] = json!(k.advert_int);
-            v["vrrp_script_interval_s"] = json!(k.script_interval);
-            v["vrrp_script_timeout_s"] = json!(k.script_timeout);
-            v["vrrp_script_fall"] = json!(k.script_fall);
-            v["vrrp_script_rise"] = json!(k.script_rise);
-            v["check"] = json!(
-                "tdsvip probe --mode login (login + role query), exit 0 only when the local replica is PRIMARY"
-            );
-            v["check_timeout_ms"] = json!(k.check_timeout_ms);
-        }
-    }
-    v
-}
-
-pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary {
-    let all = |f: &dyn Fn(&Trial) -> Vec<Option<f64>>| -> Vec<Option<f64>> {
-        trials.iter().flat_map(f).collect()
-    };
-    RunSummary {
-        implementation: lab.settings.implementation,
-        scenario,
-        trials: trials.len(),
-        client_outage_ms: summarize_optional(&all(&|t| t.result.client_outage.clone())),
-        promotion_to_client_ms: summarize_optional(&all(&|t| t.result.promotion_to_client.clone())),
-        idle_session_reset_ms: summarize_optional(&all(&|t| t.result.idle_reset.clone())),
-        idle_resets_by_tickle: count_by(trials, ResetBy::Tickle),
-        idle_resets_by_sock_destroy: count_by(trials, ResetBy::SockDestroy),
-        idle_resets_not_by_tdsvip: count_by(trials, ResetBy::NotTdsvip),
-        idle_reset_not_by_tdsvip_ms: summarize_optional(&all(&|t| {
-            t.result.idle_reset_not_by_tdsvip.clone()
-        })),
-        route_tables_ms: lab
-            .cloud
-            .as_ref()
-            .map(|_| summarize_optional(&all(&|t| t.route_tables.clone()))),
-        dual_owner_samples: trials.iter().map(|t| t.result.dual_owner_samples).sum(),
-        unknown_samples: trials.iter().map(|t| t.result.unknown_samples).sum(),
-        owner_sample_spread_ms: crate::stats::summarize(
-            &trials
-                .iter()
-                .flat_map(|t| t.result.owner_sample_spreads.iter().copied())
-                .collect::<Vec<f64>>(),
-        ),
-        arp_dual_mac_samples: trials.iter().map(|t| dual_mac_samples(&t.arp)).sum(),
-        failed_after_first_success: summarize_optional(&all(&|t| {
-            vec![Some(t.result.failed_after_first_success as f64)]
-        })),
-        failed_after_first_success_total: trials
-            .iter()
-            .map(|t| t.result.failed_after_first_success)
-            .sum(),
-        dual_primary_samples: trials.iter().map(|t| t.primaries.dual).sum(),
-        dual_primary_unknown_samples: trials.iter().map(|t| t.primaries.unknown).sum(),
-        fenced_holder_samples: trials.iter().map(|t| t.result.fenced_holder_samples).sum(),
-        non_primary_answers: trials.iter().map(|t| t.result.non_primary_answers).sum(),
-        acked_commits: trials.iter().map(|t| t.commits.acked).sum(),
-        lost_commits: trials.iter().map(|t| t.commits.lost.len()).sum(),
-        discarded_on_rejoin: trials.iter().map(|t| t.discarded_on_rejoin).sum(),
-        write_outage_ms: summarize_optional(&all(&|t| vec![t.commits.write_outage_ms])),
-        settings: settings_json(&lab.settings),
-    }
-}
-
-fn count_by(trials: &[Trial], by: ResetBy) -> usize {
-    trials
-        .iter()
-        .flat_map(|t| &t.result.idle_reset_by)
-        .filter(|b| **b == Some(by))
-        .count()
-}
-
-impl RunSummary {
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "impl": self.implementation.name(),
-            "scenario": self.scenario.name(),
-            "trials": self.trials,
-            "client_outage_ms": self.client_outage_ms,
-            "promotion_to_client_ms": self.promotion_to_client_ms,
-            "idle_session_reset_ms": self.idle_session_reset_ms,
-            "idle_resets_by_tickle": self.idle_resets_by_tickle,
-            "idle_resets_by_sock_destroy": self.idle_resets_by_sock_destroy,
-            "idle_resets_not_by_tdsvip": self.idle_resets_not_by_tdsvip,
-            "idle_reset_not_by_tdsvip_ms": self.idle_reset_not_by_tdsvip_ms,
-            "dual_owner_samples": self.dual_owner_samples,
-            "unknown_samples": self.unknown_samples,
-            "owner_sample_spread_ms": self.owner_sample_spread_ms,
-            "arp_dual_mac_samples": self.arp_dual_mac_samples,
-            "failed_attempts_after_first_success": {
-                "per_trial": self.failed_after_first_success,
-                "total": self.failed_after_first_success_total,
-            },
-            "dual_primary_samples": self.dual_primary_samples,
-            "dual_primary_unknown_samples": self.dual_primary_unknown_samples,
-            "fenced_holder_samples": self.fenced_holder_samples,
-            "non_primary_answers": self.non_primary_answers,
-            "acked_commits": self.acked_commits,
-            "lost_commits": self.lost_commits,
-            "discarded_on_rejoin": self.discarded_on_rejoin,
-            "write_outage_ms": self.write_outage_ms,
-            "settings": self.settings,
-        });
-        if let Some(r) = &self.route_tables_ms {
-            v["route_tables_ms"] = json!(r);
-        }
-        v
-    }
-}
-
-fn f(v: Option<f64>) -> String {
-    v.map_or("-".into(), |x| format!("{x:.1}"))
-}
+use crate::scenario::Trial;
+use crate::summary::f;
 
 fn node_label(i: usize) -> String {
     if i == usize::MAX {
@@ -348,8 +149,13 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
     }
     if let Some(tl) = &t.timeline {
         out.push_str(&format!(
-            "  new owner's agent timeline (/events, s from its own origin): detected {} decided {} local_primary_seen {} first_client_login {}\n",
-            tl["detected"], tl["decided"], tl["local_primary_seen"], tl["first_client_login"]
+            "  new owner's agent timeline (/events, s from its own origin): detected {} decided {} local_primary_seen {} first_local_login {} first_client_login {} (by {})\n",
+            tl["detected"],
+            tl["decided"],
+            tl["local_primary_seen"],
+            tl["first_local_login"],
+            tl["first_client_login"],
+            tl["first_client_login_by"]
         ));
         if let Some(steps) = tl["node_steps"].as_array() {
             for s in steps {
@@ -402,50 +208,6 @@ pub fn timeline(lab: &Lab, t: &Trial) -> String {
         t.commits.lost.iter().take(5).collect::<Vec<_>>(),
         f(t.commits.write_outage_ms),
         t.discarded_on_rejoin,
-    ));
-    out
-}
-
-pub fn summary_text(s: &RunSummary) -> String {
-    let line = |name: &str, x: &Summary| {
-        format!(
-            "  {name:<24} p50 {:>7}  p90 {:>7}  p99 {:>7}  max {:>7}\n",
-            f(x.p50),
-            f(x.p90),
-            f(x.p99),
-            f(x.max)
-        )
-    };
-    let mut out = format!(
-        "{} / {}: {} trial(s)\n",
-        s.implementation.name(),
-        s.scenario,
-        s.trials
-    );
-    out.push_str(&line("client outage ms", &s.client_outage_ms));
-    out.push_str(&line("promotion->client ms", &s.promotion_to_client_ms));
-    out.push_str(&line("idle reset by tdsvip ms", &s.idle_session_reset_ms));
-    out.push_str(&format!(
-        "  idle sessions reset by tickle {}, by SOCK_DESTROY {}, closed by others {}\n",
-        s.idle_resets_by_tickle, s.idle_resets_by_sock_destroy, s.idle_resets_not_by_tdsvip
-    ));
-    out.push_str(&line("owner sample spread ms", &s.owner_sample_spread_ms));
-    if let Some(r) = &s.route_tables_ms {
-        out.push_str(&line("route tables ms", r));
-    }
-    out.push_str(&format!(
-        "  dual-owner samples {} (unknown samples {}), ARP answered by two MACs {}, fenced-holder samples {}, non-primary answers {}\n",
-        s.dual_owner_samples, s.unknown_samples, s.arp_dual_mac_samples, s.fenced_holder_samples, s.non_primary_answers
-    ));
-    out.push_str(&line("failed after served", &s.failed_after_first_success));
-    out.push_str(&format!(
-        "  dual-primary samples {} (unknown {})\n",
-        s.dual_primary_samples, s.dual_primary_unknown_samples
-    ));
-    out.push_str(&line("write outage ms", &s.write_outage_ms));
-    out.push_str(&format!(
-        "  commits acknowledged {}, lost {}, discarded on rejoin {}\n",
-        s.acked_commits, s.lost_commits, s.discarded_on_rejoin
     ));
     out
 }

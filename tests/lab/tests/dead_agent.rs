@@ -14,6 +14,7 @@ mod common;
 use tdsvip_lab::lab::Settings;
 use tdsvip_lab::measure::dual_mac_samples;
 use tdsvip_lab::scenario::Scenario;
+use tdsvip_lab::summary::old_owner_gone_ms;
 
 use common::{context, drill_with};
 
@@ -41,12 +42,8 @@ fn check(scenario: Scenario) {
     assert_eq!(t.result.non_primary_answers, 0, "{ctx}");
 
     // The old node stops owning within the lease of the agent's death, by itself.
-    let fenced = t
-        .owner_changes
-        .iter()
-        .find(|(at, owners)| *at >= fault && !owners[t.old])
-        .map(|(at, _)| at - fault)
-        .unwrap_or_else(|| panic!("the old node never stopped owning\n{ctx}"));
+    let fenced =
+        old_owner_gone_ms(t).unwrap_or_else(|| panic!("the old node never stopped owning\n{ctx}"));
     assert!(
         fenced <= LEASE_MS + FENCE_SLACK_MS,
         "the old node owned {fenced:.1} ms after its agent died (lease {LEASE_MS} ms)\n{ctx}"

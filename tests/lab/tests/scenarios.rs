@@ -176,12 +176,29 @@ fn check(out: &DrillOutcome, idle: Idle) {
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
+/// The new owner's agent timed `first_client_login` from a login a peer agent made through
+/// the overlay IP across the lab's network (reported in the peer's `/status`), not only its
+/// own over the local route; neither comes before its decision.
+fn check_client_login_through_the_wire(out: &DrillOutcome) {
+    let ctx = context(out);
+    let tl = out.trials[0]
+        .timeline
+        .as_ref()
+        .unwrap_or_else(|| panic!("no acquire timeline from the new owner\n{ctx}"));
+    let phase = |name: &str| tl["phases"][name].as_f64();
+    let client = phase("first_client_login")
+        .unwrap_or_else(|| panic!("no first_client_login measured by a peer\n{ctx}"));
+    assert!(phase("first_local_login").is_some(), "{ctx}");
+    assert!(client >= 0.0, "{ctx}");
+    let by = tl["first_client_login_by"].as_str().unwrap_or("");
+    assert!(by.starts_with("sqlnode"), "measured by {by:?}\n{ctx}");
+}
+
 #[test]
 fn kill_primary() {
-    check(
-        &drill(Scenario::KillPrimary),
-        Idle::ByTdsvipOrDyingProcess(200.0),
-    );
+    let out = drill(Scenario::KillPrimary);
+    check_client_login_through_the_wire(&out);
+    check(&out, Idle::ByTdsvipOrDyingProcess(200.0));
 }
 
 /// With moto's EC2 server: the new owner also claims both route tables, within 2 s of
@@ -215,7 +232,9 @@ fn kill_primary_with_cloud() {
 
 #[test]
 fn switchover() {
-    check(&drill(Scenario::Switchover), Idle::ByTdsvip(200.0));
+    let out = drill(Scenario::Switchover);
+    check_client_login_through_the_wire(&out);
+    check(&out, Idle::ByTdsvip(200.0));
 }
 
 #[test]

@@ -31,6 +31,9 @@ impl AgController {
                         }
                     }
                 }
+                if let Some(at) = view.overlay_logins.and_then(|o| o.answered_here_since) {
+                    self.note_client_login(&report.peer, at);
+                }
                 self.peers.insert(report.peer, (report.at, view));
             }
         }

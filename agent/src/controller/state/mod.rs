@@ -238,14 +238,7 @@ impl AgController {
                 started,
                 report,
             } => self.on_cloud(now, attempt, started, &report, &mut out),
-            Event::OverlayLoginOk => {
-                if let Some(t) = self.timeline.as_mut()
-                    && t.direction == Direction::Acquire
-                    && t.first_client_login.is_none()
-                {
-                    t.first_client_login = Some(now);
-                }
-            }
+            Event::LocalOverlayLogin => self.note_local_login(now),
             Event::Reconcile { drift } => self.on_reconcile(now, drift, &mut out),
             Event::Stop => self.stopped = true,
             Event::Deadline => {}
