@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// Only this scenario (kill-primary or switchover); default both.
     #[arg(long, value_name = "NAME", value_parser = parse_bench_scenario)]
     pub scenario: Option<Scenario>,
+    /// Only these implementations (repeat the flag); default every one. A ratio over
+    /// tdsvip needs tdsvip and the other one.
+    #[arg(long = "impl", value_name = "IMPL", value_parser = parse_impl)]
+    pub implementations: Vec<Impl>,
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Write an SVG of the promotion -> client CDFs, one line per implementation, here.
@@ -176,6 +180,14 @@ fn parse_bench_scenario(s: &str) -> Result<Scenario, String> {
 }
 
 impl BenchArgs {
+    /// The implementations to run, in `Impl::ALL`'s order, each once.
+    pub fn implementations(&self) -> Vec<Impl> {
+        Impl::ALL
+            .into_iter()
+            .filter(|i| self.implementations.is_empty() || self.implementations.contains(i))
+            .collect()
+    }
+
     /// The scenarios to run, in order.
     pub fn scenarios(&self) -> Vec<Scenario> {
         match self.scenario {
@@ -259,6 +271,12 @@ mod tests {
                 assert_eq!(b.scenarios(), BENCH_SCENARIOS);
             }
             _ => panic!("bench expected"),
+        }
+        match parse(&["bench", "--impl", "keepalived", "--impl", "tdsvip"]).map(|c| c.cmd) {
+            Ok(Some(Cmd::Bench(b))) => {
+                assert_eq!(b.implementations(), [Impl::Tdsvip, Impl::Keepalived]);
+            }
+            other => panic!("bench expected: {other:?}"),
         }
         match parse(&["bench", "--scenario", "kill-primary"]).map(|c| c.cmd) {
             Ok(Some(Cmd::Bench(b))) => assert_eq!(b.scenarios(), [Scenario::KillPrimary]),

@@ -9,6 +9,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod aftermath;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;
