@@ -150,12 +150,9 @@ async fn online_reports_each_check_and_names_the_certificate_problem() {
             && !dbs.contains("sales"),
         "{out}"
     );
-    // tds-sim does not answer HAS_PERMS_BY_NAME: reported as a gap, not as a pass.
+    // tds-sim answers HAS_PERMS_BY_NAME; its default login is sysadmin.
     let perms = line(&out, "sql.user.permissions");
-    assert!(
-        perms.starts_with("sql.user.permissions: problem cannot tell"),
-        "{out}"
-    );
+    assert_eq!(perms, "sql.user.permissions: ok has VIEW SERVER STATE", "{out}");
     assert_eq!(code, Some(2), "{out}");
     sim.shutdown().await;
 }

@@ -8,7 +8,8 @@
 //! strings, not uniqueidentifier; `last_hardened_lsn` is BIGINT (numeric(25,0) on SQL
 //! Server) and counts transactions; `last_commit_time` is an ISO-8601 string, not datetime.
 //! Replica ids are derived from the sorted replica names, so every replica of one AG gives
-//! a replica the same id.
+//! a replica the same id. `sys.availability_groups` and `sys.availability_replicas` show
+//! the AG only to a login that may see it (`access`).
 
 use tds_codec::types::{TypeInfo, Value};
 
@@ -199,7 +200,7 @@ fn availability_groups(env: &Env<'_>) -> Table {
             ("failure_condition_level", INT),
             ("db_failover", TINY),
         ],
-        rows: vec![vec![
+        rows: [vec![
             text(GROUP_ID),
             text(&env.replica.ag),
             int(1),
@@ -208,7 +209,10 @@ fn availability_groups(env: &Env<'_>) -> Table {
             int(ag.required as i64),
             int(3),
             int(1),
-        ]],
+        ]]
+        .into_iter()
+        .filter(|_| env.ag_visible())
+        .collect(),
     }
 }
 
@@ -216,6 +220,7 @@ fn availability_replicas(env: &Env<'_>) -> Table {
     let timeout_s = env.ag.cfg.session_timeout.as_millis().div_ceil(1000) as i64;
     let rows = members(env)
         .into_iter()
+        .filter(|_| env.ag_visible())
         .map(|m| {
             vec![
                 text(&m.id),

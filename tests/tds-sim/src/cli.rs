@@ -36,12 +36,16 @@ pub struct Args {
     /// PRIMARY, SECONDARY or RESOLVING.
     #[arg(long, value_name = "ROLE")]
     pub role: Role,
-    /// SQL login accepted by the simulator.
+    /// SQL login accepted by the simulator, a member of sysadmin (every permission).
     #[arg(long, value_name = "USER")]
     pub user: String,
     /// Its password.
     #[arg(long, value_name = "PASSWORD")]
     pub password: String,
+    /// Another SQL login, NAME:PASSWORD (the name ends at the first ':'), with no permission
+    /// until the sysadmin login GRANTs one; repeat for more. `CREATE LOGIN` adds them too.
+    #[arg(long = "login", value_name = "NAME:PASSWORD", value_parser = parse_login)]
+    pub logins: Vec<(String, String)>,
     /// A database, NAME or NAME=STATE (ONLINE, RESTORING, RECOVERING, RECOVERY_PENDING,
     /// SUSPECT, EMERGENCY, OFFLINE); repeat for more. Starts ONLINE by default.
     #[arg(long = "database", value_name = "NAME[=STATE]", value_parser = parse_database)]
@@ -88,6 +92,16 @@ pub struct Args {
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+fn parse_login(s: &str) -> Result<(String, String), String> {
+    let (name, password) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not NAME:PASSWORD"))?;
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(format!("login name '{name}' must be 1 to 128 characters"));
+    }
+    Ok((name.to_string(), password.to_string()))
 }
 
 fn parse_encryption(s: &str) -> Result<Mode, String> {
@@ -149,6 +163,7 @@ impl Args {
         cfg.control = Some(self.control);
         cfg.user = self.user;
         cfg.password = self.password;
+        cfg.logins = self.logins;
         cfg.databases = self.databases;
         cfg.health = self.synchronization_health;
         cfg.product_version = self.product_version;
@@ -205,5 +220,16 @@ mod tests {
         assert!(parse_partner("SQL2").is_err());
         assert!(parse_partner("SQL2=nowhere").is_err());
         assert!(parse_partner("SQL2=127.0.0.1:1,maybe").is_err());
+        assert_eq!(
+            parse_login("watcher:pa:ss").unwrap(),
+            ("watcher".into(), "pa:ss".into())
+        );
+        assert_eq!(parse_login("w:").unwrap(), ("w".into(), String::new()));
+        assert!(
+            parse_login("watcher")
+                .unwrap_err()
+                .contains("NAME:PASSWORD")
+        );
+        assert!(parse_login(":pw").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP control API: `GET /state` shows the replica (and its AG state: sequence
 //! number, hardened LSN, partners, discarded transactions, whether it would acknowledge a
-//! commit now), `PUT /state` merges a partial JSON object into it; `replication`
-//! (`running`, `stalled`, `dropped`) is the replication fault.
+//! commit now) and the logins with their permission rows (`principals`), `PUT /state`
+//! merges a partial JSON object into it; `replication` (`running`, `stalled`, `dropped`)
+//! is the replication fault.
 //!
 //! Every bad request gets a 4xx with `{"error": "..."}` naming the offending key, never a
 //! crash: the lab drives this API from scripts, and a precise message is what makes a
@@ -83,6 +84,7 @@ pub(crate) fn state_json(shared: &Shared) -> Value {
         "login_only_encryptions": s.login_only_encryptions,
         "changed_at_unix_ms": r.changed_at_unix_ms,
         "ag_state": ag_json(shared, r.role),
+        "principals": shared.logins.json(),
     })
 }
 
@@ -290,6 +292,11 @@ fn parse_change(v: &Value, shared: &Shared) -> Result<(Change, Option<ReplMode>)
             | "changed_at_unix_ms"
             | "ag_state" => {
                 return Err(format!("key '{key}' is read-only"));
+            }
+            "principals" => {
+                return Err(
+                    "key 'principals' is read-only: use CREATE LOGIN and GRANT/DENY/REVOKE".into(),
+                );
             }
             other => return Err(format!("unknown key '{other}'")),
         }

@@ -1,6 +1,6 @@
 //! Runs requests after login: SQL batches and transaction-manager requests (RPCs in
-//! `rpc`, the AG and ledger statements in `exec_ag`), against one session's state and the
-//! replica's current state.
+//! `rpc`, the AG and ledger statements in `exec_ag`, the security statements in
+//! `exec_perms`), against one session's state and the replica's current state.
 //!
 //! Statements that return no rows (SET, USE, transaction control) produce no DONE of their
 //! own, as in SQL Server, unless they end the batch; a SELECT produces its result set and a
@@ -143,6 +143,7 @@ impl Exec<'_> {
             database: &self.session.database,
             trancount: self.session.trancount,
             user: &self.session.user,
+            logins: &self.shared.logins,
             version: version_string(v),
             product_version: v,
             params,
@@ -244,6 +245,12 @@ impl Exec<'_> {
                 rows,
             } => self.insert(table, columns, rows, params),
             Stmt::AlterAg { ag, action } => self.alter_ag(ag, action),
+            Stmt::Permission(p) => self.permission(p),
+            Stmt::CreateLogin {
+                name,
+                password,
+                options,
+            } => self.create_login(name, password, options),
         }
     }
 

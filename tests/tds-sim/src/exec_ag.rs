@@ -190,6 +190,8 @@ impl Exec<'_> {
                 ),
             ));
         }
+        let params = HashMap::new();
+        self.env(&params).need_alter_ag(ag)?;
         let ext = self.session.external_cluster;
         match action {
             AgAction::Failover => self.shared.failover(ag, false, ext)?,
@@ -230,7 +232,10 @@ impl Exec<'_> {
                 self.session_context(&values)?;
                 Ok(Outcome::Quiet(cur_cmd::EXECUTE))
             }
-            "sp_server_diagnostics" => Ok(Outcome::Rows(server_diagnostics(self.replica.role))),
+            "sp_server_diagnostics" => {
+                self.env(params).need_server_state()?;
+                Ok(Outcome::Rows(server_diagnostics(self.replica.role)))
+            }
             _ => Err(SqlError::new(
                 2812,
                 16,

@@ -18,17 +18,22 @@
 //! Layout: [`state`] holds the replica and counters, [`ag`] the AG model (its rules in
 //! `ag::rules`), `repl` replication (wire codec, log, primary and secondary sides),
 //! `server` the listener, `session` one connection, `sql` parses queries, `query` and
-//! `catalog` evaluate them, `exec` runs requests, `respond` encodes answers, [`tls`] the
-//! encryption setting, certificate and TLS transport, `control` is the HTTP API, `cli` the
-//! command line.
+//! `catalog` evaluate them (`func` the built-in functions and CAST), `exec` runs requests,
+//! `respond` encodes answers, [`perms`] holds the logins and their permissions and `access`
+//! applies them, [`tls`] the encryption setting, certificate and TLS transport, `control`
+//! is the HTTP API, `cli` the command line.
 #![forbid(unsafe_code)]
 
+mod access;
 pub mod ag;
 mod catalog;
 pub mod cli;
 mod control;
 mod exec;
 mod exec_ag;
+mod exec_perms;
+mod func;
+pub mod perms;
 mod query;
 pub mod repl;
 mod respond;
@@ -61,8 +66,11 @@ pub struct SimConfig {
     pub server_name: String,
     pub ag: String,
     pub role: Role,
+    /// The login every existing test uses: a member of `sysadmin`.
     pub user: String,
     pub password: String,
+    /// More logins (name, password), with no permission until a GRANT gives them one.
+    pub logins: Vec<(String, String)>,
     pub databases: Vec<(String, DbState)>,
     pub product_version: tds_codec::Version,
     pub health: Health,
@@ -87,6 +95,7 @@ impl SimConfig {
             role,
             user: "tdsvip".into(),
             password: "secret".into(),
+            logins: Vec::new(),
             databases: Vec::new(),
             product_version: tds_codec::Version {
                 major: 16,
@@ -116,6 +125,8 @@ fn context(what: &str, addr: SocketAddr, e: io::Error) -> io::Error {
 
 /// Binds the TDS listener (and the control listener, if configured) and starts serving.
 pub async fn start(cfg: SimConfig) -> io::Result<SimHandle> {
+    let logins = perms::Logins::new((&cfg.user, &cfg.password), &cfg.logins)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("logins: {e}")))?;
     let tls = Arc::new(tls::Setup::new(&cfg.tls)?);
     let tds = server::bind(cfg.listen).map_err(|e| context("TDS listener", cfg.listen, e))?;
     let tds_addr = tds.local_addr()?;
@@ -163,13 +174,7 @@ pub async fn start(cfg: SimConfig) -> io::Result<SimHandle> {
         kill_epoch: 0,
         shutting_down: false,
     };
-    let shared = Arc::new(Shared::new(
-        cfg.user,
-        cfg.password,
-        cfg.product_version,
-        replica,
-        ag,
-    ));
+    let shared = Arc::new(Shared::new(logins, cfg.product_version, replica, ag));
     if role == Role::Primary {
         // The first role of a new AG counts as a role change: sequence_number 1, a lease.
         shared.role_changed(Role::Resolving, Role::Primary);

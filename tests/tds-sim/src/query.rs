@@ -21,7 +21,10 @@ pub struct Env<'a> {
     pub spid: u16,
     pub database: &'a str,
     pub trancount: u32,
+    /// The session's login, as the server spells it.
     pub user: &'a str,
+    /// Every login and its permissions (`access` checks them).
+    pub logins: &'a crate::perms::Logins,
     pub version: String,
     pub product_version: tds_codec::Version,
     /// `sp_executesql` parameters by lowercased name.
@@ -157,19 +160,8 @@ fn eval(
             };
             (ty, true, String::new(), val)
         }
-        Expr::Func(f) => match f.as_str() {
-            "DB_NAME" => (Ty::NVarChar(128), true, String::new(), text(env.database)),
-            "SUSER_SNAME" | "SUSER_NAME" => {
-                (Ty::NVarChar(128), true, String::new(), text(env.user))
-            }
-            _ => {
-                return Err(SqlError::new(
-                    195,
-                    15,
-                    format!("'{f}' is not a recognized built-in function name."),
-                ));
-            }
-        },
+        Expr::Func(f, args) => crate::func::call(f, args, env, &mut |a| eval(a, env, bound, row))?,
+        Expr::Cast(e, ty) => crate::func::cast(eval(e, env, bound, row)?, ty)?,
         Expr::Agg(..) => {
             return Err(SqlError::new(
                 147,
@@ -250,6 +242,7 @@ pub fn condition(p: &Pred, env: &Env<'_>) -> Result<bool, SqlError> {
 
 fn bind(t: &TableRef, env: &Env<'_>) -> Result<Bound, SqlError> {
     let table = table(&t.key, env).ok_or_else(|| SqlError::invalid_object(&t.written))?;
+    crate::access::check_table(&t.key, env)?;
     let name = t
         .alias
         .clone()
@@ -502,6 +495,7 @@ mod tests {
             database: "master",
             trancount: 0,
             user: "u",
+            logins: &crate::perms::Logins::new(("u", "p"), &[]).unwrap(),
             version: "v".into(),
             product_version: tds_codec::Version {
                 major: 16,

@@ -78,8 +78,12 @@ impl Response {
         self.message(MessageKind::Info, number, 1, 0, text);
     }
 
+    /// The error, and the one SQL Server sends after it, if any.
     pub fn error(&mut self, e: &SqlError) {
         self.message(MessageKind::Error, e.number, e.state, e.class, &e.message);
+        if let Some(next) = &e.then {
+            self.error(next);
+        }
     }
 
     pub fn result(&mut self, rs: &ResultSet) -> Result<(), CodecError> {

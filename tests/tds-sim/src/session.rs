@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::exec::{self, Exec, Session};
+use crate::perms::Refused;
 use crate::respond::{self, LoginOk, Response};
 use crate::sql::SqlError;
 use crate::state::{Counters, Fault, Replica, Shared};
@@ -336,10 +337,11 @@ impl Conn {
             Some("fault reject_login".to_string())
         } else if l.option_flags2 & F_INT_SECURITY != 0 || !l.sspi.is_empty() {
             Some("integrated (SSPI) authentication is not supported".to_string())
-        } else if !l.username.eq_ignore_ascii_case(&self.shared.user) {
-            Some(format!("unknown user '{}'", l.username))
-        } else if l.password != self.shared.password {
-            Some("wrong password".to_string())
+        } else if let Err(r) = self.shared.logins.authenticate(&l.username, &l.password) {
+            Some(match r {
+                Refused::UnknownUser => format!("unknown user '{}'", l.username),
+                Refused::WrongPassword => "wrong password".to_string(),
+            })
         } else if !l.database.is_empty()
             && let Some(e) = exec::database_error(&replica, &l.database)
         {
@@ -393,7 +395,12 @@ impl Conn {
             %database,
             "login succeeded"
         );
-        Ok(Session::new(self.spid, version, l.username, database))
+        let login = self
+            .shared
+            .logins
+            .canonical(&l.username)
+            .unwrap_or(l.username);
+        Ok(Session::new(self.spid, version, login, database))
     }
 
     /// Waits until the commit at `lsn` may be acknowledged. The client may give up first:

@@ -297,8 +297,8 @@ pub(crate) struct Change {
 
 pub(crate) struct Shared {
     pub ag: crate::ag::Ag,
-    pub user: String,
-    pub password: String,
+    /// Logins and their permissions.
+    pub logins: crate::perms::Logins,
     pub product_version: tds_codec::Version,
     pub state: watch::Sender<Replica>,
     /// Whether the TDS listener is open now (false while `refuse` holds).
@@ -310,16 +310,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(
-        user: String,
-        password: String,
+        logins: crate::perms::Logins,
         product_version: tds_codec::Version,
         replica: Replica,
         ag: crate::ag::Ag,
     ) -> Self {
         Shared {
             ag,
-            user,
-            password,
+            logins,
             product_version,
             state: watch::Sender::new(replica),
             listening: watch::Sender::new(false),

@@ -60,6 +60,27 @@ fn bad_arguments_exit_2_naming_the_argument() {
     let (code, err) = run_with(&args);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--ag"), "{err}");
+
+    let mut args = BASE.to_vec();
+    args.extend(["--role", "PRIMARY", "--login", "watcher"]);
+    let (code, err) = run_with(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--login") && err.contains("NAME:PASSWORD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_login_named_twice_is_refused_at_start() {
+    let mut args = BASE.to_vec();
+    args.extend(["--role", "PRIMARY", "--login", "w:1", "--login", "U:2"]);
+    let (code, err) = run_with(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("logins: The server principal 'U' already exists."),
+        "{err}"
+    );
 }
 
 #[test]

@@ -12,53 +12,9 @@ use common::{PASSWORD, SimProcess, USER, health_query, put_state};
 
 const VERSIONS: [&str; 4] = ["7.1", "7.2", "7.3", "7.4"];
 
-/// Runs `tsql` with `input` on stdin; returns (exit code, stdout + stderr). Killed after 20 s.
+/// Runs `tsql` as the test login with `input` on stdin; returns (exit code, output).
 fn tsql(version: &str, port: u16, password: &str, input: &str) -> (i32, String) {
-    let mut child = Command::new("tsql")
-        .args([
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            USER,
-            "-P",
-            password,
-        ])
-        .env("TDSVER", version)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run tsql ({e}); install freetds-bin (Debian) — this test must not skip")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        let _ = tx.send(s + &e);
-    });
-    let text = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(t) => t,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tsql TDSVER={version} did not finish within 20 s");
-        }
-    };
-    let code = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
-    (code, text)
+    common::tsql_as(version, port, USER, password, input)
 }
 
 #[test]

@@ -7,14 +7,18 @@
 //! `SELECT` (expressions, `@@globals`, parameters, `FROM` one table with inner `JOIN`s,
 //! `WHERE` comparisons and `IN` lists joined by `AND`, `ORDER BY`, `TOP`), `SET` options,
 //! `USE`, `BEGIN`/`COMMIT`/`ROLLBACK` transaction, `IF <comparison> <statement>`, `EXEC`
-//! with arguments, `INSERT .. VALUES`, `ALTER AVAILABILITY GROUP` and the aggregates
-//! `COUNT`/`MAX`/`MIN` and `BETWEEN` the lab's ledger queries use.
+//! with arguments, `INSERT .. VALUES`, `ALTER AVAILABILITY GROUP`, the aggregates
+//! `COUNT`/`MAX`/`MIN` and `BETWEEN` the lab's ledger queries use, function calls with
+//! arguments and `CAST`, and the security statements `CREATE LOGIN` and
+//! `GRANT`/`DENY`/`REVOKE` (in `security`).
 //! Anything else is a [`SqlError`] shaped like SQL Server's own (102 "Incorrect syntax near
 //! ..." and friends), because an honest error is what a test double owes its clients.
 
 mod ag;
+mod func;
 mod lex;
 mod parse;
+mod security;
 
 use std::fmt;
 
@@ -28,6 +32,8 @@ pub struct SqlError {
     pub class: u8,
     pub state: u8,
     pub message: String,
+    /// A second message SQL Server sends right after this one (Msg 297 after Msg 300).
+    pub then: Option<Box<SqlError>>,
 }
 
 impl SqlError {
@@ -37,7 +43,14 @@ impl SqlError {
             class,
             state: 1,
             message: message.into(),
+            then: None,
         }
+    }
+
+    /// This error followed by `next` in the same answer.
+    pub fn followed_by(mut self, next: SqlError) -> Self {
+        self.then = Some(Box::new(next));
+        self
     }
 
     pub fn syntax_near(near: &str) -> Self {
@@ -85,10 +98,19 @@ pub enum Expr {
     Var(String),
     /// `[alias.]column`, parts as written.
     Column(Vec<String>),
-    /// A niladic built-in such as `DB_NAME()`, uppercased.
-    Func(String),
+    /// A built-in function call such as `DB_NAME()`, the name uppercased.
+    Func(String, Vec<Expr>),
+    /// `CAST(expr AS type)`.
+    Cast(Box<Expr>, CastType),
     /// `COUNT(*)` (no argument), `COUNT(x)`, `MAX(x)`, `MIN(x)`.
     Agg(AggFn, Option<Box<Expr>>),
+}
+
+/// The target of a `CAST`: the type name uppercased and its length, `Some(None)` for `(MAX)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CastType {
+    pub name: String,
+    pub length: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +208,36 @@ pub enum Stmt {
         ag: String,
         action: AgAction,
     },
+    /// `GRANT`, `DENY` or `REVOKE`.
+    Permission(PermissionStmt),
+    /// `CREATE LOGIN name WITH PASSWORD = '..' [, option = value ..]`.
+    CreateLogin {
+        name: String,
+        password: String,
+        /// Options after the password, names uppercased, values as written.
+        options: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionVerb {
+    Grant,
+    Deny,
+    Revoke,
+}
+
+/// `GRANT perm [, ..] [ON class::name] TO principal [, ..] [WITH GRANT OPTION] [AS p]`, and
+/// DENY and REVOKE (`TO` or `FROM`, `GRANT OPTION FOR`, `CASCADE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionStmt {
+    pub verb: PermissionVerb,
+    /// Uppercased, words separated by one space.
+    pub permissions: Vec<String>,
+    /// `ON class::name`: the class uppercased (`OBJECT` for `ON name`); `None` = the server.
+    pub on: Option<(String, String)>,
+    pub principals: Vec<String>,
+    /// `WITH GRANT OPTION`, `GRANT OPTION FOR` or `AS grantor`: what tds-sim does not model.
+    pub unsupported: Option<&'static str>,
 }
 
 /// One `EXEC` argument: `@name = value` or positional.
@@ -222,6 +274,12 @@ impl Stmt {
             Stmt::Exec { .. } => "exec",
             Stmt::Insert { .. } => "insert",
             Stmt::AlterAg { .. } => "alter_availability_group",
+            Stmt::Permission(p) => match p.verb {
+                PermissionVerb::Grant => "grant",
+                PermissionVerb::Deny => "deny",
+                PermissionVerb::Revoke => "revoke",
+            },
+            Stmt::CreateLogin { .. } => "create_login",
         }
     }
 }
@@ -348,7 +406,9 @@ mod tests {
         #[test]
         fn never_panics_on_sql_like_text(words in proptest::collection::vec(
             proptest::sample::select(vec!["SELECT", "FROM", "WHERE", "IN", "(", ")", ",", ";", "=", "N'x'", "'y'", "1", "@@SPID",
-                "@P1", "sys.databases", "AS", "a", ".", "*", "JOIN", "ON", "AND", "SET", "IF", "BEGIN", "TRAN", "[q]", "-", "TOP", "ORDER", "BY"]),
+                "@P1", "sys.databases", "AS", "a", ".", "*", "JOIN", "ON", "AND", "SET", "IF", "BEGIN", "TRAN", "[q]", "-", "TOP", "ORDER", "BY",
+                "GRANT", "DENY", "REVOKE", "TO", "FROM", "::", "AVAILABILITY", "GROUP", "VIEW", "CONTROL", "WITH", "OPTION",
+                "CREATE", "LOGIN", "PASSWORD", "CAST", "HAS_PERMS_BY_NAME", "nvarchar", "MAX", "NULL", "CASCADE"]),
             0..20,
         )) {
             let _ = parse_batch(&words.join(" "));

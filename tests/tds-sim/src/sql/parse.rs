@@ -1,6 +1,7 @@
 //! The statement parser over [`super::lex`]'s tokens: SELECT, SET, USE, transaction
 //! control, IF and EXEC. Statements the AG model adds (INSERT, ALTER AVAILABILITY GROUP,
-//! EXEC arguments) are parsed in `super::ag`, on the same [`Parser`].
+//! EXEC arguments) are parsed in `super::ag`, function calls and CAST in `super::func`,
+//! the security statements in `super::security`, all on the same [`Parser`].
 
 use super::lex::Tok;
 use super::*;
@@ -9,7 +10,7 @@ use super::*;
 pub(crate) const STARTERS: &[&str] = &[
     "SELECT", "SET", "USE", "IF", "BEGIN", "COMMIT", "ROLLBACK", "DECLARE", "EXEC", "EXECUTE",
     "INSERT", "UPDATE", "DELETE", "PRINT", "WHILE", "RETURN", "WITH", "CREATE", "DROP", "ALTER",
-    "SAVE", "WAITFOR", "TRUNCATE", "MERGE", "GRANT", "ELSE", "END",
+    "SAVE", "WAITFOR", "TRUNCATE", "MERGE", "GRANT", "DENY", "REVOKE", "ELSE", "END",
 ];
 /// Words that cannot be a bare alias.
 pub(crate) const RESERVED: &[&str] = &[
@@ -166,6 +167,10 @@ impl Parser {
             "EXEC" | "EXECUTE" => self.exec(),
             "INSERT" => self.insert(),
             "ALTER" => self.alter_ag(),
+            "GRANT" => self.permission(PermissionVerb::Grant),
+            "DENY" => self.permission(PermissionVerb::Deny),
+            "REVOKE" => self.permission(PermissionVerb::Revoke),
+            "CREATE" if self.eat_word("LOGIN") => self.create_login(),
             _ => Err(SqlError::syntax_near(&first.text())),
         }
     }
@@ -284,9 +289,8 @@ impl Parser {
                 return self.aggregate(&name);
             }
             Tok::Word(name) | Tok::Quoted(name) => {
-                if self.eat_punct("(") {
-                    self.expect_punct(")")?;
-                    return Ok(Expr::Func(name.to_ascii_uppercase()));
+                if self.peek() == Some(&Tok::Punct("(")) {
+                    return self.call(&name);
                 }
                 let mut parts = vec![name];
                 while self.eat_punct(".") {

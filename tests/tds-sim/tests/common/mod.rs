@@ -174,11 +174,21 @@ pub async fn tiberius(
     password: &str,
     timeout: Duration,
 ) -> Result<Tiberius, String> {
+    tiberius_as(addr, USER, password, timeout).await
+}
+
+/// As [`tiberius`], logging in as `user`.
+pub async fn tiberius_as(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<Tiberius, String> {
     use tokio_util::compat::TokioAsyncWriteCompatExt;
     let mut cfg = tiberius::Config::new();
     cfg.host(addr.ip());
     cfg.port(addr.port());
-    cfg.authentication(tiberius::AuthMethod::sql_server(USER, password));
+    cfg.authentication(tiberius::AuthMethod::sql_server(user, password));
     cfg.encryption(tiberius::EncryptionLevel::NotSupported);
     let fut = async {
         let tcp = tokio::net::TcpStream::connect(addr)
@@ -309,4 +319,54 @@ impl Raw {
         assert!(toks.contains(&0xAD), "no LOGINACK in {toks:02x?}");
         r
     }
+}
+
+/// Runs FreeTDS `tsql` as `user` with `input` on stdin; returns (exit code, stdout +
+/// stderr). Killed after 20 s; panics (the test fails, never skips) when `tsql` is missing.
+pub fn tsql_as(version: &str, port: u16, user: &str, password: &str, input: &str) -> (i32, String) {
+    let mut child = Command::new("tsql")
+        .args([
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-P",
+            password,
+        ])
+        .env("TDSVER", version)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run tsql ({e}); install freetds-bin (Debian) — this test must not skip")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        let _ = tx.send(s + &e);
+    });
+    let text = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(t) => t,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tsql TDSVER={version} did not finish within 20 s");
+        }
+    };
+    let code = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+    (code, text)
 }
