@@ -1,6 +1,7 @@
 //! `tdsvip check-config`: the encryption keys are refused by name offline, exactly as `run`
 //! refuses them, and `--online` logs in to a tds-sim replica and reports one
-//! `KEY: ok|problem` line per check, exit 2 on any problem.
+//! `KEY: ok|problem` line per check, exit 2 on any problem; a login without the follow
+//! mode's permissions gets one line per missing permission with the GRANT that fixes it.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -8,10 +9,15 @@ use std::process::Output;
 use tds_sim::{DbState, Role, SimConfig, SimHandle};
 
 fn write(tag: &str, text: &str) -> PathBuf {
+    write_with_password(tag, text, "secret")
+}
+
+/// As [`write`], with another password in the password file.
+fn write_with_password(tag: &str, text: &str, password: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("tdsvip-check-config-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("pw"), "secret\n").unwrap();
+    std::fs::write(dir.join("pw"), format!("{password}\n")).unwrap();
     let path = dir.join("tdsvip.toml");
     std::fs::write(
         &path,
@@ -150,9 +156,118 @@ async fn online_reports_each_check_and_names_the_certificate_problem() {
             && !dbs.contains("sales"),
         "{out}"
     );
-    // tds-sim answers HAS_PERMS_BY_NAME; its default login is sysadmin.
-    let perms = line(&out, "sql.user.permissions");
-    assert_eq!(perms, "sql.user.permissions: ok has VIEW SERVER STATE", "{out}");
+    // The default login is sysadmin: every permission of the follow mode is there.
+    let perms = lines(&out, "sql.user.permissions");
+    assert_eq!(perms.len(), 2, "{out}");
+    assert!(
+        perms[0].starts_with("sql.user.permissions: ok has VIEW SERVER ")
+            && perms[1].starts_with("sql.user.permissions: ok has VIEW DEFINITION on AG \"AG1\""),
+        "{out}"
+    );
     assert_eq!(code, Some(2), "{out}");
+    sim.shutdown().await;
+}
+
+fn lines<'a>(out: &'a str, key: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter(|l| l.starts_with(&format!("{key}: ")))
+        .collect()
+}
+
+const WATCHER_PW: &str = "w4tch:er";
+
+/// Runs `sql` on the sim as its sysadmin login, through the probe crate's TDS client.
+async fn as_admin(sim: &SimHandle, sql: &str) {
+    use tdsvip_probes::{Encrypt, LoginConfig, LoginProbe, Outcome, TlsConfig};
+    let mut c = LoginConfig::new("tdsvip", "secret");
+    c.tls = TlsConfig {
+        encrypt: Encrypt::Off,
+        allow_cleartext_login: true,
+        ..TlsConfig::default()
+    };
+    let mut admin = LoginProbe::new(sim.tds_addr(), c).unwrap();
+    assert_eq!(admin.probe().await.outcome, Outcome::Ok);
+    admin
+        .query_text(sql)
+        .await
+        .unwrap_or_else(|o| panic!("{sql}: {o}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_names_each_missing_grant_until_the_login_has_them() {
+    let mut cfg = SimConfig::new("SQL1", "AG1", Role::Primary);
+    cfg.databases = vec![("sales".into(), DbState::Online)];
+    cfg.logins = vec![("watcher".into(), WATCHER_PW.into())];
+    let sim = tds_sim::start(cfg).await.unwrap();
+    let text = config(
+        &sim.tds_addr().to_string(),
+        "trust_server_certificate = true",
+        "\"sales\"",
+    )
+    .replace("user = \"tdsvip\"", "user = \"watcher\"");
+    let path = write_with_password("online-perms", &text, WATCHER_PW);
+
+    // No permission: the health query is refused (Msg 300), the login itself works, and
+    // each missing permission is named with its GRANT.
+    let (code, out, _) = check(&path, true).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        line(&out, "sql.encrypt").starts_with("sql.encrypt: ok TLSv1_2"),
+        "{out}"
+    );
+    assert_eq!(line(&out, "sql.user"), "sql.user: ok logged in", "{out}");
+    assert!(
+        line(&out, "ag[0].name").starts_with("ag[0].name: problem query_failed: error 300: VIEW SERVER PERFORMANCE STATE permission was denied"),
+        "{out}"
+    );
+    let perms = lines(&out, "sql.user.permissions");
+    assert_eq!(perms.len(), 2, "{out}");
+    assert!(
+        perms[0].starts_with("sql.user.permissions: problem lacks VIEW SERVER STATE or VIEW SERVER PERFORMANCE STATE (follow: ")
+            && perms[0].ends_with("run: GRANT VIEW SERVER STATE TO [watcher];"),
+        "{out}"
+    );
+    assert!(
+        perms[1].starts_with(
+            "sql.user.permissions: problem lacks VIEW DEFINITION on AG \"AG1\" (follow: "
+        ) && perms[1]
+            .ends_with("run: GRANT VIEW DEFINITION ON AVAILABILITY GROUP::[AG1] TO [watcher];"),
+        "{out}"
+    );
+
+    // VIEW SERVER STATE only: the DMVs answer, but the AG stays hidden from the login.
+    as_admin(&sim, "GRANT VIEW SERVER STATE TO [watcher]").await;
+    let (code, out, _) = check(&path, true).await;
+    assert_eq!(code, Some(2), "{out}");
+    let perms = lines(&out, "sql.user.permissions");
+    assert!(
+        perms[0].starts_with("sql.user.permissions: ok has VIEW SERVER STATE (follow: "),
+        "{out}"
+    );
+    assert!(
+        perms[1].contains("run: GRANT VIEW DEFINITION ON AVAILABILITY GROUP::[AG1] TO [watcher];"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "ag[0].name").starts_with("ag[0].name: problem AG not found")
+            && line(&out, "ag[0].name").contains("see sql.user.permissions"),
+        "{out}"
+    );
+
+    // Both GRANTs: every line ok, exit 0.
+    as_admin(
+        &sim,
+        "GRANT VIEW DEFINITION ON AVAILABILITY GROUP::[AG1] TO [watcher]",
+    )
+    .await;
+    let (code, out, _) = check(&path, true).await;
+    assert!(!out.contains(": problem"), "{out}");
+    assert_eq!(lines(&out, "sql.user.permissions").len(), 2, "{out}");
+    assert!(line(&out, "ag[0].name").contains("is PRIMARY"), "{out}");
+    assert!(
+        line(&out, "ag[0].databases").contains("sales=ONLINE"),
+        "{out}"
+    );
+    assert_eq!(code, Some(0), "{out}");
     sim.shutdown().await;
 }

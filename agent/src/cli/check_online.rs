@@ -3,18 +3,189 @@
 //! and health query) and prints one `KEY: ok|problem <detail>` line per check, so that a
 //! wrong CA, a missing AG, a database outside the AG or a missing GRANT shows before the
 //! agent runs. Exit 2 on any problem.
+//!
+//! The permissions come from a table (`FOLLOW`, `MANAGE`): each row is asked with
+//! `HAS_PERMS_BY_NAME` and, when missing, printed with the exact `GRANT` that fixes it.
 
 use std::process::ExitCode;
 
-use tdsvip::config::AgConfig;
-use tdsvip_probes::{LoginProbe, Outcome, ResultSet};
+use tdsvip::config::{AgConfig, AgentConfig};
+use tdsvip_probes::{LoginProbe, Outcome, Password, ProbeResult, ResultSet};
 
 use super::EXIT_USAGE;
 use super::check_config::StartConfig;
 
-/// The server permissions each mode needs. Only `follow` exists today (it reads the
-/// DMVs); `manage` will add ALTER, CONTROL and VIEW DEFINITION on the AG (README).
-const FOLLOW_PERMISSIONS: &[&str] = &["VIEW SERVER STATE"];
+/// One permission a mode needs: asked with `HAS_PERMS_BY_NAME`, fixed with a `GRANT`.
+#[derive(Debug, PartialEq, Eq)]
+struct Need {
+    /// The mode that needs it, for the message.
+    mode: &'static str,
+    /// As `GRANT` and `HAS_PERMS_BY_NAME` spell it.
+    permission: &'static str,
+    /// Permissions that satisfy the need as well (none of them is suggested).
+    or: &'static [&'static str],
+    /// On the configured AG (`ON AVAILABILITY GROUP::[ag]`), else on the server.
+    on_ag: bool,
+    /// Why the agent needs it.
+    why: &'static str,
+}
+
+/// What the `follow` mode, the only one today, needs: the health query reads the HADR DMVs
+/// (VIEW SERVER STATE; from SQL Server 2022 VIEW SERVER PERFORMANCE STATE is enough) and
+/// joins `sys.availability_groups`, which lists an AG only to a login with a permission
+/// on it (its documented requirement is VIEW ANY DEFINITION, which implies this one).
+const FOLLOW: &[Need] = &[
+    Need {
+        mode: "follow",
+        permission: "VIEW SERVER STATE",
+        or: &["VIEW SERVER PERFORMANCE STATE"],
+        on_ag: false,
+        why: "the health query reads sys.dm_hadr_* views",
+    },
+    Need {
+        mode: "follow",
+        permission: "VIEW DEFINITION",
+        or: &[],
+        on_ag: true,
+        why: "sys.availability_groups lists an AG only to a login with a permission on it",
+    },
+];
+
+/// What the managing mode (issue "agent promotes") adds, as Microsoft's Pacemaker agent
+/// asks for them. No config key selects that mode yet; when one does, `needs` chains
+/// this table for it in one line.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the managing mode's config key does not exist yet"
+    )
+)]
+const MANAGE: &[Need] = &[
+    Need {
+        mode: "manage",
+        permission: "ALTER",
+        or: &[],
+        on_ag: true,
+        why: "ALTER AVAILABILITY GROUP .. FAILOVER / SET (ROLE = SECONDARY)",
+    },
+    Need {
+        mode: "manage",
+        permission: "CONTROL",
+        or: &[],
+        on_ag: true,
+        why: "Microsoft's Pacemaker agent requires it to manage the AG",
+    },
+    Need {
+        mode: "manage",
+        permission: "VIEW DEFINITION",
+        or: &[],
+        on_ag: true,
+        why: "sys.availability_groups lists an AG only to a login with a permission on it",
+    },
+];
+
+/// The permissions `config`'s mode needs, each once.
+fn needs(_config: &AgentConfig) -> Vec<&'static Need> {
+    // The managing mode adds here: `.chain(if <manages> { MANAGE } else { &[] })`.
+    let all = FOLLOW.iter();
+    let mut out: Vec<&'static Need> = Vec::new();
+    for n in all {
+        if !out
+            .iter()
+            .any(|o| o.permission == n.permission && o.on_ag == n.on_ag)
+        {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// `name` as a bracketed T-SQL identifier.
+fn bracketed(name: &str) -> String {
+    format!("[{}]", name.replace(']', "]]"))
+}
+
+/// `text` as an N'..' literal.
+fn literal(text: &str) -> String {
+    format!("N'{}'", text.replace('\'', "''"))
+}
+
+/// Every permission name a need is satisfied by, the suggested one first.
+fn names(n: &Need) -> impl Iterator<Item = &'static str> {
+    std::iter::once(n.permission).chain(n.or.iter().copied())
+}
+
+/// One query, one row: a column per permission name of each need, 1, 0 or NULL as text.
+fn permissions_query(needs: &[&Need], ag: &str) -> String {
+    let mut columns = Vec::new();
+    for n in needs {
+        let (securable, class) = if n.on_ag {
+            (literal(ag), literal("AVAILABILITY GROUP"))
+        } else {
+            ("NULL".to_owned(), "NULL".to_owned())
+        };
+        for p in names(n) {
+            let i = columns.len();
+            columns.push(format!(
+                "CAST(HAS_PERMS_BY_NAME({securable}, {class}, {}) AS nvarchar(10)) AS p{i}",
+                literal(p)
+            ));
+        }
+    }
+    format!("SELECT {}", columns.join(", "))
+}
+
+/// The statement that grants `n` to `login`.
+fn grant(n: &Need, login: &str, ag: &str) -> String {
+    let on = if n.on_ag {
+        format!(" ON AVAILABILITY GROUP::{}", bracketed(ag))
+    } else {
+        String::new()
+    };
+    format!("GRANT {}{on} TO {};", n.permission, bracketed(login))
+}
+
+/// One line per need from the answer's cells (in `permissions_query`'s column order).
+fn judge(
+    needs: &[&Need],
+    cells: &[Option<String>],
+    login: &str,
+    ag: &str,
+) -> Vec<Result<String, String>> {
+    let mut cells = cells.iter();
+    let mut out = Vec::new();
+    for n in needs {
+        let on = if n.on_ag {
+            format!(" on AG {ag:?}")
+        } else {
+            String::new()
+        };
+        let answers: Vec<(&str, Option<&str>)> = names(n)
+            .map(|p| (p, cells.next().and_then(|c| c.as_deref())))
+            .collect();
+        let line = if let Some((p, _)) = answers.iter().find(|(_, a)| *a == Some("1")) {
+            Ok(format!("has {p}{on} ({}: {})", n.mode, n.why))
+        } else if answers.iter().any(|(_, a)| *a == Some("0")) {
+            let or: String = n.or.iter().map(|o| format!(" or {o}")).collect();
+            Err(format!(
+                "lacks {}{or}{on} ({}: {}); run: {}",
+                n.permission,
+                n.mode,
+                n.why,
+                grant(n, login, ag)
+            ))
+        } else {
+            Err(format!(
+                "cannot tell whether it has {}{on}: HAS_PERMS_BY_NAME answered {:?}",
+                n.permission,
+                answers.iter().map(|(_, a)| *a).collect::<Vec<_>>()
+            ))
+        };
+        out.push(line);
+    }
+    out
+}
 
 struct Report {
     problems: usize,
@@ -34,29 +205,54 @@ impl Report {
 
 pub async fn run(start: StartConfig) -> ExitCode {
     let mut report = Report { problems: 0 };
-    let config = &start.config;
-    for (i, ag) in config.ags.iter().enumerate() {
-        let login = config.login_config(&start.password, &ag.name, &ag.databases);
-        let mut probe = match LoginProbe::new(config.sql.endpoint, login) {
-            Ok(p) => p,
-            Err(p) => {
-                report.line(&format!("sql.{}", p.key), Err(p.reason));
-                continue;
-            }
-        };
-        let result = probe.probe().await;
-        check_session(&mut report, &probe, &result.outcome);
-        if !probe.has_session() {
-            continue;
-        }
-        check_ag(&mut report, i, ag, &result);
-        check_permissions(&mut report, &mut probe).await;
+    for (i, ag) in start.config.ags.iter().enumerate() {
+        check_ag_online(&mut report, &start.config, &start.password, i, ag).await;
     }
     if report.problems == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_USAGE)
     }
+}
+
+/// Every line for one `[[ag]]`: session, AG, databases, permissions.
+async fn check_ag_online(
+    report: &mut Report,
+    config: &AgentConfig,
+    password: &Password,
+    i: usize,
+    ag: &AgConfig,
+) {
+    let login = config.login_config(password, &ag.name, &ag.databases);
+    let mut probe = match LoginProbe::new(config.sql.endpoint, login.clone()) {
+        Ok(p) => p,
+        Err(p) => return report.line(&format!("sql.{}", p.key), Err(p.reason)),
+    };
+    let result = probe.probe().await;
+    // A refused health query (Msg 300 without VIEW SERVER STATE) still means the login
+    // worked, but the probe dropped its session: the session and permission checks then
+    // use one of their own, whose query (`SELECT @@SERVERNAME`) needs no permission.
+    let mut plain_probe;
+    let session = if matches!(result.outcome, Outcome::QueryFailed { .. }) {
+        let mut plain = login;
+        plain.ag = None;
+        plain.databases.clear();
+        plain_probe = match LoginProbe::new(config.sql.endpoint, plain) {
+            Ok(p) => p,
+            Err(p) => return report.line(&format!("sql.{}", p.key), Err(p.reason)),
+        };
+        let plain_result = plain_probe.probe().await;
+        check_session(report, &plain_probe, &plain_result.outcome);
+        &mut plain_probe
+    } else {
+        check_session(report, &probe, &result.outcome);
+        &mut probe
+    };
+    if !session.has_session() {
+        return;
+    }
+    check_ag(report, i, ag, &result);
+    check_permissions(report, session, &needs(config), &config.sql.user, &ag.name).await;
 }
 
 /// `sql.encrypt` (TLS and certificate) and `sql.user` (the login itself).
@@ -99,10 +295,12 @@ fn check_session(report: &mut Report, probe: &LoginProbe, outcome: &Outcome) {
 
 /// `ag[i].name` (the AG exists and has a local replica) and `ag[i].databases` (each is in
 /// the AG on this replica, read from `sys.dm_hadr_database_replica_states`).
-fn check_ag(report: &mut Report, i: usize, ag: &AgConfig, result: &tdsvip_probes::ProbeResult) {
+fn check_ag(report: &mut Report, i: usize, ag: &AgConfig, result: &ProbeResult) {
     let role = result.server.role.clone();
     let name = match (&result.outcome, &role) {
-        (Outcome::NotPrimary { role: None, detail }, _) => Err(detail.clone()),
+        (Outcome::NotPrimary { role: None, detail }, _) => Err(format!(
+            "{detail} (or the login may not see it: see sql.user.permissions)"
+        )),
         (_, Some(r)) => Ok(format!("local replica of {:?} is {r}", ag.name)),
         (other, None) => Err(other.to_string()),
     };
@@ -135,31 +333,109 @@ fn check_ag(report: &mut Report, i: usize, ag: &AgConfig, result: &tdsvip_probes
     report.line(&format!("ag[{i}].databases"), databases);
 }
 
-/// `sql.user` permissions: what the configured mode needs, as `HAS_PERMS_BY_NAME` says.
-async fn check_permissions(report: &mut Report, probe: &mut LoginProbe) {
-    for perm in FOLLOW_PERMISSIONS {
-        let sql = format!(
-            "SELECT CAST(HAS_PERMS_BY_NAME(NULL, NULL, N'{perm}') AS nvarchar(10)) AS granted"
+/// `sql.user.permissions`: one line per permission the mode needs, as `HAS_PERMS_BY_NAME`
+/// answers for the configured login on the server and on `ag`.
+async fn check_permissions(
+    report: &mut Report,
+    probe: &mut LoginProbe,
+    needs: &[&Need],
+    login: &str,
+    ag: &str,
+) {
+    let answer = probe.query_text(&permissions_query(needs, ag)).await;
+    let columns: usize = needs.iter().map(|n| names(n).count()).sum();
+    let lines = match answer.as_deref() {
+        Ok([ResultSet { rows, .. }]) => match rows.as_slice() {
+            [row] if row.len() == columns => judge(needs, row, login, ag),
+            _ => vec![Err(format!(
+                "cannot tell the permissions: unexpected answer {rows:?}"
+            ))],
+        },
+        Ok(sets) => vec![Err(format!(
+            "cannot tell the permissions: {} result sets",
+            sets.len()
+        ))],
+        Err(o) => vec![Err(format!("cannot tell the permissions: {o}"))],
+    };
+    for line in lines {
+        report.line("sql.user.permissions", line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(v: &[Option<&str>]) -> Vec<Option<String>> {
+        v.iter().map(|c| c.map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn the_follow_query_asks_each_name_once() {
+        let needs: Vec<&Need> = FOLLOW.iter().collect();
+        assert_eq!(
+            permissions_query(&needs, "A'G]1"),
+            "SELECT CAST(HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE') AS nvarchar(10)) AS p0, \
+             CAST(HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER PERFORMANCE STATE') AS nvarchar(10)) AS p1, \
+             CAST(HAS_PERMS_BY_NAME(N'A''G]1', N'AVAILABILITY GROUP', N'VIEW DEFINITION') AS nvarchar(10)) AS p2"
         );
-        let answer = probe.query_text(&sql).await;
-        let result = match answer.as_deref() {
-            Ok([ResultSet { rows, .. }]) => match rows.as_slice() {
-                [row] if row.first().cloned().flatten().as_deref() == Some("1") => {
-                    Ok(format!("has {perm}"))
-                }
-                [row] if row.first().cloned().flatten().as_deref() == Some("0") => Err(format!(
-                    "lacks {perm}: GRANT {perm} TO [login] (README, \"SQL Server permissions\")"
+    }
+
+    #[test]
+    fn judges_each_need_and_names_the_grant() {
+        let needs: Vec<&Need> = FOLLOW.iter().collect();
+        let lines = judge(
+            &needs,
+            &cells(&[Some("0"), Some("1"), Some("0")]),
+            "mon]itor",
+            "AG1",
+        );
+        assert!(
+            lines[0]
+                .as_ref()
+                .is_ok_and(|l| l.starts_with("has VIEW SERVER PERFORMANCE STATE (follow: ")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            Err("lacks VIEW DEFINITION on AG \"AG1\" (follow: sys.availability_groups lists an AG only to a login with a permission on it); run: GRANT VIEW DEFINITION ON AVAILABILITY GROUP::[AG1] TO [mon]]itor];".to_owned())
+        );
+        // SQL Server 2019 does not know the 2022 permission: NULL next to a 0 is a lack.
+        let lines = judge(&needs, &cells(&[Some("0"), None, None]), "m", "AG1");
+        assert!(
+            lines[0].as_ref().is_err_and(|l| l
+                .starts_with("lacks VIEW SERVER STATE or VIEW SERVER PERFORMANCE STATE (follow: ")
+                && l.ends_with("run: GRANT VIEW SERVER STATE TO [m];")),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1]
+                .as_ref()
+                .is_err_and(|l| l.starts_with("cannot tell whether it has VIEW DEFINITION")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn the_managing_mode_adds_its_ag_permissions() {
+        let needs: Vec<&Need> = MANAGE.iter().collect();
+        let q = permissions_query(&needs, "AG1");
+        for p in ["ALTER", "CONTROL", "VIEW DEFINITION"] {
+            assert!(
+                q.contains(&format!(
+                    "HAS_PERMS_BY_NAME(N'AG1', N'AVAILABILITY GROUP', N'{p}')"
                 )),
-                _ => Err(format!(
-                    "cannot tell whether it has {perm}: unexpected answer {rows:?}"
-                )),
-            },
-            Ok(sets) => Err(format!(
-                "cannot tell whether it has {perm}: {} result sets",
-                sets.len()
-            )),
-            Err(o) => Err(format!("cannot tell whether it has {perm}: {o}")),
-        };
-        report.line("sql.user.permissions", result);
+                "{q}"
+            );
+        }
+        let grants: Vec<String> = MANAGE.iter().map(|n| grant(n, "pcs", "AG1")).collect();
+        assert_eq!(
+            grants,
+            [
+                "GRANT ALTER ON AVAILABILITY GROUP::[AG1] TO [pcs];",
+                "GRANT CONTROL ON AVAILABILITY GROUP::[AG1] TO [pcs];",
+                "GRANT VIEW DEFINITION ON AVAILABILITY GROUP::[AG1] TO [pcs];",
+            ]
+        );
     }
 }
