@@ -19,6 +19,7 @@
 //! `track{node}.log`.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::config::{self, KeepalivedTiming};
 use crate::lab::{Impl, Lab};
@@ -27,6 +28,10 @@ use crate::procs;
 
 /// The weight a PRIMARY replica adds to the base priority 100.
 const WEIGHT: u32 = 50;
+
+/// How long a watcher may take to write its track file the first time (a debug binary on a
+/// loaded machine starts in well under a second).
+const WATCHER_START: Duration = Duration::from_secs(5);
 
 /// The password file both trackers log in with.
 fn password_file(lab: &Lab) -> Result<PathBuf, String> {
@@ -113,6 +118,8 @@ fn start_watcher(lab: &mut Lab, i: usize) -> Result<(String, String), String> {
         args.push(value);
     }
     args.push("--watch".to_owned());
+    // A file left by a killed watcher must not pass for this one's first write.
+    let _ = std::fs::remove_file(&file);
     let log = lab.dir.join(format!("track{}.log", i + 1));
     let child = procs::spawn_in(
         &lab.nodes[i].ns,
@@ -123,6 +130,7 @@ fn start_watcher(lab: &mut Lab, i: usize) -> Result<(String, String), String> {
         Some(&log.with_extension("out.log")),
     )?;
     lab.nodes[i].helper = Some(child);
+    wait_for_track_file(lab, i, &file, &log)?;
     let tracker = format!(
         "track_file primary_file {{\n    file \"{}\"\n    weight {WEIGHT}\n}}\n",
         file.display()
@@ -131,6 +139,50 @@ fn start_watcher(lab: &mut Lab, i: usize) -> Result<(String, String), String> {
         tracker,
         "    track_file {\n        primary_file\n    }\n".into(),
     ))
+}
+
+/// Waits until node `i`'s watcher has written its track file (it writes `0` before its first
+/// probe), so that keepalived never starts on a missing file; a watcher that exits or stays
+/// silent fails the lab start naming it, with the end of its log.
+fn wait_for_track_file(lab: &mut Lab, i: usize, file: &Path, log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + WATCHER_START;
+    let tail = || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    };
+    loop {
+        if file.exists() {
+            return Ok(());
+        }
+        let status = match lab.nodes[i]
+            .helper
+            .as_mut()
+            .map(std::process::Child::try_wait)
+        {
+            Some(Ok(None)) => None,
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some("not running".to_owned()),
+        };
+        if let Some(status) = status {
+            return Err(format!(
+                "node {}'s track-file watcher stopped ({status}) before writing {}:\n{}",
+                i + 1,
+                file.display(),
+                tail()
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "node {}'s track-file watcher wrote no {} within {WATCHER_START:?}:\n{}",
+                i + 1,
+                file.display(),
+                tail()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Starts keepalived on node `i` (and, for `keepalived`, its track file's watcher first).
