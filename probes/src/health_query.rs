@@ -131,97 +131,119 @@ impl HealthQuery {
             )));
         }
         let Some(ag) = &self.ag else {
-            let set = &sets[0];
-            let [row] = set.rows.as_slice() else {
-                return Err(protocol(format!(
-                    "SELECT @@SERVERNAME returned {} rows",
-                    set.rows.len()
-                )));
-            };
-            let Some(first) = row.first() else {
-                return Err(protocol(
-                    "SELECT @@SERVERNAME returned no column".to_owned(),
-                ));
-            };
-            info.server_name = first.clone();
+            info.server_name = server_name(&sets[0])?;
             return Ok(Outcome::Ok);
         };
-
-        let replica = &sets[0];
-        let role_outcome = match replica.rows.as_slice() {
-            [] => Some(Outcome::NotPrimary {
-                role: None,
-                detail: format!("AG not found: no local replica of AG {ag:?} on this server"),
-            }),
-            [row] => {
-                let cell = |name: &str| -> Result<Option<String>, Outcome> {
-                    let i = replica.column(name)?;
-                    Ok(row.get(i).cloned().flatten())
-                };
-                info.server_name = cell("server_name")?;
-                info.role = cell("role_desc")?;
-                info.synchronization_health = cell("synchronization_health_desc")?;
-                match info.role.as_deref() {
-                    Some(r) if r.eq_ignore_ascii_case("PRIMARY") => None,
-                    Some(r) => Some(Outcome::NotPrimary {
-                        role: Some(r.to_owned()),
-                        detail: format!("local replica of AG {ag:?} is {r}"),
-                    }),
-                    None => Some(Outcome::NotPrimary {
-                        role: None,
-                        detail: format!("local replica of AG {ag:?} has no role (NULL)"),
-                    }),
-                }
-            }
-            rows => {
-                return Err(protocol(format!(
-                    "{} local replica rows for AG {ag:?}, expected at most 1",
-                    rows.len()
-                )));
-            }
-        };
-
+        let role_outcome = replica_role(ag, &sets[0], info)?;
         // Database states are reported even when the replica is not primary: they help the
         // operator, and the role decides the outcome first anyway.
-        let mut db_outcome = None;
-        if let Some(dbs) = sets.get(1) {
-            let (name_i, state_i) = if dbs.rows.is_empty() {
-                (0, 1)
-            } else {
-                (dbs.column("name")?, dbs.column("state_desc")?)
-            };
-            for wanted in &self.databases {
-                let cell = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten();
-                // Exact match first; SQL Server compares names with the server collation,
-                // usually case-insensitive, so a row may differ from the config in case.
-                let row = dbs
-                    .rows
-                    .iter()
-                    .find(|r| cell(r, name_i).as_deref() == Some(wanted.as_str()))
-                    .or_else(|| {
-                        dbs.rows.iter().find(|r| {
-                            cell(r, name_i)
-                                .is_some_and(|n| n.to_lowercase() == wanted.to_lowercase())
-                        })
-                    });
-                let state = row.and_then(|r| cell(r, state_i));
-                let online = state
-                    .as_deref()
-                    .is_some_and(|s| s.eq_ignore_ascii_case("ONLINE"));
-                if !online && db_outcome.is_none() {
-                    db_outcome = Some(Outcome::DbNotOnline {
-                        database: wanted.clone(),
-                        state: state.clone(),
-                    });
-                }
-                info.databases.push(DbStatus {
-                    name: wanted.clone(),
-                    state,
-                });
-            }
-        }
+        let db_outcome = match sets.get(1) {
+            Some(dbs) => self.database_states(dbs, info)?,
+            None => None,
+        };
         Ok(role_outcome.or(db_outcome).unwrap_or(Outcome::Ok))
     }
+
+    /// Every configured database's state into `info`; the first one not ONLINE (or
+    /// missing) as the outcome.
+    fn database_states(
+        &self,
+        dbs: &ResultSet,
+        info: &mut ServerInfo,
+    ) -> Result<Option<Outcome>, Outcome> {
+        let (name_i, state_i) = if dbs.rows.is_empty() {
+            (0, 1)
+        } else {
+            (dbs.column("name")?, dbs.column("state_desc")?)
+        };
+        let cell = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten();
+        let mut db_outcome = None;
+        for wanted in &self.databases {
+            // Exact match first; SQL Server compares names with the server collation,
+            // usually case-insensitive, so a row may differ from the config in case.
+            let row = dbs
+                .rows
+                .iter()
+                .find(|r| cell(r, name_i).as_deref() == Some(wanted.as_str()))
+                .or_else(|| {
+                    dbs.rows.iter().find(|r| {
+                        cell(r, name_i).is_some_and(|n| n.to_lowercase() == wanted.to_lowercase())
+                    })
+                });
+            let state = row.and_then(|r| cell(r, state_i));
+            let online = state
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("ONLINE"));
+            if !online && db_outcome.is_none() {
+                db_outcome = Some(Outcome::DbNotOnline {
+                    database: wanted.clone(),
+                    state: state.clone(),
+                });
+            }
+            info.databases.push(DbStatus {
+                name: wanted.clone(),
+                state,
+            });
+        }
+        Ok(db_outcome)
+    }
+}
+
+/// `SELECT @@SERVERNAME`'s one value (`None`: NULL).
+fn server_name(set: &ResultSet) -> Result<Option<String>, Outcome> {
+    let [row] = set.rows.as_slice() else {
+        return Err(protocol(format!(
+            "SELECT @@SERVERNAME returned {} rows",
+            set.rows.len()
+        )));
+    };
+    match row.first() {
+        Some(first) => Ok(first.clone()),
+        None => Err(protocol(
+            "SELECT @@SERVERNAME returned no column".to_owned(),
+        )),
+    }
+}
+
+/// The local replica's row of AG `ag` into `info`; `Some(NotPrimary)` unless it is PRIMARY.
+fn replica_role(
+    ag: &str,
+    replica: &ResultSet,
+    info: &mut ServerInfo,
+) -> Result<Option<Outcome>, Outcome> {
+    let row = match replica.rows.as_slice() {
+        [] => {
+            return Ok(Some(Outcome::NotPrimary {
+                role: None,
+                detail: format!("AG not found: no local replica of AG {ag:?} on this server"),
+            }));
+        }
+        [row] => row,
+        rows => {
+            return Err(protocol(format!(
+                "{} local replica rows for AG {ag:?}, expected at most 1",
+                rows.len()
+            )));
+        }
+    };
+    let cell = |name: &str| -> Result<Option<String>, Outcome> {
+        let i = replica.column(name)?;
+        Ok(row.get(i).cloned().flatten())
+    };
+    info.server_name = cell("server_name")?;
+    info.role = cell("role_desc")?;
+    info.synchronization_health = cell("synchronization_health_desc")?;
+    Ok(match info.role.as_deref() {
+        Some(r) if r.eq_ignore_ascii_case("PRIMARY") => None,
+        Some(r) => Some(Outcome::NotPrimary {
+            role: Some(r.to_owned()),
+            detail: format!("local replica of AG {ag:?} is {r}"),
+        }),
+        None => Some(Outcome::NotPrimary {
+            role: None,
+            detail: format!("local replica of AG {ag:?} has no role (NULL)"),
+        }),
+    })
 }
 
 /// A T-SQL Unicode string literal.
