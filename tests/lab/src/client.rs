@@ -18,9 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tds_codec::login7::Login7;
 use tds_codec::packet::{PacketType, encode_message};
-use tds_codec::prelogin::{Encryption, Prelogin, Version};
 use tds_codec::token::{Token, decode_stream};
 use tdsvip_probes::{LoginConfig, LoginProbe};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,6 +28,7 @@ use tokio_rustls::client::TlsStream;
 use crate::clock::Clock;
 use crate::netns::NsHandle;
 use crate::settings::Encrypt;
+use crate::tsql::{lab_login7, lab_prelogin};
 
 /// One login + query through the overlay IP.
 #[derive(Debug, Clone)]
@@ -299,30 +298,14 @@ async fn login_by_hand<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     settings: &ClientSettings,
 ) -> Result<(), String> {
-    let p = Prelogin {
-        version: Some(Version {
-            major: 1,
-            minor: 0,
-            build: 0,
-            sub_build: 0,
-        }),
-        encryption: Some(Encryption::NotSupported),
-        ..Default::default()
-    };
+    let p = lab_prelogin();
     send(s, PacketType::PreLogin, &p.encode())
         .await
         .map_err(|e| format!("idle session PRELOGIN: {e}"))?;
     tds_codec::io::read_message(s, Default::default())
         .await
         .map_err(|e| format!("idle session PRELOGIN answer: {e}"))?;
-    let l = Login7 {
-        tds_version: tds_codec::tds_version::V7_4,
-        packet_size: 4096,
-        username: settings.user.clone(),
-        password: settings.password.clone(),
-        app_name: "tdsvip-lab idle".into(),
-        ..Default::default()
-    };
+    let l = lab_login7(&settings.user, &settings.password, "tdsvip-lab idle");
     send(s, PacketType::Login7, &l.encode())
         .await
         .map_err(|e| format!("idle session LOGIN7: {e}"))?;

@@ -161,26 +161,9 @@ impl Session {
         let mut me = Session {
             s: Stream::open(addr, transport, s)?,
         };
-        let p = Prelogin {
-            version: Some(Version {
-                major: 1,
-                minor: 0,
-                build: 0,
-                sub_build: 0,
-            }),
-            encryption: Some(Encryption::NotSupported),
-            ..Default::default()
-        };
-        me.send(PacketType::PreLogin, &p.encode())?;
+        me.send(PacketType::PreLogin, &lab_prelogin().encode())?;
         me.read()?;
-        let l = Login7 {
-            tds_version: tds_codec::tds_version::V7_4,
-            packet_size: 4096,
-            username: user.into(),
-            password: password.into(),
-            app_name: "tdsvip-lab".into(),
-            ..Default::default()
-        };
+        let l = lab_login7(user, password, "tdsvip-lab");
         me.send(PacketType::Login7, &l.encode())?;
         let toks = me.read()?;
         errors(&toks)?;
@@ -269,4 +252,31 @@ pub fn run(
     timeout: Duration,
 ) -> Result<Answer, String> {
     Session::login(transport, addr, user, password, timeout)?.batch(sql)
+}
+
+/// The PRELOGIN every lab connection sends: no encryption of its own (TLS, when asked, runs
+/// around the whole TDS stream, TDS 8 style, or not at all).
+pub(crate) fn lab_prelogin() -> Prelogin {
+    Prelogin {
+        version: Some(Version {
+            major: 1,
+            minor: 0,
+            build: 0,
+            sub_build: 0,
+        }),
+        encryption: Some(Encryption::NotSupported),
+        ..Default::default()
+    }
+}
+
+/// The LOGIN7 every lab connection sends (TDS 7.4, 4 KiB packets), named `app`.
+pub(crate) fn lab_login7(user: &str, password: &str, app: &str) -> Login7 {
+    Login7 {
+        tds_version: tds_codec::tds_version::V7_4,
+        packet_size: 4096,
+        username: user.into(),
+        password: password.into(),
+        app_name: app.into(),
+        ..Default::default()
+    }
 }
