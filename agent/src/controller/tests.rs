@@ -297,7 +297,7 @@ fn not_answering_releases_after_exactly_the_fall_count() {
             detail: "eof".into(),
         },
         Outcome::QueryFailed {
-            code: 297,
+            code: 300,
             message: "no permission".into(),
         },
         Outcome::IoError {

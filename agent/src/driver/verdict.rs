@@ -76,7 +76,7 @@ mod tests {
                 detail: "eof".into(),
             },
             Outcome::QueryFailed {
-                code: 297,
+                code: 300,
                 message: "no VIEW SERVER STATE".into(),
             },
             Outcome::NotPrimary {
