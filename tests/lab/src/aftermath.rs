@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use crate::inject::nft_clear;
 use crate::lab::Lab;
 use crate::netns::OVERLAY;
-use crate::scenario::{Scenario, nft_clear, sleep_ms};
+use crate::scenario::{Scenario, sleep_ms};
 
 /// Waits until node `i`'s database replica is SYNCHRONIZED with its primary.
 fn wait_synchronized(lab: &Lab, i: usize) -> Result<(), String> {

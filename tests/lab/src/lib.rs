@@ -17,6 +17,7 @@ pub mod cloud;
 pub mod config;
 pub mod guard;
 pub mod http;
+pub mod inject;
 pub mod keepalived;
 pub mod lab;
 pub mod lease;

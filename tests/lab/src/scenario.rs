@@ -1,17 +1,14 @@
-//! The drills: what the lab does to the primary in each scenario, how it promotes a
-//! secondary (playing SQL Server's failover machinery), how long it watches, and how it puts
-//! the old primary back as a SECONDARY before the next trial.
+//! The drills: one trial of a scenario (the fault and promotion are `inject.rs`), how long it
+//! watches, what it records, and (through `aftermath.rs`) how it puts the old primary back as
+//! a SECONDARY before the next trial.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::aftermath::{commit_result, discarded, restarts, restore};
+use crate::inject::{Injected, inject, nft_loss};
 use crate::lab::{Impl, Lab};
 use crate::measure::{Promotion, TrialInput, TrialResult, analyze};
-use crate::netns::sh_stdin;
-
-/// How long systemd waits before it restarts a dead agent (`RestartSec=` of the unit).
-const RESTART_SEC_MS: u64 = 500;
 
 /// A drill; its kebab-case name is the `--scenario` value and what reports print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display)]
@@ -90,7 +87,8 @@ pub struct Trial {
     pub promotions: Vec<Promotion>,
     pub idle: Vec<usize>,
     pub result: TrialResult,
-    /// The new owner's last acquire timeline from its `/events` (tdsvip only).
+    /// The new owner's acquire timeline of this trial from its `/events` (tdsvip only;
+    /// `None` when none came within `TIMELINE_WAIT`).
     pub timeline: Option<serde_json::Value>,
     /// Lab actions during the trial: (time, node, what).
     pub actions: Vec<(f64, usize, String)>,
@@ -135,36 +133,6 @@ pub(crate) fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
-const NFT_TABLE: &str = "tdsviplab";
-
-fn nft_partition(lab: &Lab, i: usize) -> Result<(), String> {
-    let rules = format!(
-        "table netdev {NFT_TABLE} {{\n  chain in {{ type filter hook ingress device \"eth0\" priority 0; policy drop; }}\n  chain out {{ type filter hook egress device \"eth0\" priority 0; policy drop; }}\n}}\n"
-    );
-    sh_stdin(
-        &["ip", "netns", "exec", &lab.nodes[i].ns, "nft", "-f", "-"],
-        &rules,
-    )
-}
-
-fn nft_loss(lab: &Lab, percent: u32) -> Result<(), String> {
-    let rules = format!(
-        "table inet {NFT_TABLE} {{\n  chain in {{ type filter hook input priority 0; iifname \"eth0\" numgen random mod 100 < {percent} drop; }}\n  chain out {{ type filter hook output priority 0; oifname \"eth0\" numgen random mod 100 < {percent} drop; }}\n}}\n"
-    );
-    sh_stdin(
-        &["ip", "netns", "exec", lab.client_ns(), "nft", "-f", "-"],
-        &rules,
-    )
-}
-
-pub(crate) fn nft_clear(ns: &str) {
-    for family in ["netdev", "inet"] {
-        let _ = crate::netns::sh(&[
-            "ip", "netns", "exec", ns, "nft", "delete", "table", family, NFT_TABLE,
-        ]);
-    }
-}
-
 /// Waits until the client sees `server` answer as PRIMARY after `after`, up to `limit_ms`.
 fn wait_client(lab: &Lab, server: &str, after: f64, limit_ms: u64) -> bool {
     let end = std::time::Instant::now() + Duration::from_millis(limit_ms);
@@ -192,10 +160,10 @@ pub fn run_trial(
     new: usize,
 ) -> Result<Trial, String> {
     lab.wait_steady(old, Duration::from_secs(10))?;
-    let s = lab.settings.clone();
+    let acquires_before = (0..lab.nodes.len()).map(|i| last_acquire(lab, i)).collect();
     let actions_before = lab.actions.len();
     let start = lab.clock.now();
-    let idle = lab.client().open_idle(s.idle_sessions)?;
+    let idle = lab.client().open_idle(lab.settings.idle_sessions)?;
     if scenario == Scenario::Loss {
         nft_loss(lab, 30)?;
         let t = lab.clock.now();
@@ -205,111 +173,39 @@ pub fn run_trial(
     // A random phase before the fault, so that periodic timers (probe intervals, keepalived's
     // once-a-second script) are not sampled at the same phase in every trial.
     sleep_ms(300 + random_below(1000));
-    let mut faults = Vec::new();
-    let mut promotions = Vec::new();
-    let mut primary = new;
-    let promote =
-        |lab: &mut Lab, node: usize, promotions: &mut Vec<Promotion>| -> Result<(), String> {
-            sleep_ms(s.promote_delay_ms);
-            let at = lab.promote(node, scenario == Scenario::AsyncReplica)?;
-            promotions.push(Promotion {
-                at,
-                node,
-                server: lab.nodes[node].server.clone(),
-            });
-            Ok(())
-        };
-    match scenario {
-        Scenario::KillPrimary | Scenario::Loss => {
-            faults.push(lab.kill_sim(old));
-            promote(lab, new, &mut promotions)?;
-        }
-        Scenario::AsyncReplica => {
-            // The asynchronous partner stops hardening first, or it is usually caught up
-            // and the loss this drill must show would not happen.
-            lab.sim_put(
-                new,
-                r#"{"replication":"stalled"}"#,
-                "replication stalled (async partner)",
-            )?;
-            sleep_ms(300);
-            faults.push(lab.kill_sim(old));
-            promote(lab, new, &mut promotions)?;
-        }
-        Scenario::Switchover => {
-            wait_synchronized(lab, new)?;
-            faults.push(lab.demote(old, false)?);
-            promote(lab, new, &mut promotions)?;
-        }
-        Scenario::HangPrimary => {
-            faults.push(lab.sim_put(
-                old,
-                r#"{"fault":"hang_after_accept"}"#,
-                "tds-sim hangs after accept",
-            )?);
-            lab.stop_renewing(old, "its SQL Server does not answer");
-            // It cannot be demoted, so it is fenced by its lease: promoting before it
-            // expired made two replicas acknowledge commits (dual-primary samples).
-            lab.wait_lease_expired(old)?;
-            promote(lab, new, &mut promotions)?;
-        }
-        Scenario::CrashNode => {
-            // The whole node at once: link, agent and SQL Server; the fault time is when
-            // the link was down (after the command returned).
-            lab.node_cmd(old, &["ip", "link", "set", "eth0", "down"])?;
-            let t = lab.clock.now();
-            lab.actions.push((t, old, "eth0 down (node crash)".into()));
-            faults.push(t);
-            lab.kill_node_processes(old);
-            promote(lab, new, &mut promotions)?;
-        }
-        Scenario::PartitionPrimary => {
-            nft_partition(lab, old)?;
-            let t = lab.clock.now();
-            lab.actions.push((
-                t,
-                old,
-                "nft drops everything on eth0 (partition in effect)".into(),
-            ));
-            faults.push(t);
-            lab.stop_renewing(old, "partitioned from the majority");
-            sleep_ms(s.lease_ms);
-            lab.demote(old, true)?;
-            promote(lab, new, &mut promotions)?;
-        }
-        Scenario::Flap => {
-            let (mut cur, mut other) = (old, new);
-            for k in 0..s.flaps.max(1) {
-                if k > 0 {
-                    sleep_ms(s.flap_interval_ms);
-                }
-                wait_synchronized(lab, other)?;
-                faults.push(lab.demote(cur, false)?);
-                promote(lab, other, &mut promotions)?;
-                std::mem::swap(&mut cur, &mut other);
-            }
-            primary = cur;
-        }
-        Scenario::KillAgent => {
-            faults.push(lab.kill_agent(old));
-            // As systemd brings it back (`RestartSec=500ms` in deploy/tdsvip.service).
-            sleep_ms(RESTART_SEC_MS);
-            lab.restart_agent(old)?;
-            primary = old;
-        }
-        Scenario::KillAgentThenFailover | Scenario::FreezeAgentThenFailover => {
-            faults.push(if scenario == Scenario::KillAgentThenFailover {
-                lab.kill_agent(old)
-            } else {
-                lab.freeze_agent(old)?
-            });
-            wait_synchronized(lab, new)?;
-            lab.demote(old, false)?;
-            promote(lab, new, &mut promotions)?;
-        }
+    let injected = inject(lab, scenario, old, new)?;
+    watch(lab, scenario, &injected);
+    let end = lab.clock.now();
+    let window = Window {
+        index,
+        old,
+        start,
+        end,
+        idle,
+        actions_before,
+        acquires_before,
+    };
+    let discarded_before = if restarts(scenario) {
+        0
+    } else {
+        discarded(lab, old)
+    };
+    let mut trial = record(lab, scenario, window, injected)?;
+    restore(lab, scenario, old, trial.new)?;
+    if scenario != Scenario::KillAgent {
+        trial.discarded_on_rejoin = discarded(lab, old).saturating_sub(discarded_before);
     }
-    let server = lab.nodes[primary].server.clone();
-    let last = promotions.last().map_or(faults[0], |p| p.at);
+    Ok(trial)
+}
+
+/// Waits for the client to be served by the primary after the last promotion, then a little
+/// longer for idle resets and stray answers from the old primary.
+fn watch(lab: &Lab, scenario: Scenario, injected: &Injected) {
+    let server = lab.nodes[injected.primary].server.clone();
+    let last = injected
+        .promotions
+        .last()
+        .map_or(injected.faults[0], |p| p.at);
     // A failover while the old owner's agent is dead or frozen waits for its lease.
     let serve_within = match scenario {
         Scenario::KillAgentThenFailover | Scenario::FreezeAgentThenFailover => {
@@ -318,25 +214,42 @@ pub fn run_trial(
         _ => 3000,
     };
     wait_client(lab, &server, last, serve_within);
-    // Watch a little longer: idle resets, stray answers from the old primary.
     sleep_ms(if scenario == Scenario::KillAgent {
         2000
     } else {
         700
     });
-    let end = lab.clock.now();
+}
 
+/// A trial's place in time and what it opened.
+struct Window {
+    index: usize,
+    old: usize,
+    start: f64,
+    end: f64,
+    idle: Vec<usize>,
+    actions_before: usize,
+    /// Each node's last acquire timeline before the fault (tdsvip only).
+    acquires_before: Vec<Option<serde_json::Value>>,
+}
+
+/// Everything the samplers, the client, the writer and the agents recorded in the window.
+fn record(
+    lab: &mut Lab,
+    scenario: Scenario,
+    w: Window,
+    injected: Injected,
+) -> Result<Trial, String> {
+    let Injected {
+        faults,
+        promotions,
+        primary,
+    } = injected;
+    let (start, end) = (w.start, w.end);
+    let server = lab.nodes[primary].server.clone();
     let attempts = lab.client().attempts_between(start, end);
     let owners = lab.samplers().owners_between(start, end);
-    let idle_sessions: Vec<crate::client::IdleSession> = {
-        let all = lab
-            .client()
-            .idle
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        idle.iter().filter_map(|&i| all.get(i).cloned()).collect()
-    };
+    let idle_sessions = idle_sessions_of(lab, &w.idle);
     lab.client().close_idle();
     let result = analyze(&TrialInput {
         start,
@@ -348,58 +261,9 @@ pub fn run_trial(
         owners: &owners,
         idle: &idle_sessions,
     });
-    let timeline = if lab.settings.implementation == Impl::Tdsvip {
-        lab.agent_get(primary, "/events")
-            .ok()
-            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-            .and_then(|v| {
-                v.as_array().and_then(|a| {
-                    a.iter()
-                        .rev()
-                        .find(|t| t["direction"] == "acquire")
-                        .cloned()
-                })
-            })
-    } else {
-        None
-    };
-    let mut owner_changes: Vec<(f64, Vec<bool>)> = Vec::new();
-    let mut guard_changes: Vec<(f64, Vec<crate::guard::GuardState>)> = Vec::new();
-    for o in &owners {
-        if owner_changes.last().map(|(_, v)| v) != Some(&o.owners) {
-            owner_changes.push((o.at, o.owners.clone()));
-        }
-        if guard_changes.last().map(|(_, v)| v) != Some(&o.guard) {
-            guard_changes.push((o.at, o.guard.clone()));
-        }
-    }
-    let arp = lab
-        .samplers()
-        .arp_between(start, end)
-        .into_iter()
-        .map(|a| (a.at, a.macs))
-        .collect();
-    let (route_tables, route_changes) = match &lab.cloud {
-        None => (Vec::new(), Vec::new()),
-        Some(c) => {
-            let samples: Vec<(f64, Vec<Option<String>>)> = c
-                .samples_between(start, end)
-                .into_iter()
-                .map(|s| (s.at, s.targets))
-                .collect();
-            let per: Vec<Option<f64>> = promotions
-                .iter()
-                .map(|p| crate::measure::routes_converged(&samples, p.at, &c.enis[p.node]))
-                .collect();
-            let mut changes: Vec<(f64, Vec<Option<String>>)> = Vec::new();
-            for s in samples {
-                if changes.last().map(|(_, t)| t) != Some(&s.1) {
-                    changes.push(s);
-                }
-            }
-            (per, changes)
-        }
-    };
+    let (owner_changes, guard_changes) = owner_and_guard_changes(&owners);
+    let arp = lab.samplers().arp_between(start, end);
+    let (route_tables, route_changes) = route_results(lab, start, end, &promotions);
     let commits = commit_result(lab, primary, start, end, faults[0])?;
     let (primaries, primary_changes) = primary_samples(lab, start, end);
     let (lease_renewals, lease_failures) = lab
@@ -412,27 +276,22 @@ pub fn run_trial(
             )
         })
         .unwrap_or_default();
-    let discarded_before = if restarts(scenario) {
-        0
-    } else {
-        discarded(lab, old)
-    };
-    let mut trial = Trial {
+    Ok(Trial {
         scenario,
-        index,
-        old,
+        index: w.index,
+        old: w.old,
         new: primary,
         start,
         end,
         faults,
         promotions,
-        idle,
+        idle: w.idle,
         result,
-        timeline,
-        actions: lab.actions[actions_before..].to_vec(),
+        timeline: new_owner_timeline(lab, primary, &w.acquires_before[primary]),
+        actions: lab.actions[w.actions_before..].to_vec(),
         owner_changes,
         guard_changes,
-        arp,
+        arp: arp.into_iter().map(|a| (a.at, a.macs)).collect(),
         route_tables,
         route_changes,
         idle_sessions: idle_sessions
@@ -446,12 +305,109 @@ pub fn run_trial(
         lease_renewals,
         lease_failures,
         write_failures: crate::clock::between(&lab.writer().failures, start, end),
-    };
-    restore(lab, scenario, old, primary)?;
-    if scenario != Scenario::KillAgent {
-        trial.discarded_on_rejoin = discarded(lab, old).saturating_sub(discarded_before);
+    })
+}
+
+/// The trial's idle sessions (by index into the client's list), as they ended.
+fn idle_sessions_of(lab: &Lab, idle: &[usize]) -> Vec<crate::client::IdleSession> {
+    let all = lab
+        .client()
+        .idle
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    idle.iter().filter_map(|&i| all.get(i).cloned()).collect()
+}
+
+/// Node `i`'s last acquire timeline from its `/events` (tdsvip only).
+fn last_acquire(lab: &Lab, i: usize) -> Option<serde_json::Value> {
+    if lab.settings.implementation != Impl::Tdsvip {
+        return None;
     }
-    Ok(trial)
+    let (_, body) = lab.agent_get(i, "/events").ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v.as_array()?
+        .iter()
+        .rev()
+        .find(|t| t["direction"] == "acquire")
+        .cloned()
+}
+
+/// How long the lab waits for the new owner's acquire timeline after the watch window.
+const TIMELINE_WAIT: Duration = Duration::from_secs(5);
+
+/// The new owner's acquire timeline of this trial: one it did not have before the fault. An
+/// acquire's timeline is published when complete, after the peers reported their first login
+/// through the overlay IP (a poll interval or two after the client was served), so it is
+/// waited for, up to [`TIMELINE_WAIT`].
+fn new_owner_timeline(
+    lab: &Lab,
+    primary: usize,
+    before: &Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    if lab.settings.implementation != Impl::Tdsvip {
+        return None;
+    }
+    let give_up = std::time::Instant::now() + TIMELINE_WAIT;
+    loop {
+        let last = last_acquire(lab, primary);
+        if last.is_some() && last != *before {
+            return last;
+        }
+        if std::time::Instant::now() >= give_up {
+            return None;
+        }
+        sleep_ms(50);
+    }
+}
+
+type OwnerChanges = Vec<(f64, Vec<bool>)>;
+type GuardChanges = Vec<(f64, Vec<crate::guard::GuardState>)>;
+
+/// The owner samples where who owns, or a guard's state, changed.
+fn owner_and_guard_changes(owners: &[crate::sampler::OwnerSample]) -> (OwnerChanges, GuardChanges) {
+    let mut owner_changes: OwnerChanges = Vec::new();
+    let mut guard_changes: GuardChanges = Vec::new();
+    for o in owners {
+        if owner_changes.last().map(|(_, v)| v) != Some(&o.owners) {
+            owner_changes.push((o.at, o.owners.clone()));
+        }
+        if guard_changes.last().map(|(_, v)| v) != Some(&o.guard) {
+            guard_changes.push((o.at, o.guard.clone()));
+        }
+    }
+    (owner_changes, guard_changes)
+}
+
+type RouteChanges = Vec<(f64, Vec<Option<String>>)>;
+
+/// With `--cloud`: per promotion, when every route table pointed at the new owner; and where
+/// the tables' targets changed.
+fn route_results(
+    lab: &Lab,
+    start: f64,
+    end: f64,
+    promotions: &[Promotion],
+) -> (Vec<Option<f64>>, RouteChanges) {
+    let Some(c) = &lab.cloud else {
+        return (Vec::new(), Vec::new());
+    };
+    let samples: RouteChanges = c
+        .samples_between(start, end)
+        .into_iter()
+        .map(|s| (s.at, s.targets))
+        .collect();
+    let per = promotions
+        .iter()
+        .map(|p| crate::measure::routes_converged(&samples, p.at, &c.enis[p.node]))
+        .collect();
+    let mut changes: RouteChanges = Vec::new();
+    for s in samples {
+        if changes.last().map(|(_, t)| t) != Some(&s.1) {
+            changes.push(s);
+        }
+    }
+    (per, changes)
 }
 
 type PrimaryChanges = Vec<(f64, Vec<crate::primaries::Reading>)>;
@@ -496,26 +452,4 @@ pub fn run(lab: &mut Lab, scenario: Scenario, trials: usize) -> Result<Vec<Trial
         out.push(t);
     }
     Ok(out)
-}
-
-/// A planned role change waits, as an HA manager does, until the target replica has caught
-/// up: SQL Server refuses `FAILOVER` to a replica that was not SYNCHRONIZED (41142). After a
-/// previous role change, the demoted primary needs a moment to catch up before it can be
-/// promoted back (flap), longer in a debug build on a loaded machine.
-fn wait_synchronized(lab: &mut Lab, i: usize) -> Result<(), String> {
-    let end = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let state = lab.sim_state(i)?;
-        if state["ag_state"]["synchronization_state"] == "SYNCHRONIZED" {
-            return Ok(());
-        }
-        if std::time::Instant::now() > end {
-            return Err(format!(
-                "node {}: not SYNCHRONIZED 5 s after it was chosen for a planned failover ({})",
-                i + 1,
-                state["ag_state"]["synchronization_state"]
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
