@@ -144,6 +144,22 @@ if [ "$what" = tests ] || [ "$what" = lab ] || [ "$what" = all ]; then
 fi
 # <<< eBPF toolchain <<<
 
+# >>> The Debian package (issue 15) >>>
+# deploy/package-test.sh (a step of ./run-tests) builds the package with cargo-deb 3.8.0
+# (deploy/package.sh; the last release that builds with rustc 1.95), checks it with lintian,
+# renders its man pages with man-db, compares its Depends with dpkg-shlibdeps (dpkg-dev)
+# and installs it (its postinst makes the user with adduser).
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  if [ "$(cargo-deb --version 2>/dev/null)" = "cargo-deb 3.8.0" ]; then
+    say "cargo: cargo-deb 3.8.0 already installed"
+  else
+    say "cargo: installing cargo-deb 3.8.0 (about 2 minutes, once per machine; found: $(cargo-deb --version 2>/dev/null || echo none))"
+    cargo install --locked cargo-deb --version 3.8.0
+  fi
+  need_apt lintian man-db dpkg-dev adduser
+fi
+# <<< The Debian package <<<
+
 # The failover lab (tests/lab, ./run-lab and its tests): keepalived is the peer tdsvip is
 # measured against (--impl keepalived and the benchmark); nft and arping come from the block above.
 if [ "$what" = tests ] || [ "$what" = lab ] || [ "$what" = all ]; then

@@ -11,18 +11,49 @@ mod cli;
 mod password;
 
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "tdsvip",
     version,
-    about = "Keeps an overlay IP on the SQL Server AG primary"
+    long_version = long_version(),
+    about = "Keeps an overlay IP on the SQL Server AG primary",
+    long_about = "Keeps an availability group's overlay IP on the node whose SQL Server \
+        replica is PRIMARY, and moves it within milliseconds when SQL Server makes another \
+        replica primary. `tdsvip run` is the agent (the systemd unit tdsvip.service runs it \
+        with /etc/tdsvip/tdsvip.toml); the other subcommands are the operator's tools. \
+        Exit status: 0 success, 1 the thing checked is not healthy, 2 bad arguments or \
+        configuration."
 )]
 struct Cli {
     #[command(subcommand)]
     command: cli::Command,
+}
+
+/// `tdsvip --version` (`-V` prints the version alone), one line: the version, the commit
+/// the binary was built from (agent/build.rs; "unknown" outside a git checkout) and whether
+/// the eBPF programs are in it. The last is tdsvip-node's own answer: its build.rs embeds
+/// the compiled object and sets the cfg that `object_bytes` is built under, or records why
+/// the programs did not build.
+fn long_version() -> &'static str {
+    static TEXT: LazyLock<String> = LazyLock::new(|| {
+        let ebpf = match tdsvip_node::ebpf::object_bytes() {
+            Ok(object) => format!(
+                "eBPF programs embedded: vip_guard and conn_track, {} bytes",
+                object.len()
+            ),
+            Err(e) => format!("eBPF programs not embedded: {e}"),
+        };
+        format!(
+            "{} (commit {}; {ebpf})",
+            env!("CARGO_PKG_VERSION"),
+            env!("TDSVIP_GIT_COMMIT")
+        )
+    });
+    TEXT.as_str()
 }
 
 /// tiberius warns on every plain-text login; the probe's own output already says which
@@ -49,5 +80,5 @@ fn main() -> ExitCode {
     if !tdsvip_probes::tls::install_process_crypto_provider() {
         tracing::warn!("rustls's process crypto provider is not ring");
     }
-    cli::run(cli.command)
+    cli::run(cli.command, Cli::command)
 }

@@ -3,6 +3,7 @@
 mod check_config;
 mod check_online;
 mod deployment;
+mod docs;
 mod probe;
 mod routes;
 mod run;
@@ -27,18 +28,25 @@ pub enum Command {
     /// Show the running agent's state (its GET /status): roles, owned addresses, probes,
     /// route tables, the last failover's timeline.
     Status(status::StatusArgs),
+    /// Write the man pages and shell completions generated from these definitions (used by
+    /// deploy/package.sh; not a command for operators, hence hidden).
+    #[command(hide = true)]
+    GenerateDocs(docs::DocsArgs),
 }
 
 /// Exit code for bad arguments or configuration, as clap uses for usage errors.
 pub const EXIT_USAGE: u8 = 2;
 
-pub fn run(command: Command) -> ExitCode {
+/// Runs one subcommand; `top` builds the whole command line's definition (it lives in
+/// main.rs), which only `generate-docs` needs.
+pub fn run(command: Command, top: impl FnOnce() -> clap::Command) -> ExitCode {
     match command {
         Command::Probe(args) => probe::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Routes(args) => routes::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
+        Command::GenerateDocs(args) => docs::run(args, top()),
     }
 }
 
