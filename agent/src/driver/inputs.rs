@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tdsvip_cloud::CloudExecutor;
-use tdsvip_node::NodeTakeover;
 use tdsvip_probes::{
     AnyProbe, LoginConfig, Mode, Outcome, Password, ProbeConfig, ProbeResult, ProbeRunner,
     ScheduleConfig,
@@ -16,7 +14,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::peer_reports::PeerRuntime;
-use super::router::EventRouter;
 use super::{DriverError, Input, cfg_err};
 use crate::config::{AgConfig, AgentConfig, PeerPollConfig};
 use crate::http::client::Bearer;
@@ -138,7 +135,7 @@ pub(super) fn login_probe(
 }
 
 /// What it takes to build a login probe again (the one through the overlay IP is rebuilt
-/// after every acquire, see [`EventRouter::spawn_first_overlay_login`]).
+/// for each quick re-login, see `overlay.rs`).
 #[derive(Clone)]
 pub(super) struct OverlayProbe {
     pub(super) target: SocketAddr,
@@ -241,30 +238,4 @@ pub(super) async fn local_replica_is_primary(
         }
     }
     false
-}
-
-impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
-    /// Right after an acquire, logs in through the overlay IP until it works (every 5 ms, for
-    /// at most 5 s): the periodic overlay probe may still be waiting out a deadline on the
-    /// old owner, which would make `first_local_login` late by up to the probe timeout.
-    pub(super) fn spawn_first_overlay_login(&self, i: usize) {
-        let Some(parts) = self.ags[i].overlay_probe.clone() else {
-            return;
-        };
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let Ok(mut probe) = parts.build() else {
-                return;
-            };
-            let give_up = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < give_up {
-                let result = probe.probe().await;
-                if result.outcome.is_ok() {
-                    let _ = tx.send(Input::FirstOverlayLogin(i, result.started)).await;
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-    }
 }

@@ -83,8 +83,9 @@ enum Input {
     Probe(usize, Box<ProbeResult>),
     /// A result of the periodic login through the overlay IP.
     OverlayProbe(usize, Box<ProbeResult>),
-    /// The login through the overlay IP run right after an acquire succeeded; when it started.
-    FirstOverlayLogin(usize, Instant),
+    /// A quick re-login through the overlay IP ended: its first success, or `None` when it
+    /// gave up (see `overlay.rs`).
+    OverlayRelogin(usize, Option<Box<ProbeResult>>),
     /// The peers' answer to handover question `.1` of AG `.0`.
     Handover(usize, u32, handover::Handover),
     /// Cloud claim `.1` of AG `.0`, started at `.2`, and its report.

@@ -8,23 +8,36 @@
 //! While this node owns the address the same login takes the local route; its first success
 //! after an acquire is the timeline's `first_local_login`, which says that the address
 //! answers, not that clients reach it.
+//!
+//! A login sent into a failover's gap (the old owner's guard drops it, a neighbour entry
+//! still points at the old MAC) is lost, and the kernel would not resend the SYN for a
+//! second: the periodic probe would wait out its whole deadline (200 ms by default) and
+//! report the new owner that much late. So after an acquire, and when a periodic login fails
+//! after logins were answered, a quick re-login runs beside it, as an impatient client does: a fresh login every
+//! 5 ms with a deadline of 50 ms (doubled after each timeout past the connect, up to the
+//! probe's own, for a server that logs in slower), until one succeeds or 5 s have passed. A failure
+//! of a login that started before the current run began says nothing about it and does not
+//! end it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tdsvip_cloud::CloudExecutor;
 use tdsvip_node::NodeTakeover;
-use tdsvip_probes::ProbeResult;
+use tdsvip_probes::{Outcome, Phase, ProbeResult};
 
+use super::Input;
+use super::inputs::OverlayProbe;
 use super::router::EventRouter;
 use crate::controller::Event;
 use crate::status::OverlayRun;
 
 /// The run after `result`: kept while the same server answers, started anew (at the
-/// completion of this login) when another one does, ended by a failure or by an answer that
-/// does not name its server.
+/// completion of this login) when another one does, ended by a failure of a login sent
+/// after it began, or by an answer that does not name its server.
 pub(super) fn next_run(run: Option<OverlayRun>, result: &ProbeResult) -> Option<OverlayRun> {
     if !result.outcome.is_ok() {
-        return None;
+        // Sent before the run's first answer: it says nothing of the run.
+        return run.filter(|r| result.started < r.since);
     }
     let server = result.server.server_name.as_deref()?;
     match run {
@@ -37,11 +50,20 @@ pub(super) fn next_run(run: Option<OverlayRun>, result: &ProbeResult) -> Option<
     }
 }
 
+/// Between two quick re-login attempts.
+const RELOGIN_EVERY: Duration = Duration::from_millis(5);
+/// The most a quick re-login attempt waits: what an impatient client would.
+const RELOGIN_DEADLINE: Duration = Duration::from_millis(50);
+/// How long a quick re-login keeps trying (the periodic login goes on after).
+const RELOGIN_FOR: Duration = Duration::from_secs(5);
+
 impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// A result of AG `i`'s periodic login through the overlay IP.
     pub(super) async fn on_overlay_probe(&mut self, i: usize, result: ProbeResult) {
         let rt = &mut self.ags[i];
+        let was_answered = rt.overlay_run.is_some();
         let run = next_run(rt.overlay_run.take(), &result);
+        let run_ended = was_answered && run.is_none();
         rt.overlay_run = run.clone();
         let ag = rt.controller.ag().to_owned();
         self.status.update_ag(&ag, |a| {
@@ -50,19 +72,80 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
             }
         });
         if result.outcome.is_ok() {
-            self.on_own_overlay_login(i, result.started).await;
+            self.on_own_overlay_login(i, &result).await;
+        } else if run_ended {
+            // Answered until now: a failover may be under way. (While nothing answers, the
+            // periodic login alone keeps asking: no flood against an address nobody holds.)
+            self.spawn_overlay_relogin(i);
         }
     }
 
-    /// A successful login through the overlay IP from this node that started at `started`:
-    /// the local route to this node's own replica once it owns the address. Logins that
-    /// started before the acquire returned may have reached the old owner and do not count.
-    pub(super) async fn on_own_overlay_login(&mut self, i: usize, started: Instant) {
+    /// A quick re-login ended (with its first success, or having given up).
+    pub(super) async fn on_overlay_relogin(&mut self, i: usize, result: Option<Box<ProbeResult>>) {
+        self.ags[i].relogin_running = false;
+        if let Some(result) = result {
+            self.on_overlay_probe(i, *result).await;
+        }
+    }
+
+    /// Starts AG `i`'s quick re-login through the overlay IP unless one is running; its
+    /// end comes back as `Input::OverlayRelogin`.
+    pub(super) fn spawn_overlay_relogin(&mut self, i: usize) {
+        let rt = &mut self.ags[i];
+        let Some(parts) = rt.overlay_probe.clone() else {
+            return;
+        };
+        if rt.relogin_running {
+            return;
+        }
+        rt.relogin_running = true;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let found = relogin(parts).await;
+            let _ = tx.send(Input::OverlayRelogin(i, found)).await;
+        });
+    }
+
+    /// A successful login through the overlay IP from this node: the local route to this
+    /// node's own replica once it owns the address. A login that started before the acquire
+    /// returned may have reached the old owner, and counts only if this node's replica
+    /// answered it.
+    pub(super) async fn on_own_overlay_login(&mut self, i: usize, result: &ProbeResult) {
         let rt = &self.ags[i];
-        if rt.owned && rt.acquired_at.is_some_and(|at| started >= at) {
+        let after_acquire = rt.acquired_at.is_some_and(|at| result.started >= at);
+        let mine = rt.server_name.is_some() && result.server.server_name == rt.server_name;
+        if rt.owned && (after_acquire || mine) {
             self.process(i, Event::LocalOverlayLogin).await;
         }
     }
+}
+
+/// Fresh logins every [`RELOGIN_EVERY`] until one succeeds or [`RELOGIN_FOR`] has passed.
+/// The first waits at most [`RELOGIN_DEADLINE`]; each one that times out after connecting
+/// doubles the next one's deadline up to the probe's own, so that a server whose logins are
+/// slower than an impatient client's deadline is still reached (a connect that times out is
+/// a SYN lost in the gap: the next attempt keeps the short deadline).
+async fn relogin(mut parts: OverlayProbe) -> Option<Box<ProbeResult>> {
+    let full = parts.config.timeout;
+    parts.config.timeout = full.min(RELOGIN_DEADLINE);
+    let mut probe = parts.build().ok()?;
+    let give_up = Instant::now() + RELOGIN_FOR;
+    while Instant::now() < give_up {
+        let result = probe.probe().await;
+        if result.outcome.is_ok() {
+            return Some(Box::new(result));
+        }
+        // A connect that timed out lost its SYN in the gap: try again at once. A server
+        // that connected and then answered too slowly needs a longer deadline.
+        let slow_server =
+            matches!(result.outcome, Outcome::Timeout { phase } if phase != Phase::Connect);
+        if slow_server && parts.config.timeout < full {
+            parts.config.timeout = (parts.config.timeout * 2).min(full);
+            probe = parts.build().ok()?;
+        }
+        tokio::time::sleep(RELOGIN_EVERY).await;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -104,10 +187,16 @@ mod tests {
         assert_eq!(same.as_ref(), Some(&run), "the same server keeps the run");
         let other = next_run(same, &result(Outcome::Ok, Some("SQL2"), at(40))).unwrap();
         assert_eq!((other.server.as_str(), other.since), ("SQL2", at(43)));
-        let failed = Outcome::Timeout {
+        let failed = || Outcome::Timeout {
             phase: Phase::Login,
         };
-        assert_eq!(next_run(Some(other), &result(failed, None, at(60))), None);
+        let stale = next_run(Some(other.clone()), &result(failed(), None, at(30)));
+        assert_eq!(
+            stale.as_ref(),
+            Some(&other),
+            "sent before the run began: no news"
+        );
+        assert_eq!(next_run(Some(other), &result(failed(), None, at(60))), None);
         let nameless = next_run(Some(run), &result(Outcome::Ok, None, at(80)));
         assert_eq!(nameless, None, "an answer without a name proves nothing");
     }

@@ -134,7 +134,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         match input {
             Input::Probe(i, result) => self.on_probe(i, *result).await,
             Input::OverlayProbe(i, result) => self.on_overlay_probe(i, *result).await,
-            Input::FirstOverlayLogin(i, started) => self.on_own_overlay_login(i, started).await,
+            Input::OverlayRelogin(i, result) => self.on_overlay_relogin(i, result).await,
             Input::Handover(i, attempt, answer) => {
                 self.ags[i].handover_clients = answer.connections;
                 let event = Event::PeersReleased {
@@ -336,7 +336,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         let call = self.ags[i].acquire(&clients).await;
         if call.error.is_none() && first {
             self.ags[i].acquired_at = Some(Instant::now());
-            self.spawn_first_overlay_login(i);
+            self.spawn_overlay_relogin(i);
         }
         call
     }

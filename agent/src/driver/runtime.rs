@@ -27,6 +27,8 @@ pub(super) struct AgRuntime<N, C> {
     pub(super) overlay_probe: Option<OverlayProbe>,
     /// Who has been answering the periodic login through the overlay IP (`overlay.rs`).
     pub(super) overlay_run: Option<OverlayRun>,
+    /// Whether a quick re-login through the overlay IP is running (`overlay.rs`).
+    pub(super) relogin_running: bool,
     /// The local replica's name as its health query says (`@@SERVERNAME`): a peer's login
     /// through the overlay IP answered by this name reached this node.
     pub(super) server_name: Option<String>,
@@ -51,6 +53,7 @@ impl<N: NodeTakeover, C> AgRuntime<N, C> {
             probed: false,
             overlay_probe: None,
             overlay_run: None,
+            relogin_running: false,
             server_name: None,
             handover_clients: Vec::new(),
         }
