@@ -13,6 +13,7 @@ use tdsvip_probes::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::overlay::spawn_overlay_watch;
 use super::peer_reports::PeerRuntime;
 use super::{DriverError, Input, cfg_err};
 use crate::config::{AgConfig, AgentConfig, PeerPollConfig};
@@ -43,10 +44,8 @@ pub(super) fn spawn_inputs(
         });
         // Through the overlay IP, as a client goes (see `overlay.rs`).
         if let Some(overlay) = overlay_probe(config, password, ag) {
-            let runner = login_runner(config, password, &ag.name, &ag.databases, overlay.target)?;
-            forward(runner, cancel, tx, move |r| {
-                Some(Input::OverlayProbe(i, Box::new(r)))
-            });
+            let every = Duration::from_millis(config.probe.interval_ms);
+            spawn_overlay_watch(overlay, every, i, tx.clone(), cancel.clone())?;
         }
     }
     for (p, peer) in peers.iter().enumerate() {

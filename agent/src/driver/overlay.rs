@@ -11,13 +11,12 @@
 //!
 //! A login sent into a failover's gap (the old owner's guard drops it, a neighbour entry
 //! still points at the old MAC) is lost, and the kernel would not resend the SYN for a
-//! second: the periodic probe would wait out its whole deadline (200 ms by default) and
-//! report the new owner that much late. So after an acquire, and when a periodic login fails
-//! after logins were answered, a quick re-login runs beside it, as an impatient client does: a fresh login every
-//! 5 ms with a deadline of 50 ms (doubled after each timeout past the connect, up to the
-//! probe's own, for a server that logs in slower), until one succeeds or 5 s have passed. A failure
-//! of a login that started before the current run began says nothing about it and does not
-//! end it.
+//! second. So this login is made as an impatient client makes it ([`spawn_overlay_watch`]):
+//! within 50 ms (doubled after each timeout past the connect, up to the probe's deadline,
+//! for a server that logs in slower), and at once again when a connect timed out, instead
+//! of at the next tick. Right after an acquire a quick re-login runs beside it (fresh logins
+//! every 5 ms, same deadlines, for up to 5 s). A failure of a login that started before the
+//! current run began says nothing about it and does not end it.
 
 use std::time::{Duration, Instant};
 
@@ -25,9 +24,12 @@ use tdsvip_cloud::CloudExecutor;
 use tdsvip_node::NodeTakeover;
 use tdsvip_probes::{Outcome, Phase, ProbeResult};
 
-use super::Input;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
 use super::inputs::OverlayProbe;
 use super::router::EventRouter;
+use super::{DriverError, Input};
 use crate::controller::Event;
 use crate::status::OverlayRun;
 
@@ -61,9 +63,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// A result of AG `i`'s periodic login through the overlay IP.
     pub(super) async fn on_overlay_probe(&mut self, i: usize, result: ProbeResult) {
         let rt = &mut self.ags[i];
-        let was_answered = rt.overlay_run.is_some();
         let run = next_run(rt.overlay_run.take(), &result);
-        let run_ended = was_answered && run.is_none();
         rt.overlay_run = run.clone();
         let ag = rt.controller.ag().to_owned();
         self.status.update_ag(&ag, |a| {
@@ -73,10 +73,6 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
         });
         if result.outcome.is_ok() {
             self.on_own_overlay_login(i, &result).await;
-        } else if run_ended {
-            // Answered until now: a failover may be under way. (While nothing answers, the
-            // periodic login alone keeps asking: no flood against an address nobody holds.)
-            self.spawn_overlay_relogin(i);
         }
     }
 
@@ -120,11 +116,8 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     }
 }
 
-/// Fresh logins every [`RELOGIN_EVERY`] until one succeeds or [`RELOGIN_FOR`] has passed.
-/// The first waits at most [`RELOGIN_DEADLINE`]; each one that times out after connecting
-/// doubles the next one's deadline up to the probe's own, so that a server whose logins are
-/// slower than an impatient client's deadline is still reached (a connect that times out is
-/// a SYN lost in the gap: the next attempt keeps the short deadline).
+/// Fresh logins every [`RELOGIN_EVERY`] until one succeeds or [`RELOGIN_FOR`] has passed,
+/// with the deadlines of [`next_deadline`].
 async fn relogin(mut parts: OverlayProbe) -> Option<Box<ProbeResult>> {
     let full = parts.config.timeout;
     parts.config.timeout = full.min(RELOGIN_DEADLINE);
@@ -135,17 +128,79 @@ async fn relogin(mut parts: OverlayProbe) -> Option<Box<ProbeResult>> {
         if result.outcome.is_ok() {
             return Some(Box::new(result));
         }
-        // A connect that timed out lost its SYN in the gap: try again at once. A server
-        // that connected and then answered too slowly needs a longer deadline.
-        let slow_server =
-            matches!(result.outcome, Outcome::Timeout { phase } if phase != Phase::Connect);
-        if slow_server && parts.config.timeout < full {
-            parts.config.timeout = (parts.config.timeout * 2).min(full);
+        let next = next_deadline(parts.config.timeout, full, &result.outcome);
+        if next != parts.config.timeout {
+            parts.config.timeout = next;
             probe = parts.build().ok()?;
         }
         tokio::time::sleep(RELOGIN_EVERY).await;
     }
     None
+}
+
+/// The deadline after a login that ended with `outcome`, from `current`, at most `full`
+/// (the probe's own): doubled when the server connected and then answered too slowly; kept
+/// otherwise (a connect that timed out lost its SYN in a gap, not to a slow server).
+fn next_deadline(current: Duration, full: Duration, outcome: &Outcome) -> Duration {
+    match outcome {
+        Outcome::Timeout { phase } if *phase != Phase::Connect => (current * 2).min(full),
+        _ => current,
+    }
+}
+
+/// AG `i`'s periodic login through the overlay IP, every `every` until `cancel`, each result
+/// sent as `Input::OverlayProbe`: within [`RELOGIN_DEADLINE`] (see [`next_deadline`]), and
+/// again after [`RELOGIN_EVERY`] instead of the next tick when its connect timed out.
+pub(super) fn spawn_overlay_watch(
+    mut parts: OverlayProbe,
+    every: Duration,
+    i: usize,
+    tx: mpsc::Sender<Input>,
+    cancel: CancellationToken,
+) -> Result<(), DriverError> {
+    let full = parts.config.timeout;
+    parts.config.timeout = full.min(RELOGIN_DEADLINE);
+    let mut probe = parts.build()?;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            loop {
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = probe.probe() => r,
+                };
+                let lost_syn = matches!(
+                    result.outcome,
+                    Outcome::Timeout {
+                        phase: Phase::Connect
+                    }
+                );
+                let next = next_deadline(parts.config.timeout, full, &result.outcome);
+                if next != parts.config.timeout {
+                    parts.config.timeout = next;
+                    match parts.build() {
+                        Ok(p) => probe = p,
+                        Err(_) => return,
+                    }
+                }
+                if tx
+                    .send(Input::OverlayProbe(i, Box::new(result)))
+                    .await
+                    .is_err()
+                    || !lost_syn
+                {
+                    break;
+                }
+                tokio::time::sleep(RELOGIN_EVERY).await;
+            }
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -172,6 +227,29 @@ mod tests {
                 ..ServerInfo::default()
             },
         }
+    }
+
+    #[test]
+    fn a_slow_server_doubles_the_deadline_and_a_lost_syn_does_not() {
+        let ms = Duration::from_millis;
+        let timeout = |phase| Outcome::Timeout { phase };
+        assert_eq!(
+            next_deadline(ms(50), ms(200), &timeout(Phase::Login)),
+            ms(100)
+        );
+        assert_eq!(
+            next_deadline(ms(150), ms(200), &timeout(Phase::Query)),
+            ms(200)
+        );
+        assert_eq!(
+            next_deadline(ms(50), ms(200), &timeout(Phase::Connect)),
+            ms(50)
+        );
+        assert_eq!(next_deadline(ms(100), ms(200), &Outcome::Ok), ms(100));
+        assert_eq!(
+            next_deadline(ms(50), ms(30), &timeout(Phase::Login)),
+            ms(30)
+        );
     }
 
     #[test]
