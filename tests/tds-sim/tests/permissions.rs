@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{PASSWORD, SimProcess, USER, get_state, health_query, tsql_as};
@@ -143,42 +140,9 @@ fn python_tds_checks_permissions_with_parameters_and_sees_the_errors() {
             &format!("{WATCHER}:{WATCHER_PW}"),
         ],
     );
-    let mut child = Command::new("python3")
-        .args([
-            "tests/pytds_perms.py",
-            &sim.port().to_string(),
-            USER,
-            PASSWORD,
-            WATCHER,
-            WATCHER_PW,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); CI installs python3 and python-tds"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        let _ = tx.send((s, e));
-    });
-    let (stdout, stderr) = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(o) => o,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pytds_perms.py did not finish within 60 s");
-        }
-    };
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "pytds_perms.py failed ({status}):\n{stdout}\n{stderr}"
-    );
+    let port = sim.port().to_string();
+    let args = [port.as_str(), USER, PASSWORD, WATCHER, WATCHER_PW];
+    let (stdout, stderr) = common::python("tests/pytds_perms.py", &args);
     for check in [
         "refused dmv 300+297 OK",
         "has_perms 0 OK",

@@ -370,3 +370,38 @@ pub fn tsql_as(version: &str, port: u16, user: &str, password: &str, input: &str
     let code = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
     (code, text)
 }
+
+/// Runs `python3 SCRIPT ARGS…` (a path relative to the package root, where `cargo test` runs
+/// tests) for at most 60 s, panicking on a failure with its output; returns its stdout and
+/// stderr.
+#[allow(dead_code)]
+pub fn python(script: &str, args: &[&str]) -> (String, String) {
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); CI installs python3 and python-tds"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        let _ = tx.send((s, e));
+    });
+    let Ok((stdout, stderr)) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{script} did not finish within 60 s");
+    };
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{script} failed ({status}):\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
