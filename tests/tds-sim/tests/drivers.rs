@@ -7,42 +7,10 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-use common::{PASSWORD, SimProcess, USER};
-
-/// Runs `cmd`, killed after 60 s; returns (success, stdout, stderr).
-fn run(mut cmd: Command, what: &str) -> (bool, String, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what} ({e}); deploy/setup.sh installs it"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        let _ = tx.send((s, e));
-    });
-    let Ok((stdout, stderr)) = rx.recv_timeout(Duration::from_secs(60)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{what} did not finish within 60 s");
-    };
-    (
-        child.wait().map(|s| s.success()).unwrap_or(false),
-        stdout,
-        stderr,
-    )
-}
+use common::{PASSWORD, SimProcess, USER, run};
 
 fn assert_checks(what: &str, ok: bool, stdout: &str, stderr: &str, sim: &SimProcess) {
     assert!(ok, "{what} failed:\n{stdout}\n{stderr}");

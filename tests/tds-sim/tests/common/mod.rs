@@ -371,18 +371,14 @@ pub fn tsql_as(version: &str, port: u16, user: &str, password: &str, input: &str
     (code, text)
 }
 
-/// Runs `python3 SCRIPT ARGS…` (a path relative to the package root, where `cargo test` runs
-/// tests) for at most 60 s, panicking on a failure with its output; returns its stdout and
-/// stderr.
 #[allow(dead_code)]
-pub fn python(script: &str, args: &[&str]) -> (String, String) {
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(args)
+/// Runs `cmd`, killed after 60 s; returns (success, stdout, stderr).
+pub fn run(mut cmd: Command, what: &str) -> (bool, String, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); CI installs python3 and python-tds"));
+        .unwrap_or_else(|e| panic!("cannot run {what} ({e}); deploy/setup.sh installs it"));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -396,12 +392,23 @@ pub fn python(script: &str, args: &[&str]) -> (String, String) {
     let Ok((stdout, stderr)) = rx.recv_timeout(Duration::from_secs(60)) else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("{script} did not finish within 60 s");
+        panic!("{what} did not finish within 60 s");
     };
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "{script} failed ({status}):\n{stdout}\n{stderr}"
-    );
+    (
+        child.wait().map(|s| s.success()).unwrap_or(false),
+        stdout,
+        stderr,
+    )
+}
+
+/// Runs `python3 SCRIPT ARGS…` (a path relative to the package root, where `cargo test` runs
+/// tests) through [`run`], panicking on a failure with its output; returns its stdout and
+/// stderr.
+#[allow(dead_code)]
+pub fn python(script: &str, args: &[&str]) -> (String, String) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args(args);
+    let (ok, stdout, stderr) = run(cmd, "python3 with python-tds");
+    assert!(ok, "{script} failed:\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
