@@ -63,14 +63,13 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
     /// A result of AG `i`'s periodic login through the overlay IP.
     pub(super) async fn on_overlay_probe(&mut self, i: usize, result: ProbeResult) {
         let rt = &mut self.ags[i];
-        let run = next_run(rt.overlay_run.take(), &result);
-        rt.overlay_run = run.clone();
-        let ag = rt.controller.ag().to_owned();
-        self.status.update_ag(&ag, |a| {
-            if a.overlay_login != run {
-                a.overlay_login = run;
-            }
-        });
+        let run = next_run(rt.overlay_run.clone(), &result);
+        // Every 20 ms the run usually stays as it was: only a change is published.
+        if run != rt.overlay_run {
+            rt.overlay_run = run.clone();
+            let ag = rt.controller.ag().to_owned();
+            self.status.update_ag(&ag, |a| a.overlay_login = run);
+        }
         if result.outcome.is_ok() {
             self.on_own_overlay_login(i, &result).await;
         }
