@@ -166,4 +166,15 @@ if [ "$what" = tests ] || [ "$what" = lab ] || [ "$what" = all ]; then
   need_apt keepalived
 fi
 
+# >>> etcd (manage mode, the tdsvip-etcd crate) >>>
+# etcd/tests/ start Debian's etcd 3.4 themselves on loopback (free ports, data on /dev/shm), and
+# the crate etcd-client compiles etcd's .proto files with protoc at build time
+# (shared/TOOLCHAIN.md). libprotobuf-dev brings the google/protobuf/*.proto those import: it is
+# only recommended by protobuf-compiler, and need_apt installs no recommends. The package's own
+# etcd service cannot start here (no systemd as PID 1); the tests never use ports 2379/2380.
+if [ "$what" = tests ] || [ "$what" = lab ] || [ "$what" = all ]; then
+  need_apt etcd-server protobuf-compiler libprotobuf-dev
+fi
+# <<< etcd <<<
+
 say "done ($what)"
