@@ -30,7 +30,7 @@ struct Need {
     why: &'static str,
 }
 
-/// What the `follow` mode, the only one today, needs: the health query reads the HADR DMVs
+/// What the `follow` mode (and so every mode) needs: the health query reads the HADR DMVs
 /// (VIEW SERVER STATE; from SQL Server 2022 VIEW SERVER PERFORMANCE STATE is enough) and
 /// joins `sys.availability_groups`, which lists an AG only to a login with a permission
 /// on it (its documented requirement is VIEW ANY DEFINITION, which implies this one).
@@ -52,15 +52,7 @@ const FOLLOW: &[Need] = &[
 ];
 
 /// What the managing mode (issue "agent promotes") adds, as Microsoft's Pacemaker agent
-/// asks for them. No config key selects that mode yet; when one does, `needs` chains
-/// this table for it in one line.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the managing mode's config key does not exist yet"
-    )
-)]
+/// asks for them; `[cluster] mode = "manage"` chains it after `FOLLOW`.
 const MANAGE: &[Need] = &[
     Need {
         mode: "manage",
@@ -86,9 +78,9 @@ const MANAGE: &[Need] = &[
 ];
 
 /// The permissions `config`'s mode needs, each once.
-fn needs(_config: &AgentConfig) -> Vec<&'static Need> {
-    // The managing mode adds here: `.chain(if <manages> { MANAGE } else { &[] })`.
-    let all = FOLLOW.iter();
+fn needs(config: &AgentConfig) -> Vec<&'static Need> {
+    let manages = config.cluster.mode == tdsvip::config::ClusterMode::Manage;
+    let all = FOLLOW.iter().chain(if manages { MANAGE } else { &[] });
     let mut out: Vec<&'static Need> = Vec::new();
     for n in all {
         if !out
@@ -435,6 +427,34 @@ mod tests {
                 "GRANT ALTER ON AVAILABILITY GROUP::[AG1] TO [pcs];",
                 "GRANT CONTROL ON AVAILABILITY GROUP::[AG1] TO [pcs];",
                 "GRANT VIEW DEFINITION ON AVAILABILITY GROUP::[AG1] TO [pcs];",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_configured_mode_decides_what_is_asked() {
+        let base = "interface = \"eth0\"\n[sql]\nuser = \"u\"\npassword_env = \"P\"\n\
+                    [[ag]]\nname = \"AG1\"\naddresses = [\"10.0.0.100\"]\n";
+        let asked = |text: &str| -> Vec<(&str, bool)> {
+            let config = AgentConfig::parse(text).expect("a valid config");
+            needs(&config)
+                .iter()
+                .map(|n| (n.permission, n.on_ag))
+                .collect()
+        };
+        assert_eq!(
+            asked(base),
+            [("VIEW SERVER STATE", false), ("VIEW DEFINITION", true)]
+        );
+        let manage =
+            format!("{base}[cluster]\nmode = \"manage\"\netcd = [\"http://10.0.0.1:2379\"]\n");
+        assert_eq!(
+            asked(&manage),
+            [
+                ("VIEW SERVER STATE", false),
+                ("VIEW DEFINITION", true),
+                ("ALTER", true),
+                ("CONTROL", true)
             ]
         );
     }

@@ -13,12 +13,14 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+mod cluster;
 mod parse;
 mod sql;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use cluster::{ClusterConfig, ClusterMode};
 pub use sql::SqlConfig;
 
 /// One problem in a config file: the full key path and why the value is refused.
@@ -53,6 +55,9 @@ pub struct AgentConfig {
     pub peer_poll: PeerPollConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// `[cluster]`: who promotes a secondary (follow, the default, or manage through etcd).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// `[cloud]`: route tables or secondary IP on AWS; absent on premises.
     #[serde(default)]
     pub cloud: Option<tdsvip_cloud::CloudConfig>,

@@ -37,6 +37,7 @@ impl AgentConfig {
                 ),
             ));
         }
+        v.extend(self.cluster.validate());
         if let Some(cloud) = &self.cloud {
             v.extend(cloud.validate());
             if cloud.mode == tdsvip_cloud::ClaimMode::Route

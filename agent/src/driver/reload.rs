@@ -125,7 +125,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
 
 /// Which keys of `new` can take effect without a restart: the running config with those
 /// replaced, and the keys that changed but need a restart (AGs, interface, HTTP listener,
-/// eBPF, cloud, rise/fall: the controllers, executors and listener are built from them).
+/// eBPF, cloud, cluster, rise/fall: the controllers, executors and listener are built from them).
 pub(crate) fn live_part(
     running: &AgentConfig,
     new: AgentConfig,
@@ -148,6 +148,9 @@ pub(crate) fn live_part(
     }
     if new.cloud != running.cloud {
         restart.push("cloud");
+    }
+    if new.cluster != running.cluster {
+        restart.push("cluster");
     }
     if (new.probe.rise, new.probe.fall) != (running.probe.rise, running.probe.fall) {
         restart.push("probe.rise/probe.fall");
