@@ -18,6 +18,7 @@ mod decision;
 mod event;
 mod health;
 mod policy;
+pub mod promotion;
 mod state;
 mod timeline;
 

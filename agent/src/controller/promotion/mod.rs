@@ -1,0 +1,272 @@
+//! Manage mode's decisions for one AG (`[cluster] mode = "manage"`): when this node's agent
+//! campaigns for the AG's leader key in etcd, promotes its replica, renews SQL Server's write
+//! lease, resigns, or takes its replica offline. Sans-I/O like the ownership controller: the
+//! driver runs the [`PromotionAction`]s (etcd calls, T-SQL) and feeds their results back as
+//! [`PromotionEvent`]s with the instant it saw them. The address itself is not decided here:
+//! once a replica is PRIMARY, follow mode's controller acquires it as before.
+//!
+//! The leader is the agent of the node whose replica is (or is being made) PRIMARY. The rules
+//! (the README's "Manage mode" section has the argument):
+//! - **Only while provably held.** The leader key lives on this agent's etcd lease. A renewal
+//!   sent at `t` and acknowledged with TTL `ttl` proves the lease alive until `t + ttl` on
+//!   this clock (the server counts from when it received it, later). Role changes and write-
+//!   lease renewals are issued only while `now + statement_timeout < t + ttl - key_margin`;
+//!   past `t + ttl - key_margin` the key is taken to be lost and a PRIMARY replica is taken
+//!   `OFFLINE`.
+//! - **A challenger waits the old primary out.** Once the leader key is gone, a candidate
+//!   waits `write_lease_validity + statement_timeout` from when it saw it go (the last
+//!   renewal the old leader could have had in flight, plus the lease it granted), unless the
+//!   old leader resigned saying its SQL Server refuses connections: a replica that is not
+//!   running accepts no write.
+//! - **No data loss.** Only a replica [`candidate::eligibility`] accepts campaigns, and
+//!   `FAILOVER` itself refuses one that was not synchronized (41142): then the key is given
+//!   back for the next candidate.
+
+use std::time::{Duration, Instant};
+
+pub mod candidate;
+#[cfg(test)]
+mod tests;
+
+pub use candidate::{CommitMode, MemberRole, MemberState, Refusal, eligibility};
+
+/// Timing and identity; all from `[cluster]` and `[probe]`.
+#[derive(Debug, Clone)]
+pub struct PromotionSettings {
+    pub node: String,
+    /// Subtracted from `sent + ttl`: clock-rate difference and scheduling delay.
+    pub key_margin: Duration,
+    /// Between two write-lease renewals.
+    pub renew_interval: Duration,
+    /// `WRITE_LEASE_VALIDITY` the leader sets at every renewal.
+    pub write_lease_validity: Duration,
+    /// Deadline of every T-SQL statement the agent sends; a statement may land this late.
+    pub statement_timeout: Duration,
+    /// Consecutive refused connections that prove the local SQL Server is not running.
+    pub confirm_down: u32,
+    /// Consecutive polls without an answer after which a leader resigns (unconfirmed).
+    pub fall: u32,
+}
+
+/// One poll of the local replica.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalPoll {
+    Up(MemberState),
+    /// The TCP connection was refused: nothing listens, the server is not running.
+    Refused,
+    /// No answer within the deadline (hung, overloaded, or a login problem).
+    Unanswered,
+}
+
+/// The AG's leader key as etcd holds it: its holder's node name and its create revision,
+/// the fencing token logged with every action taken under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderKey {
+    pub holder: String,
+    pub token: i64,
+}
+
+/// The note a leader leaves in the transaction that deletes its key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Handoff {
+    pub from: String,
+    pub token: i64,
+    /// The old primary's SQL Server refused connections: no write lease to wait out.
+    pub confirmed_down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromotionEvent {
+    Local(LocalPoll),
+    /// Every member state in etcd, this node's own included.
+    Members(Vec<MemberState>),
+    /// The leader key was read (or re-put): who holds it.
+    Leader(Option<LeaderKey>),
+    /// The key with this token was deleted (resigned, or its lease expired).
+    LeaderGone {
+        token: i64,
+        handoff: Option<Handoff>,
+    },
+    /// This agent's etcd lease was renewed by a request sent at `sent`.
+    KeyRenewed {
+        sent: Instant,
+        ttl: Duration,
+    },
+    /// A new etcd lease was granted: nothing is published on it yet.
+    LeaseGranted,
+    /// A `Publish` or `Unpublish` was carried out, or not (etcd unreachable, no lease).
+    Published {
+        ok: bool,
+    },
+    /// This agent's etcd lease expired (or was revoked): every key on it is gone, the
+    /// leader key included, and a new lease starts from nothing.
+    LeaseLost,
+    Campaigned(Campaign),
+    /// `FAILOVER` answered; `Err(true)` when it was 41142 (not synchronized).
+    FailedOver(Result<(), bool>),
+    WriteLeaseRenewed,
+    /// A campaign, resign or renewal call failed (etcd unreachable): try again later.
+    EtcdFailed,
+    Deadline,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Campaign {
+    Won { token: i64 },
+    Held(LeaderKey),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromotionAction {
+    Publish(MemberState),
+    Unpublish,
+    Campaign,
+    Failover {
+        token: i64,
+    },
+    RenewWriteLease {
+        token: i64,
+    },
+    Resign {
+        token: i64,
+        confirmed_down: bool,
+    },
+    /// The key is lost while the replica is (or may become) PRIMARY: `OFFLINE` it.
+    TakeOffline {
+        token: i64,
+    },
+    /// The replica is RESOLVING under another leader: make it a secondary again.
+    SetSecondary,
+    Refused(Refusal),
+}
+
+/// When the key was seen gone, and how long candidates wait from then.
+#[derive(Debug, Clone, Copy)]
+struct Vacancy {
+    seen: Instant,
+    wait: Duration,
+}
+
+pub struct PromotionController {
+    s: PromotionSettings,
+    local: Option<MemberState>,
+    refused: u32,
+    unanswered: u32,
+    members: Vec<MemberState>,
+    leader: Option<LeaderKey>,
+    vacancy: Option<Vacancy>,
+    /// `sent + ttl - key_margin` of the last renewal of this agent's etcd lease.
+    key_deadline: Option<Instant>,
+    held: Option<i64>,
+    in_flight: InFlight,
+    last_renewal: Option<Instant>,
+    published: Option<MemberState>,
+    /// The refusal reported in this vacancy (one event per reason, not one per poll).
+    refusal: Option<Refusal>,
+    offline_for: Option<i64>,
+    /// A key in this node's name that this controller did not win, already resigned.
+    stale_key: Option<i64>,
+    last_set_secondary: Option<Instant>,
+    /// A failed publish is tried again from then on, not at every event.
+    publish_retry_at: Option<Instant>,
+    /// This replica's `FAILOVER` answered 41142 in this vacancy: it does not campaign again
+    /// until another node has led.
+    not_synchronized: bool,
+    /// After an accepted `FAILOVER`, until when the role may still read SECONDARY.
+    awaiting_primary_until: Option<Instant>,
+    /// The instant of the last event handled: deadlines not after it are not asked for
+    /// again (a due rule that cannot act yet must not wake the loop in a spin).
+    last_event: Instant,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct InFlight {
+    campaign: bool,
+    failover: bool,
+    renewal: bool,
+}
+
+mod lead;
+mod rules;
+
+impl PromotionController {
+    pub fn new(settings: PromotionSettings, now: Instant) -> Self {
+        // At start nobody is known to hold the key: wait as after an unannounced loss.
+        let wait = settings.write_lease_validity + settings.statement_timeout;
+        PromotionController {
+            s: settings,
+            local: None,
+            refused: 0,
+            unanswered: 0,
+            members: Vec::new(),
+            leader: None,
+            vacancy: Some(Vacancy { seen: now, wait }),
+            key_deadline: None,
+            held: None,
+            in_flight: InFlight::default(),
+            last_renewal: None,
+            published: None,
+            refusal: None,
+            offline_for: None,
+            stale_key: None,
+            last_set_secondary: None,
+            publish_retry_at: None,
+            not_synchronized: false,
+            awaiting_primary_until: None,
+            last_event: now,
+        }
+    }
+
+    /// The token of the leader key while this agent holds it.
+    pub fn held(&self) -> Option<i64> {
+        self.held
+    }
+
+    pub fn leader(&self) -> Option<&LeaderKey> {
+        self.leader.as_ref()
+    }
+
+    pub fn handle(&mut self, now: Instant, event: PromotionEvent) -> Vec<PromotionAction> {
+        let mut out = Vec::new();
+        self.absorb(now, event, &mut out);
+        self.evaluate(now, &mut out);
+        self.last_event = now;
+        out
+    }
+
+    /// The latest instant a role change or write-lease renewal may be *sent* and still land
+    /// while the key is provably held; the driver checks it again right before sending
+    /// (after a login, say), since the decision may be older than the send.
+    pub fn send_by(&self) -> Option<Instant> {
+        self.key_deadline
+            .and_then(|d| d.checked_sub(self.s.statement_timeout))
+    }
+
+    fn may_send(&self, now: Instant) -> bool {
+        self.send_by().is_some_and(|t| now < t)
+    }
+
+    /// When the controller wants a [`PromotionEvent::Deadline`] even if nothing happens.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let vacancy = self
+            .vacancy
+            .filter(|_| self.leader.is_none())
+            .map(|v| v.seen + v.wait);
+        let renewal = self
+            .held
+            .and(self.last_renewal)
+            .map(|t| t + self.s.renew_interval);
+        let promoting = self.held.and(self.awaiting_primary_until);
+        [
+            self.key_deadline,
+            vacancy,
+            renewal,
+            promoting,
+            self.publish_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|&d| d > self.last_event)
+        .min()
+    }
+}

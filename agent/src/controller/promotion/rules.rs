@@ -1,0 +1,158 @@
+//! The rules of [`super::PromotionController`]: `absorb` records what an event says,
+//! `evaluate` (in `lead.rs`) decides what follows from the whole state, so that a rule fires
+//! the same whichever event made it true.
+
+use std::time::{Duration, Instant};
+
+use super::candidate::MemberRole;
+use super::{
+    Campaign, LeaderKey, LocalPoll, PromotionAction as A, PromotionController, PromotionEvent as E,
+    Vacancy,
+};
+
+impl PromotionController {
+    pub(super) fn absorb(&mut self, now: Instant, event: E, out: &mut Vec<A>) {
+        match event {
+            E::Local(poll) => self.absorb_local(poll),
+            E::Members(members) => self.members = members,
+            E::Leader(key) => self.see_leader(now, key),
+            E::LeaderGone { token, handoff } => {
+                let ours_or_unknown = self.leader.as_ref().is_none_or(|k| k.token == token);
+                if ours_or_unknown {
+                    let confirmed = handoff.is_some_and(|h| h.token == token && h.confirmed_down);
+                    self.vacate(now, confirmed);
+                }
+                if self.held == Some(token) {
+                    self.held = None;
+                }
+            }
+            E::KeyRenewed { sent, ttl } => {
+                let deadline = sent + ttl.saturating_sub(self.s.key_margin);
+                self.key_deadline = Some(self.key_deadline.map_or(deadline, |d| d.max(deadline)));
+            }
+            E::LeaseGranted => {
+                // Member state lived on the old lease, if any: write it again.
+                self.published = None;
+                self.publish_retry_at = None;
+            }
+            E::LeaseLost => {
+                self.key_lost(out);
+                self.published = None;
+            }
+            E::Published { ok } => {
+                if !ok {
+                    self.published = None;
+                    self.publish_retry_at = Some(now + self.s.renew_interval);
+                }
+            }
+            E::Campaigned(c) => self.absorb_campaign(now, c, out),
+            E::FailedOver(result) => self.absorb_failover(now, result, out),
+            E::WriteLeaseRenewed => self.in_flight.renewal = false,
+            E::EtcdFailed => self.in_flight.campaign = false,
+            E::Deadline => {}
+        }
+    }
+
+    fn absorb_local(&mut self, poll: LocalPoll) {
+        match poll {
+            LocalPoll::Up(state) => {
+                self.refused = 0;
+                self.unanswered = 0;
+                if state.role == MemberRole::Primary {
+                    self.awaiting_primary_until = None;
+                }
+                self.local = Some(state);
+            }
+            // "In a row": an answer of the other kind starts the count again.
+            LocalPoll::Refused => {
+                self.refused += 1;
+                self.unanswered = 0;
+                self.local = None;
+            }
+            LocalPoll::Unanswered => {
+                self.unanswered += 1;
+                self.refused = 0;
+                self.local = None;
+            }
+        }
+    }
+
+    /// A read of the leader key. `None` from a read always starts a new wait: this agent
+    /// cannot know what happened while it could not read (another leader may have come,
+    /// promoted, and gone), so it waits as after an unannounced loss.
+    fn see_leader(&mut self, now: Instant, key: Option<LeaderKey>) {
+        match key {
+            Some(k) => {
+                if k.holder != self.s.node {
+                    // Someone else leads now: a 41142 of ours is history.
+                    self.not_synchronized = false;
+                }
+                self.vacancy = None;
+                self.refusal = None;
+                self.leader = Some(k);
+            }
+            None => self.vacate(now, false),
+        }
+    }
+
+    pub(super) fn vacate(&mut self, now: Instant, confirmed_down: bool) {
+        self.leader = None;
+        self.refusal = None;
+        let wait = if confirmed_down {
+            Duration::ZERO
+        } else {
+            self.s.write_lease_validity + self.s.statement_timeout
+        };
+        self.vacancy = Some(Vacancy { seen: now, wait });
+    }
+
+    fn absorb_campaign(&mut self, now: Instant, c: Campaign, out: &mut Vec<A>) {
+        self.in_flight.campaign = false;
+        let token = match c {
+            Campaign::Held(k) => return self.see_leader(now, Some(k)),
+            Campaign::Won { token } => token,
+        };
+        self.held = Some(token);
+        self.leader = Some(LeaderKey {
+            holder: self.s.node.clone(),
+            token,
+        });
+        self.vacancy = None;
+        match self.local.as_ref().map(|l| l.role) {
+            Some(MemberRole::Secondary) => {
+                self.in_flight.failover = true;
+                out.push(A::Failover { token });
+            }
+            Some(MemberRole::Primary) => {}
+            _ => self.resign(false, out),
+        }
+    }
+
+    fn absorb_failover(&mut self, now: Instant, result: Result<(), bool>, out: &mut Vec<A>) {
+        self.in_flight.failover = false;
+        match result {
+            // FAILOVER returns before the role shows: give SQL Server a write lease's time.
+            Ok(()) => {
+                self.awaiting_primary_until =
+                    Some(now + self.s.write_lease_validity + self.s.statement_timeout);
+            }
+            Err(not_synchronized) => {
+                if not_synchronized {
+                    self.not_synchronized = true;
+                    out.push(A::Refused(super::Refusal::NotSynchronized));
+                }
+                self.resign(false, out);
+            }
+        }
+    }
+
+    pub(super) fn resign(&mut self, confirmed_down: bool, out: &mut Vec<A>) {
+        self.awaiting_primary_until = None;
+        if let Some(token) = self.held.take() {
+            out.push(A::Resign {
+                token,
+                confirmed_down,
+            });
+        }
+    }
+}
