@@ -29,6 +29,19 @@ impl Etcd {
         self.put_at(&operation, key, json, lease.id).await
     }
 
+    /// Withdraws `node`'s state in `ag` (its replica stopped answering): with no state, it
+    /// does not count towards anyone's majority. Deleting a missing key is no error.
+    pub async fn delete_member(&self, ag: &str, node: &str) -> Result<(), EtcdError> {
+        let key = self.keys.member(ag, node)?;
+        let operation = format!("delete {key}");
+        self.bounded(
+            &operation,
+            self.client.kv_client().delete(key.as_str(), None),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Every member state of `ag`, ordered by node name (linearizable read).
     pub async fn members(&self, ag: &str) -> Result<Vec<MemberKey>, EtcdError> {
         let dir = self.keys.members_dir(ag)?;

@@ -178,6 +178,16 @@ async fn member_states_and_plain_keys_read_back_as_written() {
         ]
     );
     assert!(etcd.members("ag3").await.unwrap().is_empty());
+    etcd.delete_member(AG, "sql-a").await.unwrap();
+    etcd.delete_member(AG, "sql-a").await.unwrap();
+    let left: Vec<String> = etcd
+        .members(AG)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.node)
+        .collect();
+    assert_eq!(left, ["sql-b"]);
 
     assert_eq!(etcd.get("ag1/handoff").await.unwrap(), None);
     let written = etcd.put("ag1/handoff", "to sql-b").await.unwrap();

@@ -27,6 +27,7 @@
 //! - `overlay.rs`: the logins through the overlay IP;
 //! - `peer_reports.rs`: peer reports and published clients; `handover.rs`: the question asked
 //!   to the peers before an acquire;
+//! - `manage/`: manage mode's promotion task per AG (etcd, T-SQL), beside the router;
 //! - `reconcile.rs`: the periodic check of node and cloud state; `steps.rs`: executor
 //!   steps as the controller records them; `reload.rs`: what a SIGHUP may change.
 
@@ -40,6 +41,7 @@ use crate::peer_status::Unreadable;
 
 mod handover;
 mod inputs;
+mod manage;
 mod overlay;
 mod peer_reports;
 mod reconcile;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tdsvip_cloud::{AwsExecutor, Identity};
+use tdsvip_etcd::{EtcdSettings, EtcdTls};
 use tdsvip_node::{GuardSpec, NodeConfig, NodeExecutor, OverlayAddress, SharedGuard};
 use tdsvip_probes::Password;
 use tokio::sync::mpsc;
@@ -16,12 +17,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::inputs::{local_replica_is_primary, overlay_probe};
+use super::manage::ManagedAg;
 use super::peer_reports::{PeerRuntime, replica_watches};
 use super::reload::InputTasks;
 use super::router::EventRouter;
 use super::runtime::AgRuntime;
 use super::{DriverError, Input, Reloader, cfg_err, signals};
-use crate::config::{AgConfig, AgentConfig};
+use crate::config::{AgConfig, AgentConfig, ClusterMode};
 use crate::controller::{AgController, AgPolicy, Backoff};
 use crate::http::client::{Bearer, parse_url};
 use crate::http::{HttpServer, HttpState, Token, load_token};
@@ -60,7 +62,15 @@ pub async fn run(
         source: "http.token_file (this node's own, sent to its peers)".to_owned(),
     });
     let cancel = shutdown.child_token();
-    let inputs = InputTasks::start(cancel, &config, &password, &peers, bearer.as_ref(), &tx)?;
+    let inputs = InputTasks::start(
+        cancel.clone(),
+        &config,
+        &password,
+        &peers,
+        bearer.as_ref(),
+        &tx,
+    )?;
+    start_manage(&config, &password, &cancel)?;
     signals::spawn(tx.clone(), shutdown)?;
     let http = Http::start(&config, &metrics, &status, token).await?;
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
@@ -92,6 +102,56 @@ pub async fn run(
             failed.join(", ")
         )))
     }
+}
+
+/// In manage mode, one task per AG that runs its failover through etcd (`manage/`).
+fn start_manage(
+    config: &AgentConfig,
+    password: &Password,
+    cancel: &CancellationToken,
+) -> Result<(), DriverError> {
+    if config.cluster.mode != ClusterMode::Manage {
+        return Ok(());
+    }
+    let etcd = etcd_settings(config)?;
+    for (i, ag) in config.ags.iter().enumerate() {
+        let managed = ManagedAg::new(config, password, ag, etcd.clone())
+            .map_err(|e| cfg_err(format!("ag[{i}]"), e))?;
+        managed.spawn(cancel.clone());
+    }
+    tracing::info!(etcd = ?config.cluster.etcd, prefix = %config.cluster.prefix, "manage mode: the agents promote, through etcd");
+    Ok(())
+}
+
+fn etcd_settings(config: &AgentConfig) -> Result<EtcdSettings, DriverError> {
+    let c = &config.cluster;
+    let user = match (&c.etcd_user, &c.etcd_password_file) {
+        (Some(user), Some(file)) => {
+            let password = std::fs::read_to_string(file).map_err(|e| {
+                cfg_err(
+                    "cluster.etcd_password_file",
+                    format!("{}: {e}", file.display()),
+                )
+            })?;
+            Some((
+                user.clone(),
+                password.trim_end_matches(['\r', '\n']).to_owned(),
+            ))
+        }
+        _ => None,
+    };
+    Ok(EtcdSettings {
+        endpoints: c.etcd.clone(),
+        prefix: c.prefix.clone(),
+        connect_timeout: c.key_ttl(),
+        request_timeout: c.etcd_timeout(),
+        user,
+        tls: c.etcd_ca_file.as_ref().map(|ca| EtcdTls {
+            ca: ca.clone(),
+            cert: c.etcd_cert_file.clone(),
+            key: c.etcd_key_file.clone(),
+        }),
+    })
 }
 
 /// With `[cloud]`: this node's ENI, from IMDS or the config.

@@ -1,0 +1,152 @@
+//! Carries out a [`PromotionAction`]: etcd transactions and T-SQL on the local replica,
+//! each logged with the fencing token it was taken under, each answered with the event
+//! that tells the controller how it went.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tdsvip_etcd::{Campaign as EtcdCampaign, Etcd, Lease};
+use tokio::sync::watch;
+
+use super::action_name;
+use super::feeds::HANDOFF;
+use super::sql::{NOT_SYNCHRONIZED, ReplicaControl};
+use crate::controller::promotion::{
+    Campaign, Handoff, LeaderKey, PromotionAction as A, PromotionController, PromotionEvent as E,
+};
+
+/// Renewal errors Microsoft's Pacemaker agent treats as harmless: the AG has no write
+/// lease (47116), or the current one already lasts longer (47119).
+const HARMLESS_RENEWAL: [u32; 2] = [47116, 47119];
+
+pub(super) struct Actor {
+    pub ag: String,
+    pub node: String,
+    pub etcd: Arc<Etcd>,
+    pub lease: watch::Receiver<Option<Lease>>,
+    pub control: ReplicaControl,
+}
+
+impl Actor {
+    pub(super) async fn act(&mut self, action: &A, c: &PromotionController) -> Option<E> {
+        let token = c.held();
+        tracing::debug!(ag = %self.ag, action = action_name(action), ?token, "manage: acting");
+        match action {
+            A::Publish(state) => self.publish(state).await,
+            A::Unpublish => self.unpublish().await,
+            A::Campaign => Some(self.campaign().await),
+            A::Failover { token } => Some(self.failover(*token, c.send_by()).await),
+            A::RenewWriteLease { token } => Some(self.renew(*token, c.send_by()).await),
+            A::Resign {
+                token,
+                confirmed_down,
+            } => self.resign(*token, *confirmed_down).await,
+            A::TakeOffline { token } => {
+                let r = self.control.offline().await;
+                tracing::warn!(ag = %self.ag, token, result = ?r, "manage: the leader key is no longer provably held: local replica taken OFFLINE");
+                None
+            }
+            A::SetSecondary => {
+                let r = self.control.set_secondary().await;
+                tracing::info!(ag = %self.ag, leader = ?c.leader().map(|l| &l.holder), result = ?r, "manage: RESOLVING replica made SECONDARY under the current leader");
+                None
+            }
+            A::Refused(r) => {
+                tracing::warn!(ag = %self.ag, reason = r.reason(), "manage: no promotion of the local replica: {r}");
+                None
+            }
+        }
+    }
+
+    fn current_lease(&self) -> Option<Lease> {
+        self.lease.borrow().clone()
+    }
+
+    async fn publish(&mut self, state: &crate::controller::promotion::MemberState) -> Option<E> {
+        let lease = self.current_lease()?;
+        let json = serde_json::to_string(state).ok()?;
+        if let Err(e) = self
+            .etcd
+            .put_member(&self.ag, &self.node, &json, &lease)
+            .await
+        {
+            tracing::debug!(ag = %self.ag, error = %e, "manage: cannot publish the replica's state");
+        }
+        None
+    }
+
+    async fn unpublish(&mut self) -> Option<E> {
+        if let Err(e) = self.etcd.delete_member(&self.ag, &self.node).await {
+            tracing::debug!(ag = %self.ag, error = %e, "manage: cannot withdraw the replica's state");
+        }
+        None
+    }
+
+    async fn campaign(&mut self) -> E {
+        let Some(lease) = self.current_lease() else {
+            return E::EtcdFailed;
+        };
+        match self.etcd.campaign(&self.ag, &self.node, &lease).await {
+            Ok(EtcdCampaign::Won { create_revision }) => {
+                tracing::info!(ag = %self.ag, token = create_revision, "manage: won the leader key");
+                E::Campaigned(Campaign::Won {
+                    token: create_revision,
+                })
+            }
+            Ok(EtcdCampaign::Held {
+                value,
+                create_revision,
+                ..
+            }) => E::Campaigned(Campaign::Held(LeaderKey {
+                holder: value,
+                token: create_revision,
+            })),
+            Err(e) => {
+                tracing::warn!(ag = %self.ag, error = %e, "manage: campaign failed");
+                E::EtcdFailed
+            }
+        }
+    }
+
+    async fn failover(&mut self, token: i64, send_by: Option<Instant>) -> E {
+        let result = self.control.failover(send_by).await;
+        match &result {
+            Ok(()) => {
+                tracing::info!(ag = %self.ag, token, "manage: ALTER AVAILABILITY GROUP FAILOVER accepted")
+            }
+            Err(e) => tracing::warn!(ag = %self.ag, token, error = %e, "manage: FAILOVER failed"),
+        }
+        E::FailedOver(result.map_err(|e| e.code == Some(NOT_SYNCHRONIZED)))
+    }
+
+    async fn renew(&mut self, token: i64, send_by: Option<Instant>) -> E {
+        if let Err(e) = self.control.renew_write_lease(send_by).await
+            && !e.code.is_some_and(|c| HARMLESS_RENEWAL.contains(&c))
+        {
+            tracing::warn!(ag = %self.ag, token, error = %e, "manage: write-lease renewal failed");
+        }
+        E::WriteLeaseRenewed
+    }
+
+    async fn resign(&mut self, token: i64, confirmed_down: bool) -> Option<E> {
+        let note = Handoff {
+            from: self.node.clone(),
+            token,
+            confirmed_down,
+        };
+        let json = serde_json::to_string(&note).ok()?;
+        match self
+            .etcd
+            .resign(&self.ag, token, Some((HANDOFF, &json)))
+            .await
+        {
+            Ok(done) => {
+                tracing::info!(ag = %self.ag, token, confirmed_down, done, "manage: resigned the leader key")
+            }
+            Err(e) => {
+                tracing::warn!(ag = %self.ag, token, error = %e, "manage: resign failed; the key expires with the lease")
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,328 @@
+//! The three feeders of a manage task: the local replica's poll, this agent's etcd lease
+//! (granted, then renewed on a fixed rate, each renewal reported with the instant its
+//! request was sent: the only instant the lease is provably alive from), and the AG's keys
+//! in etcd (the leader key and the member states), read once and then watched.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tdsvip_etcd::{AgEvent, Etcd, EtcdError, EtcdSettings, Lease};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::sql::ReplicaControl;
+use crate::controller::promotion::{Handoff, LeaderKey, MemberState, PromotionEvent};
+
+type Events = mpsc::Sender<PromotionEvent>;
+
+/// The key under the AG's prefix where a resigning leader leaves its [`Handoff`].
+pub(super) const HANDOFF: &str = "handoff";
+const LEADER: &str = "leader";
+const MEMBERS: &str = "members/";
+
+/// Between two attempts to reach etcd when it does not answer.
+const RETRY: Duration = Duration::from_millis(200);
+
+pub(super) fn spawn_poll(
+    mut control: ReplicaControl,
+    every: Duration,
+    tx: Events,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let poll = control.poll().await;
+            if tx.send(PromotionEvent::Local(poll)).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Connects to etcd, retrying until it answers or the agent stops.
+pub(super) async fn connect(settings: &EtcdSettings, cancel: &CancellationToken) -> Option<Etcd> {
+    let mut logged = false;
+    loop {
+        match Etcd::connect(settings).await {
+            Ok(etcd) => {
+                tracing::info!(endpoints = ?settings.endpoints, "manage: connected to etcd");
+                return Some(etcd);
+            }
+            Err(e) if !logged => {
+                tracing::warn!(error = %e, "manage: etcd unreachable; retrying (no promotion until it answers)");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Grants this agent's lease and renews it every `every`; a lease etcd says is gone is
+/// reported ([`PromotionEvent::LeaseLost`]) and replaced by a new one.
+pub(super) fn spawn_lease(
+    etcd: Arc<Etcd>,
+    (ttl, every): (Duration, Duration),
+    revoke_at_stop: bool,
+    lease_tx: watch::Sender<Option<Lease>>,
+    tx: Events,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lease: Option<Lease> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let event = match &lease {
+                None => match etcd.grant(ttl).await {
+                    Ok(l) => {
+                        tracing::info!(lease = l.id, "manage: etcd lease granted");
+                        lease = Some(l.clone());
+                        // The actor sees the lease before the controller hears of it.
+                        let _ = lease_tx.send(Some(l));
+                        PromotionEvent::LeaseGranted
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "manage: cannot grant an etcd lease");
+                        continue;
+                    }
+                },
+                Some(l) => match etcd.renew(l).await {
+                    Ok(r) => PromotionEvent::KeyRenewed {
+                        sent: r.sent,
+                        ttl: r.ttl,
+                    },
+                    Err(EtcdError::LeaseExpired { .. }) => {
+                        tracing::warn!(
+                            lease = l.id,
+                            "manage: the etcd lease expired; every key on it is gone"
+                        );
+                        lease = None;
+                        let _ = lease_tx.send(None);
+                        PromotionEvent::LeaseLost
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "manage: lease renewal failed");
+                        continue;
+                    }
+                },
+            };
+            if tx.send(event).await.is_err() {
+                break;
+            }
+        }
+        if let Some(l) = lease.filter(|_| revoke_at_stop) {
+            // An agent that stops and releases should not make the candidates wait for
+            // its TTL too (best effort). One that keeps its addresses for a restart leaves
+            // its key: the next agent resigns it at once (`PromotionController`).
+            let _ = etcd.revoke(&l).await;
+        }
+    });
+}
+
+/// Reads the AG's keys and watches them; after any watch failure, reads and watches again.
+pub(super) fn spawn_watch(etcd: Arc<Etcd>, ag: String, tx: Events, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = watch_once(&etcd, &ag, &tx) => r,
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(%ag, error = %e, "manage: watching the AG's keys failed; reading them again")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+        }
+    });
+}
+
+/// What the watcher knows of the AG's keys, to turn single key events into the
+/// controller's whole-picture events.
+#[derive(Default)]
+struct AgKeys {
+    leader: Option<LeaderKey>,
+    members: BTreeMap<String, MemberState>,
+}
+
+impl AgKeys {
+    fn members_event(&self) -> PromotionEvent {
+        PromotionEvent::Members(self.members.values().cloned().collect())
+    }
+}
+
+/// `Ok(())` when the controller is gone; `Err` when etcd failed.
+async fn watch_once(etcd: &Etcd, ag: &str, tx: &Events) -> Result<(), EtcdError> {
+    // The watch starts first: a change between the reads and the watch is seen twice,
+    // never missed.
+    let mut stream = etcd.watch_ag(ag, None).await?;
+    let mut keys = AgKeys {
+        leader: etcd.leader(ag).await?.map(|k| LeaderKey {
+            holder: k.value,
+            token: k.create_revision,
+        }),
+        members: BTreeMap::new(),
+    };
+    for m in etcd.members(ag).await? {
+        if let Some(state) = parse_member(&m.node, &m.value) {
+            keys.members.insert(m.node, state);
+        }
+    }
+    let first = [
+        PromotionEvent::Leader(keys.leader.clone()),
+        keys.members_event(),
+    ];
+    for e in first {
+        if tx.send(e).await.is_err() {
+            return Ok(());
+        }
+    }
+    loop {
+        let event = stream.next().await?;
+        let Some(out) = apply(etcd, ag, &mut keys, event).await? else {
+            continue;
+        };
+        if tx.send(out).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+async fn apply(
+    etcd: &Etcd,
+    ag: &str,
+    keys: &mut AgKeys,
+    event: AgEvent,
+) -> Result<Option<PromotionEvent>, EtcdError> {
+    Ok(match event {
+        AgEvent::Put {
+            key_suffix,
+            value,
+            create_revision,
+            ..
+        } if key_suffix == LEADER => {
+            let k = LeaderKey {
+                holder: value,
+                token: create_revision,
+            };
+            keys.leader = Some(k.clone());
+            Some(PromotionEvent::Leader(Some(k)))
+        }
+        AgEvent::Delete {
+            key_suffix,
+            mod_revision,
+        } if key_suffix == LEADER => {
+            // The watch starts before the reads, so a deletion older than the key the read
+            // found may be replayed after it: it cannot have deleted that key.
+            let Some(old) = keys.leader.take_if(|k| k.token < mod_revision) else {
+                return Ok(None);
+            };
+            let handoff = etcd
+                .get(&format!("{ag}/{HANDOFF}"))
+                .await?
+                .and_then(|v| serde_json::from_str::<Handoff>(&v.value).ok())
+                .filter(|h| h.token == old.token);
+            Some(PromotionEvent::LeaderGone {
+                token: old.token,
+                handoff,
+            })
+        }
+        AgEvent::Put {
+            key_suffix, value, ..
+        } => {
+            let Some(node) = key_suffix.strip_prefix(MEMBERS) else {
+                return Ok(None);
+            };
+            match parse_member(node, &value) {
+                Some(state) => keys.members.insert(node.to_owned(), state),
+                None => keys.members.remove(node),
+            };
+            Some(keys.members_event())
+        }
+        AgEvent::Delete { key_suffix, .. } => {
+            let Some(node) = key_suffix.strip_prefix(MEMBERS) else {
+                return Ok(None);
+            };
+            keys.members.remove(node);
+            Some(keys.members_event())
+        }
+    })
+}
+
+/// A member key's value; one that does not parse (another version's agent, a hand edit)
+/// counts as no report, and says so.
+fn parse_member(node: &str, value: &str) -> Option<MemberState> {
+    match serde_json::from_str::<MemberState>(value) {
+        Ok(state) if state.node == node => Some(state),
+        Ok(state) => {
+            tracing::warn!(key = node, named = %state.node, "manage: a member key names another node; ignored");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(key = node, error = %e, "manage: a member key does not parse; ignored");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::promotion::{CommitMode, MemberRole};
+
+    #[test]
+    fn a_member_key_is_read_only_under_its_own_name() {
+        let state = MemberState {
+            node: "b".into(),
+            role: MemberRole::Secondary,
+            commit_mode: CommitMode::Synchronous,
+            sequence_number: 4,
+            synchronized: true,
+            voters: 3,
+        };
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(
+            json,
+            r#"{"node":"b","role":"secondary","commit_mode":"synchronous","sequence_number":4,"synchronized":true,"voters":3}"#
+        );
+        assert_eq!(parse_member("b", &json), Some(state));
+        assert_eq!(parse_member("c", &json), None, "a key naming another node");
+        assert_eq!(
+            parse_member("b", "{\"node\":\"b\"}"),
+            None,
+            "fields missing"
+        );
+        assert_eq!(parse_member("b", "not json"), None);
+    }
+
+    #[test]
+    fn a_handoff_note_reads_back() {
+        let note = Handoff {
+            from: "a".into(),
+            token: 12,
+            confirmed_down: true,
+        };
+        let json = serde_json::to_string(&note).unwrap();
+        assert_eq!(json, r#"{"from":"a","token":12,"confirmed_down":true}"#);
+        assert_eq!(serde_json::from_str::<Handoff>(&json).unwrap(), note);
+    }
+}

@@ -1,0 +1,169 @@
+//! Manage mode's running side, one task per AG: it feeds the pure
+//! [`PromotionController`] with the local replica's polls, this agent's etcd lease renewals
+//! and the AG's keys in etcd, and carries out what it decides (etcd transactions, T-SQL on
+//! the local replica). The address is not touched here: when the replica becomes PRIMARY,
+//! the router's follow-mode controller sees it in its own probe and acquires, unchanged.
+//!
+//! Three feeders run beside the loop so that nothing waits behind a slow call: `poll`
+//! (the replica, every probe interval), `lease` (grant and renew, every renew interval: a
+//! renewal must never queue behind a T-SQL statement) and `watch` (the AG's keys). Actions
+//! run in the loop, one at a time, each bounded by its deadline; every one is logged with
+//! the leader key's create revision, the fencing token it was taken under.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tdsvip_etcd::EtcdSettings;
+use tdsvip_probes::Password;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgConfig, AgentConfig, StopAddresses};
+use crate::controller::promotion::{
+    PromotionAction, PromotionController, PromotionEvent, PromotionSettings,
+};
+
+mod act;
+mod feeds;
+mod sql;
+
+use sql::ReplicaControl;
+
+/// Everything one AG's manage task needs, built before the agent runs (so a bad value
+/// stops the start with its key).
+pub(super) struct ManagedAg {
+    ag: String,
+    node: String,
+    settings: PromotionSettings,
+    etcd: EtcdSettings,
+    key_ttl: Duration,
+    renew_interval: Duration,
+    poll_interval: Duration,
+    revoke_at_stop: bool,
+    poll: ReplicaControl,
+    control: ReplicaControl,
+}
+
+impl ManagedAg {
+    pub(super) fn new(
+        config: &AgentConfig,
+        password: &Password,
+        ag: &AgConfig,
+        etcd: EtcdSettings,
+    ) -> Result<Self, String> {
+        let c = &config.cluster;
+        let node = config.node_name();
+        let login = config.login_config(password, &ag.name, &ag.databases);
+        let endpoint = config.sql.endpoint;
+        let validity = c.write_lease_validity_s;
+        let poll_timeout = Duration::from_millis(config.probe.timeout_ms);
+        Ok(ManagedAg {
+            ag: ag.name.clone(),
+            settings: PromotionSettings {
+                node: node.clone(),
+                key_margin: c.key_margin(),
+                renew_interval: c.renew_interval(),
+                write_lease_validity: c.write_lease_validity(),
+                statement_timeout: c.statement_timeout(),
+                confirm_down: c.confirm_down,
+                fall: config.probe.fall,
+            },
+            poll: ReplicaControl::new(endpoint, login.clone(), &node, poll_timeout, validity)?,
+            control: ReplicaControl::new(endpoint, login, &node, c.statement_timeout(), validity)?,
+            node,
+            etcd,
+            key_ttl: c.key_ttl(),
+            renew_interval: c.renew_interval(),
+            poll_interval: Duration::from_millis(config.probe.interval_ms),
+            revoke_at_stop: config.shutdown.addresses == StopAddresses::Release,
+        })
+    }
+
+    /// Runs until `cancel`.
+    pub(super) fn spawn(self, cancel: CancellationToken) {
+        tokio::spawn(self.run(cancel));
+    }
+
+    async fn run(self, cancel: CancellationToken) {
+        let ManagedAg {
+            ag,
+            node,
+            settings,
+            etcd,
+            key_ttl,
+            renew_interval,
+            poll_interval,
+            revoke_at_stop,
+            poll,
+            control,
+        } = self;
+        let (tx, mut rx) = mpsc::channel(64);
+        feeds::spawn_poll(poll, poll_interval, tx.clone(), cancel.clone());
+        let etcd = match feeds::connect(&etcd, &cancel).await {
+            Some(e) => Arc::new(e),
+            None => return,
+        };
+        let (lease_tx, lease_rx) = watch::channel(None);
+        let timing = (key_ttl, renew_interval);
+        feeds::spawn_lease(
+            etcd.clone(),
+            timing,
+            revoke_at_stop,
+            lease_tx,
+            tx.clone(),
+            cancel.clone(),
+        );
+        feeds::spawn_watch(etcd.clone(), ag.clone(), tx, cancel.clone());
+        let mut controller = PromotionController::new(settings, Instant::now());
+        let mut actor = act::Actor {
+            ag,
+            node,
+            etcd,
+            lease: lease_rx,
+            control,
+        };
+        loop {
+            let deadline = controller.next_deadline();
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                e = rx.recv() => match e {
+                    Some(e) => e,
+                    None => break,
+                },
+                _ = sleep_until(deadline) => PromotionEvent::Deadline,
+            };
+            let mut pending = controller.handle(Instant::now(), event);
+            while !pending.is_empty() {
+                let mut next = Vec::new();
+                for action in pending {
+                    if let Some(result) = actor.act(&action, &controller).await {
+                        next.extend(controller.handle(Instant::now(), result));
+                    }
+                }
+                pending = next;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// For the log: what an action is, without its payload.
+fn action_name(a: &PromotionAction) -> &'static str {
+    match a {
+        PromotionAction::Publish(_) => "publish",
+        PromotionAction::Unpublish => "unpublish",
+        PromotionAction::Campaign => "campaign",
+        PromotionAction::Failover { .. } => "failover",
+        PromotionAction::RenewWriteLease { .. } => "renew_write_lease",
+        PromotionAction::Resign { .. } => "resign",
+        PromotionAction::TakeOffline { .. } => "take_offline",
+        PromotionAction::SetSecondary => "set_secondary",
+        PromotionAction::Refused(_) => "refused",
+    }
+}

@@ -1,0 +1,371 @@
+//! Manage mode's T-SQL against the local replica: the poll that says what this agent
+//! publishes (role, commit mode, `sequence_number`, synchronization), and the statements an
+//! HA manager of a `CLUSTER_TYPE = EXTERNAL` AG sends, as Microsoft's Pacemaker agent sends
+//! them: each batch starts with `sp_set_session_context 'external_cluster'`, without which
+//! SQL Server refuses a role change (47104).
+//!
+//! One kept session (the probe's login: same encryption, same certificate check), every
+//! statement bounded by `[cluster] statement_timeout_ms`. Every column is read as text (the
+//! probe's session reads no other type), so numbers are `CAST` in the query.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tdsvip_probes::{LoginConfig, LoginProbe, Outcome, ResultSet};
+
+use crate::controller::promotion::{CommitMode, LocalPoll, MemberRole, MemberState};
+
+/// SQL Server's refusal of a `FAILOVER` to a replica that was not synchronized.
+pub(super) const NOT_SYNCHRONIZED: u32 = 41142;
+
+/// A statement that did not succeed: SQL Server's error number when it answered one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StatementError {
+    pub code: Option<u32>,
+    pub message: String,
+}
+
+impl std::fmt::Display for StatementError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "SQL Server error {code}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+pub(super) struct ReplicaControl {
+    session: LoginProbe,
+    node: String,
+    ag: String,
+    validity_s: u64,
+}
+
+impl ReplicaControl {
+    pub(super) fn new(
+        target: SocketAddr,
+        mut login: LoginConfig,
+        node: &str,
+        statement_timeout: Duration,
+        validity_s: u64,
+    ) -> Result<Self, String> {
+        login.timeout = statement_timeout;
+        let ag = login.ag.clone().unwrap_or_default();
+        let session = LoginProbe::new(target, login).map_err(|e| e.to_string())?;
+        Ok(ReplicaControl {
+            session,
+            node: node.to_owned(),
+            ag,
+            validity_s,
+        })
+    }
+
+    /// What the local replica says now; a broken session is replaced at once, so that a
+    /// killed server shows as `Refused` on the first poll after its death.
+    pub(super) async fn poll(&mut self) -> LocalPoll {
+        let sql = member_query(&self.ag);
+        for _ in 0..2 {
+            if !self.session.has_session() {
+                let login = self.session.probe().await;
+                if login.outcome == Outcome::Refused {
+                    return LocalPoll::Refused;
+                }
+                if !self.session.has_session() {
+                    return LocalPoll::Unanswered;
+                }
+            }
+            match self.session.query_text(&sql).await {
+                Ok(sets) => {
+                    return match member_state(&self.node, &sets) {
+                        Ok(state) => LocalPoll::Up(state),
+                        Err(why) => {
+                            tracing::warn!(ag = %self.ag, %why, "manage: the replica's state query answered something unexpected");
+                            LocalPoll::Unanswered
+                        }
+                    };
+                }
+                Err(Outcome::Timeout { .. }) => return LocalPoll::Unanswered,
+                Err(e) => {
+                    // The session is dropped; a dead server shows as Refused at the login.
+                    tracing::debug!(ag = %self.ag, outcome = %e, "manage: the replica's state query failed");
+                    continue;
+                }
+            }
+        }
+        LocalPoll::Unanswered
+    }
+
+    /// `FAILOVER`, sent only before `send_by` (the leader key's proof, checked again after
+    /// any login: the decision may be older than the send).
+    pub(super) async fn failover(
+        &mut self,
+        send_by: Option<Instant>,
+    ) -> Result<(), StatementError> {
+        let sql = format!("ALTER AVAILABILITY GROUP {} FAILOVER;", quote(&self.ag));
+        self.run(&sql, Some(send_by)).await
+    }
+
+    pub(super) async fn renew_write_lease(
+        &mut self,
+        send_by: Option<Instant>,
+    ) -> Result<(), StatementError> {
+        let sql = format!(
+            "ALTER AVAILABILITY GROUP {} SET (WRITE_LEASE_VALIDITY = {});",
+            quote(&self.ag),
+            self.validity_s
+        );
+        self.run(&sql, Some(send_by)).await
+    }
+
+    pub(super) async fn offline(&mut self) -> Result<(), StatementError> {
+        let sql = format!("ALTER AVAILABILITY GROUP {} OFFLINE;", quote(&self.ag));
+        self.run(&sql, None).await
+    }
+
+    pub(super) async fn set_secondary(&mut self) -> Result<(), StatementError> {
+        let sql = format!(
+            "ALTER AVAILABILITY GROUP {} SET (ROLE = SECONDARY);",
+            quote(&self.ag)
+        );
+        self.run(&sql, None).await
+    }
+
+    /// Runs `statement` after the `external_cluster` context. With `gate`, only if it is
+    /// sent before the instant it holds (`None` inside: no proof at all).
+    async fn run(
+        &mut self,
+        statement: &str,
+        gate: Option<Option<Instant>>,
+    ) -> Result<(), StatementError> {
+        if !self.session.has_session() {
+            let login = self.session.probe().await;
+            if !self.session.has_session() {
+                return Err(StatementError {
+                    code: None,
+                    message: format!("cannot log in to the local replica: {}", login.outcome),
+                });
+            }
+        }
+        if let Some(send_by) = gate
+            && send_by.is_none_or(|t| Instant::now() >= t)
+        {
+            return Err(StatementError {
+                code: None,
+                message: "not sent: the leader key is no longer provably held".to_owned(),
+            });
+        }
+        let batch = format!("{EXTERNAL_CLUSTER}\n{statement}");
+        match self.session.query_text(&batch).await {
+            Ok(_) => Ok(()),
+            Err(Outcome::QueryFailed { code, message }) => Err(StatementError {
+                code: Some(code),
+                message,
+            }),
+            Err(other) => Err(StatementError {
+                code: None,
+                message: other.to_string(),
+            }),
+        }
+    }
+}
+
+const EXTERNAL_CLUSTER: &str =
+    "EXEC sp_set_session_context @key = N'external_cluster', @value = N'yes';";
+
+/// `[name]` with `]` doubled: an AG name is an identifier, never spliced raw.
+fn quote(name: &str) -> String {
+    format!("[{}]", name.replace(']', "]]"))
+}
+
+/// `N'...'` with `'` doubled.
+fn literal(s: &str) -> String {
+    format!("N'{}'", s.replace('\'', "''"))
+}
+
+fn member_query(ag: &str) -> String {
+    let ag = literal(ag);
+    format!(
+        "SELECT ars.role_desc AS role_desc, ar.availability_mode_desc AS availability_mode_desc, CAST(ag.sequence_number AS nvarchar(20)) AS sequence_number\n\
+         FROM sys.dm_hadr_availability_replica_states AS ars\n\
+         JOIN sys.availability_groups AS ag ON ag.group_id = ars.group_id\n\
+         JOIN sys.availability_replicas AS ar ON ar.replica_id = ars.replica_id\n\
+         WHERE ars.is_local = 1 AND ag.name = {ag};\n\
+         SELECT drs.synchronization_state_desc AS synchronization_state_desc\n\
+         FROM sys.dm_hadr_database_replica_states AS drs\n\
+         JOIN sys.availability_groups AS ag ON ag.group_id = drs.group_id\n\
+         WHERE drs.is_local = 1 AND ag.name = {ag};\n\
+         SELECT ar.availability_mode_desc AS availability_mode_desc\n\
+         FROM sys.availability_replicas AS ar\n\
+         JOIN sys.availability_groups AS ag ON ag.group_id = ar.group_id\n\
+         WHERE ag.name = {ag};"
+    )
+}
+
+fn column<'a>(
+    set: &'a ResultSet,
+    row: &'a [Option<String>],
+    name: &str,
+) -> Result<&'a str, String> {
+    let i = set
+        .columns
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(name))
+        .ok_or_else(|| format!("no column {name}"))?;
+    row.get(i)
+        .and_then(|v| v.as_deref())
+        .ok_or_else(|| format!("{name} is NULL"))
+}
+
+/// The poll's answer as the state this agent publishes.
+fn member_state(node: &str, sets: &[ResultSet]) -> Result<MemberState, String> {
+    let [replica, databases, replicas] = sets else {
+        return Err(format!("{} result sets, expected 3", sets.len()));
+    };
+    let [row] = replica.rows.as_slice() else {
+        return Err(format!(
+            "{} rows for the local replica (is the AG name right?)",
+            replica.rows.len()
+        ));
+    };
+    let role = match column(replica, row, "role_desc")? {
+        "PRIMARY" => MemberRole::Primary,
+        "SECONDARY" => MemberRole::Secondary,
+        _ => MemberRole::Resolving,
+    };
+    let commit_mode = match column(replica, row, "availability_mode_desc")? {
+        "SYNCHRONOUS_COMMIT" => CommitMode::Synchronous,
+        "ASYNCHRONOUS_COMMIT" => CommitMode::Asynchronous,
+        "CONFIGURATION_ONLY" => CommitMode::ConfigurationOnly,
+        other => return Err(format!("unknown availability_mode_desc {other:?}")),
+    };
+    let seq = column(replica, row, "sequence_number")?;
+    let sequence_number = seq
+        .parse()
+        .map_err(|_| format!("sequence_number {seq:?} is not a number"))?;
+    let synchronized = !databases.rows.is_empty()
+        && databases.rows.iter().all(|r| {
+            column(databases, r, "synchronization_state_desc").is_ok_and(|s| s == "SYNCHRONIZED")
+        });
+    let mut voters = 0;
+    for r in &replicas.rows {
+        if column(replicas, r, "availability_mode_desc")? != "ASYNCHRONOUS_COMMIT" {
+            voters += 1;
+        }
+    }
+    Ok(MemberState {
+        node: node.to_owned(),
+        role,
+        commit_mode,
+        sequence_number,
+        synchronized,
+        voters,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(columns: &[&str], rows: &[&[&str]]) -> ResultSet {
+        ResultSet {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| r.iter().map(|v| Some(v.to_string())).collect())
+                .collect(),
+        }
+    }
+
+    fn replica(role: &str, mode: &str, seq: &str) -> ResultSet {
+        set(
+            &["role_desc", "availability_mode_desc", "sequence_number"],
+            &[&[role, mode, seq]],
+        )
+    }
+
+    fn modes(m: &[&str]) -> ResultSet {
+        let rows: Vec<&[&str]> = m.iter().map(std::slice::from_ref).collect();
+        set(&["availability_mode_desc"], &rows)
+    }
+
+    #[test]
+    fn a_synchronized_synchronous_secondary() {
+        let dbs = set(
+            &["synchronization_state_desc"],
+            &[&["SYNCHRONIZED"], &["SYNCHRONIZED"]],
+        );
+        let all = modes(&[
+            "SYNCHRONOUS_COMMIT",
+            "SYNCHRONOUS_COMMIT",
+            "ASYNCHRONOUS_COMMIT",
+            "CONFIGURATION_ONLY",
+        ]);
+        let s = member_state(
+            "b",
+            &[replica("SECONDARY", "SYNCHRONOUS_COMMIT", "7"), dbs, all],
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            MemberState {
+                node: "b".into(),
+                role: MemberRole::Secondary,
+                commit_mode: CommitMode::Synchronous,
+                sequence_number: 7,
+                synchronized: true,
+                voters: 3,
+            }
+        );
+    }
+
+    #[test]
+    fn one_database_not_synchronized_makes_the_replica_not_synchronized() {
+        let dbs = set(
+            &["synchronization_state_desc"],
+            &[&["SYNCHRONIZED"], &["NOT SYNCHRONIZING"]],
+        );
+        let s = member_state(
+            "b",
+            &[
+                replica("RESOLVING", "ASYNCHRONOUS_COMMIT", "3"),
+                dbs,
+                modes(&[]),
+            ],
+        )
+        .unwrap();
+        assert!(!s.synchronized);
+        assert_eq!(
+            (s.role, s.commit_mode),
+            (MemberRole::Resolving, CommitMode::Asynchronous)
+        );
+    }
+
+    #[test]
+    fn unexpected_answers_are_errors_not_guesses() {
+        let dbs = set(&["synchronization_state_desc"], &[]);
+        let m = modes(&["SYNCHRONOUS_COMMIT"]);
+        let answer = |replica: ResultSet, modes: ResultSet| {
+            member_state("b", &[replica, dbs.clone(), modes])
+        };
+        assert!(answer(replica("PRIMARY", "SYNCHRONOUS_COMMIT", "1"), m.clone()).is_ok());
+        let bad = [
+            answer(replica("PRIMARY", "SYNCHRONOUS_COMMIT", "x"), m.clone()),
+            answer(replica("PRIMARY", "SOMETIMES", "1"), m.clone()),
+            answer(set(&["role_desc"], &[]), m.clone()),
+            answer(
+                replica("PRIMARY", "SYNCHRONOUS_COMMIT", "1"),
+                set(&["other"], &[&["x"]]),
+            ),
+            member_state("b", &[dbs.clone(), dbs.clone()]),
+        ];
+        for (i, b) in bad.iter().enumerate() {
+            assert!(b.is_err(), "answer {i} was taken: {b:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_quoted_not_spliced() {
+        assert_eq!(quote("a]b"), "[a]]b]");
+        assert!(member_query("x' OR 1=1 --").contains("N'x'' OR 1=1 --'"));
+    }
+}
