@@ -84,14 +84,27 @@ pub struct PrimaryCount {
     pub samples: usize,
     pub dual: usize,
     pub unknown: usize,
+    /// The longest stretch of the window without a sample (ms, rounded up): what a "no
+    /// dual sample" is worth. A count alone is not: a loaded machine samples less often.
+    pub max_gap_ms: u64,
 }
 
-/// Pure: counts dual and unknown samples.
-pub fn count(samples: &[PrimarySample]) -> PrimaryCount {
+/// Pure: counts dual and unknown samples of the window `start..end` (ms).
+pub fn count(samples: &[PrimarySample], start: f64, end: f64) -> PrimaryCount {
+    let stamps = std::iter::once(start)
+        .chain(samples.iter().map(|s| s.at))
+        .chain(std::iter::once(end));
+    let mut max_gap: f64 = 0.0;
+    let mut last = start;
+    for t in stamps {
+        max_gap = max_gap.max(t - last);
+        last = t;
+    }
     PrimaryCount {
         samples: samples.len(),
         dual: samples.iter().filter(|s| s.dual()).count(),
         unknown: samples.iter().filter(|s| s.unknown()).count(),
+        max_gap_ms: max_gap.ceil() as u64,
     }
 }
 
@@ -286,14 +299,20 @@ mod tests {
             s(&[Acknowledging, Acknowledging, Unknown]),
         ];
         assert_eq!(
-            count(&samples),
+            count(&samples, 0.0, 10.0),
             PrimaryCount {
                 samples: 8,
                 dual: 3,
-                unknown: 2
+                unknown: 2,
+                max_gap_ms: 10,
             }
         );
-        assert_eq!(count(&[]), PrimaryCount::default());
+        assert_eq!(
+            count(&[], 5.0, 5.0),
+            PrimaryCount::default(),
+            "an empty window has no gap"
+        );
+        assert_eq!(count(&[], 0.0, 300.5).max_gap_ms, 301);
     }
 
     #[test]

@@ -429,7 +429,7 @@ fn primary_samples(
             changes.push((x.at, x.nodes.clone()));
         }
     }
-    (crate::primaries::count(&samples), changes)
+    (crate::primaries::count(&samples, start, end), changes)
 }
 
 /// Runs `trials` trials, alternating the primary between nodes 1 and 2.

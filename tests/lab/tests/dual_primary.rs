@@ -62,9 +62,10 @@ fn sample_for(targets: Vec<SimTarget>, ms: u64) -> PrimaryCount {
     let clock = Clock::new();
     let s = PrimarySampler::start(clock, targets, Duration::from_millis(10)).unwrap();
     std::thread::sleep(Duration::from_millis(ms));
-    let samples = s.between(0.0, f64::MAX);
+    let end = clock.now();
+    let samples = s.between(0.0, end);
     drop(s);
-    count(&samples)
+    count(&samples, 0.0, end)
 }
 
 fn put_role(control: SocketAddr, role: &str) {

@@ -15,7 +15,7 @@ use tdsvip_lab::lab::{Encrypt, Settings};
 use tdsvip_lab::measure::dual_mac_samples;
 use tdsvip_lab::scenario::Scenario;
 
-use common::{context, drill_with};
+use common::{MAX_SAMPLE_GAP_MS, context, drill_with};
 
 #[test]
 fn kill_primary_with_strict() {
@@ -63,8 +63,8 @@ fn kill_primary_with_strict() {
     assert_eq!(out.summary.lost_commits, 0, "{ctx}");
     let p = t.primaries;
     assert!(
-        p.samples > 50,
-        "too few would-acknowledge samples: {p:?}\n{ctx}"
+        p.samples > 0 && p.max_gap_ms <= MAX_SAMPLE_GAP_MS,
+        "the would-acknowledge sampler left a gap: {p:?}\n{ctx}"
     );
     assert_eq!(p.dual, 0, "dual-primary samples\n{ctx}");
     // The lab's own strict T-SQL renewed the write lease throughout.
