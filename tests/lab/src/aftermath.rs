@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::inject::nft_clear;
-use crate::lab::Lab;
+use crate::lab::{Lab, Promote};
 use crate::netns::OVERLAY;
 use crate::scenario::{Scenario, sleep_ms};
 
@@ -22,6 +22,28 @@ fn wait_synchronized(lab: &Lab, i: usize) -> Result<(), String> {
                 "node {} never became SYNCHRONIZED: {}",
                 i + 1,
                 s["ag_state"]
+            ));
+        }
+        sleep_ms(10);
+    }
+}
+
+/// `--promote agent`: the old node's agent sees its restarted replica RESOLVING under the
+/// new leader and makes it SECONDARY; the trial fails if that does not happen.
+fn await_secondary(lab: &mut Lab, i: usize) -> Result<(), String> {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let role = lab.sim_state(i)?["role"].clone();
+        if role == "SECONDARY" {
+            let t = lab.clock.now();
+            lab.record(t, i, "tds-sim role SECONDARY (seen; set by its agent)");
+            return Ok(());
+        }
+        if std::time::Instant::now() > end {
+            return Err(format!(
+                "node {}'s agent did not make its restarted replica SECONDARY within 5 s (it is {role}; {})",
+                i + 1,
+                lab.log_hint()
             ));
         }
         sleep_ms(10);
@@ -83,9 +105,16 @@ pub(crate) fn restore(
     match scenario {
         // A restarted replica of an EXTERNAL AG comes back RESOLVING; the HA manager makes
         // it a secondary, and it catches up (discarding what the new primary never had).
+        // With --promote agent the old node's agent does it (it sees RESOLVING under the
+        // new leader), and the lab only restarts SQL Server, as systemd would.
         Scenario::KillPrimary => {
             lab.start_sim(old, "SECONDARY")?;
-            lab.demote(old, false)?;
+            match lab.settings.promote {
+                Promote::Lab => {
+                    lab.demote(old, false)?;
+                }
+                Promote::Agent => await_secondary(lab, old)?,
+            }
         }
         Scenario::Loss => {
             nft_clear(lab.client_ns());

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{AgentTiming, KeepalivedTiming};
 use crate::lab::{Encrypt, Impl, Settings};
 use crate::scenario::Scenario;
+use crate::settings::Promote;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,9 +124,11 @@ pub struct CommonArgs {
     #[arg(long)]
     pub keep: bool,
     /// Who promotes a secondary: `lab` (the lab plays the HA manager, through T-SQL with
-    /// `external_cluster`). `agent` comes with the issue "The agent promotes".
+    /// `external_cluster`, and renews the write lease) or `agent` (the agents in manage
+    /// mode, through a three-member etcd cluster on the nodes; WRITE_LEASE_VALIDITY 1 s;
+    /// kill-primary only so far).
     #[arg(long, value_name = "WHO", default_value = "lab", value_parser = parse_promote)]
-    pub promote: String,
+    pub promote: Promote,
     /// tds-sim's SESSION_TIMEOUT in ms (sim-only unit).
     #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub session_timeout_ms: u64,
@@ -143,14 +146,11 @@ fn parse_encrypt(s: &str) -> Result<Encrypt, String> {
     })
 }
 
-fn parse_promote(s: &str) -> Result<String, String> {
-    match s {
-        "lab" => Ok(s.to_string()),
-        "agent" => {
-            Err("--promote agent is not built yet (issue \"The agent promotes\"); use lab".into())
-        }
-        _ => Err(format!("unknown promoter '{s}' (expected lab)")),
-    }
+fn parse_promote(s: &str) -> Result<Promote, String> {
+    s.parse().map_err(|_| {
+        let names: Vec<&str> = Promote::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown promoter '{s}' (expected {})", names.join(", "))
+    })
 }
 
 fn parse_scenario(s: &str) -> Result<Scenario, String> {
@@ -233,6 +233,12 @@ impl CommonArgs {
             keep: self.keep,
             session_timeout_ms: self.session_timeout_ms,
             encrypt: self.encrypt,
+            promote: self.promote,
+            // The agents renew the lease at the smallest value SQL Server takes.
+            write_lease_validity_s: match self.promote {
+                Promote::Lab => d.write_lease_validity_s,
+                Promote::Agent => 1,
+            },
             ..d
         }
     }

@@ -52,7 +52,7 @@ pub fn agent_toml(
     token_file: &Path,
     tls: SqlTls<'_>,
     pin_dir: &Path,
-    cloud: Option<&str>,
+    extra: &str,
 ) -> String {
     let ip = node_ip(i);
     let mut s = format!(
@@ -109,11 +109,21 @@ interval_ms = 200
             j + 1
         ));
     }
-    if let Some(c) = cloud {
+    if !extra.is_empty() {
         s.push('\n');
-        s.push_str(c);
+        s.push_str(extra);
     }
     s
+}
+
+/// `[cluster]` for `--promote agent`: manage mode through the lab's etcd members, the
+/// write lease the AG was created with.
+pub fn cluster_section(etcd: &[String], write_lease_validity_s: u64) -> String {
+    let urls: Vec<String> = etcd.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "\n[cluster]\nmode = \"manage\"\netcd = [{}]\nwrite_lease_validity_s = {write_lease_validity_s}\n",
+        urls.join(", ")
+    )
 }
 
 /// keepalived's settings, recorded in the JSON.
@@ -201,7 +211,7 @@ mod tests {
                 ca_file: Path::new("/x/ca.pem"),
             },
             Path::new("/x/bpf"),
-            None,
+            "",
         );
         assert!(c.contains("node = \"sqlnode2\""));
         assert!(c.contains("listen = \"10.77.0.12:9477\""));

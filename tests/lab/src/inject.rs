@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::lab::Lab;
+use crate::lab::{Lab, Promote};
 use crate::measure::Promotion;
 use crate::netns::sh_stdin;
 use crate::scenario::{Scenario, sleep_ms};
@@ -28,6 +28,9 @@ pub(crate) fn inject(
     old: usize,
     new: usize,
 ) -> Result<Injected, String> {
+    if lab.settings.promote == Promote::Agent {
+        return inject_for_agents(lab, scenario, old);
+    }
     let mut done = Injected {
         faults: Vec::new(),
         promotions: Vec::new(),
@@ -58,6 +61,50 @@ pub(crate) fn inject(
     done.faults.push(fault);
     promote(lab, scenario, new, &mut done.promotions)?;
     Ok(done)
+}
+
+/// `--promote agent`: the lab injects the fault and only watches; the agents choose and
+/// promote the new primary, which the lab learns from the sims.
+fn inject_for_agents(lab: &mut Lab, scenario: Scenario, old: usize) -> Result<Injected, String> {
+    let fault = match scenario {
+        Scenario::KillPrimary => lab.kill_sim(old),
+        other => {
+            return Err(format!(
+                "--promote agent runs kill-primary only so far, not {other} (issue \"The agent promotes\")"
+            ));
+        }
+    };
+    let (at, node) = await_promotion(lab, old, Duration::from_secs(10))?;
+    Ok(Injected {
+        faults: vec![fault],
+        promotions: vec![Promotion {
+            at,
+            node,
+            server: lab.nodes[node].server.clone(),
+        }],
+        primary: node,
+    })
+}
+
+/// Polls every sim but `old` until one says PRIMARY; when (on the lab's clock) and which.
+fn await_promotion(lab: &mut Lab, old: usize, limit: Duration) -> Result<(f64, usize), String> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        for i in (0..lab.nodes.len()).filter(|&i| i != old) {
+            if lab.sim_state(i)?["role"] == "PRIMARY" {
+                let t = lab.clock.now();
+                lab.record(t, i, "tds-sim role PRIMARY (seen; promoted by the agents)");
+                return Ok((t, i));
+            }
+        }
+        if std::time::Instant::now() > end {
+            return Err(format!(
+                "no agent promoted a secondary within {limit:?} after the fault (agent logs: {})",
+                lab.log_hint()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Promotes `node` after the configured delay and records it.

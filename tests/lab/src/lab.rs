@@ -20,7 +20,7 @@ use crate::config;
 use crate::netns::{self, OVERLAY, Topology, in_ns, node_ip};
 use crate::procs;
 use crate::sampler::Samplers;
-pub use crate::settings::{ENDPOINT_PORT, Encrypt, Impl, Settings};
+pub use crate::settings::{ENDPOINT_PORT, Encrypt, Impl, Promote, Settings};
 
 pub struct Node {
     pub ns: String,
@@ -47,6 +47,8 @@ pub struct Lab {
     /// The HA manager's write-lease renewals.
     pub lease: Option<crate::lease::LeaseRenewer>,
     pub cloud: Option<crate::cloud::Cloud>,
+    /// `--promote agent`: one etcd member per node.
+    pub etcd: Option<crate::etcd::EtcdCluster>,
     /// Killed children not reaped yet.
     killed: Vec<Child>,
     /// The lab's own actions: (time, node index, what).
@@ -95,6 +97,7 @@ impl Lab {
         let sim_bin = procs::find("tds-sim", "TDS_SIM_BIN")?;
         let tdsvip_bin = procs::find("tdsvip", "TDSVIP_BIN")?;
         netns::remove_stale_labs();
+        crate::etcd::remove_stale_data(netns::lab_alive);
         let topo = Topology::create(settings.nodes)?;
         let root = settings
             .work_root
@@ -136,6 +139,7 @@ impl Lab {
             primaries: None,
             lease: None,
             cloud: None,
+            etcd: None,
             killed: Vec::new(),
             actions: Vec::new(),
             password: random_password(),
@@ -173,8 +177,14 @@ impl Lab {
                 tables,
             )?);
         }
+        if lab.settings.promote == Promote::Agent {
+            lab.start_etcd()?;
+        }
         for i in 0..lab.nodes.len() {
             lab.start_agent(i)?;
+        }
+        if lab.settings.promote == Promote::Agent {
+            lab.hand_the_lease_to_the_agents()?;
         }
         let ns_names: Vec<String> = lab.nodes.iter().map(|n| n.ns.clone()).collect();
         lab.samplers = Some(Samplers::start(
@@ -518,7 +528,7 @@ impl Lab {
                     ca_file: &self.pki.ca_file,
                 },
                 &pin_dir,
-                self.cloud.as_ref().map(|c| c.agent_section(i)).as_deref(),
+                &self.agent_extra_sections(i),
             ),
         )
         .map_err(|e| format!("{}: {e}", cfg.display()))?;
@@ -543,6 +553,57 @@ impl Lab {
             None,
         )?;
         self.nodes[i].agent = Some(child);
+        Ok(())
+    }
+
+    /// `[cloud]` (with `--cloud`) and `[cluster]` (with `--promote agent`) of node `i`.
+    fn agent_extra_sections(&self, i: usize) -> String {
+        let mut extra = self
+            .cloud
+            .as_ref()
+            .map(|c| c.agent_section(i))
+            .unwrap_or_default();
+        if let Some(etcd) = &self.etcd {
+            extra.push_str(&config::cluster_section(
+                etcd.endpoints(),
+                self.settings.write_lease_validity_s,
+            ));
+        }
+        extra
+    }
+
+    /// The AG was created before the agents ran, so the lab renewed its write lease until
+    /// node 1's agent holds the leader key (and renews it itself); then the lab stops.
+    fn hand_the_lease_to_the_agents(&mut self) -> Result<(), String> {
+        let key = format!("/tdsvip/{}/leader", config::AG);
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        let etcd = self.etcd.as_ref().ok_or("no etcd")?;
+        // The agents are named sqlnode1.. in their configs (config::agent_toml).
+        while etcd.get(&key).as_deref() != Some("sqlnode1") {
+            if std::time::Instant::now() > end {
+                return Err(format!(
+                    "node 1's agent did not take the leader key {key} within 20 s ({})",
+                    self.log_hint()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop_renewing(0, "node 1's agent holds the leader key and renews");
+        Ok(())
+    }
+
+    fn start_etcd(&mut self) -> Result<(), String> {
+        if self.settings.implementation != Impl::Tdsvip {
+            return Err("--promote agent: only tdsvip's agents promote".into());
+        }
+        let nodes: Vec<(String, Ipv4Addr)> =
+            self.nodes.iter().map(|n| (n.ns.clone(), n.ip)).collect();
+        self.etcd = Some(crate::etcd::EtcdCluster::start(
+            &self.topo.name,
+            &nodes,
+            &self.topo.hub,
+            &self.dir,
+        )?);
         Ok(())
     }
 
@@ -807,6 +868,9 @@ impl Drop for Lab {
         self.lease.take();
         self.cloud.take();
         self.reap();
+        // After the agents (below) would be kinder to them, but a member killed first only
+        // makes their last etcd calls fail; its data dir goes with it.
+        self.etcd.take();
         for n in &mut self.nodes {
             for mut c in [n.agent.take(), n.helper.take()].into_iter().flatten() {
                 procs::terminate(&mut c, Duration::from_millis(500));

@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod cloud;
 pub mod config;
+pub mod etcd;
 pub mod guard;
 pub mod http;
 pub mod inject;

@@ -136,6 +136,15 @@ pub fn destroy(ns: &str) {
         .status();
 }
 
+/// Whether the process that made lab `name` (`tvl<pid>x<n>...`) still runs.
+pub fn lab_alive(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    !pid.is_empty() && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Removes the namespaces of labs whose process is gone.
 pub fn remove_stale_labs() {
     for line in sh(&["ip", "netns", "list"]).unwrap_or_default().lines() {

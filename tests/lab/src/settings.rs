@@ -34,6 +34,28 @@ impl Impl {
     }
 }
 
+/// Who promotes a secondary (`--promote`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display, strum::EnumString,
+)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Promote {
+    /// The lab plays the HA manager: T-SQL `FAILOVER` with `external_cluster`, and the
+    /// write-lease renewals.
+    Lab,
+    /// The agents do, in manage mode, coordinated by the lab's three-member etcd cluster;
+    /// the lab only injects the fault and watches.
+    Agent,
+}
+
+impl Promote {
+    pub const ALL: [Promote; 2] = [Promote::Lab, Promote::Agent];
+
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// How the lab's SQL connections are encrypted (`--encrypt`), named as `sql.encrypt` names
 /// it; the certificates always come from the lab CA.
 #[derive(
@@ -96,6 +118,7 @@ pub struct Settings {
     /// lab, as the HA manager, renews it on the primary (see the README's lab section).
     pub write_lease_validity_s: u64,
     pub lease_renew_every_ms: u64,
+    pub promote: Promote,
 }
 
 /// The mirroring endpoint port of every node.
@@ -152,6 +175,7 @@ impl Default for Settings {
             async_node: None,
             write_lease_validity_s: 2,
             lease_renew_every_ms: 250,
+            promote: Promote::Lab,
         }
     }
 }
@@ -174,6 +198,10 @@ mod tests {
             assert_eq!(e.name().parse::<Encrypt>(), Ok(e));
         }
         assert_eq!(Encrypt::Strict.name(), "strict");
+        for p in super::Promote::ALL {
+            assert_eq!(p.name().parse::<super::Promote>(), Ok(p));
+        }
+        assert_eq!(super::Promote::Agent.name(), "agent");
         let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(
             names,

@@ -1,0 +1,229 @@
+//! The lab's etcd cluster for `--promote agent`: one member per SQL node, in that node's
+//! namespace on its `eth0` address, so that cutting a node off the network also cuts its
+//! member off the quorum (as on real hosts). Data dirs live on tmpfs (`/dev/shm`): three
+//! members, three sims, three agents and the client share two cores, and an fsync on a busy
+//! disk would show as an etcd election, not as tdsvip's time.
+//!
+//! Timing as measured in shared/TOOLCHAIN.md: `--heartbeat-interval 10 --election-timeout
+//! 100`. The lab reads etcd's leader through the HTTP gateway (`/v3/maintenance/status`)
+//! from the hub namespace, to record per trial whether etcd itself changed leaders.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::netns::sh;
+use crate::procs;
+
+pub const CLIENT_PORT: u16 = 2379;
+const PEER_PORT: u16 = 2380;
+/// Where every lab's etcd data lives: `/dev/shm/{lab}-etcd{n}`.
+pub const DATA_ROOT: &str = "/dev/shm";
+
+pub struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    data: Vec<PathBuf>,
+    endpoints: Vec<String>,
+    hub: String,
+}
+
+/// A client URL of the member on `ip`.
+pub fn client_url(ip: Ipv4Addr) -> String {
+    format!("http://{ip}:{CLIENT_PORT}")
+}
+
+impl EtcdCluster {
+    /// Starts one member per `(namespace, address)` and waits until the cluster has a leader.
+    pub fn start(
+        lab: &str,
+        nodes: &[(String, Ipv4Addr)],
+        hub: &str,
+        log_dir: &Path,
+    ) -> Result<EtcdCluster, String> {
+        let etcd = procs::which("etcd")
+            .ok_or("etcd is not installed (Debian etcd-server; deploy/setup.sh lab installs it)")?;
+        let initial: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ip))| format!("n{}=http://{ip}:{PEER_PORT}", i + 1))
+            .collect();
+        let mut cluster = EtcdCluster {
+            members: Vec::new(),
+            data: Vec::new(),
+            endpoints: nodes.iter().map(|(_, ip)| client_url(*ip)).collect(),
+            hub: hub.to_owned(),
+        };
+        for (i, (ns, ip)) in nodes.iter().enumerate() {
+            let data = PathBuf::from(DATA_ROOT).join(format!("{lab}-etcd{}", i + 1));
+            let _ = std::fs::remove_dir_all(&data);
+            cluster.data.push(data.clone());
+            let args = member_args(i, *ip, &data, &initial.join(","), lab);
+            let log = log_dir.join(format!("etcd{}.log", i + 1));
+            cluster
+                .members
+                .push(Some(procs::spawn_in(ns, &etcd, &args, &[], &log, None)?));
+        }
+        cluster.wait_leader(Duration::from_secs(20))?;
+        Ok(cluster)
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The leader's member id, as the first member that answers says; `None` when none
+    /// answers or none knows a leader.
+    pub fn leader(&self) -> Option<u64> {
+        self.endpoints.iter().find_map(|url| {
+            let out = sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.hub,
+                "curl",
+                "-sf",
+                "-m",
+                "0.3",
+                "-X",
+                "POST",
+                &format!("{url}/v3/maintenance/status"),
+                "-d",
+                "{}",
+            ])
+            .ok()?;
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            // The gateway renders uint64 as a JSON string.
+            v["leader"]
+                .as_str()?
+                .parse()
+                .ok()
+                .filter(|&id: &u64| id != 0)
+        })
+    }
+
+    /// The value of `key` (the agents' leader key names its holder), read through the
+    /// gateway of the first member that answers.
+    pub fn get(&self, key: &str) -> Option<String> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = format!("{{\"key\":\"{}\"}}", b64.encode(key));
+        self.endpoints
+            .iter()
+            .find_map(|url| {
+                let out = sh(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &self.hub,
+                    "curl",
+                    "-sf",
+                    "-m",
+                    "0.3",
+                    "-X",
+                    "POST",
+                    &format!("{url}/v3/kv/range"),
+                    "-d",
+                    &body,
+                ])
+                .ok()?;
+                let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+                let value = v["kvs"].get(0).map(|kv| kv["value"].as_str().unwrap_or(""));
+                Some(match value {
+                    Some(b) => String::from_utf8(b64.decode(b).ok()?).ok()?,
+                    None => String::new(),
+                })
+            })
+            .filter(|v| !v.is_empty())
+    }
+
+    fn wait_leader(&mut self, limit: Duration) -> Result<(), String> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if self.leader().is_some() {
+                return Ok(());
+            }
+            for (i, m) in self.members.iter_mut().enumerate() {
+                if let Some(Ok(Some(status))) = m.as_mut().map(Child::try_wait) {
+                    return Err(format!(
+                        "etcd member n{} exited ({status}) at start: see etcd{}.log",
+                        i + 1,
+                        i + 1
+                    ));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "the lab's etcd cluster elected no leader within {limit:?} (etcd*.log)"
+        ))
+    }
+
+    /// SIGKILLs member `i` (the `etcd-leader-kill` drill, a crashed node).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members.get_mut(i).and_then(Option::take) {
+            procs::kill(&mut c);
+        }
+    }
+}
+
+fn member_args(i: usize, ip: Ipv4Addr, data: &Path, initial: &str, lab: &str) -> Vec<String> {
+    let client = client_url(ip);
+    let peer = format!("http://{ip}:{PEER_PORT}");
+    [
+        "--name",
+        &format!("n{}", i + 1),
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        initial,
+        "--initial-cluster-token",
+        lab,
+        "--initial-cluster-state",
+        "new",
+        "--heartbeat-interval",
+        "10",
+        "--election-timeout",
+        "100",
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in self.members.iter_mut().filter_map(Option::as_mut) {
+            procs::kill(m);
+        }
+        for d in &self.data {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Removes etcd data dirs that `lab_alive` says belong to no live lab.
+pub fn remove_stale_data(lab_alive: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(DATA_ROOT) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some((lab, _)) = name.split_once("-etcd")
+            && lab.starts_with(crate::netns::PREFIX)
+            && !lab_alive(lab)
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
