@@ -23,7 +23,7 @@ pub use driver::{DriverError, Reloader, run};
 /// The client side of the agent's HTTP interface, used by `tdsvip status`.
 pub use http::client as status_client;
 pub use http::{HttpServer, HttpState, Token, token_text};
-pub use metrics::{AgentMetrics, PacketVerdict};
+pub use metrics::{AgentMetrics, ManageMetrics, PacketVerdict};
 pub use peer_status::field_error;
 /// The `/status` wire types: one set, read by the CLI, by peers and by other tools.
 pub use status::{

@@ -110,6 +110,7 @@ pub struct AgentMetrics {
     drift_repairs: IntCounterVec,
     overlay_packets: IntCounterVec,
     config_reloads: IntCounterVec,
+    manage: ManageMetrics,
     packets_seen: Mutex<ResetAware<(IpAddr, PacketVerdict)>>,
     conflicts_seen: Mutex<ResetAware<String>>,
     drift_seen: Mutex<ResetAware<(String, DriftKind)>>,
@@ -190,6 +191,96 @@ const CONFIG_RELOADS: Def = Def {
     labels: &["result"],
 };
 
+const LEADER: Def = Def {
+    name: "tdsvip_leader",
+    help: "Manage mode: 1 while this agent holds the AG's leader key in etcd, else 0.",
+    labels: &["ag"],
+};
+const PROMOTIONS: Def = Def {
+    name: "tdsvip_promotions_total",
+    help: "Manage mode: FAILOVERs of the local replica this agent sent and SQL Server accepted.",
+    labels: &["ag"],
+};
+const PROMOTION_REFUSED: Def = Def {
+    name: "tdsvip_promotion_refused_total",
+    help: "Manage mode: times the local replica could not be promoted while no leader held the AG, by reason.",
+    labels: &["ag", "reason"],
+};
+const KEY_RENEWAL: Def = Def {
+    name: "tdsvip_etcd_lease_renewal_seconds",
+    help: "Manage mode: round trip of each renewal of this agent's etcd lease.",
+    labels: &["ag"],
+};
+const KEY_RENEWAL_FAILURES: Def = Def {
+    name: "tdsvip_etcd_lease_renewal_failures_total",
+    help: "Manage mode: renewals of this agent's etcd lease that got no answer or an error.",
+    labels: &["ag"],
+};
+const WRITE_LEASE_RENEWAL: Def = Def {
+    name: "tdsvip_write_lease_renewal_seconds",
+    help: "Manage mode: time of each WRITE_LEASE_VALIDITY renewal the leader sent, answered or not.",
+    labels: &["ag"],
+};
+
+/// Renewal round trips: an etcd or SQL round trip on a LAN is about a millisecond, and a
+/// renewal past a few hundred milliseconds has eaten the key's margin.
+const RENEWAL_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Manage mode's metrics (`driver/manage/`), registered in every mode so that dashboards
+/// can tell "follow mode" (never set) from "no leader".
+#[derive(Debug, Clone)]
+pub struct ManageMetrics {
+    leader: IntGaugeVec,
+    promotions: IntCounterVec,
+    refused: IntCounterVec,
+    key_renewal: HistogramVec,
+    key_renewal_failures: IntCounterVec,
+    write_lease_renewal: HistogramVec,
+}
+
+impl ManageMetrics {
+    fn new(r: &Registry) -> Result<ManageMetrics, prometheus::Error> {
+        Ok(ManageMetrics {
+            leader: gauge(r, &LEADER)?,
+            promotions: counter(r, &PROMOTIONS)?,
+            refused: counter(r, &PROMOTION_REFUSED)?,
+            key_renewal: histogram(r, &KEY_RENEWAL, RENEWAL_BUCKETS)?,
+            key_renewal_failures: counter(r, &KEY_RENEWAL_FAILURES)?,
+            write_lease_renewal: histogram(r, &WRITE_LEASE_RENEWAL, RENEWAL_BUCKETS)?,
+        })
+    }
+
+    pub fn set_leader(&self, ag: &str, held: bool) {
+        self.leader.with_label_values(&[ag]).set(i64::from(held));
+    }
+
+    pub fn count_promotion(&self, ag: &str) {
+        self.promotions.with_label_values(&[ag]).inc();
+    }
+
+    pub fn count_refusal(&self, ag: &str, reason: &str) {
+        self.refused.with_label_values(&[ag, reason]).inc();
+    }
+
+    pub fn observe_key_renewal(&self, ag: &str, took: Option<std::time::Duration>) {
+        match took {
+            Some(t) => self
+                .key_renewal
+                .with_label_values(&[ag])
+                .observe(t.as_secs_f64()),
+            None => self.key_renewal_failures.with_label_values(&[ag]).inc(),
+        }
+    }
+
+    pub fn observe_write_lease_renewal(&self, ag: &str, took: std::time::Duration) {
+        self.write_lease_renewal
+            .with_label_values(&[ag])
+            .observe(took.as_secs_f64());
+    }
+}
+
 fn counter(registry: &Registry, def: &Def) -> Result<IntCounterVec, prometheus::Error> {
     let c = IntCounterVec::new(Opts::new(def.name, def.help), def.labels)?;
     registry.register(Box::new(c.clone()))?;
@@ -240,11 +331,17 @@ impl AgentMetrics {
             drift_repairs: counter(&r, &DRIFT_REPAIRS)?,
             overlay_packets: counter(&r, &OVERLAY_PACKETS)?,
             config_reloads: counter(&r, &CONFIG_RELOADS)?,
+            manage: ManageMetrics::new(&r)?,
             registry: r,
             packets_seen: Mutex::new(ResetAware::new()),
             conflicts_seen: Mutex::new(ResetAware::new()),
             drift_seen: Mutex::new(ResetAware::new()),
         })
+    }
+
+    /// Manage mode's metrics, for the manage tasks.
+    pub fn manage(&self) -> ManageMetrics {
+        self.manage.clone()
     }
 
     /// One SIGHUP reload: applied, or refused with the running config kept.

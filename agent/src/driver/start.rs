@@ -70,7 +70,7 @@ pub async fn run(
         bearer.as_ref(),
         &tx,
     )?;
-    start_manage(&config, &password, &cancel)?;
+    start_manage(&config, &password, &cancel, &metrics)?;
     signals::spawn(tx.clone(), shutdown)?;
     let http = Http::start(&config, &metrics, &status, token).await?;
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
@@ -109,6 +109,7 @@ fn start_manage(
     config: &AgentConfig,
     password: &Password,
     cancel: &CancellationToken,
+    metrics: &AgentMetrics,
 ) -> Result<(), DriverError> {
     if config.cluster.mode != ClusterMode::Manage {
         return Ok(());
@@ -117,7 +118,7 @@ fn start_manage(
     for (i, ag) in config.ags.iter().enumerate() {
         let managed = ManagedAg::new(config, password, ag, etcd.clone())
             .map_err(|e| cfg_err(format!("ag[{i}]"), e))?;
-        managed.spawn(cancel.clone());
+        managed.spawn(cancel.clone(), metrics.manage());
     }
     tracing::info!(etcd = ?config.cluster.etcd, prefix = %config.cluster.prefix, "manage mode: the agents promote, through etcd");
     Ok(())

@@ -14,6 +14,7 @@ use super::sql::{NOT_SYNCHRONIZED, ReplicaControl};
 use crate::controller::promotion::{
     Campaign, Handoff, LeaderKey, PromotionAction as A, PromotionController, PromotionEvent as E,
 };
+use crate::metrics::ManageMetrics;
 
 /// Renewal errors Microsoft's Pacemaker agent treats as harmless: the AG has no write
 /// lease (47116), or the current one already lasts longer (47119).
@@ -25,6 +26,7 @@ pub(super) struct Actor {
     pub etcd: Arc<Etcd>,
     pub lease: watch::Receiver<Option<Lease>>,
     pub control: ReplicaControl,
+    pub metrics: ManageMetrics,
 }
 
 impl Actor {
@@ -52,6 +54,7 @@ impl Actor {
                 None
             }
             A::Refused(r) => {
+                self.metrics.count_refusal(&self.ag, r.reason());
                 tracing::warn!(ag = %self.ag, reason = r.reason(), "manage: no promotion of the local replica: {r}");
                 None
             }
@@ -120,7 +123,11 @@ impl Actor {
     }
 
     async fn renew(&mut self, token: i64, send_by: Option<Instant>) -> E {
-        if let Err(e) = self.control.renew_write_lease(send_by).await
+        let began = Instant::now();
+        let result = self.control.renew_write_lease(send_by).await;
+        self.metrics
+            .observe_write_lease_renewal(&self.ag, began.elapsed());
+        if let Err(e) = result
             && !e.code.is_some_and(|c| HARMLESS_RENEWAL.contains(&c))
         {
             tracing::warn!(ag = %self.ag, token, error = %e, "manage: write-lease renewal failed");

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sql::ReplicaControl;
 use crate::controller::promotion::{Handoff, LeaderKey, MemberState, PromotionEvent};
+use crate::metrics::ManageMetrics;
 
 type Events = mpsc::Sender<PromotionEvent>;
 
@@ -68,70 +69,91 @@ pub(super) async fn connect(settings: &EtcdSettings, cancel: &CancellationToken)
     }
 }
 
-/// Grants this agent's lease and renews it every `every`; a lease etcd says is gone is
-/// reported ([`PromotionEvent::LeaseLost`]) and replaced by a new one.
-pub(super) fn spawn_lease(
-    etcd: Arc<Etcd>,
-    (ttl, every): (Duration, Duration),
-    revoke_at_stop: bool,
-    lease_tx: watch::Sender<Option<Lease>>,
-    tx: Events,
-    cancel: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lease: Option<Lease> = None;
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let event = match &lease {
-                None => match etcd.grant(ttl).await {
-                    Ok(l) => {
-                        tracing::info!(lease = l.id, "manage: etcd lease granted");
-                        lease = Some(l.clone());
-                        // The actor sees the lease before the controller hears of it.
-                        let _ = lease_tx.send(Some(l));
-                        PromotionEvent::LeaseGranted
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "manage: cannot grant an etcd lease");
-                        continue;
-                    }
-                },
-                Some(l) => match etcd.renew(l).await {
-                    Ok(r) => PromotionEvent::KeyRenewed {
-                        sent: r.sent,
-                        ttl: r.ttl,
+/// This agent's etcd lease: what [`LeaseFeed::spawn`] needs.
+pub(super) struct LeaseFeed {
+    pub etcd: Arc<Etcd>,
+    pub ttl: Duration,
+    pub every: Duration,
+    /// Revoke the lease when the agent stops (it releases its addresses).
+    pub revoke_at_stop: bool,
+    /// Where the actor finds the current lease.
+    pub lease_tx: watch::Sender<Option<Lease>>,
+    pub metrics: ManageMetrics,
+    pub ag: String,
+}
+
+impl LeaseFeed {
+    /// Grants the lease and renews it every `every`; a lease etcd says is gone is reported
+    /// ([`PromotionEvent::LeaseLost`]) and replaced by a new one.
+    pub(super) fn spawn(self, tx: Events, cancel: CancellationToken) {
+        let LeaseFeed {
+            etcd,
+            ttl,
+            every,
+            revoke_at_stop,
+            lease_tx,
+            metrics,
+            ag,
+        } = self;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut lease: Option<Lease> = None;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let event = match &lease {
+                    None => match etcd.grant(ttl).await {
+                        Ok(l) => {
+                            tracing::info!(lease = l.id, "manage: etcd lease granted");
+                            lease = Some(l.clone());
+                            // The actor sees the lease before the controller hears of it.
+                            let _ = lease_tx.send(Some(l));
+                            PromotionEvent::LeaseGranted
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "manage: cannot grant an etcd lease");
+                            continue;
+                        }
                     },
-                    Err(EtcdError::LeaseExpired { .. }) => {
-                        tracing::warn!(
-                            lease = l.id,
-                            "manage: the etcd lease expired; every key on it is gone"
-                        );
-                        lease = None;
-                        let _ = lease_tx.send(None);
-                        PromotionEvent::LeaseLost
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "manage: lease renewal failed");
-                        continue;
-                    }
-                },
-            };
-            if tx.send(event).await.is_err() {
-                break;
+                    Some(l) => match etcd.renew(l).await {
+                        Ok(r) => {
+                            metrics.observe_key_renewal(&ag, Some(r.answered - r.sent));
+                            PromotionEvent::KeyRenewed {
+                                sent: r.sent,
+                                ttl: r.ttl,
+                            }
+                        }
+                        Err(EtcdError::LeaseExpired { .. }) => {
+                            tracing::warn!(
+                                lease = l.id,
+                                "manage: the etcd lease expired; every key on it is gone"
+                            );
+                            lease = None;
+                            let _ = lease_tx.send(None);
+                            PromotionEvent::LeaseLost
+                        }
+                        Err(e) => {
+                            metrics.observe_key_renewal(&ag, None);
+                            tracing::debug!(error = %e, "manage: lease renewal failed");
+                            continue;
+                        }
+                    },
+                };
+                if tx.send(event).await.is_err() {
+                    break;
+                }
             }
-        }
-        if let Some(l) = lease.filter(|_| revoke_at_stop) {
-            // An agent that stops and releases should not make the candidates wait for
-            // its TTL too (best effort). One that keeps its addresses for a restart leaves
-            // its key: the next agent resigns it at once (`PromotionController`).
-            let _ = etcd.revoke(&l).await;
-        }
-    });
+            if let Some(l) = lease.filter(|_| revoke_at_stop) {
+                // An agent that stops and releases should not make the candidates wait for
+                // its TTL too (best effort). One that keeps its addresses for a restart leaves
+                // its key: the next agent resigns it at once (`PromotionController`).
+                let _ = etcd.revoke(&l).await;
+            }
+        });
+    }
 }
 
 /// Reads the AG's keys and watches them; after any watch failure, reads and watches again.

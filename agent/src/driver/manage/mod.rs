@@ -22,6 +22,7 @@ use crate::config::{AgConfig, AgentConfig, StopAddresses};
 use crate::controller::promotion::{
     PromotionAction, PromotionController, PromotionEvent, PromotionSettings,
 };
+use crate::metrics::ManageMetrics;
 
 mod act;
 mod feeds;
@@ -80,11 +81,11 @@ impl ManagedAg {
     }
 
     /// Runs until `cancel`.
-    pub(super) fn spawn(self, cancel: CancellationToken) {
-        tokio::spawn(self.run(cancel));
+    pub(super) fn spawn(self, cancel: CancellationToken, metrics: ManageMetrics) {
+        tokio::spawn(self.run(cancel, metrics));
     }
 
-    async fn run(self, cancel: CancellationToken) {
+    async fn run(self, cancel: CancellationToken, metrics: ManageMetrics) {
         let ManagedAg {
             ag,
             node,
@@ -104,15 +105,16 @@ impl ManagedAg {
             None => return,
         };
         let (lease_tx, lease_rx) = watch::channel(None);
-        let timing = (key_ttl, renew_interval);
-        feeds::spawn_lease(
-            etcd.clone(),
-            timing,
+        let lease = feeds::LeaseFeed {
+            etcd: etcd.clone(),
+            ttl: key_ttl,
+            every: renew_interval,
             revoke_at_stop,
             lease_tx,
-            tx.clone(),
-            cancel.clone(),
-        );
+            metrics: metrics.clone(),
+            ag: ag.clone(),
+        };
+        lease.spawn(tx.clone(), cancel.clone());
         feeds::spawn_watch(etcd.clone(), ag.clone(), tx, cancel.clone());
         let mut controller = PromotionController::new(settings, Instant::now());
         let mut actor = act::Actor {
@@ -121,6 +123,7 @@ impl ManagedAg {
             etcd,
             lease: lease_rx,
             control,
+            metrics: metrics.clone(),
         };
         loop {
             let deadline = controller.next_deadline();
@@ -142,7 +145,9 @@ impl ManagedAg {
                 }
                 pending = next;
             }
+            metrics.set_leader(&actor.ag, controller.held().is_some());
         }
+        metrics.set_leader(&actor.ag, false);
     }
 }
 
