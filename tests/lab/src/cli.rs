@@ -254,6 +254,18 @@ mod tests {
     }
 
     #[test]
+    fn promote_agent_is_taken_with_the_smallest_write_lease() {
+        let c = parse(&["--promote", "agent"]).unwrap();
+        let s = c.drill.common.settings(Impl::Tdsvip);
+        assert_eq!((s.promote, s.write_lease_validity_s), (Promote::Agent, 1));
+        let d = parse(&[]).unwrap().drill.common.settings(Impl::Tdsvip);
+        assert_eq!((d.promote, d.write_lease_validity_s), (Promote::Lab, 2));
+        let e = parse(&["--promote", "pacemaker"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("expected lab, agent"), "{e}");
+    }
+
+    #[test]
     fn defaults_and_bench() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.drill.scenario, Scenario::KillPrimary);

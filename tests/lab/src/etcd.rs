@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use crate::config;
+use crate::lab::{Impl, Lab};
 use crate::netns::sh;
 use crate::procs;
 
@@ -209,6 +211,43 @@ impl Drop for EtcdCluster {
         for d in &self.data {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+impl Lab {
+    /// The AG was created before the agents ran, so the lab renewed its write lease until
+    /// node 1's agent holds the leader key (and renews it itself); then the lab stops.
+    pub(crate) fn hand_the_lease_to_the_agents(&mut self) -> Result<(), String> {
+        let key = format!("/tdsvip/{}/leader", config::AG);
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        let etcd = self.etcd.as_ref().ok_or("no etcd")?;
+        // The agents are named sqlnode1.. in their configs (config::agent_toml).
+        while etcd.get(&key).as_deref() != Some("sqlnode1") {
+            if std::time::Instant::now() > end {
+                return Err(format!(
+                    "node 1's agent did not take the leader key {key} within 20 s ({})",
+                    self.log_hint()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop_renewing(0, "node 1's agent holds the leader key and renews");
+        Ok(())
+    }
+
+    pub(crate) fn start_etcd(&mut self) -> Result<(), String> {
+        if self.settings.implementation != Impl::Tdsvip {
+            return Err("--promote agent: only tdsvip's agents promote".into());
+        }
+        let nodes: Vec<(String, Ipv4Addr)> =
+            self.nodes.iter().map(|n| (n.ns.clone(), n.ip)).collect();
+        self.etcd = Some(crate::etcd::EtcdCluster::start(
+            &self.topo.name,
+            &nodes,
+            &self.topo.hub,
+            &self.dir,
+        )?);
+        Ok(())
     }
 }
 

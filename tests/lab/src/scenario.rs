@@ -116,6 +116,9 @@ pub struct Trial {
     pub lease_failures: Vec<crate::lease::RenewFailure>,
     /// The writer's failed logins and commits during the trial.
     pub write_failures: Vec<crate::writer::WriteFailure>,
+    /// `--promote agent`: etcd's raft leader (member id) before the fault and after the
+    /// watch, so that a trial in which etcd itself changed leaders is known as such.
+    pub etcd_leaders: Option<(Option<u64>, Option<u64>)>,
 }
 
 /// Uniform in 0..n from /dev/urandom (0 if it cannot be read).
@@ -173,8 +176,10 @@ pub fn run_trial(
     // A random phase before the fault, so that periodic timers (probe intervals, keepalived's
     // once-a-second script) are not sampled at the same phase in every trial.
     sleep_ms(300 + random_below(1000));
+    let etcd_before = lab.etcd.as_ref().map(|e| e.leader());
     let injected = inject(lab, scenario, old, new)?;
     watch(lab, scenario, &injected);
+    let etcd_leaders = etcd_before.map(|b| (b, lab.etcd.as_ref().and_then(|e| e.leader())));
     let end = lab.clock.now();
     let window = Window {
         index,
@@ -191,6 +196,7 @@ pub fn run_trial(
         discarded(lab, old)
     };
     let mut trial = record(lab, scenario, window, injected)?;
+    trial.etcd_leaders = etcd_leaders;
     restore(lab, scenario, old, trial.new)?;
     if scenario != Scenario::KillAgent {
         trial.discarded_on_rejoin = discarded(lab, old).saturating_sub(discarded_before);
@@ -305,6 +311,7 @@ fn record(
         lease_renewals,
         lease_failures,
         write_failures: crate::clock::between(&lab.writer().failures, start, end),
+        etcd_leaders: None,
     })
 }
 

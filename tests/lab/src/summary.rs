@@ -55,6 +55,8 @@ pub struct RunSummary {
     pub lost_commits: usize,
     pub discarded_on_rejoin: u64,
     pub write_outage_ms: Summary,
+    /// `--promote agent`: trials in which etcd's leader changed (or could not be read).
+    pub etcd_leader_changes: Option<usize>,
     pub settings: Value,
 }
 
@@ -69,7 +71,7 @@ pub fn settings_json(s: &Settings) -> Value {
         "lease_ms": s.lease_ms,
         "flaps": s.flaps,
         "flap_interval_ms": s.flap_interval_ms,
-        "promote": "lab",
+        "promote": s.promote.name(),
         "session_timeout_ms": s.session_timeout_ms,
         "required_synchronized_secondaries_to_commit": s.required_synchronized,
         "writer_every_ms": s.writer_every_ms,
@@ -168,6 +170,12 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
         lost_commits: trials.iter().map(|t| t.commits.lost.len()).sum(),
         discarded_on_rejoin: trials.iter().map(|t| t.discarded_on_rejoin).sum(),
         write_outage_ms: summarize_optional(&all(&|t| vec![t.commits.write_outage_ms])),
+        etcd_leader_changes: lab.etcd.as_ref().map(|_| {
+            trials
+                .iter()
+                .filter(|t| t.etcd_leaders.is_some_and(|(a, b)| a.is_none() || a != b))
+                .count()
+        }),
         settings: settings_json(&lab.settings),
     }
 }
@@ -228,6 +236,7 @@ impl RunSummary {
             "lost_commits": self.lost_commits,
             "discarded_on_rejoin": self.discarded_on_rejoin,
             "write_outage_ms": self.write_outage_ms,
+            "etcd_leader_changes": self.etcd_leader_changes,
             "settings": self.settings,
         });
         if let Some(r) = &self.route_tables_ms {
@@ -290,5 +299,10 @@ pub fn summary_text(s: &RunSummary) -> String {
         "  commits acknowledged {}, lost {}, discarded on rejoin {}\n",
         s.acked_commits, s.lost_commits, s.discarded_on_rejoin
     ));
+    if let Some(n) = s.etcd_leader_changes {
+        out.push_str(&format!(
+            "  trials in which etcd's own leader changed (or was unreadable): {n}\n"
+        ));
+    }
     out
 }
