@@ -66,23 +66,26 @@ impl Actor {
     }
 
     async fn publish(&mut self, state: &crate::controller::promotion::MemberState) -> Option<E> {
-        let lease = self.current_lease()?;
+        let Some(lease) = self.current_lease() else {
+            return Some(E::Published { ok: false });
+        };
         let json = serde_json::to_string(state).ok()?;
-        if let Err(e) = self
+        let result = self
             .etcd
             .put_member(&self.ag, &self.node, &json, &lease)
-            .await
-        {
+            .await;
+        if let Err(e) = &result {
             tracing::debug!(ag = %self.ag, error = %e, "manage: cannot publish the replica's state");
         }
-        None
+        Some(E::Published { ok: result.is_ok() })
     }
 
     async fn unpublish(&mut self) -> Option<E> {
-        if let Err(e) = self.etcd.delete_member(&self.ag, &self.node).await {
+        let result = self.etcd.delete_member(&self.ag, &self.node).await;
+        if let Err(e) = &result {
             tracing::debug!(ag = %self.ag, error = %e, "manage: cannot withdraw the replica's state");
         }
-        None
+        Some(E::Published { ok: result.is_ok() })
     }
 
     async fn campaign(&mut self) -> E {
@@ -115,6 +118,7 @@ impl Actor {
         let result = self.control.failover(send_by).await;
         match &result {
             Ok(()) => {
+                self.metrics.count_promotion(&self.ag);
                 tracing::info!(ag = %self.ag, token, "manage: ALTER AVAILABILITY GROUP FAILOVER accepted")
             }
             Err(e) => tracing::warn!(ag = %self.ag, token, error = %e, "manage: FAILOVER failed"),
