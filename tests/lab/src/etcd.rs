@@ -74,69 +74,41 @@ impl EtcdCluster {
         &self.endpoints
     }
 
-    /// The leader's member id, as the first member that answers says; `None` when none
-    /// answers or none knows a leader.
-    pub fn leader(&self) -> Option<u64> {
+    /// The JSON answer of the first member whose HTTP gateway answers `POST path` with
+    /// `body` (from the hub namespace, which reaches every node; 300 ms each).
+    fn gateway(&self, path: &str, body: &str) -> Option<serde_json::Value> {
         self.endpoints.iter().find_map(|url| {
-            let out = sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &self.hub,
-                "curl",
-                "-sf",
-                "-m",
-                "0.3",
-                "-X",
-                "POST",
-                &format!("{url}/v3/maintenance/status"),
-                "-d",
-                "{}",
-            ])
-            .ok()?;
-            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-            // The gateway renders uint64 as a JSON string.
-            v["leader"]
-                .as_str()?
-                .parse()
-                .ok()
-                .filter(|&id: &u64| id != 0)
+            let target = format!("{url}{path}");
+            let args = [
+                "curl", "-sf", "-m", "0.3", "-X", "POST", &target, "-d", body,
+            ];
+            let mut cmd = vec!["ip", "netns", "exec", self.hub.as_str()];
+            cmd.extend(args);
+            serde_json::from_str(&sh(&cmd).ok()?).ok()
         })
     }
 
-    /// The value of `key` (the agents' leader key names its holder), read through the
-    /// gateway of the first member that answers.
+    /// The leader's member id, as the first member that answers says; `None` when none
+    /// answers or none knows a leader.
+    pub fn leader(&self) -> Option<u64> {
+        let v = self.gateway("/v3/maintenance/status", "{}")?;
+        // The gateway renders uint64 as a JSON string.
+        v["leader"]
+            .as_str()?
+            .parse()
+            .ok()
+            .filter(|&id: &u64| id != 0)
+    }
+
+    /// The value of `key` (the agents' leader key names its holder); `None` when it does
+    /// not exist or no member answers.
     pub fn get(&self, key: &str) -> Option<String> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         let body = format!("{{\"key\":\"{}\"}}", b64.encode(key));
-        self.endpoints
-            .iter()
-            .find_map(|url| {
-                let out = sh(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &self.hub,
-                    "curl",
-                    "-sf",
-                    "-m",
-                    "0.3",
-                    "-X",
-                    "POST",
-                    &format!("{url}/v3/kv/range"),
-                    "-d",
-                    &body,
-                ])
-                .ok()?;
-                let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-                let value = v["kvs"].get(0).map(|kv| kv["value"].as_str().unwrap_or(""));
-                Some(match value {
-                    Some(b) => String::from_utf8(b64.decode(b).ok()?).ok()?,
-                    None => String::new(),
-                })
-            })
-            .filter(|v| !v.is_empty())
+        let v = self.gateway("/v3/kv/range", &body)?;
+        let value = v["kvs"].get(0)?["value"].as_str()?;
+        String::from_utf8(b64.decode(value).ok()?).ok()
     }
 
     fn wait_leader(&mut self, limit: Duration) -> Result<(), String> {

@@ -60,6 +60,27 @@ impl Run {
     }
 }
 
+/// The leader key with `token` deleted by a resign whose note, from `from` for
+/// `note_token`, confirms the old primary's SQL Server down.
+fn handed_off(token: i64, from: &str, note_token: i64) -> PromotionEvent {
+    PromotionEvent::LeaderGone {
+        token,
+        handoff: Some(Handoff {
+            from: from.into(),
+            token: note_token,
+            confirmed_down: true,
+        }),
+    }
+}
+
+/// The leader key with `token` gone without a note (expired, or an unconfirmed resign).
+fn unannounced(token: i64) -> PromotionEvent {
+    PromotionEvent::LeaderGone {
+        token,
+        handoff: None,
+    }
+}
+
 fn has(actions: &[PromotionAction], f: impl Fn(&PromotionAction) -> bool) -> bool {
     actions.iter().any(f)
 }
@@ -179,18 +200,7 @@ fn a_leader_whose_sql_server_hangs_resigns_unconfirmed() {
 #[test]
 fn a_confirmed_handoff_lets_the_candidate_promote_at_once() {
     let mut r = follower_b();
-    let handoff = Handoff {
-        from: "a".into(),
-        token: 5,
-        confirmed_down: true,
-    };
-    let a = r.at(
-        50,
-        PromotionEvent::LeaderGone {
-            token: 5,
-            handoff: Some(handoff),
-        },
-    );
+    let a = r.at(50, handed_off(5, "a", 5));
     assert!(campaigns(&a), "{a:?}");
     let a = r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
     assert_eq!(a, vec![PromotionAction::Failover { token: 9 }]);
@@ -200,13 +210,7 @@ fn a_confirmed_handoff_lets_the_candidate_promote_at_once() {
 fn an_unannounced_loss_waits_out_the_write_lease_and_the_statement_deadline() {
     let mut r = follower_b();
     r.renewed(400);
-    let a = r.at(
-        500,
-        PromotionEvent::LeaderGone {
-            token: 5,
-            handoff: None,
-        },
-    );
+    let a = r.at(500, unannounced(5));
     assert!(!campaigns(&a));
     // The key renewed at 400 ms is next due at 1300 ms, before the vacancy ends at 1800.
     assert_eq!(
@@ -221,18 +225,7 @@ fn an_unannounced_loss_waits_out_the_write_lease_and_the_statement_deadline() {
 #[test]
 fn a_handoff_for_another_token_is_not_a_confirmation() {
     let mut r = follower_b();
-    let handoff = Handoff {
-        from: "a".into(),
-        token: 4,
-        confirmed_down: true,
-    };
-    let a = r.at(
-        50,
-        PromotionEvent::LeaderGone {
-            token: 5,
-            handoff: Some(handoff),
-        },
-    );
+    let a = r.at(50, handed_off(5, "a", 4));
     assert!(!campaigns(&a));
 }
 
@@ -246,14 +239,7 @@ fn a_replica_behind_the_highest_sequence_number_is_refused_once() {
             member("c", MemberRole::Secondary, 4),
         ]),
     );
-    let gone = PromotionEvent::LeaderGone {
-        token: 5,
-        handoff: Some(Handoff {
-            from: "a".into(),
-            token: 5,
-            confirmed_down: true,
-        }),
-    };
+    let gone = handed_off(5, "a", 5);
     let a = r.at(50, gone);
     assert_eq!(
         a,
@@ -268,14 +254,7 @@ fn a_replica_behind_the_highest_sequence_number_is_refused_once() {
 #[test]
 fn two_candidates_race_and_the_loser_follows_the_winner() {
     let mut r = follower_b();
-    let gone = PromotionEvent::LeaderGone {
-        token: 5,
-        handoff: Some(Handoff {
-            from: "a".into(),
-            token: 5,
-            confirmed_down: true,
-        }),
-    };
+    let gone = handed_off(5, "a", 5);
     assert!(campaigns(&r.at(50, gone)));
     let c = LeaderKey {
         holder: "c".into(),
@@ -291,14 +270,7 @@ fn two_candidates_race_and_the_loser_follows_the_winner() {
 #[test]
 fn a_failover_refused_with_41142_gives_the_key_back_and_does_not_retry() {
     let mut r = follower_b();
-    let gone = PromotionEvent::LeaderGone {
-        token: 5,
-        handoff: Some(Handoff {
-            from: "a".into(),
-            token: 5,
-            confirmed_down: true,
-        }),
-    };
+    let gone = handed_off(5, "a", 5);
     r.at(50, gone);
     r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
     let a = r.at(60, PromotionEvent::FailedOver(Err(true)));
@@ -309,13 +281,7 @@ fn a_failover_refused_with_41142_gives_the_key_back_and_does_not_retry() {
             token: 9,
             confirmed_down: false
         }));
-    r.at(
-        61,
-        PromotionEvent::LeaderGone {
-            token: 9,
-            handoff: None,
-        },
-    );
+    r.at(61, unannounced(9));
     // The lease is alive and the wait is over: only the refusal keeps it from trying again.
     r.renewed(2900);
     assert!(!campaigns(&r.at(3000, PromotionEvent::Deadline)));
@@ -325,28 +291,14 @@ fn a_failover_refused_with_41142_gives_the_key_back_and_does_not_retry() {
         token: 12,
     };
     r.at(3001, PromotionEvent::Leader(Some(c)));
-    let gone = PromotionEvent::LeaderGone {
-        token: 12,
-        handoff: Some(Handoff {
-            from: "c".into(),
-            token: 12,
-            confirmed_down: true,
-        }),
-    };
+    let gone = handed_off(12, "c", 12);
     assert!(campaigns(&r.at(3002, gone)));
 }
 
 #[test]
 fn losing_the_key_mid_promotion_takes_the_replica_offline() {
     let mut r = follower_b();
-    let gone = PromotionEvent::LeaderGone {
-        token: 5,
-        handoff: Some(Handoff {
-            from: "a".into(),
-            token: 5,
-            confirmed_down: true,
-        }),
-    };
+    let gone = handed_off(5, "a", 5);
     r.at(50, gone);
     r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
     // No renewal since t = 0: the key is provably held until 900 ms only.
@@ -395,17 +347,7 @@ fn a_candidate_without_a_majority_of_reports_is_refused() {
         2,
         PromotionEvent::Members(vec![member("b", MemberRole::Secondary, 3)]),
     );
-    let a = r.at(
-        50,
-        PromotionEvent::LeaderGone {
-            token: 5,
-            handoff: Some(Handoff {
-                from: "a".into(),
-                token: 5,
-                confirmed_down: true,
-            }),
-        },
-    );
+    let a = r.at(50, handed_off(5, "a", 5));
     assert_eq!(
         a,
         vec![PromotionAction::Refused(Refusal::TooFewReporters {
@@ -468,13 +410,7 @@ fn a_key_in_this_nodes_name_that_it_does_not_hold_is_given_back_once() {
     );
     assert!(r.at(3, PromotionEvent::Leader(Some(stale))).is_empty());
     // Once it is gone, the PRIMARY's agent takes the key again without a failover.
-    let a = r.at(
-        4,
-        PromotionEvent::LeaderGone {
-            token: 4,
-            handoff: None,
-        },
-    );
+    let a = r.at(4, unannounced(4));
     assert!(campaigns(&a), "{a:?}");
 }
 
@@ -503,10 +439,7 @@ fn a_failed_publish_is_retried_after_an_interval_and_a_new_lease_republishes() {
 #[test]
 fn a_read_without_a_leader_starts_the_wait_again() {
     let mut r = follower_b();
-    let gone = PromotionEvent::LeaderGone {
-        token: 5,
-        handoff: None,
-    };
+    let gone = unannounced(5);
     r.at(50, gone);
     // The watch broke and was read again much later: nobody leads, but who knows who led
     // (and promoted) meanwhile.
@@ -521,14 +454,7 @@ fn a_read_without_a_leader_starts_the_wait_again() {
 #[test]
 fn a_leader_whose_failover_did_not_take_gives_the_key_back_after_the_grace() {
     let mut r = follower_b();
-    let gone = PromotionEvent::LeaderGone {
-        token: 5,
-        handoff: Some(Handoff {
-            from: "a".into(),
-            token: 5,
-            confirmed_down: true,
-        }),
-    };
+    let gone = handed_off(5, "a", 5);
     r.at(50, gone);
     r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
     r.at(55, PromotionEvent::FailedOver(Ok(())));
@@ -558,13 +484,7 @@ fn deadlines_already_passed_do_not_wake_the_loop_again() {
             member("c", MemberRole::Secondary, 4),
         ]),
     );
-    r.at(
-        50,
-        PromotionEvent::LeaderGone {
-            token: 5,
-            handoff: None,
-        },
-    );
+    r.at(50, unannounced(5));
     r.renewed(1300);
     // The wait ended at 1350, refused (behind): nothing more to do until something changes.
     r.at(1400, PromotionEvent::Deadline);
