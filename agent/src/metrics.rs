@@ -228,8 +228,8 @@ const RENEWAL_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
-/// Manage mode's metrics (`driver/manage/`), registered in every mode so that dashboards
-/// can tell "follow mode" (never set) from "no leader".
+/// Manage mode's metrics (`driver/manage/`). Registered in every mode; in follow mode no
+/// series is ever set, which is how a dashboard tells "follow mode" from "no leader" (0).
 #[derive(Debug, Clone)]
 pub struct ManageMetrics {
     leader: IntGaugeVec,
