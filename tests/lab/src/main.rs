@@ -50,10 +50,15 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             println!("goals: {}", doc["goals"]);
             let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())? + "\n";
-            let default = bench_dir().join("lab.json");
+            // One default file per promoter, so that neither bench overwrites the other's.
+            let stem = match b.common.promote {
+                tdsvip_lab::lab::Promote::Lab => "lab",
+                tdsvip_lab::lab::Promote::Agent => "lab-agent",
+            };
+            let default = bench_dir().join(format!("{stem}.json"));
             write_file(&default, &text)?;
             println!("JSON: {}", default.display());
-            let tl = bench_dir().join("lab-timelines.txt");
+            let tl = bench_dir().join(format!("{stem}-timelines.txt"));
             write_file(&tl, &out.timelines)?;
             println!("every trial's timeline: {}", tl.display());
             if let Some(p) = &b.json {
