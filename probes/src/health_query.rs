@@ -246,9 +246,15 @@ fn replica_role(
     })
 }
 
-/// A T-SQL Unicode string literal.
-fn n_literal(s: &str) -> String {
+/// A T-SQL Unicode string literal, `'` doubled: names from the config are never spliced
+/// raw into a query (the agent's other T-SQL builds its literals with this too).
+pub fn n_literal(s: &str) -> String {
     format!("N'{}'", s.replace('\'', "''"))
+}
+
+/// A T-SQL bracketed identifier, `]` doubled (an AG name in `ALTER AVAILABILITY GROUP`).
+pub fn bracketed(name: &str) -> String {
+    format!("[{}]", name.replace(']', "]]"))
 }
 
 #[cfg(test)]
@@ -304,6 +310,12 @@ mod tests {
         assert_eq!(q.expected_result_sets(), 1);
         let q = HealthQuery::new(None, &[]);
         assert_eq!(q.sql(), "SELECT @@SERVERNAME");
+    }
+
+    #[test]
+    fn identifiers_are_bracketed_with_brackets_doubled() {
+        assert_eq!(bracketed("A'G]1"), "[A'G]]1]");
+        assert_eq!(n_literal("A'G]1"), "N'A''G]1'");
     }
 
     #[test]

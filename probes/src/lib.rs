@@ -32,7 +32,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use config::{ConfigProblem, Encrypt, LoginConfig, Password, ProbeConfig, TlsConfig};
-pub use health_query::{HealthQuery, ResultSet};
+pub use health_query::{HealthQuery, ResultSet, bracketed, n_literal};
 pub use latency::LatencySummary;
 pub use login::LoginProbe;
 pub use outcome::{DbStatus, Outcome, Phase, PhaseTimes, ProbeResult, ServerInfo};

@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 
 use tdsvip::config::{AgConfig, AgentConfig};
-use tdsvip_probes::{LoginProbe, Outcome, Password, ProbeResult, ResultSet};
+use tdsvip_probes::{LoginProbe, Outcome, Password, ProbeResult, ResultSet, bracketed, n_literal};
 
 use super::EXIT_USAGE;
 use super::check_config::StartConfig;
@@ -93,16 +93,6 @@ fn needs(config: &AgentConfig) -> Vec<&'static Need> {
     out
 }
 
-/// `name` as a bracketed T-SQL identifier.
-fn bracketed(name: &str) -> String {
-    format!("[{}]", name.replace(']', "]]"))
-}
-
-/// `text` as an N'..' literal.
-fn literal(text: &str) -> String {
-    format!("N'{}'", text.replace('\'', "''"))
-}
-
 /// Every permission name a need is satisfied by, the suggested one first.
 fn names(n: &Need) -> impl Iterator<Item = &'static str> {
     std::iter::once(n.permission).chain(n.or.iter().copied())
@@ -113,7 +103,7 @@ fn permissions_query(needs: &[&Need], ag: &str) -> String {
     let mut columns = Vec::new();
     for n in needs {
         let (securable, class) = if n.on_ag {
-            (literal(ag), literal("AVAILABILITY GROUP"))
+            (n_literal(ag), n_literal("AVAILABILITY GROUP"))
         } else {
             ("NULL".to_owned(), "NULL".to_owned())
         };
@@ -121,7 +111,7 @@ fn permissions_query(needs: &[&Need], ag: &str) -> String {
             let i = columns.len();
             columns.push(format!(
                 "CAST(HAS_PERMS_BY_NAME({securable}, {class}, {}) AS nvarchar(10)) AS p{i}",
-                literal(p)
+                n_literal(p)
             ));
         }
     }

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tdsvip_probes::{LoginConfig, LoginProbe, Outcome, ResultSet};
+use tdsvip_probes::{LoginConfig, LoginProbe, Outcome, ResultSet, bracketed, n_literal};
 
 use crate::controller::promotion::{CommitMode, LocalPoll, MemberRole, MemberState};
 
@@ -101,59 +101,66 @@ impl ReplicaControl {
         &mut self,
         send_by: Option<Instant>,
     ) -> Result<(), StatementError> {
-        let sql = format!("ALTER AVAILABILITY GROUP {} FAILOVER;", quote(&self.ag));
-        self.run(&sql, Some(send_by)).await
+        self.log_in().await?;
+        provable(send_by)?;
+        self.send(&format!(
+            "ALTER AVAILABILITY GROUP {} FAILOVER;",
+            bracketed(&self.ag)
+        ))
+        .await
     }
 
+    /// `SET (WRITE_LEASE_VALIDITY = s)`, gated as [`Self::failover`].
     pub(super) async fn renew_write_lease(
         &mut self,
         send_by: Option<Instant>,
     ) -> Result<(), StatementError> {
-        let sql = format!(
+        self.log_in().await?;
+        provable(send_by)?;
+        self.send(&format!(
             "ALTER AVAILABILITY GROUP {} SET (WRITE_LEASE_VALIDITY = {});",
-            quote(&self.ag),
+            bracketed(&self.ag),
             self.validity_s
-        );
-        self.run(&sql, Some(send_by)).await
+        ))
+        .await
     }
 
+    /// `OFFLINE`: fencing needs no proof.
     pub(super) async fn offline(&mut self) -> Result<(), StatementError> {
-        let sql = format!("ALTER AVAILABILITY GROUP {} OFFLINE;", quote(&self.ag));
-        self.run(&sql, None).await
+        self.log_in().await?;
+        self.send(&format!(
+            "ALTER AVAILABILITY GROUP {} OFFLINE;",
+            bracketed(&self.ag)
+        ))
+        .await
     }
 
     pub(super) async fn set_secondary(&mut self) -> Result<(), StatementError> {
-        let sql = format!(
+        self.log_in().await?;
+        self.send(&format!(
             "ALTER AVAILABILITY GROUP {} SET (ROLE = SECONDARY);",
-            quote(&self.ag)
-        );
-        self.run(&sql, None).await
+            bracketed(&self.ag)
+        ))
+        .await
     }
 
-    /// Runs `statement` after the `external_cluster` context. With `gate`, only if it is
-    /// sent before the instant it holds (`None` inside: no proof at all).
-    async fn run(
-        &mut self,
-        statement: &str,
-        gate: Option<Option<Instant>>,
-    ) -> Result<(), StatementError> {
-        if !self.session.has_session() {
-            let login = self.session.probe().await;
-            if !self.session.has_session() {
-                return Err(StatementError {
-                    code: None,
-                    message: format!("cannot log in to the local replica: {}", login.outcome),
-                });
-            }
+    /// Logs in unless a session is kept.
+    async fn log_in(&mut self) -> Result<(), StatementError> {
+        if self.session.has_session() {
+            return Ok(());
         }
-        if let Some(send_by) = gate
-            && send_by.is_none_or(|t| Instant::now() >= t)
-        {
-            return Err(StatementError {
-                code: None,
-                message: "not sent: the leader key is no longer provably held".to_owned(),
-            });
+        let login = self.session.probe().await;
+        if self.session.has_session() {
+            return Ok(());
         }
+        Err(StatementError {
+            code: None,
+            message: format!("cannot log in to the local replica: {}", login.outcome),
+        })
+    }
+
+    /// Sends `statement` after the `external_cluster` context on the kept session.
+    async fn send(&mut self, statement: &str) -> Result<(), StatementError> {
         let batch = format!("{EXTERNAL_CLUSTER}\n{statement}");
         match self.session.query_text(&batch).await {
             Ok(_) => Ok(()),
@@ -169,21 +176,22 @@ impl ReplicaControl {
     }
 }
 
+/// Whether a role change or renewal may still go out: before `send_by` (none: no proof).
+fn provable(send_by: Option<Instant>) -> Result<(), StatementError> {
+    match send_by {
+        Some(t) if Instant::now() < t => Ok(()),
+        _ => Err(StatementError {
+            code: None,
+            message: "not sent: the leader key is no longer provably held".to_owned(),
+        }),
+    }
+}
+
 const EXTERNAL_CLUSTER: &str =
     "EXEC sp_set_session_context @key = N'external_cluster', @value = N'yes';";
 
-/// `[name]` with `]` doubled: an AG name is an identifier, never spliced raw.
-fn quote(name: &str) -> String {
-    format!("[{}]", name.replace(']', "]]"))
-}
-
-/// `N'...'` with `'` doubled.
-fn literal(s: &str) -> String {
-    format!("N'{}'", s.replace('\'', "''"))
-}
-
 fn member_query(ag: &str) -> String {
-    let ag = literal(ag);
+    let ag = n_literal(ag);
     format!(
         "SELECT ars.role_desc AS role_desc, ar.availability_mode_desc AS availability_mode_desc, CAST(ag.sequence_number AS nvarchar(20)) AS sequence_number\n\
          FROM sys.dm_hadr_availability_replica_states AS ars\n\
@@ -364,8 +372,16 @@ mod tests {
     }
 
     #[test]
+    fn nothing_goes_out_without_the_keys_proof() {
+        let later = Instant::now() + Duration::from_secs(60);
+        assert!(provable(Some(later)).is_ok());
+        assert!(provable(Some(Instant::now())).is_err());
+        assert!(provable(None).is_err());
+    }
+
+    #[test]
     fn names_are_quoted_not_spliced() {
-        assert_eq!(quote("a]b"), "[a]]b]");
+        assert_eq!(bracketed("a]b"), "[a]]b]");
         assert!(member_query("x' OR 1=1 --").contains("N'x'' OR 1=1 --'"));
     }
 }
