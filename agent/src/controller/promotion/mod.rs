@@ -116,7 +116,9 @@ pub enum Campaign {
     Held(LeaderKey),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// What the driver carries out; the variant's name (snake case) is its name in the log.
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PromotionAction {
     Publish(MemberState),
     Unpublish,

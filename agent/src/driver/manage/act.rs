@@ -8,7 +8,6 @@ use std::time::Instant;
 use tdsvip_etcd::{Campaign as EtcdCampaign, Etcd, Lease};
 use tokio::sync::watch;
 
-use super::action_name;
 use super::feeds::HANDOFF;
 use super::sql::{NOT_SYNCHRONIZED, ReplicaControl};
 use crate::controller::promotion::{
@@ -32,7 +31,7 @@ pub(super) struct Actor {
 impl Actor {
     pub(super) async fn act(&mut self, action: &A, c: &PromotionController) -> Option<E> {
         let token = c.held();
-        tracing::debug!(ag = %self.ag, action = action_name(action), ?token, "manage: acting");
+        tracing::debug!(ag = %self.ag, action = <&str>::from(action), ?token, "manage: acting");
         match action {
             A::Publish(state) => self.publish(state).await,
             A::Unpublish => self.unpublish().await,

@@ -180,7 +180,6 @@ pub(super) fn spawn_watch(etcd: Arc<Etcd>, ag: String, tx: Events, cancel: Cance
 
 /// What the watcher knows of the AG's keys, to turn single key events into the
 /// controller's whole-picture events.
-#[derive(Default)]
 struct AgKeys {
     leader: Option<LeaderKey>,
     members: BTreeMap<String, MemberState>,

@@ -19,9 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgConfig, AgentConfig, StopAddresses};
-use crate::controller::promotion::{
-    PromotionAction, PromotionController, PromotionEvent, PromotionSettings,
-};
+use crate::controller::promotion::{PromotionController, PromotionEvent, PromotionSettings};
 use crate::metrics::ManageMetrics;
 
 mod act;
@@ -38,7 +36,6 @@ pub(super) struct ManagedAg {
     settings: PromotionSettings,
     etcd: EtcdSettings,
     key_ttl: Duration,
-    renew_interval: Duration,
     poll_interval: Duration,
     revoke_at_stop: bool,
     poll: ReplicaControl,
@@ -74,7 +71,6 @@ impl ManagedAg {
             node,
             etcd,
             key_ttl: c.key_ttl(),
-            renew_interval: c.renew_interval(),
             poll_interval: Duration::from_millis(config.probe.interval_ms),
             revoke_at_stop: config.shutdown.addresses == StopAddresses::Release,
         })
@@ -92,7 +88,6 @@ impl ManagedAg {
             settings,
             etcd,
             key_ttl,
-            renew_interval,
             poll_interval,
             revoke_at_stop,
             poll,
@@ -108,7 +103,7 @@ impl ManagedAg {
         let lease = feeds::LeaseFeed {
             etcd: etcd.clone(),
             ttl: key_ttl,
-            every: renew_interval,
+            every: settings.renew_interval,
             revoke_at_stop,
             lease_tx,
             metrics: metrics.clone(),
@@ -155,20 +150,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// For the log: what an action is, without its payload.
-fn action_name(a: &PromotionAction) -> &'static str {
-    match a {
-        PromotionAction::Publish(_) => "publish",
-        PromotionAction::Unpublish => "unpublish",
-        PromotionAction::Campaign => "campaign",
-        PromotionAction::Failover { .. } => "failover",
-        PromotionAction::RenewWriteLease { .. } => "renew_write_lease",
-        PromotionAction::Resign { .. } => "resign",
-        PromotionAction::TakeOffline { .. } => "take_offline",
-        PromotionAction::SetSecondary => "set_secondary",
-        PromotionAction::Refused(_) => "refused",
     }
 }
