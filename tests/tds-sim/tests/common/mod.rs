@@ -324,61 +324,52 @@ impl Raw {
 /// Runs FreeTDS `tsql` as `user` with `input` on stdin; returns (exit code, stdout +
 /// stderr). Killed after 20 s; panics (the test fails, never skips) when `tsql` is missing.
 pub fn tsql_as(version: &str, port: u16, user: &str, password: &str, input: &str) -> (i32, String) {
-    let mut child = Command::new("tsql")
-        .args([
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            user,
-            "-P",
-            password,
-        ])
-        .env("TDSVER", version)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run tsql ({e}); install freetds-bin (Debian) — this test must not skip")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        let _ = tx.send(s + &e);
-    });
-    let text = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(t) => t,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tsql TDSVER={version} did not finish within 20 s");
-        }
-    };
-    let code = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
-    (code, text)
+    let mut cmd = Command::new("tsql");
+    cmd.args([
+        "-H",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        user,
+        "-P",
+        password,
+    ])
+    .env("TDSVER", version);
+    let what = format!("tsql TDSVER={version} (freetds-bin)");
+    let (code, stdout, stderr) = run_child(cmd, &what, Some(input), Duration::from_secs(20));
+    (code.unwrap_or(-1), stdout + &stderr)
 }
 
-#[allow(dead_code)]
 /// Runs `cmd`, killed after 60 s; returns (success, stdout, stderr).
-pub fn run(mut cmd: Command, what: &str) -> (bool, String, String) {
+pub fn run(cmd: Command, what: &str) -> (bool, String, String) {
+    let (code, stdout, stderr) = run_child(cmd, what, None, Duration::from_secs(60));
+    (code == Some(0), stdout, stderr)
+}
+
+/// The one child-with-a-deadline runner: `stdin` written and closed, both outputs read
+/// to the end on a thread, the child killed and the test failed after `limit`, and a
+/// missing program a failure too (these tests never skip). Returns (exit code, stdout,
+/// stderr); no code when a signal ended it.
+fn run_child(
+    mut cmd: Command,
+    what: &str,
+    stdin: Option<&str>,
+    limit: Duration,
+) -> (Option<i32>, String, String) {
     let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {what} ({e}); deploy/setup.sh installs it"));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -389,16 +380,13 @@ pub fn run(mut cmd: Command, what: &str) -> (bool, String, String) {
         let _ = err.read_to_string(&mut e);
         let _ = tx.send((s, e));
     });
-    let Ok((stdout, stderr)) = rx.recv_timeout(Duration::from_secs(60)) else {
+    let Ok((stdout, stderr)) = rx.recv_timeout(limit) else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("{what} did not finish within 60 s");
+        panic!("{what} did not finish within {limit:?}");
     };
-    (
-        child.wait().map(|s| s.success()).unwrap_or(false),
-        stdout,
-        stderr,
-    )
+    let code = child.wait().ok().and_then(|s| s.code());
+    (code, stdout, stderr)
 }
 
 /// Runs `python3 SCRIPT ARGS…` (a path relative to the package root, where `cargo test` runs
