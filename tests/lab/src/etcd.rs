@@ -190,11 +190,11 @@ impl Lab {
     /// The AG was created before the agents ran, so the lab renewed its write lease until
     /// node 1's agent holds the leader key (and renews it itself); then the lab stops.
     pub(crate) fn hand_the_lease_to_the_agents(&mut self) -> Result<(), String> {
-        let key = format!("/tdsvip/{}/leader", config::AG);
+        let key = format!("{}/{}/leader", config::ETCD_PREFIX, config::AG);
+        let holder = config::agent_name(0);
         let end = std::time::Instant::now() + Duration::from_secs(20);
         let etcd = self.etcd.as_ref().ok_or("no etcd")?;
-        // The agents are named sqlnode1.. in their configs (config::agent_toml).
-        while etcd.get(&key).as_deref() != Some("sqlnode1") {
+        while etcd.get(&key).as_deref() != Some(holder.as_str()) {
             if std::time::Instant::now() > end {
                 return Err(format!(
                     "node 1's agent did not take the leader key {key} within 20 s ({})",
