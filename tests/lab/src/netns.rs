@@ -149,11 +149,7 @@ pub fn lab_alive(name: &str) -> bool {
 pub fn remove_stale_labs() {
     for line in sh(&["ip", "netns", "list"]).unwrap_or_default().lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if pid.is_empty() || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if name.starts_with(PREFIX) && !lab_alive(name) {
             destroy(name);
         }
     }
