@@ -27,8 +27,8 @@ pub use metrics::{AgentMetrics, ManageMetrics, PacketVerdict};
 pub use peer_status::field_error;
 /// The `/status` wire types: one set, read by the CLI, by peers and by other tools.
 pub use status::{
-    AgDocument, LossAges, OverlayLoginDocument, PeerAgSummary, PeerEntry, PeerSummary,
-    PhasesDocument, ProbeDocument, RouteOwner, StatusDocument, StepDocument, TimelineDocument,
-    status_schema,
+    AgDocument, ClusterDocument, LossAges, MemberDocument, OverlayLoginDocument, PeerAgSummary,
+    PeerEntry, PeerSummary, PhasesDocument, ProbeDocument, RouteOwner, StatusDocument,
+    StepDocument, TimelineDocument, status_schema,
 };
 pub use status::{AgStatus, AgentStatus, OverlayRun, PeerStatus, ProbeSummary, StatusStore};

@@ -198,8 +198,8 @@ const LEADER: Def = Def {
 };
 const PROMOTIONS: Def = Def {
     name: "tdsvip_promotions_total",
-    help: "Manage mode: FAILOVERs of the local replica this agent sent and SQL Server accepted.",
-    labels: &["ag"],
+    help: "Manage mode: FAILOVERs of the local replica this agent sent and SQL Server accepted, by cause (primary_down: its SQL Server refused connections; leader_lost: the leader key went without that word).",
+    labels: &["ag", "cause"],
 };
 const PROMOTION_REFUSED: Def = Def {
     name: "tdsvip_promotion_refused_total",
@@ -256,8 +256,8 @@ impl ManageMetrics {
         self.leader.with_label_values(&[ag]).set(i64::from(held));
     }
 
-    pub fn count_promotion(&self, ag: &str) {
-        self.promotions.with_label_values(&[ag]).inc();
+    pub fn count_promotion(&self, ag: &str, cause: &str) {
+        self.promotions.with_label_values(&[ag, cause]).inc();
     }
 
     pub fn count_refusal(&self, ag: &str, reason: &str) {

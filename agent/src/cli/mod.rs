@@ -8,6 +8,7 @@ mod probe;
 mod routes;
 mod run;
 mod status;
+mod status_cluster;
 mod status_text;
 
 use std::process::ExitCode;

@@ -116,7 +116,7 @@ fn others(out: &mut String, indent: usize, m: &Map<String, Value>) {
 }
 
 /// A labelled line, labels aligned.
-fn line(out: &mut String, indent: usize, label: &str, text: impl std::fmt::Display) {
+pub(super) fn line(out: &mut String, indent: usize, label: &str, text: impl std::fmt::Display) {
     let _ = writeln!(out, "{}{label:<18}{text}", " ".repeat(indent));
 }
 
@@ -309,6 +309,9 @@ fn render_ag(out: &mut String, name: &str, ag: &AgDocument, now_unix: f64) {
     match &ag.last_timeline {
         None => line(out, 2, "last failover", "none since the agent started"),
         Some(t) => render_timeline(out, 2, t),
+    }
+    if let Some(c) = &ag.cluster {
+        super::status_cluster::render(out, c);
     }
     render_ag_details(out, ag);
     others(out, 2, &ag.other);

@@ -70,7 +70,7 @@ pub async fn run(
         bearer.as_ref(),
         &tx,
     )?;
-    start_manage(&config, &password, &cancel, &metrics)?;
+    start_manage(&config, &password, &cancel, &metrics, &status)?;
     signals::spawn(tx.clone(), shutdown)?;
     let http = Http::start(&config, &metrics, &status, token).await?;
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
@@ -110,6 +110,7 @@ fn start_manage(
     password: &Password,
     cancel: &CancellationToken,
     metrics: &AgentMetrics,
+    status: &Arc<StatusStore>,
 ) -> Result<(), DriverError> {
     if config.cluster.mode != ClusterMode::Manage {
         return Ok(());
@@ -118,7 +119,7 @@ fn start_manage(
     for (i, ag) in config.ags.iter().enumerate() {
         let managed = ManagedAg::new(config, password, ag, etcd.clone())
             .map_err(|e| cfg_err(format!("ag[{i}]"), e))?;
-        managed.spawn(cancel.clone(), metrics.manage());
+        managed.spawn(cancel.clone(), metrics.manage(), status.clone());
     }
     tracing::info!(etcd = ?config.cluster.etcd, prefix = %config.cluster.prefix, "manage mode: the agents promote, through etcd");
     Ok(())

@@ -7,10 +7,11 @@ use std::time::Instant;
 use serde_json::Map;
 
 use super::wire::{
-    AgDocument, LossAges, OverlayLoginDocument, PeerEntry, PhasesDocument, ProbeDocument,
-    StatusDocument, StepDocument, TimelineDocument,
+    AgDocument, ClusterDocument, LossAges, MemberDocument, OverlayLoginDocument, PeerEntry,
+    PhasesDocument, ProbeDocument, StatusDocument, StepDocument, TimelineDocument,
 };
 use super::{AgStatus, AgentStatus, OverlayRun, PeerStatus, ProbeSummary};
+use crate::controller::promotion::ClusterView;
 use crate::controller::{FailoverTimeline, PrimaryLoss, TimedStep};
 
 fn age_ms(at: Instant) -> f64 {
@@ -53,8 +54,36 @@ impl AgStatus {
             conflicts: self.conflicts,
             peers_primary: self.peers_primary.clone(),
             overlay_login: self.overlay_login.as_ref().map(OverlayRun::document),
+            cluster: self.cluster.as_ref().map(cluster_document),
             other: Map::new(),
         }
+    }
+}
+
+fn cluster_document(c: &ClusterView) -> ClusterDocument {
+    let now = Instant::now();
+    ClusterDocument {
+        leader: c.leader.as_ref().map(|k| k.holder.clone()),
+        term: c.leader.as_ref().map(|k| k.token),
+        leading: c.leading,
+        etcd_lease_alive: c.lease_alive,
+        promotion_refused: c.refusal.as_ref().map(ToString::to_string),
+        candidates_wait_ms: c
+            .candidates_wait_until
+            .map(|t| t.saturating_duration_since(now).as_secs_f64() * 1000.0),
+        members: c
+            .members
+            .iter()
+            .map(|m| MemberDocument {
+                node: m.node.clone(),
+                role: <&str>::from(m.role).to_owned(),
+                commit_mode: <&str>::from(m.commit_mode).to_owned(),
+                sequence_number: m.sequence_number,
+                synchronized: m.synchronized,
+                other: Map::new(),
+            })
+            .collect(),
+        other: Map::new(),
     }
 }
 

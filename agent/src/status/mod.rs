@@ -19,15 +19,16 @@ use tdsvip_node::Connection;
 use tdsvip_probes::ProbeResult;
 use tokio::sync::watch;
 
+use crate::controller::promotion::ClusterView;
 use crate::controller::{FailoverTimeline, OwnershipState, PrimaryLoss};
 
 mod document;
 mod wire;
 
 pub use wire::{
-    AgDocument, LossAges, OverlayLoginDocument, PeerAgSummary, PeerEntry, PeerSummary,
-    PhasesDocument, ProbeDocument, RouteOwner, StatusDocument, StepDocument, TimelineDocument,
-    status_schema,
+    AgDocument, ClusterDocument, LossAges, MemberDocument, OverlayLoginDocument, PeerAgSummary,
+    PeerEntry, PeerSummary, PhasesDocument, ProbeDocument, RouteOwner, StatusDocument,
+    StepDocument, TimelineDocument, status_schema,
 };
 
 /// How many completed timelines `/events` keeps unless told otherwise.
@@ -100,6 +101,8 @@ pub struct AgStatus {
     /// This node's run of answered logins through the overlay IP (served as
     /// `overlay_login`).
     pub overlay_login: Option<OverlayRun>,
+    /// Manage mode: the AG's election as the manage task last saw it.
+    pub cluster: Option<ClusterView>,
 }
 
 /// Who has been answering this node's logins through the overlay IP, and since when.
@@ -127,6 +130,7 @@ impl AgStatus {
             conflicts: 0,
             peers_primary: Vec::new(),
             overlay_login: None,
+            cluster: None,
         }
     }
 }
@@ -278,6 +282,12 @@ impl StatusStore {
             }
             None => false,
         })
+    }
+
+    /// Lets `f` change one AG's entry and say whether it did: readers are woken only then.
+    pub fn update_ag_if(&self, ag: &str, f: impl FnOnce(&mut AgStatus) -> bool) {
+        self.status
+            .send_if_modified(|s| s.ags.get_mut(ag).is_some_and(f));
     }
 
     pub fn snapshot(&self) -> AgentStatus {

@@ -69,6 +69,49 @@ pub struct AgDocument {
     /// whenever another node holds the address, so the new owner times its
     /// `first_client_login` from its peers' entries.
     pub overlay_login: Option<OverlayLoginDocument>,
+    /// Manage mode: the AG's election as this agent sees it (`null` in follow mode).
+    pub cluster: Option<ClusterDocument>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `cluster`: who leads the AG's failover in etcd, and what each replica reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ClusterDocument {
+    /// The node whose agent holds the AG's leader key (`null`: none, while a failover is
+    /// under way or when no replica may be promoted; or etcd was not read yet).
+    pub leader: Option<String>,
+    /// The leader key's create revision: the term, and the fencing token every action of
+    /// the leader is logged with.
+    pub term: Option<i64>,
+    /// This agent holds the leader key.
+    pub leading: bool,
+    /// This agent's etcd lease is provably alive (a renewal answered within its TTL).
+    pub etcd_lease_alive: bool,
+    /// Why the local replica may not be promoted, as reported in the current vacancy.
+    pub promotion_refused: Option<String>,
+    /// In a vacancy: milliseconds until candidates may campaign (0 once they may).
+    pub candidates_wait_ms: Option<f64>,
+    /// Every replica's state as its agent published it in etcd.
+    pub members: Vec<MemberDocument>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// One replica as its agent published it (`{prefix}/{ag}/members/{node}` in etcd).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct MemberDocument {
+    pub node: String,
+    /// `primary`, `secondary` or `resolving`.
+    pub role: String,
+    /// `synchronous`, `asynchronous` or `configuration_only`.
+    pub commit_mode: String,
+    /// The AG's `sequence_number` as this replica last saw it.
+    pub sequence_number: i64,
+    /// Its local databases are SYNCHRONIZED.
+    pub synchronized: bool,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

@@ -125,6 +125,7 @@ pub enum PromotionAction {
     Campaign,
     Failover {
         token: i64,
+        cause: PromotionCause,
     },
     RenewWriteLease {
         token: i64,
@@ -142,11 +143,46 @@ pub enum PromotionAction {
     Refused(Refusal),
 }
 
-/// When the key was seen gone, and how long candidates wait from then.
+/// Why the AG needed a new primary: the `cause` label of `tdsvip_promotions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum PromotionCause {
+    /// The old leader resigned saying its SQL Server refuses connections (no wait).
+    PrimaryDown,
+    /// The leader key went without that word: an agent or node gone, a partition, a hung
+    /// SQL Server whose leader gave up (the old write lease was waited out).
+    LeaderLost,
+}
+
+impl PromotionCause {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// When the key was seen gone, how long candidates wait from then, and why it went.
 #[derive(Debug, Clone, Copy)]
 struct Vacancy {
     seen: Instant,
     wait: Duration,
+    cause: PromotionCause,
+}
+
+/// What the controller knows of the AG's election, for `/status` and `tdsvip status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    /// The leader key as last read: holder and term (its create revision, the fencing token).
+    pub leader: Option<LeaderKey>,
+    /// This agent holds the key.
+    pub leading: bool,
+    /// Every member state in etcd, this node's own included.
+    pub members: Vec<MemberState>,
+    /// This agent's etcd lease is provably alive (a renewal answered within its TTL).
+    pub lease_alive: bool,
+    /// Why this replica may not be promoted, as last reported in a vacancy.
+    pub refusal: Option<Refusal>,
+    /// In a vacancy: until when candidates wait before campaigning.
+    pub candidates_wait_until: Option<Instant>,
 }
 
 pub struct PromotionController {
@@ -202,7 +238,11 @@ impl PromotionController {
             unanswered: 0,
             members: Vec::new(),
             leader: None,
-            vacancy: Some(Vacancy { seen: now, wait }),
+            vacancy: Some(Vacancy {
+                seen: now,
+                wait,
+                cause: PromotionCause::LeaderLost,
+            }),
             key_deadline: None,
             held: None,
             in_flight: InFlight::default(),
@@ -226,6 +266,21 @@ impl PromotionController {
 
     pub fn leader(&self) -> Option<&LeaderKey> {
         self.leader.as_ref()
+    }
+
+    /// The election as this agent sees it at `now`.
+    pub fn view(&self, now: Instant) -> ClusterView {
+        ClusterView {
+            leader: self.leader.clone(),
+            leading: self.held.is_some(),
+            members: self.members.clone(),
+            lease_alive: self.key_deadline.is_some_and(|d| now < d),
+            refusal: self.refusal.clone(),
+            candidates_wait_until: self
+                .vacancy
+                .filter(|_| self.leader.is_none())
+                .map(|v| v.seen + v.wait),
+        }
     }
 
     pub fn handle(&mut self, now: Instant, event: PromotionEvent) -> Vec<PromotionAction> {

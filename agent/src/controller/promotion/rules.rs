@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::candidate::MemberRole;
 use super::{
-    Campaign, LeaderKey, LocalPoll, PromotionAction as A, PromotionController, PromotionEvent as E,
-    Vacancy,
+    Campaign, LeaderKey, LocalPoll, PromotionAction as A, PromotionCause, PromotionController,
+    PromotionEvent as E, Vacancy,
 };
 
 impl PromotionController {
@@ -98,12 +98,19 @@ impl PromotionController {
     pub(super) fn vacate(&mut self, now: Instant, confirmed_down: bool) {
         self.leader = None;
         self.refusal = None;
-        let wait = if confirmed_down {
-            Duration::ZERO
+        let (wait, cause) = if confirmed_down {
+            (Duration::ZERO, PromotionCause::PrimaryDown)
         } else {
-            self.s.write_lease_validity + self.s.statement_timeout
+            (
+                self.s.write_lease_validity + self.s.statement_timeout,
+                PromotionCause::LeaderLost,
+            )
         };
-        self.vacancy = Some(Vacancy { seen: now, wait });
+        self.vacancy = Some(Vacancy {
+            seen: now,
+            wait,
+            cause,
+        });
     }
 
     fn absorb_campaign(&mut self, now: Instant, c: Campaign, out: &mut Vec<A>) {
@@ -117,11 +124,14 @@ impl PromotionController {
             holder: self.s.node.clone(),
             token,
         });
-        self.vacancy = None;
+        let cause = self
+            .vacancy
+            .take()
+            .map_or(PromotionCause::LeaderLost, |v| v.cause);
         match self.local.as_ref().map(|l| l.role) {
             Some(MemberRole::Secondary) => {
                 self.in_flight.failover = true;
-                out.push(A::Failover { token });
+                out.push(A::Failover { token, cause });
             }
             Some(MemberRole::Primary) => {}
             _ => self.resign(false, out),

@@ -203,7 +203,13 @@ fn a_confirmed_handoff_lets_the_candidate_promote_at_once() {
     let a = r.at(50, handed_off(5, "a", 5));
     assert!(campaigns(&a), "{a:?}");
     let a = r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
-    assert_eq!(a, vec![PromotionAction::Failover { token: 9 }]);
+    assert_eq!(
+        a,
+        vec![PromotionAction::Failover {
+            token: 9,
+            cause: PromotionCause::PrimaryDown
+        }]
+    );
 }
 
 #[test]
@@ -219,7 +225,28 @@ fn an_unannounced_loss_waits_out_the_write_lease_and_the_statement_deadline() {
     );
     r.renewed(1200);
     assert!(!campaigns(&r.at(1799, PromotionEvent::Deadline)));
+    let view = r.c.view(r.t0 + Duration::from_millis(1799));
+    assert_eq!(
+        view.candidates_wait_until,
+        Some(r.t0 + Duration::from_millis(1800))
+    );
+    assert!(view.lease_alive && !view.leading && view.leader.is_none());
     assert!(campaigns(&r.at(1800, PromotionEvent::Deadline)));
+    let a = r.at(1801, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
+    assert_eq!(
+        a,
+        vec![PromotionAction::Failover {
+            token: 9,
+            cause: PromotionCause::LeaderLost
+        }]
+    );
+    let view = r.c.view(r.t0 + Duration::from_millis(1802));
+    assert!(view.leading);
+    assert_eq!(
+        view.leader.map(|k| (k.holder, k.token)),
+        Some(("b".into(), 9))
+    );
+    assert_eq!(view.candidates_wait_until, None);
 }
 
 #[test]

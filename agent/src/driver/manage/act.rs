@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::feeds::HANDOFF;
 use super::sql::{NOT_SYNCHRONIZED, ReplicaControl};
 use crate::controller::promotion::{
-    Campaign, Handoff, LeaderKey, PromotionAction as A, PromotionController, PromotionEvent as E,
+    Campaign, Handoff, LeaderKey, PromotionAction as A, PromotionCause, PromotionController,
+    PromotionEvent as E,
 };
 use crate::metrics::ManageMetrics;
 
@@ -36,7 +37,7 @@ impl Actor {
             A::Publish(state) => self.publish(state).await,
             A::Unpublish => self.unpublish().await,
             A::Campaign => Some(self.campaign().await),
-            A::Failover { token } => Some(self.failover(*token, c.send_by()).await),
+            A::Failover { token, cause } => Some(self.failover(*token, *cause, c.send_by()).await),
             A::RenewWriteLease { token } => Some(self.renew(*token, c.send_by()).await),
             A::Resign {
                 token,
@@ -113,12 +114,12 @@ impl Actor {
         }
     }
 
-    async fn failover(&mut self, token: i64, send_by: Option<Instant>) -> E {
+    async fn failover(&mut self, token: i64, cause: PromotionCause, send_by: Option<Instant>) -> E {
         let result = self.control.failover(send_by).await;
         match &result {
             Ok(()) => {
-                self.metrics.count_promotion(&self.ag);
-                tracing::info!(ag = %self.ag, token, "manage: ALTER AVAILABILITY GROUP FAILOVER accepted")
+                self.metrics.count_promotion(&self.ag, cause.name());
+                tracing::info!(ag = %self.ag, token, cause = cause.name(), "manage: ALTER AVAILABILITY GROUP FAILOVER accepted")
             }
             Err(e) => tracing::warn!(ag = %self.ag, token, error = %e, "manage: FAILOVER failed"),
         }

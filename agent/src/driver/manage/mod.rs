@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AgConfig, AgentConfig, StopAddresses};
 use crate::controller::promotion::{PromotionController, PromotionEvent, PromotionSettings};
 use crate::metrics::ManageMetrics;
+use crate::status::StatusStore;
 
 mod act;
 mod feeds;
@@ -77,11 +78,21 @@ impl ManagedAg {
     }
 
     /// Runs until `cancel`.
-    pub(super) fn spawn(self, cancel: CancellationToken, metrics: ManageMetrics) {
-        tokio::spawn(self.run(cancel, metrics));
+    pub(super) fn spawn(
+        self,
+        cancel: CancellationToken,
+        metrics: ManageMetrics,
+        status: Arc<StatusStore>,
+    ) {
+        tokio::spawn(self.run(cancel, metrics, status));
     }
 
-    async fn run(self, cancel: CancellationToken, metrics: ManageMetrics) {
+    async fn run(
+        self,
+        cancel: CancellationToken,
+        metrics: ManageMetrics,
+        status: Arc<StatusStore>,
+    ) {
         let ManagedAg {
             ag,
             node,
@@ -141,9 +152,23 @@ impl ManagedAg {
                 pending = next;
             }
             metrics.set_leader(&actor.ag, controller.held().is_some());
+            publish_view(&status, &actor.ag, &controller);
         }
         metrics.set_leader(&actor.ag, false);
     }
+}
+
+/// The election as `/status` serves it; written only when it changed, so that readers
+/// waiting for a change are not woken by every renewal.
+fn publish_view(status: &StatusStore, ag: &str, controller: &PromotionController) {
+    let view = controller.view(Instant::now());
+    status.update_ag_if(ag, |a| {
+        let changed = a.cluster.as_ref() != Some(&view);
+        if changed {
+            a.cluster = Some(view);
+        }
+        changed
+    });
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1,0 +1,124 @@
+//! `tdsvip status`'s manage-mode lines for one AG: who leads its failover, in which term,
+//! whether this agent's etcd lease is alive, and every replica's published state (role,
+//! commit mode, sequence number, synchronized) — what a person checks before a switchover
+//! or after a refused promotion.
+
+use tdsvip::{ClusterDocument, MemberDocument};
+
+use super::status_text::line;
+
+fn member(m: &MemberDocument) -> String {
+    let sync = if m.synchronized {
+        "synchronized"
+    } else {
+        "not synchronized"
+    };
+    format!(
+        "{:<16} {:<10} {:<13} sequence {:<6} {sync}",
+        m.node, m.role, m.commit_mode, m.sequence_number
+    )
+}
+
+/// Appends the cluster lines, indented under their AG.
+pub(super) fn render(out: &mut String, c: &ClusterDocument) {
+    let leader = match (&c.leader, c.term) {
+        (Some(node), Some(term)) => format!("{node} (term {term})"),
+        (Some(node), None) => node.clone(),
+        (None, _) => match c.candidates_wait_ms {
+            Some(ms) if ms > 0.0 => format!("none: candidates wait {ms:.0} ms more"),
+            _ => "none".to_owned(),
+        },
+    };
+    let me = if c.leading { ", this agent" } else { "" };
+    line(out, 2, "leader", format!("{leader}{me}"));
+    let lease = if c.etcd_lease_alive {
+        "alive"
+    } else {
+        "not provably alive (etcd unreachable?)"
+    };
+    line(out, 2, "etcd lease", lease);
+    if let Some(r) = &c.promotion_refused {
+        line(out, 2, "promotion refused", r);
+    }
+    if c.members.is_empty() {
+        line(out, 2, "members", "none published");
+    }
+    for (i, m) in c.members.iter().enumerate() {
+        let label = if i == 0 { "members" } else { "" };
+        line(out, 2, label, member(m));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> ClusterDocument {
+        ClusterDocument {
+            leader: Some("sqlnode1".into()),
+            term: Some(42),
+            leading: true,
+            etcd_lease_alive: true,
+            members: vec![
+                MemberDocument {
+                    node: "sqlnode1".into(),
+                    role: "primary".into(),
+                    commit_mode: "synchronous".into(),
+                    sequence_number: 7,
+                    synchronized: true,
+                    ..Default::default()
+                },
+                MemberDocument {
+                    node: "sqlnode3".into(),
+                    role: "secondary".into(),
+                    commit_mode: "asynchronous".into(),
+                    sequence_number: 0,
+                    synchronized: false,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shows_leader_term_and_every_member() {
+        let mut out = String::new();
+        render(&mut out, &doc());
+        assert!(
+            out.contains("leader            sqlnode1 (term 42), this agent"),
+            "{out}"
+        );
+        assert!(out.contains("etcd lease        alive"), "{out}");
+        assert!(
+            out.contains("sqlnode1         primary    synchronous   sequence 7      synchronized"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "sqlnode3         secondary  asynchronous  sequence 0      not synchronized"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_vacancy_says_how_long_candidates_wait_and_why_this_one_may_not() {
+        let mut c = doc();
+        c.leader = None;
+        c.term = None;
+        c.leading = false;
+        c.candidates_wait_ms = Some(812.4);
+        c.promotion_refused = Some("the local replica is not a synchronous-commit replica".into());
+        let mut out = String::new();
+        render(&mut out, &c);
+        assert!(
+            out.contains("leader            none: candidates wait 812 ms more"),
+            "{out}"
+        );
+        assert!(
+            out.contains("promotion refused the local replica is not a synchronous-commit replica"),
+            "{out}"
+        );
+    }
+}
