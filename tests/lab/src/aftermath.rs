@@ -28,28 +28,6 @@ fn wait_synchronized(lab: &Lab, i: usize) -> Result<(), String> {
     }
 }
 
-/// `--promote agent`: the old node's agent sees its restarted replica RESOLVING under the
-/// new leader and makes it SECONDARY; the trial fails if that does not happen.
-fn await_secondary(lab: &mut Lab, i: usize) -> Result<(), String> {
-    let end = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let role = lab.sim_state(i)?["role"].clone();
-        if role == "SECONDARY" {
-            let t = lab.clock.now();
-            lab.record(t, i, "tds-sim role SECONDARY (seen; set by its agent)");
-            return Ok(());
-        }
-        if std::time::Instant::now() > end {
-            return Err(format!(
-                "node {}'s agent did not make its restarted replica SECONDARY within 5 s (it is {role}; {})",
-                i + 1,
-                lab.log_hint()
-            ));
-        }
-        sleep_ms(10);
-    }
-}
-
 /// Scenarios whose old primary's tds-sim is restarted (its counters start over).
 pub(crate) fn restarts(scenario: Scenario) -> bool {
     matches!(
@@ -102,19 +80,18 @@ pub(crate) fn restore(
     old: usize,
     primary: usize,
 ) -> Result<(), String> {
+    if lab.settings.promote == Promote::Agent {
+        crate::agent_drills::restore(lab, scenario, old)?;
+        lab.wait_steady(primary, Duration::from_secs(10))?;
+        sleep_ms(500);
+        return Ok(());
+    }
     match scenario {
         // A restarted replica of an EXTERNAL AG comes back RESOLVING; the HA manager makes
         // it a secondary, and it catches up (discarding what the new primary never had).
-        // With --promote agent the old node's agent does it (it sees RESOLVING under the
-        // new leader), and the lab only restarts SQL Server, as systemd would.
         Scenario::KillPrimary => {
             lab.start_sim(old, "SECONDARY")?;
-            match lab.settings.promote {
-                Promote::Lab => {
-                    lab.demote(old, false)?;
-                }
-                Promote::Agent => await_secondary(lab, old)?,
-            }
+            lab.demote(old, false)?;
         }
         Scenario::Loss => {
             nft_clear(lab.client_ns());
@@ -154,28 +131,36 @@ pub(crate) fn restore(
             lab.demote(old, false)?;
             nft_clear(&lab.nodes[old].ns.clone());
         }
-        Scenario::CrashNode => {
-            // A reboot: kernel state is gone (the killed agent's address and pinned guard with
-            // it), the link
-            // comes up, then SQL Server and the agent start (as with systemd's
-            // network-online ordering).
-            lab.reap();
-            lab.wipe_pins(old)?;
-            let addrs = lab.node_cmd(old, &["ip", "-4", "addr", "show", "dev", "eth0"])?;
-            if addrs.contains(&format!("{OVERLAY}/")) {
-                lab.node_cmd(
-                    old,
-                    &["ip", "addr", "del", &format!("{OVERLAY}/32"), "dev", "eth0"],
-                )?;
-            }
-            lab.node_cmd(old, &["ip", "link", "set", "eth0", "up"])?;
-            lab.start_sim(old, "SECONDARY")?;
-            lab.demote(old, false)?;
-            lab.start_agent(old)?;
-        }
+        Scenario::CrashNode => reboot(lab, old)?,
+        other => return Err(format!("{other} runs with --promote agent only")),
     }
     lab.wait_steady(primary, Duration::from_secs(10))?;
     // Let the restored node's agent settle (rise count, peer polls) before the next trial.
     sleep_ms(500);
     Ok(())
+}
+
+/// A crashed node comes back: kernel state is gone (the killed agent's address and pinned
+/// guard with it), the link comes up, then its etcd member (with `--promote agent`), SQL
+/// Server and the agent start (systemd's network-online ordering). With the lab promoting,
+/// the lab makes the returning replica SECONDARY, as the HA manager would.
+pub(crate) fn reboot(lab: &mut Lab, old: usize) -> Result<(), String> {
+    lab.reap();
+    lab.wipe_pins(old)?;
+    let addrs = lab.node_cmd(old, &["ip", "-4", "addr", "show", "dev", "eth0"])?;
+    if addrs.contains(&format!("{OVERLAY}/")) {
+        lab.node_cmd(
+            old,
+            &["ip", "addr", "del", &format!("{OVERLAY}/32"), "dev", "eth0"],
+        )?;
+    }
+    lab.node_cmd(old, &["ip", "link", "set", "eth0", "up"])?;
+    if let Some(etcd) = lab.etcd.as_mut() {
+        etcd.restart(old)?;
+    }
+    lab.start_sim(old, "SECONDARY")?;
+    if lab.settings.promote == Promote::Lab {
+        lab.demote(old, false)?;
+    }
+    lab.start_agent(old)
 }

@@ -16,7 +16,9 @@ use crate::settings::Promote;
     name = "tdsvip-lab",
     version,
     about = "Failover drills for tdsvip (or keepalived) in network namespaces, measured by a TDS client",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // ./run-lab passes its defaults first; the caller's own value of an option wins.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,7 +37,9 @@ pub enum Cmd {
 #[derive(Debug, Args)]
 pub struct DrillArgs {
     /// kill-primary, switchover, hang-primary, crash-node, partition-primary, flap, loss,
-    /// kill-agent.
+    /// kill-agent, async-replica, kill-agent-then-failover, freeze-agent-then-failover;
+    /// with --promote agent only: freeze-agent, etcd-leader-kill, etcd-quorum-loss,
+    /// no-sync-candidate.
     #[arg(long, value_name = "NAME", default_value = "kill-primary", value_parser = parse_scenario)]
     pub scenario: Scenario,
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -126,7 +130,8 @@ pub struct CommonArgs {
     /// Who promotes a secondary: `lab` (the lab plays the HA manager, through T-SQL with
     /// `external_cluster`, and renews the write lease) or `agent` (the agents in manage
     /// mode, through a three-member etcd cluster on the nodes; WRITE_LEASE_VALIDITY 1 s;
-    /// kill-primary only so far).
+    /// kill-primary, loss, crash-node, partition-primary, kill-agent and the agent-only
+    /// scenarios so far).
     #[arg(long, value_name = "WHO", default_value = "lab", value_parser = parse_promote)]
     pub promote: Promote,
     /// tds-sim's SESSION_TIMEOUT in ms (sim-only unit).
@@ -251,6 +256,13 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("tdsvip-lab").chain(args.iter().copied()))
+    }
+
+    /// `./run-lab` puts its defaults before the caller's arguments.
+    #[test]
+    fn a_later_value_of_an_option_wins() {
+        let c = parse(&["--scenario", "kill-primary", "--scenario", "crash-node"]).unwrap();
+        assert_eq!(c.drill.scenario, Scenario::CrashNode);
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub struct EtcdCluster {
     data: Vec<PathBuf>,
     endpoints: Vec<String>,
     hub: String,
+    /// What a member is (re)started from: the binary, each member's namespace and address,
+    /// `--initial-cluster`, the cluster token (the lab's name) and where logs go.
+    etcd: PathBuf,
+    nodes: Vec<(String, Ipv4Addr)>,
+    initial: String,
+    token: String,
+    log_dir: PathBuf,
+    /// How many times each member was started (restarts log to `etcd{n}.{k}.log`).
+    starts: Vec<usize>,
 }
 
 /// A client URL of the member on `ip`.
@@ -55,16 +64,19 @@ impl EtcdCluster {
             data: Vec::new(),
             endpoints: nodes.iter().map(|(_, ip)| client_url(*ip)).collect(),
             hub: hub.to_owned(),
+            etcd,
+            nodes: nodes.to_vec(),
+            initial: initial.join(","),
+            token: lab.to_owned(),
+            log_dir: log_dir.to_owned(),
+            starts: vec![0; nodes.len()],
         };
-        for (i, (ns, ip)) in nodes.iter().enumerate() {
+        for i in 0..nodes.len() {
             let data = PathBuf::from(DATA_ROOT).join(format!("{lab}-etcd{}", i + 1));
             let _ = std::fs::remove_dir_all(&data);
-            cluster.data.push(data.clone());
-            let args = member_args(i, *ip, &data, &initial.join(","), lab);
-            let log = log_dir.join(format!("etcd{}.log", i + 1));
-            cluster
-                .members
-                .push(Some(procs::spawn_in(ns, &etcd, &args, &[], &log, None)?));
+            cluster.data.push(data);
+            let child = cluster.spawn(i)?;
+            cluster.members.push(Some(child));
         }
         cluster.wait_leader(Duration::from_secs(20))?;
         Ok(cluster)
@@ -138,6 +150,45 @@ impl EtcdCluster {
         if let Some(mut c) = self.members.get_mut(i).and_then(Option::take) {
             procs::kill(&mut c);
         }
+    }
+
+    /// Starts member `i` again on its data dir (a restart after [`EtcdCluster::kill`]: it
+    /// rejoins with its own log, the `--initial-*` flags being ignored for a member that
+    /// has data).
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        if self.members[i].is_none() {
+            let child = self.spawn(i)?;
+            self.members[i] = Some(child);
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<Child, String> {
+        let (ns, ip) = &self.nodes[i];
+        let args = member_args(i, *ip, &self.data[i], &self.initial, &self.token);
+        let log = match self.starts[i] {
+            0 => format!("etcd{}.log", i + 1),
+            k => format!("etcd{}.{k}.log", i + 1),
+        };
+        self.starts[i] += 1;
+        procs::spawn_in(ns, &self.etcd, &args, &[], &self.log_dir.join(log), None)
+    }
+
+    /// The index (0-based node) of the member with raft id `id`, from the member list
+    /// (`n1`, `n2`, … are the nodes in order).
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        let v = self.gateway("/v3/cluster/member/list", "{}")?;
+        let m = v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["ID"].as_str().and_then(|s| s.parse::<u64>().ok()) == Some(id))?;
+        let n: usize = m["name"].as_str()?.strip_prefix('n')?.parse().ok()?;
+        n.checked_sub(1)
+    }
+
+    /// Whether a majority answers: a linearizable read through the gateway succeeds.
+    pub fn has_quorum(&self) -> bool {
+        self.gateway("/v3/kv/range", "{\"key\":\"AA==\"}").is_some()
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct Injected {
     pub promotions: Vec<Promotion>,
     /// The primary afterwards.
     pub primary: usize,
+    /// `--promote agent`: (node, reason) for each refusal an agent counted.
+    pub refusals: Vec<(usize, String)>,
 }
 
 /// Injects `scenario`'s fault into primary `old` and promotes `new` where the scenario does.
@@ -29,12 +31,13 @@ pub(crate) fn inject(
     new: usize,
 ) -> Result<Injected, String> {
     if lab.settings.promote == Promote::Agent {
-        return inject_for_agents(lab, scenario, old);
+        return crate::agent_drills::inject(lab, scenario, old, new);
     }
     let mut done = Injected {
         faults: Vec::new(),
         promotions: Vec::new(),
         primary: new,
+        refusals: Vec::new(),
     };
     let fault = match scenario {
         Scenario::KillPrimary | Scenario::Loss => lab.kill_sim(old),
@@ -57,54 +60,11 @@ pub(crate) fn inject(
         }
         Scenario::KillAgentThenFailover => agent_gone_then_failover(lab, old, new, false)?,
         Scenario::FreezeAgentThenFailover => agent_gone_then_failover(lab, old, new, true)?,
+        other => return Err(format!("{other} runs with --promote agent only")),
     };
     done.faults.push(fault);
     promote(lab, scenario, new, &mut done.promotions)?;
     Ok(done)
-}
-
-/// `--promote agent`: the lab injects the fault and only watches; the agents choose and
-/// promote the new primary, which the lab learns from the sims.
-fn inject_for_agents(lab: &mut Lab, scenario: Scenario, old: usize) -> Result<Injected, String> {
-    let fault = match scenario {
-        Scenario::KillPrimary => lab.kill_sim(old),
-        other => {
-            return Err(format!(
-                "--promote agent runs kill-primary only so far, not {other} (issue \"The agent promotes\")"
-            ));
-        }
-    };
-    let (at, node) = await_promotion(lab, old, Duration::from_secs(10))?;
-    Ok(Injected {
-        faults: vec![fault],
-        promotions: vec![Promotion {
-            at,
-            node,
-            server: lab.nodes[node].server.clone(),
-        }],
-        primary: node,
-    })
-}
-
-/// Polls every sim but `old` until one says PRIMARY; when (on the lab's clock) and which.
-fn await_promotion(lab: &mut Lab, old: usize, limit: Duration) -> Result<(f64, usize), String> {
-    let end = std::time::Instant::now() + limit;
-    loop {
-        for i in (0..lab.nodes.len()).filter(|&i| i != old) {
-            if lab.sim_state(i)?["role"] == "PRIMARY" {
-                let t = lab.clock.now();
-                lab.record(t, i, "tds-sim role PRIMARY (seen; promoted by the agents)");
-                return Ok((t, i));
-            }
-        }
-        if std::time::Instant::now() > end {
-            return Err(format!(
-                "no agent promoted a secondary within {limit:?} after the fault (agent logs: {})",
-                lab.log_hint()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// Promotes `node` after the configured delay and records it.
@@ -152,7 +112,7 @@ fn hang(lab: &mut Lab, old: usize) -> Result<f64, String> {
 
 /// The whole node at once: link, agent and SQL Server; the fault time is when the link was
 /// down (after the command returned).
-fn crash_node(lab: &mut Lab, old: usize) -> Result<f64, String> {
+pub(crate) fn crash_node(lab: &mut Lab, old: usize) -> Result<f64, String> {
     lab.node_cmd(old, &["ip", "link", "set", "eth0", "down"])?;
     let t = lab.clock.now();
     lab.actions.push((t, old, "eth0 down (node crash)".into()));
@@ -193,6 +153,7 @@ fn flap(lab: &mut Lab, scenario: Scenario, old: usize, new: usize) -> Result<Inj
         faults,
         promotions,
         primary: cur,
+        refusals: Vec::new(),
     })
 }
 
@@ -237,7 +198,7 @@ fn wait_synchronized(lab: &mut Lab, i: usize) -> Result<(), String> {
 
 pub(crate) const NFT_TABLE: &str = "tdsviplab";
 
-fn nft_partition(lab: &Lab, i: usize) -> Result<(), String> {
+pub(crate) fn nft_partition(lab: &Lab, i: usize) -> Result<(), String> {
     let rules = format!(
         "table netdev {NFT_TABLE} {{\n  chain in {{ type filter hook ingress device \"eth0\" priority 0; policy drop; }}\n  chain out {{ type filter hook egress device \"eth0\" priority 0; policy drop; }}\n}}\n"
     );

@@ -257,6 +257,13 @@ impl Lab {
         self.actions.push((at, node, what.into()));
     }
 
+    /// The lab's etcd cluster (`--promote agent`).
+    pub(crate) fn etcd_mut(&mut self) -> Result<&mut crate::etcd::EtcdCluster, String> {
+        self.etcd
+            .as_mut()
+            .ok_or_else(|| "this drill needs --promote agent (etcd)".to_string())
+    }
+
     /// The lab CA, which every SQL client in the lab verifies server certificates against.
     pub fn ca_file(&self) -> &Path {
         &self.pki.ca_file
@@ -646,7 +653,6 @@ impl Lab {
         t
     }
 
-    /// Restarts node `i`'s agent; returns the time it was started.
     /// SIGSTOPs node `i`'s agent (a stalled host, a debugger); returns the time.
     pub fn freeze_agent(&mut self, i: usize) -> Result<f64, String> {
         let pid = self.nodes[i]
@@ -692,6 +698,7 @@ impl Lab {
         Ok(())
     }
 
+    /// Restarts node `i`'s agent; returns the time it was started.
     pub fn restart_agent(&mut self, i: usize) -> Result<f64, String> {
         let t = self.clock.now();
         self.start_agent(i)?;

@@ -9,6 +9,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod aftermath;
+pub mod agent_drills;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -61,11 +62,32 @@ pub fn run_drill(
     want_plot: bool,
 ) -> Result<DrillOutcome, String> {
     let mut settings = settings;
-    if scenario == Scenario::AsyncReplica {
+    if scenario.needs_async_replica() {
         if settings.nodes < 3 {
-            return Err("async-replica needs 3 nodes (node 3 is the asynchronous replica)".into());
+            return Err(format!(
+                "{scenario} needs 3 nodes (node 3 is the asynchronous replica)"
+            ));
         }
         settings.async_node = Some(2);
+    }
+    match settings.promote {
+        lab::Promote::Lab if scenario.agents_only() => {
+            return Err(format!(
+                "{scenario} tests the agents' own promotion: run it with --promote agent"
+            ));
+        }
+        lab::Promote::Agent if !scenario.agents_run() => {
+            return Err(format!(
+                "--promote agent does not run {scenario} yet (issue \"The agent promotes\"); it runs: {}",
+                Scenario::ALL
+                    .iter()
+                    .filter(|s| s.agents_run())
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        _ => {}
     }
     let mut lab = Lab::start(settings)?;
     let res = scenario::run(&mut lab, scenario, trials);

@@ -29,10 +29,22 @@ pub enum Scenario {
     KillAgentThenFailover,
     /// The same with the owner's agent frozen (SIGSTOP) instead of killed.
     FreezeAgentThenFailover,
+    /// `--promote agent`: the primary's agent is frozen (SIGSTOP) for longer than its keys
+    /// live; the other agents promote, and the old primary must stop writing first.
+    FreezeAgent,
+    /// `--promote agent`: etcd's raft leader is killed; no failover, no outage.
+    EtcdLeaderKill,
+    /// `--promote agent`: two of the three etcd members are killed for longer than the
+    /// keys live, then restarted; no outage and no second primary (rule 5, failsafe).
+    EtcdQuorumLoss,
+    /// `--promote agent`: the synchronous secondary is gone when the primary dies, and only
+    /// the asynchronous one is left: no automatic promotion, the reason reported; service
+    /// comes back, without losing a commit, when the replicas do.
+    NoSyncCandidate,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::KillPrimary,
         Scenario::Switchover,
         Scenario::HangPrimary,
@@ -44,7 +56,40 @@ impl Scenario {
         Scenario::AsyncReplica,
         Scenario::KillAgentThenFailover,
         Scenario::FreezeAgentThenFailover,
+        Scenario::FreezeAgent,
+        Scenario::EtcdLeaderKill,
+        Scenario::EtcdQuorumLoss,
+        Scenario::NoSyncCandidate,
     ];
+
+    /// The scenarios only the agents can run (their fault is in the agents' own machinery).
+    pub fn agents_only(self) -> bool {
+        matches!(
+            self,
+            Scenario::FreezeAgent
+                | Scenario::EtcdLeaderKill
+                | Scenario::EtcdQuorumLoss
+                | Scenario::NoSyncCandidate
+        )
+    }
+
+    /// The scenarios the agents run (`--promote agent`); the others need the lab's failover.
+    pub fn agents_run(self) -> bool {
+        self.agents_only()
+            || matches!(
+                self,
+                Scenario::KillPrimary
+                    | Scenario::Loss
+                    | Scenario::CrashNode
+                    | Scenario::PartitionPrimary
+                    | Scenario::KillAgent
+            )
+    }
+
+    /// Whether the scenario needs an asynchronous replica (node 3).
+    pub fn needs_async_replica(self) -> bool {
+        matches!(self, Scenario::AsyncReplica | Scenario::NoSyncCandidate)
+    }
 
     pub fn name(self) -> &'static str {
         self.into()
@@ -119,6 +164,8 @@ pub struct Trial {
     /// `--promote agent`: etcd's raft leader (member id) before the fault and after the
     /// watch, so that a trial in which etcd itself changed leaders is known as such.
     pub etcd_leaders: Option<(Option<u64>, Option<u64>)>,
+    /// `--promote agent`: (node, reason) for each refusal an agent counted (no-sync-candidate).
+    pub refusals: Vec<(usize, String)>,
 }
 
 /// Uniform in 0..n from /dev/urandom (0 if it cannot be read).
@@ -220,7 +267,8 @@ fn watch(lab: &Lab, scenario: Scenario, injected: &Injected) {
         _ => 3000,
     };
     wait_client(lab, &server, last, serve_within);
-    sleep_ms(if scenario == Scenario::KillAgent {
+    // Without a failover, long enough to see a late one or a stray failure.
+    sleep_ms(if injected.promotions.is_empty() {
         2000
     } else {
         700
@@ -250,6 +298,7 @@ fn record(
         faults,
         promotions,
         primary,
+        refusals,
     } = injected;
     let (start, end) = (w.start, w.end);
     let server = lab.nodes[primary].server.clone();
@@ -262,7 +311,8 @@ fn record(
         end,
         faults: faults.clone(),
         promotions: promotions.clone(),
-        steady_server: (scenario == Scenario::KillAgent).then(|| server.clone()),
+        // Without a promotion the primary was meant to keep serving.
+        steady_server: promotions.is_empty().then(|| server.clone()),
         attempts: &attempts,
         owners: &owners,
         idle: &idle_sessions,
@@ -312,6 +362,7 @@ fn record(
         lease_failures,
         write_failures: crate::clock::between(&lab.writer().failures, start, end),
         etcd_leaders: None,
+        refusals,
     })
 }
 

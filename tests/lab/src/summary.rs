@@ -57,6 +57,11 @@ pub struct RunSummary {
     pub write_outage_ms: Summary,
     /// `--promote agent`: trials in which etcd's leader changed (or could not be read).
     pub etcd_leader_changes: Option<usize>,
+    /// Replicas made PRIMARY during the trials (by the lab or by the agents).
+    pub promotions: usize,
+    /// `--promote agent`: each distinct reason an agent counted a refusal for, with how
+    /// many trials reported it.
+    pub refusals: std::collections::BTreeMap<String, usize>,
     pub settings: Value,
 }
 
@@ -176,8 +181,22 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
                 .filter(|t| t.etcd_leaders.is_some_and(|(a, b)| a.is_none() || a != b))
                 .count()
         }),
+        promotions: trials.iter().map(|t| t.promotions.len()).sum(),
+        refusals: refusal_counts(trials),
         settings: settings_json(&lab.settings),
     }
+}
+
+fn refusal_counts(trials: &[Trial]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in trials {
+        let reasons: std::collections::BTreeSet<&String> =
+            t.refusals.iter().map(|(_, r)| r).collect();
+        for r in reasons {
+            *out.entry(r.clone()).or_default() += 1;
+        }
+    }
+    out
 }
 
 /// Fault → the first owner sample after it in which the old owner does not own; `None` when
@@ -237,6 +256,8 @@ impl RunSummary {
             "discarded_on_rejoin": self.discarded_on_rejoin,
             "write_outage_ms": self.write_outage_ms,
             "etcd_leader_changes": self.etcd_leader_changes,
+            "promotions": self.promotions,
+            "refusals": self.refusals,
             "settings": self.settings,
         });
         if let Some(r) = &self.route_tables_ms {
@@ -299,9 +320,16 @@ pub fn summary_text(s: &RunSummary) -> String {
         "  commits acknowledged {}, lost {}, discarded on rejoin {}\n",
         s.acked_commits, s.lost_commits, s.discarded_on_rejoin
     ));
+    out.push_str(&format!("  replicas promoted {}\n", s.promotions));
     if let Some(n) = s.etcd_leader_changes {
         out.push_str(&format!(
             "  trials in which etcd's own leader changed (or was unreadable): {n}\n"
+        ));
+    }
+    if !s.refusals.is_empty() {
+        out.push_str(&format!(
+            "  promotions refused by reason (trials): {:?}\n",
+            s.refusals
         ));
     }
     out

@@ -1,51 +1,46 @@
 //! `--promote agent` (issue "The agent promotes"): the agents run the failover themselves,
-//! coordinated by a three-member etcd cluster on the nodes; the lab only kills the primary's
-//! SQL Server and watches. One kill-primary trial asserts the safety columns and that the
-//! agents, not the lab, did the work:
-//! - a secondary was promoted, and no T-SQL `FAILOVER` came from the lab;
+//! coordinated by a three-member etcd cluster on the nodes; the lab only injects the fault
+//! and watches. Each scenario runs once and asserts the safety columns and that the agents,
+//! not the lab, did the work:
 //! - no acknowledged commit was lost, no sample ever showed two replicas that would
 //!   acknowledge a commit, two owners of the address, or two MACs answering ARP for it;
-//! - a client crossing the network was served by the new primary, and the writer's commits
-//!   resumed (a finite write outage);
-//! - the restarted old primary (RESOLVING) was made SECONDARY again by its own agent
-//!   (`aftermath::restore` fails the trial otherwise).
+//! - where the scenario calls for a failover: a secondary was promoted with no T-SQL
+//!   `FAILOVER` from the lab, a client crossing the network was served by the new primary
+//!   within 1 s of it, and the writer's commits resumed; the old node's own agent made its
+//!   returning replica SECONDARY (`agent_drills::restore` fails the trial otherwise);
+//! - where it does not (kill-agent, etcd-leader-kill): no replica was promoted
+//!   (`agent_drills::stays` fails the trial otherwise) and the client never failed.
+//!
+//! freeze-agent is the case where the old primary's agent cannot fence anything itself: the
+//! dual-primary sampler is what shows that its SQL Server stopped acknowledging commits
+//! (write lease, sequence numbers) before the new primary started.
 
 mod common;
 
+use tdsvip_lab::DrillOutcome;
 use tdsvip_lab::lab::{Promote, Settings};
 use tdsvip_lab::measure::dual_mac_samples;
 use tdsvip_lab::scenario::Scenario;
 
 use common::{MAX_SAMPLE_GAP_MS, context, drill_with};
 
-#[test]
-fn kill_primary_the_agents_promote_without_losing_a_commit() {
+fn drill(scenario: Scenario) -> DrillOutcome {
     let settings = Settings {
         promote: Promote::Agent,
         write_lease_validity_s: 1,
         ..Settings::default()
     };
-    let out = drill_with(Scenario::KillPrimary, settings);
-    let ctx = context(&out);
+    drill_with(scenario, settings)
+}
+
+/// What every scenario must hold: nothing lost, never two writers or two owners.
+fn check_safety(out: &DrillOutcome) {
+    let ctx = context(out);
     let t = &out.trials[0];
-    assert_ne!(t.new, t.old, "no other replica became primary\n{ctx}");
-    assert!(
-        !t.actions.iter().any(|(_, _, a)| a.contains("FAILOVER")),
-        "the lab sent a FAILOVER itself\n{ctx}"
-    );
-    assert!(
-        t.commits.acked > 0,
-        "the writer got no acknowledgement\n{ctx}"
-    );
     assert!(
         t.commits.lost.is_empty(),
         "lost: {:?}\n{ctx}",
         t.commits.lost
-    );
-    let outage = t.commits.write_outage_ms;
-    assert!(
-        outage.is_some_and(|ms| ms < 5000.0),
-        "the writer's commits did not resume within 5 s: {outage:?}\n{ctx}"
     );
     let p = t.primaries;
     assert!(
@@ -65,9 +60,134 @@ fn kill_primary_the_agents_promote_without_losing_a_commit() {
         r.non_primary_answers, 0,
         "answers from a non-primary\n{ctx}"
     );
-    let served = r.promotion_to_client.first().copied().flatten();
+    assert!(
+        !t.actions.iter().any(|(_, _, a)| a.contains("FAILOVER")),
+        "the lab sent a FAILOVER itself\n{ctx}"
+    );
+}
+
+/// A failover scenario: the agents promoted another replica, the writer resumed within
+/// `outage_limit_ms`, the client was served by the new primary within 1 s of its promotion.
+fn check_failover(out: &DrillOutcome, outage_limit_ms: f64) {
+    check_safety(out);
+    let ctx = context(out);
+    let t = &out.trials[0];
+    assert_eq!(t.promotions.len(), 1, "{ctx}");
+    assert_ne!(t.new, t.old, "no other replica became primary\n{ctx}");
+    assert!(
+        t.commits.acked > 0,
+        "the writer got no acknowledgement\n{ctx}"
+    );
+    let outage = t.commits.write_outage_ms;
+    assert!(
+        outage.is_some_and(|ms| ms < outage_limit_ms),
+        "the writer's commits did not resume within {outage_limit_ms} ms: {outage:?}\n{ctx}"
+    );
+    let served = t.result.promotion_to_client.first().copied().flatten();
     assert!(
         served.is_some_and(|ms| ms < 1000.0),
         "the client was not served by the new primary within 1 s of its promotion: {served:?}\n{ctx}"
     );
+    eprintln!("{}: write outage {outage:?} ms", t.scenario);
+}
+
+/// A scenario that must not fail over: nobody promoted, the client never failed.
+fn check_no_failover(out: &DrillOutcome) {
+    check_safety(out);
+    let ctx = context(out);
+    let t = &out.trials[0];
+    assert!(t.promotions.is_empty(), "{ctx}");
+    assert_eq!(t.new, t.old, "{ctx}");
+    assert_eq!(
+        t.result.failed_attempts, 0,
+        "the client failed while its primary stayed\n{ctx}"
+    );
+    assert!(
+        t.commits.acked > 0,
+        "the writer got no acknowledgement\n{ctx}"
+    );
+}
+
+#[test]
+fn kill_primary() {
+    let out = drill(Scenario::KillPrimary);
+    check_failover(&out, 5000.0);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+/// The node's link, agent, SQL Server and etcd member die at once: its keys outlive it by
+/// etcd's lease (≤ 1.5 s), then a challenger waits out the write lease (1 s) and a
+/// statement deadline.
+#[test]
+fn crash_node() {
+    let out = drill(Scenario::CrashNode);
+    check_failover(&out, 6000.0);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+/// The primary's node (and its etcd member) is cut off: its agent cannot renew its key,
+/// takes the replica offline before the key can expire for the others, and the others
+/// promote after waiting the old write lease out.
+#[test]
+fn partition_primary() {
+    let out = drill(Scenario::PartitionPrimary);
+    check_failover(&out, 6000.0);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+/// The primary's agent is frozen past its keys' lifetime: it fences nothing, so the old
+/// primary's write lease must have stopped its commits before the new primary took any.
+#[test]
+fn freeze_agent() {
+    let out = drill(Scenario::FreezeAgent);
+    check_failover(&out, 6000.0);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+#[test]
+fn kill_agent() {
+    let out = drill(Scenario::KillAgent);
+    check_no_failover(&out);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+#[test]
+fn etcd_leader_kill() {
+    let out = drill(Scenario::EtcdLeaderKill);
+    check_no_failover(&out);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+/// Only an asynchronous replica is left: its agent refuses (and counts why); once the
+/// synchronous replicas are back, the agents restore a primary without losing a commit.
+#[test]
+fn no_sync_candidate() {
+    let out = drill(Scenario::NoSyncCandidate);
+    check_failover(&out, 30_000.0);
+    let ctx = context(&out);
+    let t = &out.trials[0];
+    assert_ne!(
+        Some(t.new),
+        Some(2),
+        "the asynchronous replica was promoted\n{ctx}"
+    );
+    assert!(
+        t.refusals
+            .iter()
+            .any(|(_, r)| r == "not_synchronous_commit" || r == "too_few_reporters"),
+        "the asynchronous replica's agent reported no refusal: {:?}\n{ctx}",
+        t.refusals
+    );
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+/// Rule 5 of the issue (failsafe: while etcd has no quorum but every agent answers every
+/// other, the primary keeps its write lease) is not built yet: without it the primary's
+/// agent loses its key and takes the replica offline, an outage this test reports.
+#[test]
+#[ignore = "rule 5 (etcd quorum loss: the failsafe acknowledgements) is not built yet"]
+fn etcd_quorum_loss() {
+    let out = drill(Scenario::EtcdQuorumLoss);
+    check_no_failover(&out);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
 }

@@ -1,0 +1,277 @@
+//! `--promote agent`: what the lab does in each scenario when the agents run the failover.
+//! The lab injects the fault and then only watches: which replica the agents made PRIMARY,
+//! and when, it learns from the sims. Afterwards it restarts what a fault killed, as systemd
+//! would, and checks that the old node's agent itself made its replica SECONDARY again.
+
+use std::time::{Duration, Instant};
+
+use crate::inject::{Injected, RESTART_SEC_MS, crash_node, nft_clear, nft_partition};
+use crate::lab::Lab;
+use crate::measure::Promotion;
+use crate::scenario::{Scenario, sleep_ms};
+
+/// How long the lab waits for the agents to promote after a fault that calls for it: a dead
+/// node's keys outlive it by up to 1.5 s (etcd's lease granularity), then a challenger waits
+/// out the write lease and a statement deadline.
+const PROMOTION_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a fault that must not cause a failover is held and watched.
+const HOLD: Duration = Duration::from_secs(3);
+
+/// Injects `scenario`'s fault into primary `old` (`new` is the synchronous secondary).
+pub(crate) fn inject(
+    lab: &mut Lab,
+    scenario: Scenario,
+    old: usize,
+    new: usize,
+) -> Result<Injected, String> {
+    let fault = match scenario {
+        Scenario::KillPrimary | Scenario::Loss => lab.kill_sim(old),
+        Scenario::CrashNode => {
+            let t = crash_node(lab, old)?;
+            lab.etcd_mut()?.kill(old);
+            t
+        }
+        Scenario::PartitionPrimary => {
+            nft_partition(lab, old)?;
+            let t = lab.clock.now();
+            lab.record(t, old, "nft drops everything on eth0 (partition in effect)");
+            t
+        }
+        Scenario::FreezeAgent => lab.freeze_agent(old)?,
+        Scenario::KillAgent => {
+            let t = lab.kill_agent(old);
+            sleep_ms(RESTART_SEC_MS);
+            lab.restart_agent(old)?;
+            return stays(lab, old, t);
+        }
+        Scenario::EtcdLeaderKill => {
+            let t = kill_etcd_leader(lab)?;
+            return stays(lab, old, t);
+        }
+        Scenario::EtcdQuorumLoss => return quorum_loss(lab, old),
+        Scenario::NoSyncCandidate => return no_sync_candidate(lab, old, new),
+        other => return Err(format!("--promote agent does not run {other}")),
+    };
+    let (at, node) = await_promotion(lab, old, PROMOTION_LIMIT)?;
+    Ok(promoted(lab, fault, at, node))
+}
+
+fn promoted(lab: &Lab, fault: f64, at: f64, node: usize) -> Injected {
+    Injected {
+        faults: vec![fault],
+        promotions: vec![Promotion {
+            at,
+            node,
+            server: lab.nodes[node].server.clone(),
+        }],
+        primary: node,
+        refusals: Vec::new(),
+    }
+}
+
+/// A fault that must not move the primary: the watch checks that `old` kept serving, and
+/// [`check_no_promotion`] that no other replica became PRIMARY.
+fn stays(lab: &mut Lab, old: usize, fault: f64) -> Result<Injected, String> {
+    sleep_ms(HOLD.as_millis() as u64);
+    check_no_promotion(lab, old)?;
+    Ok(Injected {
+        faults: vec![fault],
+        promotions: Vec::new(),
+        primary: old,
+        refusals: Vec::new(),
+    })
+}
+
+/// Every sim but `old` is still a SECONDARY (or RESOLVING): nobody was promoted.
+fn check_no_promotion(lab: &mut Lab, old: usize) -> Result<(), String> {
+    for i in (0..lab.nodes.len()).filter(|&i| i != old) {
+        if lab.sim_state(i)?["role"] == "PRIMARY" {
+            return Err(format!(
+                "node {} was promoted although its primary (node {}) was healthy ({})",
+                i + 1,
+                old + 1,
+                lab.log_hint()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Polls every sim but `old` until one says PRIMARY; when (on the lab's clock) and which.
+fn await_promotion(lab: &mut Lab, old: usize, limit: Duration) -> Result<(f64, usize), String> {
+    let end = Instant::now() + limit;
+    loop {
+        for i in (0..lab.nodes.len()).filter(|&i| i != old) {
+            if lab.sim_state(i)?["role"] == "PRIMARY" {
+                let t = lab.clock.now();
+                lab.record(t, i, "tds-sim role PRIMARY (seen; promoted by the agents)");
+                return Ok((t, i));
+            }
+        }
+        if Instant::now() > end {
+            return Err(format!(
+                "no agent promoted a secondary within {limit:?} after the fault (agent logs: {})",
+                lab.log_hint()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Kills the member etcd's raft says is leader; returns the time.
+fn kill_etcd_leader(lab: &mut Lab) -> Result<f64, String> {
+    let etcd = lab.etcd_mut()?;
+    let id = etcd.leader().ok_or("etcd has no leader to kill")?;
+    let i = etcd
+        .index_of(id)
+        .ok_or_else(|| format!("etcd leader {id:x} is not in the member list"))?;
+    etcd.kill(i);
+    let t = lab.clock.now();
+    lab.record(t, i, "SIGKILL etcd member (the raft leader)");
+    Ok(t)
+}
+
+/// Two of the three etcd members (those off the primary's node) are killed and kept down
+/// for [`HOLD`], longer than any key lives; then they come back. The primary must keep
+/// serving throughout (rule 5); if the agents promoted someone after all, the trial says
+/// who and when (the safety columns then tell whether it was done safely).
+fn quorum_loss(lab: &mut Lab, old: usize) -> Result<Injected, String> {
+    let others: Vec<usize> = (0..lab.nodes.len()).filter(|&i| i != old).collect();
+    for &i in &others {
+        lab.etcd_mut()?.kill(i);
+    }
+    let fault = lab.clock.now();
+    lab.record(
+        fault,
+        usize::MAX,
+        "SIGKILL 2 of 3 etcd members (quorum lost)",
+    );
+    sleep_ms(HOLD.as_millis() as u64);
+    for &i in &others {
+        lab.etcd_mut()?.restart(i)?;
+    }
+    let t = lab.clock.now();
+    lab.record(t, usize::MAX, "etcd members restarted");
+    match watch_roles(lab, old, HOLD)? {
+        Some((at, node)) => Ok(promoted(lab, fault, at, node)),
+        None => Ok(Injected {
+            faults: vec![fault],
+            promotions: Vec::new(),
+            primary: old,
+            refusals: Vec::new(),
+        }),
+    }
+}
+
+/// Watches for `limit`: the first replica other than `old` seen PRIMARY, if any.
+fn watch_roles(lab: &mut Lab, old: usize, limit: Duration) -> Result<Option<(f64, usize)>, String> {
+    match await_promotion(lab, old, limit) {
+        Ok(p) => Ok(Some(p)),
+        Err(_) if lab.sim_state(old)?["role"] == "PRIMARY" => Ok(None),
+        Err(e) => Err(format!(
+            "after the fault nobody is PRIMARY (node {} is {}): {e}",
+            old + 1,
+            lab.sim_state(old)?["role"]
+        )),
+    }
+}
+
+/// The synchronous secondary `new` dies, then the primary: only the asynchronous replica
+/// (node 3) is left, and its agent must refuse to promote it and say why. Then both SQL
+/// Servers come back (RESOLVING, as a restarted replica of an EXTERNAL AG does); the lab,
+/// as the operator who restarted them, makes them SECONDARY, and the agents must restore a
+/// primary from them without losing a commit.
+fn no_sync_candidate(lab: &mut Lab, old: usize, new: usize) -> Result<Injected, String> {
+    let async_node = lab.settings.async_node.ok_or("no asynchronous replica")?;
+    lab.kill_sim(new);
+    sleep_ms(200);
+    let fault = lab.kill_sim(old);
+    sleep_ms(HOLD.as_millis() as u64);
+    if lab.sim_state(async_node)?["role"] == "PRIMARY" {
+        return Err(format!(
+            "node {}'s agent promoted the asynchronous replica ({})",
+            async_node + 1,
+            lab.log_hint()
+        ));
+    }
+    let refusals = refusals(lab, async_node)?;
+    let t = lab.clock.now();
+    lab.record(t, async_node, format!("refusals reported: {refusals:?}"));
+    for i in [new, old] {
+        lab.start_sim(i, "SECONDARY")?;
+        lab.demote(i, false)?;
+    }
+    let (at, node) = await_promotion(lab, async_node, PROMOTION_LIMIT)?;
+    let mut done = promoted(lab, fault, at, node);
+    done.refusals = refusals.into_iter().map(|r| (async_node, r)).collect();
+    Ok(done)
+}
+
+/// The reasons node `i`'s agent counted in `tdsvip_promotion_refused_total`.
+fn refusals(lab: &Lab, i: usize) -> Result<Vec<String>, String> {
+    let (_, body) = lab.agent_get(i, "/metrics")?;
+    Ok(body
+        .lines()
+        .filter_map(|l| l.strip_prefix("tdsvip_promotion_refused_total{reason=\""))
+        .filter_map(|l| l.split_once('"'))
+        .map(|(reason, _)| reason.to_owned())
+        .collect())
+}
+
+/// Waits until node `i`'s agent has made its replica SECONDARY (it sees it RESOLVING under
+/// another node's leader); the trial fails if that does not happen.
+pub(crate) fn await_secondary(lab: &mut Lab, i: usize) -> Result<(), String> {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let role = lab.sim_state(i)?["role"].clone();
+        if role == "SECONDARY" {
+            let t = lab.clock.now();
+            lab.record(t, i, "tds-sim role SECONDARY (seen; set by its agent)");
+            return Ok(());
+        }
+        if Instant::now() > end {
+            return Err(format!(
+                "node {}'s agent did not make its replica SECONDARY within 5 s (it is {role}; {})",
+                i + 1,
+                lab.log_hint()
+            ));
+        }
+        sleep_ms(10);
+    }
+}
+
+/// Puts back what the fault took, as systemd and a rebooted node would, and waits for the
+/// old node's agent to make its replica SECONDARY where it was PRIMARY before.
+pub(crate) fn restore(lab: &mut Lab, scenario: Scenario, old: usize) -> Result<(), String> {
+    match scenario {
+        Scenario::KillPrimary | Scenario::Loss => {
+            if scenario == Scenario::Loss {
+                nft_clear(lab.client_ns());
+            }
+            lab.start_sim(old, "SECONDARY")?;
+            await_secondary(lab, old)
+        }
+        Scenario::CrashNode => {
+            crate::aftermath::reboot(lab, old)?;
+            await_secondary(lab, old)
+        }
+        Scenario::PartitionPrimary => {
+            nft_clear(&lab.nodes[old].ns.clone());
+            await_secondary(lab, old)
+        }
+        Scenario::FreezeAgent => {
+            lab.thaw_agent(old)?;
+            await_secondary(lab, old)
+        }
+        Scenario::EtcdLeaderKill => {
+            for i in 0..lab.nodes.len() {
+                lab.etcd_mut()?.restart(i)?;
+            }
+            Ok(())
+        }
+        // Restored inside the trial (the agents' recovery is part of what it watches).
+        Scenario::KillAgent | Scenario::EtcdQuorumLoss | Scenario::NoSyncCandidate => Ok(()),
+        other => Err(format!("--promote agent does not run {other}")),
+    }
+}
