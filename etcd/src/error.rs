@@ -93,6 +93,17 @@ pub enum EtcdError {
     },
 }
 
+impl EtcdError {
+    /// The member asked gave no answer in time or could not be reached (the client then
+    /// talks to the next one); an error it answered says nothing against it.
+    pub fn member_unreachable(&self) -> bool {
+        matches!(
+            self,
+            EtcdError::NoAnswer { .. } | EtcdError::Unreachable { .. }
+        )
+    }
+}
+
 /// Who is being talked to, for the messages: the endpoints as configured and the user.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {

@@ -57,6 +57,8 @@ impl Renewal {
 struct KeepAlive {
     keeper: LeaseKeeper,
     answers: LeaseKeepAliveStream,
+    /// The member the stream goes to: once the client moved on, it is not used again.
+    member: usize,
 }
 
 /// etcd TTLs are whole seconds, at least 1.
@@ -81,7 +83,9 @@ impl Etcd {
         let operation = format!("grant a lease of {seconds} s");
         let sent = Instant::now();
         let answer = self
-            .bounded(&operation, self.client.lease_client().grant(seconds, None))
+            .bounded(&operation, |c| async move {
+                c.lease_client().grant(seconds, None).await
+            })
             .await?;
         let answered = Instant::now();
         if !answer.error().is_empty() {
@@ -109,31 +113,35 @@ impl Etcd {
     /// One keep-alive round trip for `lease`, within `request_timeout` (including the wait for
     /// a renewal of the same lease by a clone).
     pub async fn renew(&self, lease: &Lease) -> Result<Renewal, EtcdError> {
+        let member = self.members.pinned();
         let renewal = async {
             let mut slot = lease.keep_alive.lock().await;
             // Taken out while in use: if this is dropped (timeout) or fails, the slot stays
             // empty and the next renewal opens a fresh stream.
-            let (keep_alive, renewal) = self.renew_on(slot.take(), lease.id).await?;
+            let open = slot.take().filter(|k| k.member == member);
+            let (keep_alive, renewal) = self.renew_on(open, lease.id, member).await?;
             *slot = Some(keep_alive);
             Ok(renewal)
         };
-        match tokio::time::timeout(self.request_timeout, renewal).await {
+        let result = match tokio::time::timeout(self.request_timeout, renewal).await {
             Ok(result) => result,
             Err(_) => {
                 let operation = format!("renew lease {:x}", lease.id);
                 Err(self.target.no_answer(&operation, self.request_timeout))
             }
-        }
+        };
+        self.judge(member, result)
     }
 
     async fn renew_on(
         &self,
         open: Option<KeepAlive>,
         id: i64,
+        member: usize,
     ) -> Result<(KeepAlive, Renewal), EtcdError> {
         let mut keep_alive = match open {
             Some(open) => open,
-            None => self.open_keep_alive(id).await?,
+            None => self.open_keep_alive(id, member).await?,
         };
         let operation = format!("renew lease {id:x}");
         let failed = |e| self.target.failure(&operation, e);
@@ -155,14 +163,22 @@ impl Etcd {
         Ok((keep_alive, renewal))
     }
 
-    async fn open_keep_alive(&self, id: i64) -> Result<KeepAlive, EtcdError> {
-        match self.client.lease_client().keep_alive(id).await {
-            Ok((keeper, answers)) => Ok(KeepAlive { keeper, answers }),
+    async fn open_keep_alive(&self, id: i64, member: usize) -> Result<KeepAlive, EtcdError> {
+        let operation = format!("open keep-alive for lease {id:x}");
+        let client = self
+            .members
+            .client(member)
+            .await
+            .map_err(|e| self.target.failure(&operation, e))?;
+        match client.lease_client().keep_alive(id).await {
+            Ok((keeper, answers)) => Ok(KeepAlive {
+                keeper,
+                answers,
+                member,
+            }),
             // etcd-client's only use of this variant when opening: the first answer had TTL ≤ 0.
             Err(etcd_client::Error::LeaseKeepAliveError(_)) => Err(self.target.lease_expired(id)),
-            Err(e) => Err(self
-                .target
-                .failure(&format!("open keep-alive for lease {id:x}"), e)),
+            Err(e) => Err(self.target.failure(&operation, e)),
         }
     }
 
@@ -170,9 +186,11 @@ impl Etcd {
     /// `EtcdError::LeaseExpired`.
     pub async fn revoke(&self, lease: &Lease) -> Result<(), EtcdError> {
         let operation = format!("revoke lease {:x}", lease.id);
-        let mut leases = self.client.lease_client();
+        let id = lease.id;
         let result = self
-            .bounded_with_lease(&operation, lease.id, leases.revoke(lease.id))
+            .bounded_with_lease(&operation, id, |c| async move {
+                c.lease_client().revoke(id).await
+            })
             .await
             .map(drop);
         if let Ok(mut stream) = lease.keep_alive.try_lock() {

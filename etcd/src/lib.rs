@@ -17,6 +17,7 @@ mod keys;
 mod leader;
 mod lease;
 mod members;
+mod pin;
 mod settings;
 mod watch;
 

@@ -34,10 +34,9 @@ impl Etcd {
     pub async fn delete_member(&self, ag: &str, node: &str) -> Result<(), EtcdError> {
         let key = self.keys.member(ag, node)?;
         let operation = format!("delete {key}");
-        self.bounded(
-            &operation,
-            self.client.kv_client().delete(key.as_str(), None),
-        )
+        self.bounded(&operation, |c| async move {
+            c.kv_client().delete(key.as_str(), None).await
+        })
         .await
         .map(|_| ())
     }
@@ -47,12 +46,14 @@ impl Etcd {
         let dir = self.keys.members_dir(ag)?;
         let operation = format!("read {dir}*");
         let answer = self
-            .bounded(
-                &operation,
-                self.client
-                    .kv_client()
-                    .get(dir.as_str(), Some(GetOptions::new().with_prefix())),
-            )
+            .bounded(&operation, |c| {
+                let dir = dir.clone();
+                async move {
+                    c.kv_client()
+                        .get(dir, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await?;
         let odd = |odd| self.target.unexpected(&operation, odd);
         answer

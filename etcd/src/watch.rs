@@ -1,7 +1,9 @@
 //! Watching everything under `{prefix}/{ag}/`: leader key changes, member states, notes. The
 //! agent reads the current state, then watches from the revision after it, so it misses
 //! nothing in between; a watch whose revisions were compacted away, or that etcd cancelled,
-//! ends with an error and the agent starts over from a fresh read.
+//! ends with an error and the agent starts over from a fresh read. So does a watch whose
+//! member the client left after another call to it failed (`pin`): a member cut off without
+//! a word would otherwise leave the watch waiting for events that never come.
 
 use std::collections::VecDeque;
 
@@ -33,6 +35,9 @@ pub enum AgEvent {
 #[derive(Debug)]
 pub struct AgWatch {
     stream: WatchStream,
+    /// The member the watch is open on, and where the client's pin is.
+    member: usize,
+    pin: tokio::sync::watch::Receiver<usize>,
     dir: String,
     target: Target,
     pending: VecDeque<AgEvent>,
@@ -57,18 +62,21 @@ impl Etcd {
         if let Some(revision) = from_revision {
             options = options.with_start_revision(revision);
         }
-        let start = async {
-            let mut stream = self
-                .client
-                .watch_client()
-                .watch(dir.as_str(), Some(options))
-                .await?;
-            let created = stream.message().await?;
-            Ok::<_, etcd_client::Error>((stream, created))
+        let member = self.members.pinned();
+        let pin = self.members.moves();
+        let start = |c: etcd_client::Client| {
+            let dir = dir.clone();
+            async move {
+                let mut stream = c.watch_client().watch(dir, Some(options)).await?;
+                let created = stream.message().await?;
+                Ok::<_, etcd_client::Error>((stream, created))
+            }
         };
         let (stream, created) = self.bounded(&operation, start).await?;
         let mut watch = AgWatch {
             stream,
+            member,
+            pin,
             dir,
             target: self.target.clone(),
             pending: VecDeque::new(),
@@ -93,7 +101,15 @@ impl AgWatch {
             if self.ended {
                 return Err(self.end("it ended earlier"));
             }
-            let answer = match self.stream.message().await {
+            let member = self.member;
+            let answer = tokio::select! {
+                answer = self.stream.message() => Some(answer),
+                _ = self.pin.wait_for(|p| *p != member) => None,
+            };
+            let Some(answer) = answer else {
+                return Err(self.end("the client left its member for another"));
+            };
+            let answer = match answer {
                 Ok(Some(answer)) => answer,
                 Ok(None) => return Err(self.end("etcd closed the stream")),
                 Err(e) => {

@@ -178,10 +178,12 @@ fn watch_roles(lab: &mut Lab, old: usize, limit: Duration) -> Result<Option<(f64
 }
 
 /// The synchronous secondary `new` dies, then the primary: only the asynchronous replica
-/// (node 3) is left, and its agent must refuse to promote it and say why. Then both SQL
-/// Servers come back (RESOLVING, as a restarted replica of an EXTERNAL AG does); the lab,
-/// as the operator who restarted them, makes them SECONDARY, and the agents must restore a
-/// primary from them without losing a commit.
+/// (node 3) is left, and its agent must refuse to promote it and say why. Nothing is then
+/// promoted automatically: the restarted replicas come back RESOLVING and `FAILOVER` refuses
+/// them (41142, not synchronized when the primary was lost). The lab then does what the
+/// README tells the operator: it forces the replica with every commit (the old primary,
+/// highest `sequence_number`) back with `FORCE_FAILOVER_ALLOW_DATA_LOSS`; its agent takes
+/// the leader key, its node the address, and the other agent makes its replica SECONDARY.
 fn no_sync_candidate(lab: &mut Lab, old: usize, new: usize) -> Result<Injected, String> {
     let async_node = lab.settings.async_node.ok_or("no asynchronous replica")?;
     lab.kill_sim(new);
@@ -200,10 +202,20 @@ fn no_sync_candidate(lab: &mut Lab, old: usize, new: usize) -> Result<Injected, 
     lab.record(t, async_node, format!("refusals reported: {refusals:?}"));
     for i in [new, old] {
         lab.start_sim(i, "SECONDARY")?;
-        lab.demote(i, false)?;
     }
-    let (at, node) = await_promotion(lab, async_node, PROMOTION_LIMIT)?;
-    let mut done = promoted(lab, fault, at, node);
+    sleep_ms(HOLD.as_millis() as u64);
+    for i in [new, old] {
+        if lab.sim_state(i)?["role"] == "PRIMARY" {
+            return Err(format!(
+                "node {}'s replica became PRIMARY without the operator ({})",
+                i + 1,
+                lab.log_hint()
+            ));
+        }
+    }
+    let at = lab.promote(old, true)?;
+    lab.record(at, old, "(the operator's decision, not the agents')");
+    let mut done = promoted(lab, fault, at, old);
     done.refusals = refusals.into_iter().map(|r| (async_node, r)).collect();
     Ok(done)
 }
@@ -271,7 +283,13 @@ pub(crate) fn restore(lab: &mut Lab, scenario: Scenario, old: usize) -> Result<(
             Ok(())
         }
         // Restored inside the trial (the agents' recovery is part of what it watches).
-        Scenario::KillAgent | Scenario::EtcdQuorumLoss | Scenario::NoSyncCandidate => Ok(()),
+        Scenario::KillAgent | Scenario::EtcdQuorumLoss => Ok(()),
+        Scenario::NoSyncCandidate => {
+            let new = (0..lab.nodes.len())
+                .find(|&i| i != old && Some(i) != lab.settings.async_node)
+                .ok_or("no synchronous secondary")?;
+            await_secondary(lab, new)
+        }
         other => Err(format!("--promote agent does not run {other}")),
     }
 }

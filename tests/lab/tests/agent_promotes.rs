@@ -60,18 +60,19 @@ fn check_safety(out: &DrillOutcome) {
         r.non_primary_answers, 0,
         "answers from a non-primary\n{ctx}"
     );
+}
+
+/// A failover scenario: the agents promoted another replica (the lab sent no `FAILOVER`),
+/// the writer resumed within `outage_limit_ms`, and the client was served by the new
+/// primary within `serve_limit_ms` of its promotion.
+fn check_failover(out: &DrillOutcome, outage_limit_ms: f64, serve_limit_ms: f64) {
+    check_safety(out);
+    let ctx = context(out);
+    let t = &out.trials[0];
     assert!(
         !t.actions.iter().any(|(_, _, a)| a.contains("FAILOVER")),
         "the lab sent a FAILOVER itself\n{ctx}"
     );
-}
-
-/// A failover scenario: the agents promoted another replica, the writer resumed within
-/// `outage_limit_ms`, the client was served by the new primary within 1 s of its promotion.
-fn check_failover(out: &DrillOutcome, outage_limit_ms: f64) {
-    check_safety(out);
-    let ctx = context(out);
-    let t = &out.trials[0];
     assert_eq!(t.promotions.len(), 1, "{ctx}");
     assert_ne!(t.new, t.old, "no other replica became primary\n{ctx}");
     assert!(
@@ -85,8 +86,8 @@ fn check_failover(out: &DrillOutcome, outage_limit_ms: f64) {
     );
     let served = t.result.promotion_to_client.first().copied().flatten();
     assert!(
-        served.is_some_and(|ms| ms < 1000.0),
-        "the client was not served by the new primary within 1 s of its promotion: {served:?}\n{ctx}"
+        served.is_some_and(|ms| ms < serve_limit_ms),
+        "the client was not served by the new primary within {serve_limit_ms} ms of its promotion: {served:?}\n{ctx}"
     );
     eprintln!("{}: write outage {outage:?} ms", t.scenario);
 }
@@ -111,7 +112,7 @@ fn check_no_failover(out: &DrillOutcome) {
 #[test]
 fn kill_primary() {
     let out = drill(Scenario::KillPrimary);
-    check_failover(&out, 5000.0);
+    check_failover(&out, 5000.0, 1000.0);
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
@@ -121,7 +122,7 @@ fn kill_primary() {
 #[test]
 fn crash_node() {
     let out = drill(Scenario::CrashNode);
-    check_failover(&out, 6000.0);
+    check_failover(&out, 6000.0, 1000.0);
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
@@ -131,16 +132,20 @@ fn crash_node() {
 #[test]
 fn partition_primary() {
     let out = drill(Scenario::PartitionPrimary);
-    check_failover(&out, 6000.0);
+    check_failover(&out, 6000.0, 1000.0);
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
 /// The primary's agent is frozen past its keys' lifetime: it fences nothing, so the old
-/// primary's write lease must have stopped its commits before the new primary took any.
+/// primary's write lease must have stopped its commits before the new primary took any. The
+/// frozen agent's node also keeps the address until its kernel ownership lease runs out
+/// (the pinned guard fences it): the new owner waits for that, so the client is served up
+/// to that lease after the promotion.
 #[test]
 fn freeze_agent() {
     let out = drill(Scenario::FreezeAgent);
-    check_failover(&out, 6000.0);
+    let lease_ms = tdsvip_lab::config::ownership_lease_ms() as f64;
+    check_failover(&out, 8000.0, lease_ms + 1000.0);
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
@@ -158,25 +163,28 @@ fn etcd_leader_kill() {
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
-/// Only an asynchronous replica is left: its agent refuses (and counts why); once the
-/// synchronous replicas are back, the agents restore a primary without losing a commit.
+/// Only an asynchronous replica is left: its agent refuses (and counts why), nobody is
+/// promoted automatically, not even the restarted synchronous replicas; the operator's
+/// forced failover of the old primary (every commit is there) brings service back, and
+/// its agent leads again without losing a commit.
 #[test]
 fn no_sync_candidate() {
     let out = drill(Scenario::NoSyncCandidate);
-    check_failover(&out, 30_000.0);
+    check_safety(&out);
     let ctx = context(&out);
     let t = &out.trials[0];
-    assert_ne!(
-        Some(t.new),
-        Some(2),
-        "the asynchronous replica was promoted\n{ctx}"
-    );
+    assert_eq!(t.new, t.old, "{ctx}");
     assert!(
         t.refusals
             .iter()
-            .any(|(_, r)| r == "not_synchronous_commit" || r == "too_few_reporters"),
+            .any(|(_, r)| r == "not_synchronous_commit"),
         "the asynchronous replica's agent reported no refusal: {:?}\n{ctx}",
         t.refusals
+    );
+    let served = t.result.promotion_to_client.first().copied().flatten();
+    assert!(
+        served.is_some_and(|ms| ms < 1000.0),
+        "the client was not served within 1 s of the operator's failover: {served:?}\n{ctx}"
     );
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
