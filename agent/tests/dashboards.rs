@@ -3,7 +3,7 @@
 //! panel has a datasource and targets, and every PromQL expression in it parses (promtool,
 //! with Grafana's variables substituted); and every `tdsvip_*` metric named in the rules, their
 //! tests or the dashboard is one the agent's `AgentMetrics` really exports, so renaming a
-//! metric in agent/src/metrics.rs breaks this test. The dashboard is also validated against
+//! metric in agent/src/metrics/ breaks this test. The dashboard is also validated against
 //! Grafana's own schema (npm @grafana/schema's `Dashboard` type as JSON Schema, with ajv).
 //! promtool comes from Debian `prometheus`, the npm tools from deploy/setup.sh; without them
 //! these tests fail.
