@@ -14,6 +14,11 @@ const LEADER: Def = Def {
     help: "Manage mode: 1 while this agent holds the AG's leader key in etcd, else 0.",
     labels: &["ag"],
 };
+const LEADER_TERM: Def = Def {
+    name: "tdsvip_leader_term",
+    help: "Manage mode: create revision of the AG's leader key (the term, the fencing token) as this agent last read it; no series while there is no leader key.",
+    labels: &["ag"],
+};
 const PROMOTIONS: Def = Def {
     name: "tdsvip_promotions_total",
     help: "Manage mode: FAILOVERs of the local replica this agent sent and SQL Server accepted, by cause (primary_down: its SQL Server refused connections; leader_lost: the leader key went without that word).",
@@ -23,6 +28,11 @@ const PROMOTION_REFUSED: Def = Def {
     name: "tdsvip_promotion_refused_total",
     help: "Manage mode: times the local replica could not be promoted while no leader held the AG, by reason.",
     labels: &["ag", "reason"],
+};
+const ETCD_LEASE_ALIVE: Def = Def {
+    name: "tdsvip_etcd_lease_alive",
+    help: "Manage mode: 1 while this agent's etcd lease is provably alive (a renewal answered within its TTL), else 0.",
+    labels: &["ag"],
 };
 const KEY_RENEWAL: Def = Def {
     name: "tdsvip_etcd_lease_renewal_seconds",
@@ -51,8 +61,10 @@ const RENEWAL_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone)]
 pub struct ManageMetrics {
     leader: IntGaugeVec,
+    term: IntGaugeVec,
     promotions: IntCounterVec,
     refused: IntCounterVec,
+    etcd_lease_alive: IntGaugeVec,
     key_renewal: HistogramVec,
     key_renewal_failures: IntCounterVec,
     write_lease_renewal: HistogramVec,
@@ -62,8 +74,10 @@ impl ManageMetrics {
     pub(super) fn new(r: &Registry) -> Result<ManageMetrics, prometheus::Error> {
         Ok(ManageMetrics {
             leader: gauge(r, &LEADER)?,
+            term: gauge(r, &LEADER_TERM)?,
             promotions: counter(r, &PROMOTIONS)?,
             refused: counter(r, &PROMOTION_REFUSED)?,
+            etcd_lease_alive: gauge(r, &ETCD_LEASE_ALIVE)?,
             key_renewal: histogram(r, &KEY_RENEWAL, RENEWAL_BUCKETS)?,
             key_renewal_failures: counter(r, &KEY_RENEWAL_FAILURES)?,
             write_lease_renewal: histogram(r, &WRITE_LEASE_RENEWAL, RENEWAL_BUCKETS)?,
@@ -96,5 +110,157 @@ impl ManageMetrics {
         self.write_lease_renewal
             .with_label_values(&[ag])
             .observe(took.as_secs_f64());
+    }
+
+    /// `term` `None`: the AG has no leader key. Its series goes rather than keeping the last
+    /// term, which a dashboard would show as a leader that no longer exists.
+    pub fn set_term(&self, ag: &str, term: Option<i64>) {
+        match term {
+            Some(t) => self.term.with_label_values(&[ag]).set(t),
+            // An error only says there was no series to remove.
+            None => {
+                let _ = self.term.remove_label_values(&[ag]);
+            }
+        }
+    }
+
+    pub fn set_etcd_lease_alive(&self, ag: &str, alive: bool) {
+        self.etcd_lease_alive
+            .with_label_values(&[ag])
+            .set(i64::from(alive));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::metrics::AgentMetrics;
+
+    const MANAGE_METRICS: &[&str] = &[
+        "tdsvip_leader",
+        "tdsvip_leader_term",
+        "tdsvip_promotions_total",
+        "tdsvip_promotion_refused_total",
+        "tdsvip_etcd_lease_alive",
+        "tdsvip_etcd_lease_renewal_seconds",
+        "tdsvip_etcd_lease_renewal_failures_total",
+        "tdsvip_write_lease_renewal_seconds",
+    ];
+
+    /// The sample lines (not `# HELP`/`# TYPE`) of metric `name` in the text format: exactly
+    /// that name, or a histogram's series of it (`tdsvip_leader` is not `tdsvip_leader_term`).
+    fn samples<'t>(text: &'t str, name: &str) -> Vec<&'t str> {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name).is_some_and(|rest| {
+                    let rest = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| rest.strip_prefix(s))
+                        .unwrap_or(rest);
+                    rest.starts_with(['{', ' '])
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follow_mode_exports_no_manage_series() {
+        let m = AgentMetrics::new().unwrap();
+        let text = m.encode().unwrap();
+        for name in MANAGE_METRICS {
+            assert!(samples(&text, name).is_empty(), "{name} in {text}");
+        }
+    }
+
+    #[test]
+    fn every_manage_metric_is_registered_under_its_name() {
+        let m = AgentMetrics::new().unwrap();
+        let manage = m.manage();
+        manage.set_leader("AG1", true);
+        manage.set_term("AG1", Some(7));
+        manage.count_promotion("AG1", "leader_lost");
+        manage.count_refusal("AG1", "behind_sequence");
+        manage.set_etcd_lease_alive("AG1", true);
+        manage.observe_key_renewal("AG1", Some(std::time::Duration::from_millis(2)));
+        manage.observe_key_renewal("AG1", None);
+        manage.observe_write_lease_renewal("AG1", std::time::Duration::from_millis(3));
+        let text = m.encode().unwrap();
+        for name in MANAGE_METRICS {
+            let type_line = format!("# TYPE {name} ");
+            assert!(
+                text.lines().any(|l| l.starts_with(&type_line)),
+                "no {name} in {text}"
+            );
+            assert!(
+                !samples(&text, name).is_empty(),
+                "no {name} series in {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_term_is_the_last_read_and_goes_with_the_leader_key() {
+        let m = AgentMetrics::new().unwrap();
+        let manage = m.manage();
+        manage.set_term("AG1", Some(41));
+        manage.set_term("AG2", Some(9));
+        manage.set_term("AG1", Some(57));
+        let text = m.encode().unwrap();
+        assert_eq!(
+            samples(&text, "tdsvip_leader_term"),
+            [
+                r#"tdsvip_leader_term{ag="AG1"} 57"#,
+                r#"tdsvip_leader_term{ag="AG2"} 9"#
+            ],
+            "{text}"
+        );
+        // AG1's key is gone: its series goes (not a stale 57), AG2's stays.
+        manage.set_term("AG1", None);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            samples(&text, "tdsvip_leader_term"),
+            [r#"tdsvip_leader_term{ag="AG2"} 9"#],
+            "{text}"
+        );
+        // No key read yet and none now: nothing to remove, no panic, no series.
+        manage.set_term("AG3", None);
+        manage.set_term("AG2", None);
+        let text = m.encode().unwrap();
+        assert!(samples(&text, "tdsvip_leader_term").is_empty(), "{text}");
+        // A new leader key: the series is back with the new term.
+        manage.set_term("AG1", Some(80));
+        let text = m.encode().unwrap();
+        assert_eq!(
+            samples(&text, "tdsvip_leader_term"),
+            [r#"tdsvip_leader_term{ag="AG1"} 80"#],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_etcd_lease_is_alive_or_not_per_ag() {
+        let m = AgentMetrics::new().unwrap();
+        let manage = m.manage();
+        manage.set_etcd_lease_alive("AG1", true);
+        manage.set_etcd_lease_alive("AG2", false);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            samples(&text, "tdsvip_etcd_lease_alive"),
+            [
+                r#"tdsvip_etcd_lease_alive{ag="AG1"} 1"#,
+                r#"tdsvip_etcd_lease_alive{ag="AG2"} 0"#
+            ],
+            "{text}"
+        );
+        manage.set_etcd_lease_alive("AG1", false);
+        manage.set_etcd_lease_alive("AG2", true);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            samples(&text, "tdsvip_etcd_lease_alive"),
+            [
+                r#"tdsvip_etcd_lease_alive{ag="AG1"} 0"#,
+                r#"tdsvip_etcd_lease_alive{ag="AG2"} 1"#
+            ],
+            "{text}"
+        );
     }
 }
