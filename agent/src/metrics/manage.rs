@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
+use strum::VariantNames;
 
 use super::{Def, counter, gauge, histogram};
+use crate::controller::promotion::{PromotionCause, Refusal};
 
 const LEADER: Def = Def {
     name: "tdsvip_leader",
@@ -84,8 +86,25 @@ impl ManageMetrics {
         })
     }
 
+    /// Also starts the AG's counters at 0 (manage mode reports whether it leads after every
+    /// event, from its first on).
     pub fn set_leader(&self, ag: &str, held: bool) {
         self.leader.with_label_values(&[ag]).set(i64::from(held));
+        self.start_counters(ag);
+    }
+
+    /// Creates every counter series of `ag` at 0, every label value included. A series that
+    /// first appears at 1 has no increase that `increase()`/`rate()` can see, and promotions
+    /// and refusals are rare enough that most would be the first of their series: missing
+    /// from the dashboard and the alerts. Idempotent: an existing series keeps its value.
+    fn start_counters(&self, ag: &str) {
+        for cause in PromotionCause::VARIANTS {
+            self.promotions.with_label_values(&[ag, cause]);
+        }
+        for reason in Refusal::VARIANTS {
+            self.refused.with_label_values(&[ag, reason]);
+        }
+        self.key_renewal_failures.with_label_values(&[ag]);
     }
 
     pub fn count_promotion(&self, ag: &str, cause: &str) {
@@ -133,6 +152,7 @@ impl ManageMetrics {
 
 #[cfg(test)]
 mod tests {
+    use crate::controller::promotion::{PromotionCause, Refusal};
     use crate::metrics::AgentMetrics;
 
     const MANAGE_METRICS: &[&str] = &[
@@ -195,6 +215,78 @@ mod tests {
                 "no {name} series in {text}"
             );
         }
+    }
+
+    #[test]
+    fn the_first_leader_reading_starts_the_ags_counters_at_zero() {
+        let m = AgentMetrics::new().unwrap();
+        let manage = m.manage();
+        manage.set_leader("AG1", false);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            samples(&text, "tdsvip_promotions_total"),
+            [
+                r#"tdsvip_promotions_total{ag="AG1",cause="leader_lost"} 0"#,
+                r#"tdsvip_promotions_total{ag="AG1",cause="primary_down"} 0"#,
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            samples(&text, "tdsvip_promotion_refused_total"),
+            [
+                r#"tdsvip_promotion_refused_total{ag="AG1",reason="behind_sequence"} 0"#,
+                r#"tdsvip_promotion_refused_total{ag="AG1",reason="local_unknown"} 0"#,
+                r#"tdsvip_promotion_refused_total{ag="AG1",reason="not_secondary"} 0"#,
+                r#"tdsvip_promotion_refused_total{ag="AG1",reason="not_synchronized"} 0"#,
+                r#"tdsvip_promotion_refused_total{ag="AG1",reason="not_synchronous_commit"} 0"#,
+                r#"tdsvip_promotion_refused_total{ag="AG1",reason="too_few_reporters"} 0"#,
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            samples(&text, "tdsvip_etcd_lease_renewal_failures_total"),
+            [r#"tdsvip_etcd_lease_renewal_failures_total{ag="AG1"} 0"#],
+            "{text}"
+        );
+        // Counted since, and read again after the next event: the counts stay.
+        manage.count_promotion("AG1", PromotionCause::LeaderLost.name());
+        manage.count_refusal("AG1", Refusal::NotSynchronized.reason());
+        manage.set_leader("AG1", true);
+        let text = m.encode().unwrap();
+        let count = |name: &str, labels: &str| {
+            samples(&text, name)
+                .into_iter()
+                .find_map(|l| l.strip_prefix(&format!("{name}{{{labels}}} ")))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            count("tdsvip_promotions_total", r#"ag="AG1",cause="leader_lost""#).as_deref(),
+            Some("1"),
+            "{text}"
+        );
+        assert_eq!(
+            count(
+                "tdsvip_promotions_total",
+                r#"ag="AG1",cause="primary_down""#
+            )
+            .as_deref(),
+            Some("0"),
+            "{text}"
+        );
+        assert_eq!(
+            count(
+                "tdsvip_promotion_refused_total",
+                r#"ag="AG1",reason="not_synchronized""#
+            )
+            .as_deref(),
+            Some("1"),
+            "{text}"
+        );
+        // No histogram series: a renewal time of nothing would be a false observation.
+        assert!(
+            samples(&text, "tdsvip_etcd_lease_renewal_seconds").is_empty(),
+            "{text}"
+        );
     }
 
     #[test]

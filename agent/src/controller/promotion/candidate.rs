@@ -48,7 +48,7 @@ pub struct MemberState {
 }
 
 /// Why a replica may not be promoted: the label of `tdsvip_promotion_refused_total`.
-#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr, strum::VariantNames)]
 #[strum(serialize_all = "snake_case")]
 pub enum Refusal {
     /// The local replica's state is unknown (its SQL Server did not answer).

@@ -144,7 +144,7 @@ pub enum PromotionAction {
 }
 
 /// Why the AG needed a new primary: the `cause` label of `tdsvip_promotions_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantNames)]
 #[strum(serialize_all = "snake_case")]
 pub enum PromotionCause {
     /// The old leader resigned saying its SQL Server refuses connections (no wait).
