@@ -223,12 +223,21 @@ fn no_sync_candidate(lab: &mut Lab, old: usize, new: usize) -> Result<Injected, 
 /// The reasons node `i`'s agent counted in `tdsvip_promotion_refused_total`.
 fn refusals(lab: &Lab, i: usize) -> Result<Vec<String>, String> {
     let (_, body) = lab.agent_get(i, "/metrics")?;
-    Ok(body
+    Ok(counted_reasons(&body))
+}
+
+/// The `reason` of every `tdsvip_promotion_refused_total` series above 0 in a `/metrics`
+/// text. The agent starts every reason's series at 0, and the text lists labels by name
+/// (`ag` before `reason`).
+fn counted_reasons(metrics: &str) -> Vec<String> {
+    metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("tdsvip_promotion_refused_total{reason=\""))
-        .filter_map(|l| l.split_once('"'))
+        .filter_map(|l| l.strip_prefix("tdsvip_promotion_refused_total{"))
+        .filter_map(|l| l.rsplit_once("} "))
+        .filter(|(_, value)| value.parse::<f64>().is_ok_and(|v| v > 0.0))
+        .filter_map(|(labels, _)| labels.split_once("reason=\"")?.1.split_once('"'))
         .map(|(reason, _)| reason.to_owned())
-        .collect())
+        .collect()
 }
 
 /// Waits until node `i`'s agent has made its replica SECONDARY (it sees it RESOLVING under
@@ -291,5 +300,25 @@ pub(crate) fn restore(lab: &mut Lab, scenario: Scenario, old: usize) -> Result<(
             await_secondary(lab, new)
         }
         other => Err(format!("--promote agent does not run {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted_reasons;
+
+    #[test]
+    fn only_reasons_counted_above_zero() {
+        let text = r#"# TYPE tdsvip_promotion_refused_total counter
+tdsvip_promotion_refused_total{ag="AG1",reason="behind_sequence"} 0
+tdsvip_promotion_refused_total{ag="AG1",reason="not_synchronous_commit"} 2
+tdsvip_promotion_refused_total{ag="AG1",reason="too_few_reporters"} 1
+tdsvip_promotions_total{ag="AG1",cause="leader_lost"} 1
+"#;
+        assert_eq!(
+            counted_reasons(text),
+            ["not_synchronous_commit", "too_few_reporters"]
+        );
+        assert!(counted_reasons("").is_empty());
     }
 }
