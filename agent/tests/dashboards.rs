@@ -1,12 +1,12 @@
 //! `dashboards/`: the alert rules pass `promtool check rules` and their unit tests
 //! (`promtool test rules dashboards/alerts_test.yml`); the Grafana dashboard parses, every
-//! panel has a datasource and targets, and every PromQL expression in it parses (promtool,
-//! with Grafana's variables substituted); and every `tdsvip_*` metric named in the rules, their
-//! tests or the dashboard is one the agent's `AgentMetrics` really exports, so renaming a
-//! metric in agent/src/metrics/ breaks this test. The dashboard is also validated against
-//! Grafana's own schema (npm @grafana/schema's `Dashboard` type as JSON Schema, with ajv).
-//! promtool comes from Debian `prometheus`, the npm tools from deploy/setup.sh; without them
-//! these tests fail.
+//! panel (rows aside) has a datasource and targets, and every PromQL expression in it parses
+//! (promtool, with Grafana's variables substituted); and every `tdsvip_*` metric named in the
+//! rules, their tests or the dashboard is one the agent's `AgentMetrics` really exports, so
+//! renaming a metric in agent/src/metrics/ breaks this test. The dashboard is also validated
+//! against Grafana's own schema (npm @grafana/schema's `Dashboard` type as JSON Schema, with
+//! ajv). promtool comes from Debian `prometheus`, the npm tools from deploy/setup.sh; without
+//! them these tests fail.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -65,7 +65,7 @@ fn alert_rules_check_and_their_unit_tests_pass() {
     let out = promtool(&["check", "rules", "alerts.yml"], &dir);
     assert!(out.status.success(), "{}", said(&out));
     assert!(
-        said(&out).contains("SUCCESS: 7 rules found"),
+        said(&out).contains("SUCCESS: 12 rules found"),
         "{}",
         said(&out)
     );
@@ -119,7 +119,7 @@ fn every_alert_is_tested(rules: &str, tests: &str) -> Vec<String> {
 #[test]
 fn every_alert_has_a_unit_test_case() {
     let rules = read("alerts.yml");
-    assert_eq!(rules.matches("- alert: ").count(), 7);
+    assert_eq!(rules.matches("- alert: ").count(), 12);
     let untested = every_alert_is_tested(&rules, &read("alerts_test.yml"));
     assert!(
         untested.is_empty(),
@@ -131,10 +131,20 @@ fn dashboard() -> Value {
     serde_json::from_str(&read("tdsvip.json")).expect("dashboards/tdsvip.json is not JSON")
 }
 
+/// A row only groups the panels after it: no datasource, no query.
+fn is_row(panel: &Value) -> bool {
+    panel["type"] == "row"
+}
+
 /// Every panel's PromQL, with the variables Grafana would substitute.
 fn dashboard_exprs(d: &Value) -> Vec<String> {
     let mut v = Vec::new();
-    for p in d["panels"].as_array().unwrap() {
+    for p in d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !is_row(p))
+    {
         for t in p["targets"].as_array().unwrap() {
             v.push(t["expr"].as_str().unwrap().to_owned());
         }
@@ -170,6 +180,13 @@ fn dashboard_panels_have_a_datasource_and_targets() {
             ids.insert(p["id"].as_u64().unwrap()),
             "duplicate id in {title}"
         );
+        if is_row(p) {
+            // Expanded, its panels follow it at the top level, where these checks reach
+            // them; a collapsed row would hide them in its own "panels".
+            assert_eq!(p["collapsed"], false, "{title}");
+            assert_eq!(p["panels"].as_array().map(Vec::len), Some(0), "{title}");
+            continue;
+        }
         assert_eq!(p["datasource"]["type"], "prometheus", "{title}");
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
         let targets = p["targets"].as_array().unwrap();
@@ -190,6 +207,8 @@ fn dashboard_panels_have_a_datasource_and_targets() {
         "histogram_quantile(0.99, sum by (le, phase) (rate(tdsvip_failover_phase_duration_seconds_bucket",
         "tdsvip_probe_duration_seconds_bucket",
         "tdsvip_owner{ag=~\"$ag\"}",
+        "sum by (ag) (tdsvip_leader{ag=~\"$ag\"})",
+        "histogram_quantile(0.99, sum by (le, instance, ag) (rate(tdsvip_etcd_lease_renewal_seconds_bucket",
     ] {
         assert!(exprs.contains(needle), "no {needle:?} in the dashboard");
     }
@@ -300,6 +319,16 @@ fn exported_by_the_agent() -> BTreeSet<String> {
     m.set_role("ag1", "sql1", Some(&ReplicaRole::Primary));
     m.set_overlay_packets(ip("10.9.0.10"), PacketVerdict::Pass, 1);
     m.observe_controller(&AgController::new("ag1", AgPolicy::new(2, 2)).unwrap());
+    // Manage mode's: in follow mode none of them has a series, and so no `# TYPE` line.
+    let manage = m.manage();
+    manage.set_leader("ag1", true);
+    manage.set_term("ag1", Some(42));
+    manage.set_etcd_lease_alive("ag1", true);
+    manage.count_promotion("ag1", "leader_lost");
+    manage.count_refusal("ag1", "not_synchronous_commit");
+    manage.observe_key_renewal("ag1", Some(Duration::from_millis(1)));
+    manage.observe_key_renewal("ag1", None);
+    manage.observe_write_lease_renewal("ag1", Duration::from_millis(2));
     let text = m.encode().unwrap();
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -310,7 +339,7 @@ fn exported_by_the_agent() -> BTreeSet<String> {
 #[test]
 fn every_metric_used_is_exported_by_the_agent() {
     let exported = exported_by_the_agent();
-    assert!(exported.len() >= 11, "{exported:?}");
+    assert!(exported.len() >= 19, "{exported:?}");
     let mut used = BTreeSet::new();
     for (what, text) in [
         ("alerts.yml", read("alerts.yml")),
@@ -335,6 +364,14 @@ fn every_metric_used_is_exported_by_the_agent() {
         "tdsvip_route_table_calls_total",
         "tdsvip_drift_repairs_total",
         "tdsvip_conflicts_total",
+        "tdsvip_leader",
+        "tdsvip_leader_term",
+        "tdsvip_promotions_total",
+        "tdsvip_promotion_refused_total",
+        "tdsvip_etcd_lease_alive",
+        "tdsvip_etcd_lease_renewal_seconds",
+        "tdsvip_etcd_lease_renewal_failures_total",
+        "tdsvip_write_lease_renewal_seconds",
     ] {
         assert!(used.contains(m), "{m} not used: {used:?}");
     }
