@@ -151,17 +151,24 @@ impl ManagedAg {
                 }
                 pending = next;
             }
-            metrics.set_leader(&actor.ag, controller.held().is_some());
-            publish_view(&status, &actor.ag, &controller);
+            publish_view(&status, &metrics, &actor.ag, &controller);
         }
         metrics.set_leader(&actor.ag, false);
     }
 }
 
-/// The election as `/status` serves it; written only when it changed, so that readers
-/// waiting for a change are not woken by every renewal.
-fn publish_view(status: &StatusStore, ag: &str, controller: &PromotionController) {
+/// The election as `/status` and the metrics show it; `/status` is written only when it
+/// changed, so that readers waiting for a change are not woken by every renewal.
+fn publish_view(
+    status: &StatusStore,
+    metrics: &ManageMetrics,
+    ag: &str,
+    controller: &PromotionController,
+) {
     let view = controller.view(Instant::now());
+    metrics.set_leader(ag, view.leading);
+    metrics.set_term(ag, view.leader.as_ref().map(|k| k.token));
+    metrics.set_etcd_lease_alive(ag, view.lease_alive);
     status.update_ag_if(ag, |a| {
         let changed = a.cluster.as_ref() != Some(&view);
         if changed {
