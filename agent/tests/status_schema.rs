@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tdsvip::controller::promotion::{
+    ClusterView, CommitMode, LeaderKey, MemberRole, MemberState, Refusal,
+};
 use tdsvip::controller::{Direction, FailoverTimeline, TimedStep};
 use tdsvip::{
     AgStatus, AgentMetrics, AgentStatus, HttpServer, HttpState, PeerStatus, StatusStore,
@@ -73,8 +76,8 @@ fn the_published_schema_is_the_wire_types() {
     );
 }
 
-/// A status with every field filled: an owned address, a probe, a timeline, a loss, clients
-/// and a peer.
+/// A status with every field filled: an owned address, a probe, a timeline, a loss, clients,
+/// manage mode's election and a peer.
 fn full_status() -> AgentStatus {
     let ip: IpAddr = "10.9.0.10".parse().unwrap();
     let mut ag = AgStatus::new(vec![ip]);
@@ -89,6 +92,7 @@ fn full_status() -> AgentStatus {
         detected: None,
     });
     ag.conflicts = 1;
+    ag.cluster = Some(cluster());
     ag.overlay_login = Some(tdsvip::OverlayRun {
         target: SocketAddr::new(ip, 1433),
         server: "SQL1".into(),
@@ -99,6 +103,28 @@ fn full_status() -> AgentStatus {
     s.peers
         .insert("sql2".into(), PeerStatus::new("http://10.9.0.2:9477"));
     s
+}
+
+/// A vacancy seen by a candidate that may not be promoted, with a member published.
+fn cluster() -> ClusterView {
+    ClusterView {
+        leader: Some(LeaderKey {
+            holder: "sql2".into(),
+            token: 42,
+        }),
+        leading: false,
+        members: vec![MemberState {
+            node: "sql1".into(),
+            role: MemberRole::Secondary,
+            commit_mode: CommitMode::Asynchronous,
+            sequence_number: 7,
+            synchronized: false,
+            voters: 2,
+        }],
+        lease_alive: true,
+        refusal: Some(Refusal::NotSynchronousCommit),
+        candidates_wait_until: Some(Instant::now() + Duration::from_millis(500)),
+    }
 }
 
 fn timeline() -> FailoverTimeline {
