@@ -28,7 +28,7 @@ pub struct BenchOutcome {
 
 /// Runs every selected implementation on every selected scenario, printing each summary.
 pub fn run(b: &BenchArgs) -> Result<BenchOutcome, String> {
-    let scenarios = b.scenarios();
+    let scenarios = b.scenarios()?;
     let mut cdf: Vec<CdfPanel> = scenarios
         .iter()
         .map(|s| (s.name().to_owned(), Vec::new()))

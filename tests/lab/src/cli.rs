@@ -69,7 +69,8 @@ pub struct DrillArgs {
 pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub trials: u32,
-    /// Only this scenario (kill-primary or switchover); default both.
+    /// Only this scenario (kill-primary or switchover; with --promote agent, any scenario
+    /// the agents run); default both (with --promote agent: kill-primary).
     #[arg(long, value_name = "NAME", value_parser = parse_bench_scenario)]
     pub scenario: Option<Scenario>,
     /// Only these implementations (repeat the flag); default every one. A ratio over
@@ -176,12 +177,7 @@ fn parse_impl(s: &str) -> Result<Impl, String> {
 const BENCH_SCENARIOS: [Scenario; 2] = [Scenario::KillPrimary, Scenario::Switchover];
 
 fn parse_bench_scenario(s: &str) -> Result<Scenario, String> {
-    let scenario = s.parse()?;
-    if BENCH_SCENARIOS.contains(&scenario) {
-        Ok(scenario)
-    } else {
-        Err(format!("bench runs kill-primary or switchover, not {s}"))
-    }
+    s.parse()
 }
 
 impl BenchArgs {
@@ -193,11 +189,19 @@ impl BenchArgs {
             .collect()
     }
 
-    /// The scenarios to run, in order.
-    pub fn scenarios(&self) -> Vec<Scenario> {
-        match self.scenario {
-            Some(s) => vec![s],
-            None => BENCH_SCENARIOS.to_vec(),
+    /// The scenarios to run, in order: the two every implementation runs the same way,
+    /// or, when the agents promote, any one they run (each implementation then compared
+    /// only with itself).
+    pub fn scenarios(&self) -> Result<Vec<Scenario>, String> {
+        match (self.scenario, self.common.promote) {
+            (None, Promote::Lab) => Ok(BENCH_SCENARIOS.to_vec()),
+            (None, Promote::Agent) => Ok(vec![Scenario::KillPrimary]),
+            (Some(s), Promote::Lab) if BENCH_SCENARIOS.contains(&s) => Ok(vec![s]),
+            (Some(s), Promote::Lab) => Err(format!(
+                "bench runs kill-primary or switchover, not {s} (--promote agent runs the agents' scenarios)"
+            )),
+            (Some(s), Promote::Agent) if s.agents_run() => Ok(vec![s]),
+            (Some(s), Promote::Agent) => Err(format!("--promote agent does not run {s}")),
         }
     }
 }
@@ -298,7 +302,7 @@ mod tests {
         match c.cmd {
             Some(Cmd::Bench(b)) => {
                 assert_eq!(b.trials, 5);
-                assert_eq!(b.scenarios(), BENCH_SCENARIOS);
+                assert_eq!(b.scenarios(), Ok(BENCH_SCENARIOS.to_vec()));
             }
             _ => panic!("bench expected"),
         }
@@ -309,11 +313,21 @@ mod tests {
             other => panic!("bench expected: {other:?}"),
         }
         match parse(&["bench", "--scenario", "kill-primary"]).map(|c| c.cmd) {
-            Ok(Some(Cmd::Bench(b))) => assert_eq!(b.scenarios(), [Scenario::KillPrimary]),
+            Ok(Some(Cmd::Bench(b))) => assert_eq!(b.scenarios(), Ok(vec![Scenario::KillPrimary])),
             other => panic!("bench expected: {other:?}"),
         }
-        let e = parse(&["bench", "--scenario", "flap"]).unwrap_err();
-        assert!(e.to_string().contains("--scenario"), "{e}");
+        let scenarios = |args: &[&str]| match parse(args).map(|c| c.cmd) {
+            Ok(Some(Cmd::Bench(b))) => b.scenarios(),
+            other => panic!("bench expected: {other:?}"),
+        };
+        let e = scenarios(&["bench", "--scenario", "flap"]).unwrap_err();
+        assert!(e.contains("not flap"), "{e}");
+        let agents = ["bench", "--promote", "agent", "--scenario", "crash-node"];
+        assert_eq!(scenarios(&agents), Ok(vec![Scenario::CrashNode]));
+        let e = scenarios(&["bench", "--promote", "agent", "--scenario", "flap"]).unwrap_err();
+        assert!(e.contains("does not run flap"), "{e}");
+        let e = scenarios(&["bench", "--scenario", "freeze-agent"]).unwrap_err();
+        assert!(e.contains("--promote agent"), "{e}");
     }
 
     #[test]

@@ -216,7 +216,11 @@ mod tests {
                 "kill-agent",
                 "async-replica",
                 "kill-agent-then-failover",
-                "freeze-agent-then-failover"
+                "freeze-agent-then-failover",
+                "freeze-agent",
+                "etcd-leader-kill",
+                "etcd-quorum-loss",
+                "no-sync-candidate"
             ]
         );
         for s in Scenario::ALL {
