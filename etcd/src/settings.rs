@@ -49,10 +49,7 @@ pub(crate) fn connect_options(settings: &EtcdSettings) -> Result<ConnectOptions,
     let mut options = ConnectOptions::new()
         .with_connect_timeout(settings.connect_timeout)
         .with_keep_alive(PING_INTERVAL, settings.request_timeout)
-        .with_keep_alive_while_idle(false)
-        // A member cut off from its leader refuses at once (a watch is cancelled) instead of
-        // serving a watch that will never see another event: the client then moves on.
-        .with_require_leader(true);
+        .with_keep_alive_while_idle(false);
     if let Some((user, password)) = &settings.user {
         // etcd's tokens expire (5 min by default): get a new one when a call is refused for it.
         options = options

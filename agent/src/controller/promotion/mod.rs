@@ -275,7 +275,13 @@ impl PromotionController {
             leading: self.held.is_some(),
             members: self.members.clone(),
             lease_alive: self.key_deadline.is_some_and(|d| now < d),
-            refusal: self.refusal.clone(),
+            // A 41142 is not kept in `refusal` (the resign after it starts a new vacancy),
+            // but it is why this replica stays out of the vacancy: say so.
+            refusal: if self.not_synchronized {
+                Some(Refusal::NotSynchronized)
+            } else {
+                self.refusal.clone()
+            },
             candidates_wait_until: self
                 .vacancy
                 .filter(|_| self.leader.is_none())

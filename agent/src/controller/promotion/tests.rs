@@ -309,6 +309,10 @@ fn a_failover_refused_with_41142_gives_the_key_back_and_does_not_retry() {
             confirmed_down: false
         }));
     r.at(61, unannounced(9));
+    // /status says why this replica stays out of the vacancy.
+    let view = r.c.view(r.t0 + Duration::from_millis(62));
+    assert_eq!(view.refusal, Some(Refusal::NotSynchronized));
+    assert!(!view.leading);
     // The lease is alive and the wait is over: only the refusal keeps it from trying again.
     r.renewed(2900);
     assert!(!campaigns(&r.at(3000, PromotionEvent::Deadline)));

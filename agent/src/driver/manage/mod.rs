@@ -106,6 +106,11 @@ impl ManagedAg {
         } = self;
         let (tx, mut rx) = mpsc::channel(64);
         feeds::spawn_poll(poll, poll_interval, tx.clone(), cancel.clone());
+        let every = settings.renew_interval;
+        let mut controller = PromotionController::new(settings, Instant::now());
+        // Seen before etcd answers: no leader, no lease (an agent that cannot reach etcd at
+        // start must not look like one in follow mode, which has no series at all).
+        publish_view(&status, &metrics, &ag, &controller);
         let etcd = match feeds::connect(&etcd, &cancel).await {
             Some(e) => Arc::new(e),
             None => return,
@@ -114,7 +119,7 @@ impl ManagedAg {
         let lease = feeds::LeaseFeed {
             etcd: etcd.clone(),
             ttl: key_ttl,
-            every: settings.renew_interval,
+            every,
             revoke_at_stop,
             lease_tx,
             metrics: metrics.clone(),
@@ -122,7 +127,6 @@ impl ManagedAg {
         };
         lease.spawn(tx.clone(), cancel.clone());
         feeds::spawn_watch(etcd.clone(), ag.clone(), tx, cancel.clone());
-        let mut controller = PromotionController::new(settings, Instant::now());
         let mut actor = act::Actor {
             ag,
             node,
