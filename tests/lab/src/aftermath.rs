@@ -83,6 +83,13 @@ pub(crate) fn restore(
     if lab.settings.promote == Promote::Agent {
         crate::agent_drills::restore(lab, scenario, old)?;
         lab.wait_steady(primary, Duration::from_secs(10))?;
+        // The next trial's fault may come within a second: a synchronous secondary still
+        // catching up would be refused (41142) and the trial would show that, not the agents.
+        for i in
+            (0..lab.nodes.len()).filter(|&i| i != primary && Some(i) != lab.settings.async_node)
+        {
+            wait_synchronized(lab, i)?;
+        }
         sleep_ms(500);
         return Ok(());
     }

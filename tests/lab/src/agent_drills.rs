@@ -73,8 +73,11 @@ fn promoted(lab: &Lab, fault: f64, at: f64, node: usize) -> Injected {
 /// A fault that must not move the primary: the watch checks that `old` kept serving, and
 /// [`check_no_promotion`] that no other replica became PRIMARY.
 fn stays(lab: &mut Lab, old: usize, fault: f64) -> Result<Injected, String> {
-    sleep_ms(HOLD.as_millis() as u64);
-    check_no_promotion(lab, old)?;
+    let end = Instant::now() + HOLD;
+    while Instant::now() < end {
+        check_no_promotion(lab, old)?;
+        sleep_ms(20);
+    }
     Ok(Injected {
         faults: vec![fault],
         promotions: Vec::new(),
@@ -186,6 +189,9 @@ fn watch_roles(lab: &mut Lab, old: usize, limit: Duration) -> Result<Option<(f64
 /// the leader key, its node the address, and the other agent makes its replica SECONDARY.
 fn no_sync_candidate(lab: &mut Lab, old: usize, new: usize) -> Result<Injected, String> {
     let async_node = lab.settings.async_node.ok_or("no asynchronous replica")?;
+    // Counted before: the agent's counters are cumulative, and a start-up vacancy or an
+    // earlier trial may have counted refusals of their own.
+    let before = refusal_counts(lab, async_node)?;
     lab.kill_sim(new);
     sleep_ms(200);
     let fault = lab.kill_sim(old);
@@ -197,7 +203,7 @@ fn no_sync_candidate(lab: &mut Lab, old: usize, new: usize) -> Result<Injected, 
             lab.log_hint()
         ));
     }
-    let refusals = refusals(lab, async_node)?;
+    let refusals = refusals_since(lab, async_node, &before)?;
     let t = lab.clock.now();
     lab.record(t, async_node, format!("refusals reported: {refusals:?}"));
     for i in [new, old] {
@@ -220,23 +226,36 @@ fn no_sync_candidate(lab: &mut Lab, old: usize, new: usize) -> Result<Injected, 
     Ok(done)
 }
 
-/// The reasons node `i`'s agent counted in `tdsvip_promotion_refused_total`.
-fn refusals(lab: &Lab, i: usize) -> Result<Vec<String>, String> {
+type Counts = std::collections::BTreeMap<String, f64>;
+
+/// Node `i`'s agent's `tdsvip_promotion_refused_total`, per reason.
+fn refusal_counts(lab: &Lab, i: usize) -> Result<Counts, String> {
     let (_, body) = lab.agent_get(i, "/metrics")?;
     Ok(counted_reasons(&body))
 }
 
-/// The `reason` of every `tdsvip_promotion_refused_total` series above 0 in a `/metrics`
-/// text. The agent starts every reason's series at 0, and the text lists labels by name
-/// (`ag` before `reason`).
-fn counted_reasons(metrics: &str) -> Vec<String> {
+/// The reasons node `i`'s agent counted since `before`.
+fn refusals_since(lab: &Lab, i: usize, before: &Counts) -> Result<Vec<String>, String> {
+    let now = refusal_counts(lab, i)?;
+    Ok(now
+        .into_iter()
+        .filter(|(reason, n)| *n > before.get(reason).copied().unwrap_or(0.0))
+        .map(|(reason, _)| reason)
+        .collect())
+}
+
+/// Every `tdsvip_promotion_refused_total` series in a `/metrics` text, by its `reason` (the
+/// text lists labels by name: `ag` before `reason`).
+fn counted_reasons(metrics: &str) -> Counts {
     metrics
         .lines()
         .filter_map(|l| l.strip_prefix("tdsvip_promotion_refused_total{"))
         .filter_map(|l| l.rsplit_once("} "))
-        .filter(|(_, value)| value.parse::<f64>().is_ok_and(|v| v > 0.0))
-        .filter_map(|(labels, _)| labels.split_once("reason=\"")?.1.split_once('"'))
-        .map(|(reason, _)| reason.to_owned())
+        .filter_map(|(labels, value)| Some((labels, value.parse::<f64>().ok()?)))
+        .filter_map(|(labels, n)| {
+            let (reason, _) = labels.split_once("reason=\"")?.1.split_once('"')?;
+            Some((reason.to_owned(), n))
+        })
         .collect()
 }
 
@@ -286,13 +305,16 @@ pub(crate) fn restore(lab: &mut Lab, scenario: Scenario, old: usize) -> Result<(
             await_secondary(lab, old)
         }
         Scenario::EtcdLeaderKill => {
+            check_no_promotion(lab, old)?;
             for i in 0..lab.nodes.len() {
                 lab.etcd_mut()?.restart(i)?;
             }
             Ok(())
         }
-        // Restored inside the trial (the agents' recovery is part of what it watches).
-        Scenario::KillAgent | Scenario::EtcdQuorumLoss => Ok(()),
+        // Nothing to restore; and still nobody else may have been promoted (a late one
+        // would come after the hold).
+        Scenario::KillAgent => check_no_promotion(lab, old),
+        Scenario::EtcdQuorumLoss => Ok(()),
         Scenario::NoSyncCandidate => {
             let new = (0..lab.nodes.len())
                 .find(|&i| i != old && Some(i) != lab.settings.async_node)
@@ -308,16 +330,21 @@ mod tests {
     use super::counted_reasons;
 
     #[test]
-    fn only_reasons_counted_above_zero() {
+    fn every_reason_with_its_count() {
         let text = r#"# TYPE tdsvip_promotion_refused_total counter
 tdsvip_promotion_refused_total{ag="AG1",reason="behind_sequence"} 0
 tdsvip_promotion_refused_total{ag="AG1",reason="not_synchronous_commit"} 2
 tdsvip_promotion_refused_total{ag="AG1",reason="too_few_reporters"} 1
 tdsvip_promotions_total{ag="AG1",cause="leader_lost"} 1
 "#;
+        let counts: Vec<(String, f64)> = counted_reasons(text).into_iter().collect();
         assert_eq!(
-            counted_reasons(text),
-            ["not_synchronous_commit", "too_few_reporters"]
+            counts,
+            [
+                ("behind_sequence".to_owned(), 0.0),
+                ("not_synchronous_commit".to_owned(), 2.0),
+                ("too_few_reporters".to_owned(), 1.0)
+            ]
         );
         assert!(counted_reasons("").is_empty());
     }
