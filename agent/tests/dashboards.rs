@@ -364,15 +364,10 @@ fn every_metric_used_is_exported_by_the_agent() {
         "tdsvip_route_table_calls_total",
         "tdsvip_drift_repairs_total",
         "tdsvip_conflicts_total",
-        "tdsvip_leader",
-        "tdsvip_leader_term",
-        "tdsvip_promotions_total",
-        "tdsvip_promotion_refused_total",
-        "tdsvip_etcd_lease_alive",
-        "tdsvip_etcd_lease_renewal_seconds",
-        "tdsvip_etcd_lease_renewal_failures_total",
-        "tdsvip_write_lease_renewal_seconds",
-    ] {
+    ]
+    .into_iter()
+    .chain(tdsvip::ManageMetrics::NAMES)
+    {
         assert!(used.contains(m), "{m} not used: {used:?}");
     }
 }

@@ -73,6 +73,19 @@ pub struct ManageMetrics {
 }
 
 impl ManageMetrics {
+    /// Every manage-mode metric's name, for the tests that check dashboards and rules use
+    /// them all.
+    pub const NAMES: [&str; 8] = [
+        LEADER.name,
+        LEADER_TERM.name,
+        PROMOTIONS.name,
+        PROMOTION_REFUSED.name,
+        ETCD_LEASE_ALIVE.name,
+        KEY_RENEWAL.name,
+        KEY_RENEWAL_FAILURES.name,
+        WRITE_LEASE_RENEWAL.name,
+    ];
+
     pub(super) fn new(r: &Registry) -> Result<ManageMetrics, prometheus::Error> {
         Ok(ManageMetrics {
             leader: gauge(r, &LEADER)?,
@@ -155,16 +168,7 @@ mod tests {
     use crate::controller::promotion::{PromotionCause, Refusal};
     use crate::metrics::AgentMetrics;
 
-    const MANAGE_METRICS: &[&str] = &[
-        "tdsvip_leader",
-        "tdsvip_leader_term",
-        "tdsvip_promotions_total",
-        "tdsvip_promotion_refused_total",
-        "tdsvip_etcd_lease_alive",
-        "tdsvip_etcd_lease_renewal_seconds",
-        "tdsvip_etcd_lease_renewal_failures_total",
-        "tdsvip_write_lease_renewal_seconds",
-    ];
+    const MANAGE_METRICS: [&str; 8] = super::ManageMetrics::NAMES;
 
     /// The sample lines (not `# HELP`/`# TYPE`) of metric `name` in the text format: exactly
     /// that name, or a histogram's series of it (`tdsvip_leader` is not `tdsvip_leader_term`).
