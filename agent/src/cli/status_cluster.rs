@@ -5,7 +5,7 @@
 
 use tdsvip::{ClusterDocument, MemberDocument};
 
-use super::status_text::line;
+use super::status_text::{inline_object, line, others};
 
 fn member(m: &MemberDocument) -> String {
     let sync = if m.synchronized {
@@ -13,10 +13,16 @@ fn member(m: &MemberDocument) -> String {
     } else {
         "not synchronized"
     };
-    format!(
+    let known = format!(
         "{:<16} {:<10} {:<13} sequence {:<6} {sync}",
         m.node, m.role, m.commit_mode, m.sequence_number
-    )
+    );
+    // A newer agent's fields this build does not know are shown, not dropped.
+    if m.other.is_empty() {
+        known
+    } else {
+        format!("{known} {}", inline_object(&m.other))
+    }
 }
 
 /// Appends the cluster lines, indented under their AG.
@@ -47,6 +53,7 @@ pub(super) fn render(out: &mut String, c: &ClusterDocument) {
         let label = if i == 0 { "members" } else { "" };
         line(out, 2, label, member(m));
     }
+    others(out, 2, &c.other);
 }
 
 #[cfg(test)]
@@ -100,6 +107,21 @@ mod tests {
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn fields_of_a_newer_agent_are_printed() {
+        let mut c = doc();
+        c.other
+            .insert("failsafe".into(), serde_json::json!("peers acknowledge"));
+        c.members[0]
+            .other
+            .insert("lag_ms".into(), serde_json::json!(3));
+        let mut out = String::new();
+        render(&mut out, &c);
+        assert!(out.contains("failsafe"), "{out}");
+        assert!(out.contains("peers acknowledge"), "{out}");
+        assert!(out.contains("lag_ms"), "{out}");
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn list_of_scalars(v: &Value) -> Option<String> {
 }
 
 /// `key=value` pairs of an object on one line (nested values as compact JSON).
-fn inline_object(m: &Map<String, Value>) -> String {
+pub(super) fn inline_object(m: &Map<String, Value>) -> String {
     m.iter()
         .map(|(k, v)| match v {
             Value::Object(_) | Value::Array(_) => format!("{k}={v}"),
@@ -109,7 +109,7 @@ fn generic(out: &mut String, indent: usize, key: &str, v: &Value) {
     }
 }
 
-fn others(out: &mut String, indent: usize, m: &Map<String, Value>) {
+pub(super) fn others(out: &mut String, indent: usize, m: &Map<String, Value>) {
     for (k, v) in m {
         generic(out, indent, k, v);
     }

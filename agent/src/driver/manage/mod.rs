@@ -157,7 +157,7 @@ impl ManagedAg {
             }
             publish_view(&status, &metrics, &actor.ag, &controller);
         }
-        metrics.set_leader(&actor.ag, false);
+        stopped(&status, &metrics, &actor.ag);
     }
 }
 
@@ -179,6 +179,22 @@ fn publish_view(
             a.cluster = Some(view);
         }
         changed
+    });
+}
+
+/// The task is gone (the agent stops): it leads nothing and renews nothing any more, which
+/// the metrics and `/status` say until the process exits.
+fn stopped(status: &StatusStore, metrics: &ManageMetrics, ag: &str) {
+    metrics.set_leader(ag, false);
+    metrics.set_term(ag, None);
+    metrics.set_etcd_lease_alive(ag, false);
+    status.update_ag_if(ag, |a| match a.cluster.as_mut() {
+        Some(c) => {
+            c.leading = false;
+            c.lease_alive = false;
+            true
+        }
+        None => false,
     });
 }
 
