@@ -50,10 +50,12 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             println!("goals: {}", doc["goals"]);
             let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())? + "\n";
-            // One default file per promoter, so that neither bench overwrites the other's.
-            let stem = match b.common.promote {
-                tdsvip_lab::lab::Promote::Lab => "lab",
-                tdsvip_lab::lab::Promote::Agent => "lab-agent",
+            // One default file per promoter, so that neither bench overwrites the other's;
+            // the agents' benches run one scenario each, so one file per scenario too.
+            let stem = match (b.common.promote, b.scenario) {
+                (tdsvip_lab::lab::Promote::Lab, _) => "lab".to_owned(),
+                (tdsvip_lab::lab::Promote::Agent, None) => "lab-agent".to_owned(),
+                (tdsvip_lab::lab::Promote::Agent, Some(s)) => format!("lab-agent-{s}"),
             };
             let default = bench_dir().join(format!("{stem}.json"));
             write_file(&default, &text)?;
