@@ -275,19 +275,17 @@ impl StatusStore {
 
     /// Changes one AG's entry, if the AG is known (`false` otherwise).
     pub fn update_ag(&self, ag: &str, f: impl FnOnce(&mut AgStatus)) -> bool {
-        self.status.send_if_modified(|s| match s.ags.get_mut(ag) {
-            Some(a) => {
-                f(a);
-                true
-            }
-            None => false,
+        self.update_ag_if(ag, |a| {
+            f(a);
+            true
         })
     }
 
     /// Lets `f` change one AG's entry and say whether it did: readers are woken only then.
-    pub fn update_ag_if(&self, ag: &str, f: impl FnOnce(&mut AgStatus) -> bool) {
+    /// (`false` also when the AG is not known).
+    pub fn update_ag_if(&self, ag: &str, f: impl FnOnce(&mut AgStatus) -> bool) -> bool {
         self.status
-            .send_if_modified(|s| s.ags.get_mut(ag).is_some_and(f));
+            .send_if_modified(|s| s.ags.get_mut(ag).is_some_and(f))
     }
 
     pub fn snapshot(&self) -> AgentStatus {

@@ -78,12 +78,7 @@ fn stays(lab: &mut Lab, old: usize, fault: f64) -> Result<Injected, String> {
         check_no_promotion(lab, old)?;
         sleep_ms(20);
     }
-    Ok(Injected {
-        faults: vec![fault],
-        promotions: Vec::new(),
-        primary: old,
-        refusals: Vec::new(),
-    })
+    Ok(Injected::without_promotion(fault, old))
 }
 
 /// Every sim but `old` is still a SECONDARY (or RESOLVING): nobody was promoted.
@@ -158,12 +153,7 @@ fn quorum_loss(lab: &mut Lab, old: usize) -> Result<Injected, String> {
     lab.record(t, usize::MAX, "etcd members restarted");
     match watch_roles(lab, old, HOLD)? {
         Some((at, node)) => Ok(promoted(lab, fault, at, node)),
-        None => Ok(Injected {
-            faults: vec![fault],
-            promotions: Vec::new(),
-            primary: old,
-            refusals: Vec::new(),
-        }),
+        None => Ok(Injected::without_promotion(fault, old)),
     }
 }
 

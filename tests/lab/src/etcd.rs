@@ -185,11 +185,6 @@ impl EtcdCluster {
         let n: usize = m["name"].as_str()?.strip_prefix('n')?.parse().ok()?;
         n.checked_sub(1)
     }
-
-    /// Whether a majority answers: a linearizable read through the gateway succeeds.
-    pub fn has_quorum(&self) -> bool {
-        self.gateway("/v3/kv/range", "{\"key\":\"AA==\"}").is_some()
-    }
 }
 
 fn member_args(i: usize, ip: Ipv4Addr, data: &Path, initial: &str, lab: &str) -> Vec<String> {

@@ -23,6 +23,18 @@ pub(crate) struct Injected {
     pub refusals: Vec<(usize, String)>,
 }
 
+impl Injected {
+    /// A fault after which `primary` is still the primary: nobody was promoted.
+    pub(crate) fn without_promotion(fault: f64, primary: usize) -> Injected {
+        Injected {
+            faults: vec![fault],
+            promotions: Vec::new(),
+            primary,
+            refusals: Vec::new(),
+        }
+    }
+}
+
 /// Injects `scenario`'s fault into primary `old` and promotes `new` where the scenario does.
 pub(crate) fn inject(
     lab: &mut Lab,
@@ -51,12 +63,11 @@ pub(crate) fn inject(
         Scenario::PartitionPrimary => partition(lab, old)?,
         Scenario::Flap => return flap(lab, scenario, old, new),
         Scenario::KillAgent => {
-            done.faults.push(lab.kill_agent(old));
+            let fault = lab.kill_agent(old);
             // As systemd brings it back (`RestartSec=500ms` in deploy/tdsvip.service).
             sleep_ms(RESTART_SEC_MS);
             lab.restart_agent(old)?;
-            done.primary = old;
-            return Ok(done);
+            return Ok(Injected::without_promotion(fault, old));
         }
         Scenario::KillAgentThenFailover => agent_gone_then_failover(lab, old, new, false)?,
         Scenario::FreezeAgentThenFailover => agent_gone_then_failover(lab, old, new, true)?,
