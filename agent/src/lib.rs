@@ -13,6 +13,9 @@ pub mod config;
 /// Public so that tests and benchmarks drive the decisions with exact instants.
 pub mod controller;
 mod driver;
+/// Rule 5's promises between peers (`POST /failsafe`), shared by the HTTP listener and the
+/// manage tasks.
+pub mod failsafe;
 mod http;
 mod metrics;
 mod peer_status;

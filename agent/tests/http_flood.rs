@@ -70,6 +70,7 @@ impl Server {
                     metrics: Arc::new(AgentMetrics::new().unwrap()),
                     status: Arc::new(StatusStore::new(s, 8)),
                     token: Some(Token::parse(TOKEN, "test".as_ref()).unwrap()),
+                    failsafe: Default::default(),
                 };
                 let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), state)
                     .await

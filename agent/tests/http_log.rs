@@ -71,6 +71,7 @@ async fn serve(
         metrics: Arc::new(AgentMetrics::new().unwrap()),
         status: Arc::new(StatusStore::new(status, 8)),
         token: token.map(|t| Token::parse(t, "test".as_ref()).unwrap()),
+        failsafe: Default::default(),
     };
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), state)
         .await

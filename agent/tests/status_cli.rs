@@ -40,6 +40,7 @@ impl Agent {
             metrics: Arc::new(AgentMetrics::new().unwrap()),
             status: status.clone(),
             token: token.map(|t| Token::parse(t, Path::new("test")).unwrap()),
+            failsafe: Default::default(),
         };
         let cancel = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();

@@ -124,6 +124,8 @@ fn cluster() -> ClusterView {
         lease_alive: true,
         refusal: Some(Refusal::NotSynchronousCommit),
         candidates_wait_until: Some(Instant::now() + Duration::from_millis(500)),
+        failsafe: false,
+        acknowledged_until: Some(Instant::now() + Duration::from_millis(2400)),
     }
 }
 
@@ -150,6 +152,7 @@ fn served_status(status: AgentStatus) -> String {
         metrics: Arc::new(AgentMetrics::new().unwrap()),
         status: store,
         token: None,
+        failsafe: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

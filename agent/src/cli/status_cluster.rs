@@ -37,12 +37,16 @@ pub(super) fn render(out: &mut String, c: &ClusterDocument) {
     };
     let me = if c.leading { ", this agent" } else { "" };
     line(out, 2, "leader", format!("{leader}{me}"));
-    let lease = if c.etcd_lease_alive {
-        "alive"
-    } else {
-        "not provably alive (etcd unreachable?)"
+    let lease = match (c.etcd_lease_alive, c.failsafe) {
+        (true, _) => "alive",
+        (false, true) => "not provably alive: leading on every peer's acknowledgement (failsafe)",
+        (false, false) => "not provably alive (etcd unreachable?)",
     };
     line(out, 2, "etcd lease", lease);
+    if let Some(ms) = c.acknowledged_hold_ms {
+        let hold = format!("acknowledged the leader without etcd: no promotion for {ms:.0} ms");
+        line(out, 2, "failsafe", hold);
+    }
     if let Some(r) = &c.promotion_refused {
         line(out, 2, "promotion refused", r);
     }
@@ -86,6 +90,29 @@ mod tests {
             ],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn shows_the_failsafe_on_both_sides() {
+        let mut out = String::new();
+        let leader = ClusterDocument {
+            etcd_lease_alive: false,
+            failsafe: true,
+            ..doc()
+        };
+        render(&mut out, &leader);
+        assert!(
+            out.contains("leading on every peer's acknowledgement"),
+            "{out}"
+        );
+        let mut out = String::new();
+        let peer = ClusterDocument {
+            leading: false,
+            acknowledged_hold_ms: Some(1234.4),
+            ..doc()
+        };
+        render(&mut out, &peer);
+        assert!(out.contains("no promotion for 1234 ms"), "{out}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use super::runtime::AgRuntime;
 use super::{DriverError, Input, Reloader, cfg_err, signals};
 use crate::config::{AgConfig, AgentConfig, ClusterMode};
 use crate::controller::{AgController, AgPolicy, Backoff};
+use crate::failsafe::FailsafeGates;
 use crate::http::client::{Bearer, parse_url};
 use crate::http::{HttpServer, HttpState, Token, load_token};
 use crate::metrics::AgentMetrics;
@@ -70,9 +71,9 @@ pub async fn run(
         bearer.as_ref(),
         &tx,
     )?;
-    start_manage(&config, &password, &cancel, &metrics, &status)?;
+    let failsafe = start_manage(&config, &password, &cancel, &metrics, &status, &bearer)?;
     signals::spawn(tx.clone(), shutdown)?;
-    let http = Http::start(&config, &metrics, &status, token).await?;
+    let http = Http::start(&config, &metrics, &status, token, failsafe).await?;
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
     let mut router = EventRouter {
         ags,
@@ -104,25 +105,35 @@ pub async fn run(
     }
 }
 
-/// In manage mode, one task per AG that runs its failover through etcd (`manage/`).
+/// In manage mode, one task per AG that runs its failover through etcd (`manage/`); the
+/// gates through which the HTTP listener answers other leaders for them (`POST /failsafe`).
 fn start_manage(
     config: &AgentConfig,
     password: &Password,
     cancel: &CancellationToken,
     metrics: &AgentMetrics,
     status: &Arc<StatusStore>,
-) -> Result<(), DriverError> {
+    bearer: &Option<Bearer>,
+) -> Result<FailsafeGates, DriverError> {
+    let mut gates = FailsafeGates::default();
     if config.cluster.mode != ClusterMode::Manage {
-        return Ok(());
+        return Ok(gates);
     }
     let etcd = etcd_settings(config)?;
     for (i, ag) in config.ags.iter().enumerate() {
-        let managed = ManagedAg::new(config, password, ag, etcd.clone())
-            .map_err(|e| cfg_err(format!("ag[{i}]"), e))?;
+        let managed = ManagedAg::new(
+            config,
+            password,
+            ag,
+            etcd.clone(),
+            &mut gates,
+            bearer.clone(),
+        )
+        .map_err(|e| cfg_err(format!("ag[{i}]"), e))?;
         managed.spawn(cancel.clone(), metrics.manage(), status.clone());
     }
     tracing::info!(etcd = ?config.cluster.etcd, prefix = %config.cluster.prefix, "manage mode: the agents promote, through etcd");
-    Ok(())
+    Ok(gates)
 }
 
 fn etcd_settings(config: &AgentConfig) -> Result<EtcdSettings, DriverError> {
@@ -364,11 +375,13 @@ impl Http {
         metrics: &Arc<AgentMetrics>,
         status: &Arc<StatusStore>,
         token: Option<Token>,
+        failsafe: FailsafeGates,
     ) -> Result<Http, DriverError> {
         let state = HttpState {
             metrics: metrics.clone(),
             status: status.clone(),
             token,
+            failsafe,
         };
         let listen = config.http.listen;
         let server = HttpServer::bind(listen, state)

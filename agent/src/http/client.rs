@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -102,6 +102,17 @@ pub fn parse_url(text: &str) -> Result<Target, String> {
     })
 }
 
+impl Target {
+    /// Another endpoint of the same agent: `path_and_query` in place of `/status`.
+    pub fn sibling(&self, path_and_query: &str) -> Target {
+        let base = self.path.strip_suffix("/status").unwrap_or(&self.path);
+        Target {
+            path: format!("{base}{path_and_query}"),
+            ..self.clone()
+        }
+    }
+}
+
 /// The URL of a listen address; an unspecified address (0.0.0.0, ::) is reached on loopback.
 pub fn url_of_listen(listen: SocketAddr) -> String {
     let ip = match listen.ip() {
@@ -151,9 +162,10 @@ pub enum FetchError {
         from: String,
         detail: String,
     },
-    #[error("{url}: GET {path} answered {status}: {detail}")]
+    #[error("{url}: {method} {path} answered {status}: {detail}")]
     Status {
         url: String,
+        method: Method,
         path: String,
         status: StatusCode,
         detail: String,
@@ -179,8 +191,26 @@ fn error_detail(body: &[u8]) -> String {
     text.chars().take(200).collect()
 }
 
-/// The agent's answer, parsed and as text (a JSON object, so valid UTF-8).
+/// The agent's answer to a GET, parsed and as text (a JSON object, so valid UTF-8).
 pub async fn fetch(
+    target: &Target,
+    token: Option<&Bearer>,
+    deadline: Duration,
+) -> Result<(Value, String), FetchError> {
+    ask(Method::GET, target, token, deadline).await
+}
+
+/// The agent's answer to a POST without a body (`/failsafe`), as [`fetch`] gives it.
+pub async fn post(
+    target: &Target,
+    token: Option<&Bearer>,
+    deadline: Duration,
+) -> Result<(Value, String), FetchError> {
+    ask(Method::POST, target, token, deadline).await
+}
+
+async fn ask(
+    method: Method,
     target: &Target,
     token: Option<&Bearer>,
     deadline: Duration,
@@ -193,10 +223,11 @@ pub async fn fetch(
     };
     let left = || deadline.saturating_sub(start.elapsed());
     let stream = connect(target, left, timeout).await?;
-    let (status, body) = tokio::time::timeout(left(), exchange(target, token, stream))
+    let exchanged = exchange(&method, target, token, stream);
+    let (status, body) = tokio::time::timeout(left(), exchanged)
         .await
         .map_err(|_| timeout(AWAITING_ANSWER))??;
-    check_answer(target, token, status, &body)?;
+    check_answer(&method, target, token, status, &body)?;
     parse_answer(&target.url, body)
 }
 
@@ -248,13 +279,19 @@ async fn connect(
     })
 }
 
-/// The GET request with its headers (the bearer token when there is one).
-fn request(target: &Target, token: Option<&Bearer>) -> Result<Request<Empty<Bytes>>, FetchError> {
+/// The request with its headers (the bearer token when there is one).
+fn request(
+    method: &Method,
+    target: &Target,
+    token: Option<&Bearer>,
+) -> Result<Request<Empty<Bytes>>, FetchError> {
     let body_err = |detail: String| FetchError::Body {
         url: target.url.clone(),
         detail,
     };
-    let mut req = Request::get(target.path.as_str())
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(target.path.as_str())
         .header(header::ACCEPT, "application/json")
         .header(header::CONNECTION, "close")
         .header(
@@ -280,6 +317,7 @@ fn request(target: &Target, token: Option<&Bearer>) -> Result<Request<Empty<Byte
 
 /// One HTTP/1.1 exchange on `stream`: the status and the body (at most `MAX_BODY_BYTES`).
 async fn exchange(
+    method: &Method,
     target: &Target,
     token: Option<&Bearer>,
     stream: TcpStream,
@@ -294,7 +332,7 @@ async fn exchange(
     // The connection task ends when the exchange does (or with this runtime).
     tokio::spawn(conn);
     let resp = sender
-        .send_request(request(target, token)?)
+        .send_request(request(method, target, token)?)
         .await
         .map_err(http)?;
     let status = resp.status();
@@ -311,6 +349,7 @@ async fn exchange(
 
 /// A 401 names the token (or its absence); any other non-2xx names the status.
 fn check_answer(
+    method: &Method,
     target: &Target,
     token: Option<&Bearer>,
     status: StatusCode,
@@ -330,6 +369,7 @@ fn check_answer(
     if !status.is_success() {
         return Err(FetchError::Status {
             url,
+            method: method.clone(),
             path: target.path.clone(),
             status,
             detail: error_detail(body),
@@ -385,6 +425,16 @@ mod tests {
             let e = parse_url(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_sibling_endpoint_keeps_the_base_path() {
+        let t = parse_url("http://10.0.1.12:9477/agent").unwrap();
+        let f = t.sibling("/failsafe?ag=a&leader=n&term=3");
+        assert_eq!(f.path, "/agent/failsafe?ag=a&leader=n&term=3");
+        assert_eq!((f.host.as_str(), f.port), ("10.0.1.12", 9477));
+        let t = parse_url("http://h/status").unwrap();
+        assert_eq!(t.sibling("/failsafe").path, "/failsafe");
     }
 
     #[test]

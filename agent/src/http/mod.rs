@@ -46,6 +46,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::failsafe::FailsafeGates;
+
 pub(crate) use auth::load_token;
 pub use auth::{Token, token_text};
 
@@ -88,6 +90,8 @@ pub struct HttpState {
     pub status: Arc<StatusStore>,
     /// `None`: no `token_file` configured, every endpoint is open.
     pub token: Option<Token>,
+    /// Manage mode's promises to other leaders (`POST /failsafe`); empty in follow mode.
+    pub failsafe: FailsafeGates,
 }
 
 pub struct HttpServer {

@@ -27,6 +27,7 @@ enum Endpoint {
     Status,
     Primary,
     Events,
+    Failsafe,
 }
 
 impl Endpoint {
@@ -37,6 +38,7 @@ impl Endpoint {
             "/status" => Endpoint::Status,
             "/primary" => Endpoint::Primary,
             "/events" => Endpoint::Events,
+            "/failsafe" => Endpoint::Failsafe,
             _ => return None,
         })
     }
@@ -47,6 +49,22 @@ impl Endpoint {
             self,
             Endpoint::Metrics | Endpoint::Healthz | Endpoint::Primary
         )
+    }
+
+    /// `/failsafe` changes what this agent may do (a promise), so it is a POST; every other
+    /// endpoint only reads.
+    fn allows(self, method: &Method) -> bool {
+        match self {
+            Endpoint::Failsafe => method == Method::POST,
+            _ => method == Method::GET || method == Method::HEAD,
+        }
+    }
+
+    fn allow_header(self) -> &'static str {
+        match self {
+            Endpoint::Failsafe => "POST",
+            _ => "GET, HEAD",
+        }
     }
 }
 
@@ -80,10 +98,43 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
     }
 }
 
-/// The `ag` query parameter of `/primary`, if any. AG names are plain identifiers, so no
+/// A query parameter, if any. AG and node names are plain identifiers, so no
 /// percent-decoding: an encoded name simply does not match.
-fn ag_param(query: Option<&str>) -> Option<&str> {
-    query?.split('&').find_map(|pair| pair.strip_prefix("ag="))
+fn param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `POST /failsafe?ag=AG&leader=NODE&term=T`: a leader whose etcd key cannot be renewed
+/// asks this agent to promise not to promote (`crate::failsafe`).
+fn failsafe(state: &HttpState, query: Option<&str>) -> Response<Body> {
+    let (Some(ag), Some(leader), Some(term)) = (
+        param(query, "ag"),
+        param(query, "leader"),
+        param(query, "term"),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ag, leader and term are required: /failsafe?ag=AG&leader=NODE&term=N",
+        );
+    };
+    let Ok(term) = term.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("term {term:?} is not an integer"),
+        );
+    };
+    let Some(gate) = state.failsafe.get(ag) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("this agent does not manage AG {ag:?} (not in [[ag]], or mode is not manage)"),
+        );
+    };
+    match gate.acknowledge(leader, term, std::time::Instant::now()) {
+        Ok(ack) => json(&ack),
+        Err(why) => error(StatusCode::CONFLICT, &why),
+    }
 }
 
 pub(crate) fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
@@ -91,13 +142,14 @@ pub(crate) fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
         return error(StatusCode::NOT_FOUND, "no such endpoint");
     };
     let head = req.method() == Method::HEAD;
-    if req.method() != Method::GET && !head {
+    if !endpoint.allows(req.method()) {
+        let allow = endpoint.allow_header();
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are allowed here",
+            &format!("only {allow} allowed here"),
         );
         r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
         return r;
     }
     if !endpoint.is_open()
@@ -121,7 +173,8 @@ pub(crate) fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
         },
         Endpoint::Status => json(&state.status.snapshot()),
         Endpoint::Events => json(&state.status.events()),
-        Endpoint::Primary => match state.status.primary(ag_param(req.uri().query())) {
+        Endpoint::Failsafe => failsafe(state, req.uri().query()),
+        Endpoint::Primary => match state.status.primary(param(req.uri().query(), "ag")) {
             Ok(PrimaryVerdict::Primary) => response(StatusCode::OK, TEXT, "primary\n"),
             Ok(PrimaryVerdict::NotPrimary(reason)) => response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -20,6 +20,7 @@ use super::{HttpServer, HttpState, Token};
 use crate::controller::{
     AgController, AgPolicy, Direction, FailoverTimeline, OwnershipState, ReplicaRole, TimedStep,
 };
+use crate::failsafe::{FailsafeAck, FailsafeGate, FailsafeGates};
 use crate::metrics::{AgentMetrics, PacketVerdict};
 use crate::status::{AgStatus, AgentStatus, ProbeSummary, StatusStore};
 
@@ -47,10 +48,13 @@ async fn start_limited(token: Option<&str>, events: usize, max_conns: usize) -> 
         .insert("ag1".into(), AgStatus::new(vec![ip("10.9.0.10")]));
     let status = Arc::new(StatusStore::new(s, events));
     let metrics = Arc::new(AgentMetrics::new().unwrap());
+    let mut failsafe = FailsafeGates::default();
+    failsafe.insert(FailsafeGate::new("sql1", "ag1", FAILSAFE_HOLD));
     let state = HttpState {
         metrics: metrics.clone(),
         status: status.clone(),
         token: token.map(|t| Token::parse(t, "test".as_ref()).unwrap()),
+        failsafe,
     };
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), state)
         .await
@@ -289,6 +293,7 @@ async fn bad_requests_get_4xx_and_the_server_stays_up() {
         let a = ask(r.addr, method.clone(), "/primary", None).await;
         assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(a.headers["allow"], "GET, HEAD");
+        assert!(error_reason(&a).contains("GET, HEAD"), "{}", a.body);
         assert!(!error_reason(&a).is_empty());
     }
 
@@ -317,6 +322,65 @@ async fn bad_requests_get_4xx_and_the_server_stays_up() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert_eq!(get(r.addr, "/healthz").await.status, StatusCode::OK);
+}
+
+const FAILSAFE_HOLD: Duration = Duration::from_millis(2400);
+
+#[tokio::test]
+async fn failsafe_promises_need_a_post_the_token_and_a_managed_ag() {
+    let r = start(Some(TOKEN), 8).await;
+    let good = format!("Bearer {TOKEN}");
+    let path = "/failsafe?ag=ag1&leader=sql2&term=7";
+    let a = ask(r.addr, Method::POST, path, None).await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "a promise needs the token"
+    );
+    for method in [Method::GET, Method::HEAD, Method::PUT] {
+        let a = ask(r.addr, method.clone(), path, Some(&good)).await;
+        assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(a.headers["allow"], "POST");
+    }
+    let a = ask(r.addr, Method::POST, path, Some(&good)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let ack: FailsafeAck = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(
+        (
+            ack.node.as_str(),
+            ack.leader.as_str(),
+            ack.term,
+            ack.hold_ms
+        ),
+        ("sql1", "sql2", 7, 2400)
+    );
+    let bad = [
+        (
+            "/failsafe?ag=ag1&leader=sql2",
+            StatusCode::BAD_REQUEST,
+            "required",
+        ),
+        (
+            "/failsafe?ag=ag1&leader=sql2&term=x",
+            StatusCode::BAD_REQUEST,
+            "integer",
+        ),
+        (
+            "/failsafe?ag=ag9&leader=sql2&term=7",
+            StatusCode::NOT_FOUND,
+            "ag9",
+        ),
+        (
+            "/failsafe?ag=ag1&leader=sql1&term=7",
+            StatusCode::CONFLICT,
+            "this node",
+        ),
+    ];
+    for (path, status, says) in bad {
+        let a = ask(r.addr, Method::POST, path, Some(&good)).await;
+        assert_eq!(a.status, status, "{path}: {}", a.body);
+        assert!(error_reason(&a).contains(says), "{path}: {}", a.body);
+    }
 }
 
 #[tokio::test]
@@ -446,6 +510,7 @@ async fn silent_and_idle_connections_are_closed_after_the_head_timeout() {
         metrics: Arc::new(AgentMetrics::new().unwrap()),
         status: Arc::new(StatusStore::new(AgentStatus::new("sql1"), 8)),
         token: None,
+        failsafe: FailsafeGates::default(),
     };
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), state)
         .await

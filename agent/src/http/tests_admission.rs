@@ -24,6 +24,7 @@ async fn serve(
         metrics: Arc::new(AgentMetrics::new().unwrap()),
         status: Arc::new(StatusStore::new(AgentStatus::new("sql1"), 8)),
         token: None,
+        failsafe: Default::default(),
     };
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), state)
         .await

@@ -52,6 +52,17 @@ const WRITE_LEASE_RENEWAL: Def = Def {
     labels: &["ag"],
 };
 
+const FAILSAFE: Def = Def {
+    name: "tdsvip_failsafe",
+    help: "Manage mode: 1 while this agent leads on its peers' acknowledgements alone (etcd does not renew its key: rule 5, failsafe), else 0.",
+    labels: &["ag"],
+};
+const ACKNOWLEDGEMENTS: Def = Def {
+    name: "tdsvip_failsafe_acknowledgements_total",
+    help: "Manage mode: acknowledgements this agent gave another leader whose key etcd did not renew (each holds this node's own promotion back).",
+    labels: &["ag"],
+};
+
 /// Renewal round trips: an etcd or SQL round trip on a LAN is about a millisecond, and a
 /// renewal past a few hundred milliseconds has eaten the key's margin.
 const RENEWAL_BUCKETS: &[f64] = &[
@@ -70,12 +81,14 @@ pub struct ManageMetrics {
     key_renewal: HistogramVec,
     key_renewal_failures: IntCounterVec,
     write_lease_renewal: HistogramVec,
+    failsafe: IntGaugeVec,
+    acknowledgements: IntCounterVec,
 }
 
 impl ManageMetrics {
     /// Every manage-mode metric's name, for the tests that check dashboards and rules use
     /// them all.
-    pub const NAMES: [&str; 8] = [
+    pub const NAMES: [&str; 10] = [
         LEADER.name,
         LEADER_TERM.name,
         PROMOTIONS.name,
@@ -84,6 +97,8 @@ impl ManageMetrics {
         KEY_RENEWAL.name,
         KEY_RENEWAL_FAILURES.name,
         WRITE_LEASE_RENEWAL.name,
+        FAILSAFE.name,
+        ACKNOWLEDGEMENTS.name,
     ];
 
     pub(super) fn new(r: &Registry) -> Result<ManageMetrics, prometheus::Error> {
@@ -96,6 +111,8 @@ impl ManageMetrics {
             key_renewal: histogram(r, &KEY_RENEWAL, RENEWAL_BUCKETS)?,
             key_renewal_failures: counter(r, &KEY_RENEWAL_FAILURES)?,
             write_lease_renewal: histogram(r, &WRITE_LEASE_RENEWAL, RENEWAL_BUCKETS)?,
+            failsafe: gauge(r, &FAILSAFE)?,
+            acknowledgements: counter(r, &ACKNOWLEDGEMENTS)?,
         })
     }
 
@@ -118,6 +135,7 @@ impl ManageMetrics {
             self.refused.with_label_values(&[ag, reason]);
         }
         self.key_renewal_failures.with_label_values(&[ag]);
+        self.acknowledgements.with_label_values(&[ag]);
     }
 
     pub fn count_promotion(&self, ag: &str, cause: &str) {
@@ -161,6 +179,14 @@ impl ManageMetrics {
             .with_label_values(&[ag])
             .set(i64::from(alive));
     }
+
+    pub fn set_failsafe(&self, ag: &str, on: bool) {
+        self.failsafe.with_label_values(&[ag]).set(i64::from(on));
+    }
+
+    pub fn count_acknowledgement(&self, ag: &str) {
+        self.acknowledgements.with_label_values(&[ag]).inc();
+    }
 }
 
 #[cfg(test)]
@@ -168,7 +194,7 @@ mod tests {
     use crate::controller::promotion::{PromotionCause, Refusal};
     use crate::metrics::AgentMetrics;
 
-    const MANAGE_METRICS: [&str; 8] = super::ManageMetrics::NAMES;
+    const MANAGE_METRICS: [&str; 10] = super::ManageMetrics::NAMES;
 
     /// The sample lines (not `# HELP`/`# TYPE`) of metric `name` in the text format: exactly
     /// that name, or a histogram's series of it (`tdsvip_leader` is not `tdsvip_leader_term`).
@@ -207,6 +233,8 @@ mod tests {
         manage.observe_key_renewal("AG1", Some(std::time::Duration::from_millis(2)));
         manage.observe_key_renewal("AG1", None);
         manage.observe_write_lease_renewal("AG1", std::time::Duration::from_millis(3));
+        manage.set_failsafe("AG1", false);
+        manage.count_acknowledgement("AG1");
         let text = m.encode().unwrap();
         for name in MANAGE_METRICS {
             let type_line = format!("# TYPE {name} ");

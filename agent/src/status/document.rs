@@ -71,6 +71,10 @@ fn cluster_document(c: &ClusterView) -> ClusterDocument {
         candidates_wait_ms: c
             .candidates_wait_until
             .map(|t| t.saturating_duration_since(now).as_secs_f64() * 1000.0),
+        failsafe: c.failsafe,
+        acknowledged_hold_ms: c
+            .acknowledged_until
+            .map(|t| t.saturating_duration_since(now).as_secs_f64() * 1000.0),
         members: c
             .members
             .iter()

@@ -93,6 +93,12 @@ pub struct ClusterDocument {
     pub promotion_refused: Option<String>,
     /// In a vacancy: milliseconds until candidates may campaign (0 once they may).
     pub candidates_wait_ms: Option<f64>,
+    /// This agent leads on its peers' acknowledgements alone: etcd does not renew its key
+    /// (rule 5, failsafe).
+    pub failsafe: bool,
+    /// This agent acknowledged another leader whose key etcd did not renew: milliseconds
+    /// until it may promote its own replica again (`null`: no such promise).
+    pub acknowledged_hold_ms: Option<f64>,
     /// Every replica's state as its agent published it in etcd.
     pub members: Vec<MemberDocument>,
     #[serde(flatten)]

@@ -9,7 +9,7 @@ use super::{PromotionAction as A, PromotionController};
 
 impl PromotionController {
     pub(super) fn evaluate(&mut self, now: Instant, out: &mut Vec<A>) {
-        if self.key_deadline.is_some_and(|d| now >= d) {
+        if self.proof_deadline().is_some_and(|d| now >= d) {
             self.key_lost(out);
         }
         if self.held.is_some() {
@@ -32,11 +32,13 @@ impl PromotionController {
         }
     }
 
-    /// Past the deadline nothing proves the key is still this agent's: a replica that is
+    /// Past the deadline nothing proves the key is still this agent's (neither etcd nor the
+    /// peers' acknowledgements, `failsafe.rs`): a replica that is
     /// or may become PRIMARY is taken offline, and the key is given back (guarded by its
     /// token, so a key that already expired is not touched).
     pub(super) fn key_lost(&mut self, out: &mut Vec<A>) {
         self.key_deadline = None;
+        self.forget_acknowledgements();
         let Some(token) = self.held else { return };
         let primary = self
             .local
@@ -110,7 +112,7 @@ impl PromotionController {
             return;
         }
         let live_lease = self.key_deadline.is_some_and(|d| now < d);
-        if self.in_flight.campaign || !live_lease {
+        if self.in_flight.campaign || !live_lease || self.holds_back(now) {
             return;
         }
         if local.role == MemberRole::Primary {

@@ -21,12 +21,18 @@
 //! - **No data loss.** Only a replica [`candidate::eligibility`] accepts campaigns, and
 //!   `FAILOVER` itself refuses one that was not synchronized (41142): then the key is given
 //!   back for the next candidate.
+//! - **etcd trouble is not an outage** (`failsafe.rs`): while its key renewals fail, the
+//!   leader asks every peer agent to acknowledge it; a round that all of them acknowledged
+//!   proves, like a key renewal, that nobody promotes for a while, and every peer that
+//!   acknowledged holds its own promotion back for [`PromotionSettings::ack_hold`].
 
 use std::time::{Duration, Instant};
 
 pub mod candidate;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_failsafe;
 
 pub use candidate::{CommitMode, MemberRole, MemberState, Refusal, eligibility};
 
@@ -46,6 +52,20 @@ pub struct PromotionSettings {
     pub confirm_down: u32,
     /// Consecutive polls without an answer after which a leader resigns (unconfirmed).
     pub fall: u32,
+    /// How long after it was sent a round of acknowledgements that every peer answered
+    /// lets the leader send role changes and write-lease renewals (the key's TTL).
+    pub ack_window: Duration,
+}
+
+impl PromotionSettings {
+    /// How long a peer that acknowledged a leader holds its own promotion back: the
+    /// leader may send a renewal until `ack_window` after the round (which the peer
+    /// answered later), the renewal may land a statement deadline after that, and the
+    /// write lease it grants lasts `write_lease_validity` more; `key_margin` covers the
+    /// two clocks' rates.
+    pub fn ack_hold(&self) -> Duration {
+        self.ack_window + self.statement_timeout + self.write_lease_validity + self.key_margin
+    }
 }
 
 /// One poll of the local replica.
@@ -105,6 +125,19 @@ pub enum PromotionEvent {
     /// `FAILOVER` answered; `Err(true)` when it was 41142 (not synchronized).
     FailedOver(Result<(), bool>),
     WriteLeaseRenewed,
+    /// Every peer agent acknowledged this agent as the leader with `token`, in a round of
+    /// requests sent at `sent`; `from` names the nodes that answered.
+    Acknowledged {
+        token: i64,
+        sent: Instant,
+        from: Vec<String>,
+    },
+    /// This agent acknowledged another agent as the leader with `token`: it must not
+    /// promote its own replica before `until`.
+    AcknowledgedLeader {
+        token: i64,
+        until: Instant,
+    },
     /// A campaign, resign or renewal call failed (etcd unreachable): try again later.
     EtcdFailed,
     Deadline,
@@ -183,6 +216,10 @@ pub struct ClusterView {
     pub refusal: Option<Refusal>,
     /// In a vacancy: until when candidates wait before campaigning.
     pub candidates_wait_until: Option<Instant>,
+    /// This agent leads on its peers' acknowledgements alone: etcd does not renew its key.
+    pub failsafe: bool,
+    /// This agent acknowledged another leader and promotes nothing until then.
+    pub acknowledged_until: Option<Instant>,
 }
 
 pub struct PromotionController {
@@ -195,6 +232,7 @@ pub struct PromotionController {
     vacancy: Option<Vacancy>,
     /// `sent + ttl - key_margin` of the last renewal of this agent's etcd lease.
     key_deadline: Option<Instant>,
+    failsafe: failsafe::Failsafe,
     held: Option<i64>,
     in_flight: InFlight,
     last_renewal: Option<Instant>,
@@ -224,6 +262,7 @@ struct InFlight {
     renewal: bool,
 }
 
+mod failsafe;
 mod lead;
 mod rules;
 
@@ -244,6 +283,7 @@ impl PromotionController {
                 cause: PromotionCause::LeaderLost,
             }),
             key_deadline: None,
+            failsafe: failsafe::Failsafe::default(),
             held: None,
             in_flight: InFlight::default(),
             last_renewal: None,
@@ -286,6 +326,8 @@ impl PromotionController {
                 .vacancy
                 .filter(|_| self.leader.is_none())
                 .map(|v| v.seen + v.wait),
+            failsafe: self.on_acknowledgements(now),
+            acknowledged_until: self.acknowledged_until(now),
         }
     }
 
@@ -301,7 +343,7 @@ impl PromotionController {
     /// while the key is provably held; the driver checks it again right before sending
     /// (after a login, say), since the decision may be older than the send.
     pub fn send_by(&self) -> Option<Instant> {
-        self.key_deadline
+        self.proof_deadline()
             .and_then(|d| d.checked_sub(self.s.statement_timeout))
     }
 
@@ -321,11 +363,13 @@ impl PromotionController {
             .map(|t| t + self.s.renew_interval);
         let promoting = self.held.and(self.awaiting_primary_until);
         [
+            self.proof_deadline(),
             self.key_deadline,
             vacancy,
             renewal,
             promoting,
             self.publish_retry_at,
+            self.failsafe_deadline(),
         ]
         .into_iter()
         .flatten()

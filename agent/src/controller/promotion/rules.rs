@@ -18,15 +18,19 @@ impl PromotionController {
             E::Leader(key) => self.see_leader(now, key),
             E::LeaderGone { token, handoff } => {
                 let ours_or_unknown = self.leader.as_ref().is_none_or(|k| k.token == token);
+                let confirmed = handoff.is_some_and(|h| h.token == token && h.confirmed_down);
                 if ours_or_unknown {
-                    let confirmed = handoff.is_some_and(|h| h.token == token && h.confirmed_down);
                     self.vacate(now, confirmed);
+                }
+                if confirmed {
+                    self.release_acknowledgement(token);
                 }
                 if self.held == Some(token) {
                     self.held = None;
                 }
             }
             E::KeyRenewed { sent, ttl } => {
+                self.key_renewal_sent(sent);
                 let deadline = sent + ttl.saturating_sub(self.s.key_margin);
                 self.key_deadline = Some(self.key_deadline.map_or(deadline, |d| d.max(deadline)));
             }
@@ -48,6 +52,8 @@ impl PromotionController {
             E::Campaigned(c) => self.absorb_campaign(now, c, out),
             E::FailedOver(result) => self.absorb_failover(now, result, out),
             E::WriteLeaseRenewed => self.in_flight.renewal = false,
+            E::Acknowledged { token, sent, from } => self.acknowledged(token, sent, &from),
+            E::AcknowledgedLeader { token, until } => self.acknowledged_leader(token, until),
             E::EtcdFailed => self.in_flight.campaign = false,
             E::Deadline => {}
         }

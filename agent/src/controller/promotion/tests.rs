@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-const MS: Duration = Duration::from_millis(1);
+pub(super) const MS: Duration = Duration::from_millis(1);
 
-fn settings(node: &str) -> PromotionSettings {
+pub(super) fn settings(node: &str) -> PromotionSettings {
     PromotionSettings {
         node: node.into(),
         key_margin: 100 * MS,
@@ -15,10 +15,11 @@ fn settings(node: &str) -> PromotionSettings {
         statement_timeout: 300 * MS,
         confirm_down: 2,
         fall: 3,
+        ack_window: 1000 * MS,
     }
 }
 
-fn member(node: &str, role: MemberRole, seq: i64) -> MemberState {
+pub(super) fn member(node: &str, role: MemberRole, seq: i64) -> MemberState {
     MemberState {
         node: node.into(),
         role,
@@ -29,23 +30,23 @@ fn member(node: &str, role: MemberRole, seq: i64) -> MemberState {
     }
 }
 
-struct Run {
-    c: PromotionController,
-    t0: Instant,
+pub(super) struct Run {
+    pub(super) c: PromotionController,
+    pub(super) t0: Instant,
 }
 
 impl Run {
-    fn new(node: &str) -> Self {
+    pub(super) fn new(node: &str) -> Self {
         let t0 = Instant::now();
         Run {
             c: PromotionController::new(settings(node), t0),
             t0,
         }
     }
-    fn at(&mut self, ms: u64, e: PromotionEvent) -> Vec<PromotionAction> {
+    pub(super) fn at(&mut self, ms: u64, e: PromotionEvent) -> Vec<PromotionAction> {
         self.c.handle(self.t0 + Duration::from_millis(ms), e)
     }
-    fn renewed(&mut self, ms: u64) -> Vec<PromotionAction> {
+    pub(super) fn renewed(&mut self, ms: u64) -> Vec<PromotionAction> {
         let sent = self.t0 + Duration::from_millis(ms);
         self.at(
             ms,
@@ -55,14 +56,14 @@ impl Run {
             },
         )
     }
-    fn local(&mut self, ms: u64, state: MemberState) -> Vec<PromotionAction> {
+    pub(super) fn local(&mut self, ms: u64, state: MemberState) -> Vec<PromotionAction> {
         self.at(ms, PromotionEvent::Local(LocalPoll::Up(state)))
     }
 }
 
 /// The leader key with `token` deleted by a resign whose note, from `from` for
 /// `note_token`, confirms the old primary's SQL Server down.
-fn handed_off(token: i64, from: &str, note_token: i64) -> PromotionEvent {
+pub(super) fn handed_off(token: i64, from: &str, note_token: i64) -> PromotionEvent {
     PromotionEvent::LeaderGone {
         token,
         handoff: Some(Handoff {
@@ -74,23 +75,23 @@ fn handed_off(token: i64, from: &str, note_token: i64) -> PromotionEvent {
 }
 
 /// The leader key with `token` gone without a note (expired, or an unconfirmed resign).
-fn unannounced(token: i64) -> PromotionEvent {
+pub(super) fn unannounced(token: i64) -> PromotionEvent {
     PromotionEvent::LeaderGone {
         token,
         handoff: None,
     }
 }
 
-fn has(actions: &[PromotionAction], f: impl Fn(&PromotionAction) -> bool) -> bool {
+pub(super) fn has(actions: &[PromotionAction], f: impl Fn(&PromotionAction) -> bool) -> bool {
     actions.iter().any(f)
 }
 
-fn campaigns(a: &[PromotionAction]) -> bool {
+pub(super) fn campaigns(a: &[PromotionAction]) -> bool {
     has(a, |a| *a == PromotionAction::Campaign)
 }
 
 /// A leader on node `a` with token 5, its replica PRIMARY.
-fn leader_a() -> Run {
+pub(super) fn leader_a() -> Run {
     let mut r = Run::new("a");
     r.renewed(0);
     let a = r.local(1, member("a", MemberRole::Primary, 3));
@@ -107,7 +108,7 @@ fn leader_a() -> Run {
 }
 
 /// A secondary's agent on `b` that saw leader `a` (token 5) and both peers' reports.
-fn follower_b() -> Run {
+pub(super) fn follower_b() -> Run {
     let mut r = Run::new("b");
     r.renewed(0);
     r.at(

@@ -14,6 +14,7 @@ use crate::controller::promotion::{
     Campaign, Handoff, LeaderKey, PromotionAction as A, PromotionCause, PromotionController,
     PromotionEvent as E,
 };
+use crate::failsafe::FailsafeGate;
 use crate::metrics::ManageMetrics;
 
 /// Renewal errors Microsoft's Pacemaker agent treats as harmless: the AG has no write
@@ -27,6 +28,8 @@ pub(super) struct Actor {
     pub lease: watch::Receiver<Option<Lease>>,
     pub control: ReplicaControl,
     pub metrics: ManageMetrics,
+    /// Where this node's promises to other leaders are kept (rule 5).
+    pub gate: Arc<FailsafeGate>,
 }
 
 impl Actor {
@@ -115,6 +118,13 @@ impl Actor {
     }
 
     async fn failover(&mut self, token: i64, cause: PromotionCause, send_by: Option<Instant>) -> E {
+        // Checked under the lock that answers acknowledgements: a promise given a moment ago
+        // (not yet seen by the controller) still holds this FAILOVER back.
+        if let Err(until) = self.gate.begin_failover(Instant::now()) {
+            let left_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64;
+            tracing::warn!(ag = %self.ag, token, left_ms, "manage: FAILOVER withheld: this node acknowledged another leader (failsafe); the key is given back");
+            return E::FailedOver(Err(false));
+        }
         let result = self.control.failover(send_by).await;
         match &result {
             Ok(()) => {

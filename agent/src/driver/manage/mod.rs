@@ -4,9 +4,10 @@
 //! the local replica). The address is not touched here: when the replica becomes PRIMARY,
 //! the router's follow-mode controller sees it in its own probe and acquires, unchanged.
 //!
-//! Three feeders run beside the loop so that nothing waits behind a slow call: `poll`
+//! Four feeders run beside the loop so that nothing waits behind a slow call: `poll`
 //! (the replica, every probe interval), `lease` (grant and renew, every renew interval: a
-//! renewal must never queue behind a T-SQL statement) and `watch` (the AG's keys). Actions
+//! renewal must never queue behind a T-SQL statement), `watch` (the AG's keys) and, while
+//! the controller wants them, the peers' acknowledgements (`failsafe.rs`, rule 5). Actions
 //! run in the loop, one at a time, each bounded by its deadline; every one is logged with
 //! the leader key's create revision, the fencing token it was taken under.
 
@@ -19,11 +20,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgConfig, AgentConfig, StopAddresses};
-use crate::controller::promotion::{PromotionController, PromotionEvent, PromotionSettings};
+use crate::controller::promotion::{
+    ClusterView, PromotionController, PromotionEvent, PromotionSettings,
+};
+use crate::failsafe::{Acknowledgement, FailsafeGate};
+use crate::http::client::{Bearer, parse_url};
 use crate::metrics::ManageMetrics;
 use crate::status::StatusStore;
 
 mod act;
+mod failsafe;
 mod feeds;
 mod sql;
 
@@ -41,14 +47,20 @@ pub(super) struct ManagedAg {
     revoke_at_stop: bool,
     poll: ReplicaControl,
     control: ReplicaControl,
+    acknowledgers: failsafe::Acknowledgers,
+    gate: Arc<FailsafeGate>,
 }
 
 impl ManagedAg {
+    /// `gates` is where the HTTP listener finds this AG's [`FailsafeGate`]; `token` is sent
+    /// to the peers with every `POST /failsafe`.
     pub(super) fn new(
         config: &AgentConfig,
         password: &Password,
         ag: &AgConfig,
         etcd: EtcdSettings,
+        gates: &mut crate::failsafe::FailsafeGates,
+        token: Option<Bearer>,
     ) -> Result<Self, String> {
         let c = &config.cluster;
         let node = config.node_name();
@@ -56,17 +68,23 @@ impl ManagedAg {
         let endpoint = config.sql.endpoint;
         let validity = c.write_lease_validity_s;
         let poll_timeout = Duration::from_millis(config.probe.timeout_ms);
+        let settings = PromotionSettings {
+            node: node.clone(),
+            key_margin: c.key_margin(),
+            renew_interval: c.renew_interval(),
+            write_lease_validity: c.write_lease_validity(),
+            statement_timeout: c.statement_timeout(),
+            confirm_down: c.confirm_down,
+            fall: config.probe.fall,
+            ack_window: c.key_ttl(),
+        };
+        let acknowledgers = acknowledgers(config, &node, &ag.name, token)?;
+        let gate = gates.insert(FailsafeGate::new(&node, &ag.name, settings.ack_hold()));
         Ok(ManagedAg {
             ag: ag.name.clone(),
-            settings: PromotionSettings {
-                node: node.clone(),
-                key_margin: c.key_margin(),
-                renew_interval: c.renew_interval(),
-                write_lease_validity: c.write_lease_validity(),
-                statement_timeout: c.statement_timeout(),
-                confirm_down: c.confirm_down,
-                fall: config.probe.fall,
-            },
+            settings,
+            acknowledgers,
+            gate,
             poll: ReplicaControl::new(endpoint, login.clone(), &node, poll_timeout, validity)?,
             control: ReplicaControl::new(endpoint, login, &node, c.statement_timeout(), validity)?,
             node,
@@ -103,6 +121,8 @@ impl ManagedAg {
             revoke_at_stop,
             poll,
             control,
+            acknowledgers,
+            gate,
         } = self;
         let (tx, mut rx) = mpsc::channel(64);
         feeds::spawn_poll(poll, poll_interval, tx.clone(), cancel.clone());
@@ -126,7 +146,11 @@ impl ManagedAg {
             ag: ag.clone(),
         };
         lease.spawn(tx.clone(), cancel.clone());
-        feeds::spawn_watch(etcd.clone(), ag.clone(), tx, cancel.clone());
+        feeds::spawn_watch(etcd.clone(), ag.clone(), tx.clone(), cancel.clone());
+        let (want_tx, want_rx) = watch::channel(None);
+        acknowledgers.spawn(want_rx, tx, cancel.clone());
+        let mut given = gate.subscribe();
+        let mut last_given = None;
         let mut actor = act::Actor {
             ag,
             node,
@@ -134,6 +158,7 @@ impl ManagedAg {
             lease: lease_rx,
             control,
             metrics: metrics.clone(),
+            gate: gate.clone(),
         };
         loop {
             let deadline = controller.next_deadline();
@@ -143,8 +168,13 @@ impl ManagedAg {
                     Some(e) => e,
                     None => break,
                 },
+                Ok(()) = given.changed() => match acknowledgement(&given, &mut last_given, &metrics, &actor.ag) {
+                    Some(e) => e,
+                    None => continue,
+                },
                 _ = sleep_until(deadline) => PromotionEvent::Deadline,
             };
+            release_on_handoff(&gate, &event);
             let mut pending = controller.handle(Instant::now(), event);
             while !pending.is_empty() {
                 let mut next = Vec::new();
@@ -155,9 +185,76 @@ impl ManagedAg {
                 }
                 pending = next;
             }
+            gate.update(
+                controller.leads_or_promotes(),
+                controller.leader().map(|k| k.token),
+            );
+            want_tx.send_if_modified(|w| {
+                let now = controller.wants_acknowledgements(Instant::now());
+                std::mem::replace(w, now) != now
+            });
             publish_view(&status, &metrics, &actor.ag, &controller);
         }
         stopped(&status, &metrics, &actor.ag);
+    }
+}
+
+/// Rule 5's askers for `ag`: every `[[peer]]`, with this node's token.
+fn acknowledgers(
+    config: &AgentConfig,
+    node: &str,
+    ag: &str,
+    token: Option<Bearer>,
+) -> Result<failsafe::Acknowledgers, String> {
+    let peers = config
+        .peers
+        .iter()
+        .map(|p| Ok((p.name.clone(), parse_url(&p.status_url)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(failsafe::Acknowledgers {
+        ag: ag.to_owned(),
+        node: node.to_owned(),
+        peers,
+        token,
+        every: config.cluster.renew_interval(),
+        deadline: config.cluster.statement_timeout(),
+    })
+}
+
+/// An acknowledgement this node just gave another leader, as the controller's event. The
+/// leader asks every renew interval: only the first of a run (another term, or after the
+/// last hold ended) is logged at info.
+fn acknowledgement(
+    given: &watch::Receiver<Acknowledgement>,
+    last: &mut Acknowledgement,
+    metrics: &ManageMetrics,
+    ag: &str,
+) -> Option<PromotionEvent> {
+    let (token, until) = (*given.borrow())?;
+    metrics.count_acknowledgement(ag);
+    let now = Instant::now();
+    let hold_ms = until.saturating_duration_since(now).as_millis() as u64;
+    let continued = last.is_some_and(|(t, u)| t == token && u > now);
+    if continued {
+        tracing::debug!(%ag, term = token, hold_ms, "manage: acknowledged the leader again (failsafe)");
+    } else {
+        tracing::info!(%ag, term = token, hold_ms, "manage: acknowledged another leader whose key etcd does not renew (failsafe): no promotion of the local replica during the hold");
+    }
+    *last = Some((token, until));
+    Some(PromotionEvent::AcknowledgedLeader { token, until })
+}
+
+/// A leader that hands off saying its SQL Server is down writes nothing: the promise this
+/// node gave it ends (the controller ends its own record of it on the same event).
+fn release_on_handoff(gate: &FailsafeGate, event: &PromotionEvent) {
+    if let PromotionEvent::LeaderGone {
+        token,
+        handoff: Some(h),
+    } = event
+        && h.confirmed_down
+        && h.token == *token
+    {
+        gate.release(*token);
     }
 }
 
@@ -173,7 +270,10 @@ fn publish_view(
     metrics.set_leader(ag, view.leading);
     metrics.set_term(ag, view.leader.as_ref().map(|k| k.token));
     metrics.set_etcd_lease_alive(ag, view.lease_alive);
+    metrics.set_failsafe(ag, view.failsafe);
     status.update_ag_if(ag, |a| {
+        let was = a.cluster.as_ref().is_some_and(|c| c.failsafe);
+        log_failsafe(ag, was, &view);
         let changed = a.cluster.as_ref() != Some(&view);
         if changed {
             a.cluster = Some(view);
@@ -182,16 +282,33 @@ fn publish_view(
     });
 }
 
+fn log_failsafe(ag: &str, was: bool, view: &ClusterView) {
+    match (was, view.failsafe) {
+        (false, true) => {
+            tracing::warn!(%ag, "manage: etcd does not renew the leader key, and every peer acknowledges this leader: the primary keeps its write lease (failsafe)")
+        }
+        (true, false) if view.lease_alive => {
+            tracing::info!(%ag, "manage: etcd renews the leader key again: failsafe over")
+        }
+        (true, false) => {
+            tracing::warn!(%ag, "manage: neither etcd nor every peer proves this agent leads any more: failsafe over")
+        }
+        _ => {}
+    }
+}
+
 /// The task is gone (the agent stops): it leads nothing and renews nothing any more, which
 /// the metrics and `/status` say until the process exits.
 fn stopped(status: &StatusStore, metrics: &ManageMetrics, ag: &str) {
     metrics.set_leader(ag, false);
     metrics.set_term(ag, None);
     metrics.set_etcd_lease_alive(ag, false);
+    metrics.set_failsafe(ag, false);
     status.update_ag_if(ag, |a| match a.cluster.as_mut() {
         Some(c) => {
             c.leading = false;
             c.lease_alive = false;
+            c.failsafe = false;
             true
         }
         None => false,

@@ -1,0 +1,124 @@
+//! Rule 5's leader side: while the controller wants acknowledgements (its key renewals are
+//! late, `controller::promotion::failsafe`), every peer agent is asked once per renew
+//! interval, `POST /failsafe`, all of them at once; a round that every peer acknowledged is
+//! reported with the instant it was sent, the only instant the peers' promises are known to
+//! start after. A peer that refuses, or does not answer in time, makes the round count for
+//! nothing, and the log says which and why.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::promotion::PromotionEvent;
+use crate::failsafe::FailsafeAck;
+use crate::http::client::{self, Bearer, Target};
+
+/// The peer agents of one AG and how to ask them.
+pub(super) struct Acknowledgers {
+    pub ag: String,
+    pub node: String,
+    /// Each `[[peer]]`'s name and `/status` target.
+    pub peers: Vec<(String, Target)>,
+    pub token: Option<Bearer>,
+    /// Between the starts of two rounds.
+    pub every: Duration,
+    /// Each request's deadline.
+    pub deadline: Duration,
+}
+
+impl Acknowledgers {
+    /// Asks while `want` names a term (the leader key's token); reports to `tx`.
+    pub(super) fn spawn(
+        self,
+        mut want: watch::Receiver<Option<i64>>,
+        tx: mpsc::Sender<PromotionEvent>,
+        cancel: CancellationToken,
+    ) {
+        if self.peers.is_empty() {
+            // Nobody to promise anything: no round could prove that nobody promotes.
+            tracing::warn!(ag = %self.ag, "manage: no [[peer]] configured: a leader cannot keep its primary through etcd trouble (rule 5)");
+            return;
+        }
+        tokio::spawn(async move {
+            let mut missing_before: Vec<String> = Vec::new();
+            loop {
+                let term = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    t = wanted(&mut want) => match t { Some(t) => t, None => return },
+                };
+                let sent = Instant::now();
+                let (from, missing) = self.round(term).await;
+                if missing.is_empty() {
+                    let event = PromotionEvent::Acknowledged {
+                        token: term,
+                        sent,
+                        from,
+                    };
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                } else if missing != missing_before {
+                    tracing::warn!(ag = %self.ag, term, ?missing, "manage: etcd does not renew the leader key and not every peer acknowledges this leader: the primary is taken offline when the last proof runs out");
+                }
+                missing_before = missing;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until((sent + self.every).into()) => {}
+                }
+            }
+        });
+    }
+
+    /// One round: the nodes that acknowledged `term`, and each other peer with the reason.
+    async fn round(&self, term: i64) -> (Vec<String>, Vec<String>) {
+        let mut asks = JoinSet::new();
+        for (name, target) in &self.peers {
+            let path = format!("/failsafe?ag={}&leader={}&term={term}", self.ag, self.node);
+            let (name, target, token) = (name.clone(), target.sibling(&path), self.token.clone());
+            let deadline = self.deadline;
+            asks.spawn(async move {
+                let answer = ask(&target, token.as_ref(), deadline).await;
+                (name, answer)
+            });
+        }
+        let (mut from, mut missing) = (Vec::new(), Vec::new());
+        while let Some(joined) = asks.join_next().await {
+            match joined {
+                Ok((_, Ok(ack))) if ack.term == term && ack.leader == self.node => {
+                    from.push(ack.node)
+                }
+                Ok((name, Ok(ack))) => missing.push(format!(
+                    "{name}: acknowledged {} term {} instead",
+                    ack.leader, ack.term
+                )),
+                Ok((name, Err(e))) => missing.push(format!("{name}: {e}")),
+                Err(e) => missing.push(format!("a request task failed: {e}")),
+            }
+        }
+        missing.sort();
+        (from, missing)
+    }
+}
+
+/// Waits until `want` names a term; `None` when the manage task is gone.
+async fn wanted(want: &mut watch::Receiver<Option<i64>>) -> Option<i64> {
+    loop {
+        if let Some(term) = *want.borrow_and_update() {
+            return Some(term);
+        }
+        want.changed().await.ok()?;
+    }
+}
+
+async fn ask(
+    target: &Target,
+    token: Option<&Bearer>,
+    deadline: Duration,
+) -> Result<FailsafeAck, String> {
+    let (value, _) = client::post(target, token, deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| format!("not an acknowledgement: {e}"))
+}
