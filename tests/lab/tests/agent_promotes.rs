@@ -203,11 +203,11 @@ fn no_sync_candidate() {
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
-/// Rule 5 of the issue (failsafe: while etcd has no quorum but every agent answers every
-/// other, the primary keeps its write lease) is not built yet: without it the primary's
-/// agent loses its key and takes the replica offline, an outage this test reports.
+/// Rule 5 (failsafe): while etcd has no quorum but every agent answers every other, the
+/// primary's agent keeps renewing its write lease on its peers' acknowledgements, and
+/// nobody promotes. Without it the agent loses its key and takes the replica offline: the
+/// client and the writer fail (the test failed so before rule 5 was built).
 #[test]
-#[ignore = "rule 5 (etcd quorum loss: the failsafe acknowledgements) is not built yet"]
 fn etcd_quorum_loss() {
     let out = drill(Scenario::EtcdQuorumLoss);
     check_no_failover(&out);
