@@ -20,6 +20,8 @@ mod http;
 mod metrics;
 mod peer_status;
 mod status;
+/// The switchover request in etcd: written by `tdsvip switchover`, read by the leader.
+pub mod switchover_request;
 mod systemd;
 
 pub use driver::{DriverError, Reloader, run};

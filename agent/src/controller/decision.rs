@@ -118,6 +118,9 @@ pub enum ReleaseCause {
     AcquireFailed,
     /// The agent is stopping.
     Stop,
+    /// A planned switchover (manage mode): the addresses go before the replica is demoted,
+    /// so that no client reaches it as a secondary.
+    Switchover,
     /// The first verdict after start says this node must not own the address: remove
     /// whatever a previous agent (killed, so it could not release) left behind.
     Startup,

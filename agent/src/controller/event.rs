@@ -56,6 +56,13 @@ pub enum Event {
     Reconcile { drift: Vec<Drift> },
     /// The agent is stopping: give up what is owned and never acquire again.
     Stop,
+    /// A planned switchover (manage mode): let go of the addresses now, although the local
+    /// replica is still PRIMARY, and take none before `until` ([`Event::MayHold`] ends it
+    /// sooner). The replica is demoted next, so that no client reaches it as a secondary;
+    /// `until` bounds the let-go if the switchover stops half way.
+    LetGo { until: Instant },
+    /// The switchover did not happen: the addresses may be taken again.
+    MayHold,
     /// The instant of [`super::AgController::next_deadline`] has come.
     Deadline,
 }

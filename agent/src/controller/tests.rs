@@ -680,6 +680,57 @@ fn stop_releases_and_never_acquires_again() {
 }
 
 #[test]
+fn a_planned_switchover_lets_go_of_a_primary_and_holds_off_until_its_deadline() {
+    let mut b = Bench::default();
+    let t = b.own();
+    let until = b.t(t + 500);
+    let (cause, reason) = only_release(&b.send(t, Event::LetGo { until }));
+    assert_eq!(cause, ReleaseCause::Switchover);
+    assert!(
+        reason.contains("before the local replica is demoted"),
+        "{reason}"
+    );
+    let d = b.released(t + 5);
+    assert!(
+        matches!(d.as_slice(), [Decision::Hold { reason, .. }] if reason.contains("planned switchover")),
+        "still PRIMARY, yet no acquire: {d:?}"
+    );
+    assert!(
+        b.probe(t + 20, Outcome::Ok).is_empty(),
+        "held once per episode"
+    );
+    assert_eq!(b.c.next_deadline(), Some(until));
+    // The demotion never came: past the deadline the PRIMARY's addresses come back.
+    let d = b.send(t + 500, Event::Deadline);
+    assert!(d.iter().any(is_acquire), "{d:?}");
+}
+
+#[test]
+fn may_hold_ends_a_let_go_at_once_and_a_demotion_needs_nothing_more() {
+    let mut b = Bench::default();
+    let t = b.own();
+    let until = b.t(t + 5000);
+    b.send(t, Event::LetGo { until });
+    b.released(t + 5);
+    let d = b.send(t + 10, Event::MayHold);
+    assert!(d.iter().any(is_acquire), "{d:?}");
+    // The usual end: the replica is demoted while let go, and nothing is acquired after.
+    let mut b = Bench::default();
+    let t = b.own();
+    b.send(
+        t,
+        Event::LetGo {
+            until: b.t(t + 300),
+        },
+    );
+    b.released(t + 5);
+    for i in 1..30 {
+        assert!(!b.probe(t + i * 20, secondary()).iter().any(is_acquire));
+    }
+    assert_eq!(b.c.state(), OwnershipState::Standby);
+}
+
+#[test]
 fn a_failed_acquire_is_undone_and_backed_off() {
     let mut b = Bench::default();
     b.probe(0, Outcome::Ok);

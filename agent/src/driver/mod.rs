@@ -98,6 +98,9 @@ enum Input {
     PeerStatus(String, Instant, Result<serde_json::Value, Unreadable>),
     /// A probe of peer `.0`'s replica for AG `.1`.
     PeerProbe(String, usize, Box<ProbeResult>),
+    /// An event for AG `.0`'s ownership controller from its manage task (a planned
+    /// switchover's let-go).
+    Ownership(usize, crate::controller::Event),
     /// SIGHUP.
     Reload,
     Stop(&'static str),

@@ -157,6 +157,7 @@ impl<N: NodeTakeover, C: CloudExecutor + 'static> EventRouter<N, C> {
             Input::Observed(i, report) => self.on_observed(i, *report).await,
             Input::PeerStatus(p, at, answer) => self.on_peer_status(&p, at, answer).await,
             Input::PeerProbe(p, i, result) => self.on_peer_probe(&p, i, *result).await,
+            Input::Ownership(i, event) => self.process(i, event).await,
             Input::Reload | Input::Stop(_) => {}
         }
     }

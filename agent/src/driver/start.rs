@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::inputs::{local_replica_is_primary, overlay_probe};
-use super::manage::ManagedAg;
+use super::manage::{ManagedAg, Wiring};
 use super::peer_reports::{PeerRuntime, replica_watches};
 use super::reload::InputTasks;
 use super::router::EventRouter;
@@ -71,7 +71,7 @@ pub async fn run(
         bearer.as_ref(),
         &tx,
     )?;
-    let failsafe = start_manage(&config, &password, &cancel, &metrics, &status, &bearer)?;
+    let failsafe = start_manage(&config, &password, &cancel, &metrics, &status, &bearer, &tx)?;
     signals::spawn(tx.clone(), shutdown)?;
     let http = Http::start(&config, &metrics, &status, token, failsafe).await?;
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
@@ -114,6 +114,7 @@ fn start_manage(
     metrics: &AgentMetrics,
     status: &Arc<StatusStore>,
     bearer: &Option<Bearer>,
+    router: &mpsc::Sender<Input>,
 ) -> Result<FailsafeGates, DriverError> {
     let mut gates = FailsafeGates::default();
     if config.cluster.mode != ClusterMode::Manage {
@@ -130,7 +131,13 @@ fn start_manage(
             bearer.clone(),
         )
         .map_err(|e| cfg_err(format!("ag[{i}]"), e))?;
-        managed.spawn(cancel.clone(), metrics.manage(), status.clone());
+        managed.spawn(Wiring {
+            cancel: cancel.clone(),
+            metrics: metrics.manage(),
+            status: status.clone(),
+            router: router.clone(),
+            index: i,
+        });
     }
     tracing::info!(etcd = ?config.cluster.etcd, prefix = %config.cluster.prefix, "manage mode: the agents promote, through etcd");
     Ok(gates)

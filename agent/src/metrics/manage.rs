@@ -260,6 +260,7 @@ mod tests {
             [
                 r#"tdsvip_promotions_total{ag="AG1",cause="leader_lost"} 0"#,
                 r#"tdsvip_promotions_total{ag="AG1",cause="primary_down"} 0"#,
+                r#"tdsvip_promotions_total{ag="AG1",cause="switchover"} 0"#,
             ],
             "{text}"
         );

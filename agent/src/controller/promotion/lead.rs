@@ -72,6 +72,7 @@ impl PromotionController {
             // take, a DBA's demotion) would keep every candidate waiting: give it back.
             return self.resign(false, out);
         }
+        self.switch_over(now, token, out);
         let due = self
             .last_renewal
             .is_none_or(|t| now >= t + self.s.renew_interval);
@@ -95,6 +96,7 @@ impl PromotionController {
             return out.push(A::Resign {
                 token: leader.token,
                 confirmed_down: false,
+                to: None,
             });
         }
         let Some(local) = self.local.as_ref() else {

@@ -29,12 +29,16 @@
 use std::time::{Duration, Instant};
 
 pub mod candidate;
+mod switchover;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_failsafe;
+#[cfg(test)]
+mod tests_switchover;
 
 pub use candidate::{CommitMode, MemberRole, MemberState, Refusal, eligibility};
+pub use switchover::Switchover;
 
 /// Timing and identity; all from `[cluster]` and `[probe]`.
 #[derive(Debug, Clone)]
@@ -93,6 +97,10 @@ pub struct Handoff {
     pub token: i64,
     /// The old primary's SQL Server refused connections: no write lease to wait out.
     pub confirmed_down: bool,
+    /// A planned switchover: the old primary was demoted to SECONDARY before this note was
+    /// written, and the AG goes to this node, which campaigns at once (`switchover.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +146,16 @@ pub enum PromotionEvent {
         token: i64,
         until: Instant,
     },
+    /// A planned switchover was asked for (`Some`) or the request is gone (`None`).
+    SwitchoverAsked(Option<Switchover>),
+    /// The ownership controller let go of the addresses (`ok`), or did not in time.
+    LetGoDone {
+        ok: bool,
+    },
+    /// `SET (ROLE = SECONDARY)` of the local replica answered.
+    Demoted {
+        ok: bool,
+    },
     /// A campaign, resign or renewal call failed (etcd unreachable): try again later.
     EtcdFailed,
     Deadline,
@@ -166,6 +184,20 @@ pub enum PromotionAction {
     Resign {
         token: i64,
         confirmed_down: bool,
+        /// A planned switchover's target (the replica was demoted first).
+        to: Option<String>,
+    },
+    /// A planned switchover: the ownership controller lets go of the addresses while the
+    /// replica is still PRIMARY, before it is demoted.
+    LetGo {
+        token: i64,
+        to: String,
+    },
+    /// The switchover stopped before the demotion: the addresses may be taken again.
+    MayHold,
+    /// `SET (ROLE = SECONDARY)` on the local replica, for a planned switchover.
+    Demote {
+        token: i64,
     },
     /// The key is lost while the replica is (or may become) PRIMARY: `OFFLINE` it.
     TakeOffline {
@@ -185,6 +217,8 @@ pub enum PromotionCause {
     /// The leader key went without that word: an agent or node gone, a partition, a hung
     /// SQL Server whose leader gave up (the old write lease was waited out).
     LeaderLost,
+    /// A planned switchover to this node (`tdsvip switchover`): the old primary was demoted.
+    Switchover,
 }
 
 impl PromotionCause {
@@ -233,6 +267,7 @@ pub struct PromotionController {
     /// `sent + ttl - key_margin` of the last renewal of this agent's etcd lease.
     key_deadline: Option<Instant>,
     failsafe: failsafe::Failsafe,
+    planned: switchover::Planned,
     held: Option<i64>,
     in_flight: InFlight,
     last_renewal: Option<Instant>,
@@ -284,6 +319,7 @@ impl PromotionController {
             }),
             key_deadline: None,
             failsafe: failsafe::Failsafe::default(),
+            planned: switchover::Planned::default(),
             held: None,
             in_flight: InFlight::default(),
             last_renewal: None,

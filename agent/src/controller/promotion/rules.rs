@@ -18,9 +18,16 @@ impl PromotionController {
             E::Leader(key) => self.see_leader(now, key),
             E::LeaderGone { token, handoff } => {
                 let ours_or_unknown = self.leader.as_ref().is_none_or(|k| k.token == token);
-                let confirmed = handoff.is_some_and(|h| h.token == token && h.confirmed_down);
+                let note = handoff.filter(|h| h.token == token);
+                let confirmed = note.as_ref().is_some_and(|h| h.confirmed_down);
+                let to_me = note.is_some_and(|h| h.to.as_deref() == Some(self.s.node.as_str()));
                 if ours_or_unknown {
-                    self.vacate(now, confirmed);
+                    let cause = match (confirmed, to_me) {
+                        (true, _) => PromotionCause::PrimaryDown,
+                        (false, true) => PromotionCause::Switchover,
+                        (false, false) => PromotionCause::LeaderLost,
+                    };
+                    self.vacate(now, cause);
                 }
                 if confirmed {
                     self.release_acknowledgement(token);
@@ -53,6 +60,9 @@ impl PromotionController {
             E::FailedOver(result) => self.absorb_failover(now, result, out),
             E::WriteLeaseRenewed => self.in_flight.renewal = false,
             E::Acknowledged { token, sent, from } => self.acknowledged(token, sent, &from),
+            E::SwitchoverAsked(asked) => self.switchover_asked(asked, out),
+            E::LetGoDone { ok } => self.let_go_done(now, ok, out),
+            E::Demoted { ok } => self.demoted(ok, out),
             E::AcknowledgedLeader { token, until } => self.acknowledged_leader(token, until),
             E::EtcdFailed => self.in_flight.campaign = false,
             E::Deadline => {}
@@ -97,20 +107,18 @@ impl PromotionController {
                 self.refusal = None;
                 self.leader = Some(k);
             }
-            None => self.vacate(now, false),
+            None => self.vacate(now, PromotionCause::LeaderLost),
         }
     }
 
-    pub(super) fn vacate(&mut self, now: Instant, confirmed_down: bool) {
+    /// The key is gone: candidates wait out the old write lease, unless the old primary
+    /// cannot write (its SQL Server is down, or it was demoted for a switchover to us).
+    pub(super) fn vacate(&mut self, now: Instant, cause: PromotionCause) {
         self.leader = None;
         self.refusal = None;
-        let (wait, cause) = if confirmed_down {
-            (Duration::ZERO, PromotionCause::PrimaryDown)
-        } else {
-            (
-                self.s.write_lease_validity + self.s.statement_timeout,
-                PromotionCause::LeaderLost,
-            )
+        let wait = match cause {
+            PromotionCause::PrimaryDown | PromotionCause::Switchover => Duration::ZERO,
+            PromotionCause::LeaderLost => self.s.write_lease_validity + self.s.statement_timeout,
         };
         self.vacancy = Some(Vacancy {
             seen: now,
@@ -165,9 +173,13 @@ impl PromotionController {
     pub(super) fn resign(&mut self, confirmed_down: bool, out: &mut Vec<A>) {
         self.awaiting_primary_until = None;
         if let Some(token) = self.held.take() {
+            // Resigned here: until the deletion comes back through the watch the key still
+            // names this node, and is not a stale key of its own to resign a second time.
+            self.stale_key = Some(token);
             out.push(A::Resign {
                 token,
                 confirmed_down,
+                to: None,
             });
         }
     }

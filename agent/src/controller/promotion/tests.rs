@@ -70,6 +70,7 @@ pub(super) fn handed_off(token: i64, from: &str, note_token: i64) -> PromotionEv
             from: from.into(),
             token: note_token,
             confirmed_down: true,
+            to: None,
         }),
     }
 }
@@ -175,7 +176,8 @@ fn a_leader_whose_sql_server_refuses_connections_resigns_confirmed() {
     assert!(has(&a, |a| *a
         == PromotionAction::Resign {
             token: 5,
-            confirmed_down: true
+            confirmed_down: true,
+            to: None
         }));
     assert!(has(&a, |a| *a == PromotionAction::Unpublish) || r.c.held().is_none());
 }
@@ -194,7 +196,8 @@ fn a_leader_whose_sql_server_hangs_resigns_unconfirmed() {
     assert!(has(&a, |a| *a
         == PromotionAction::Resign {
             token: 5,
-            confirmed_down: false
+            confirmed_down: false,
+            to: None
         }));
 }
 
@@ -307,7 +310,8 @@ fn a_failover_refused_with_41142_gives_the_key_back_and_does_not_retry() {
     assert!(has(&a, |a| *a
         == PromotionAction::Resign {
             token: 9,
-            confirmed_down: false
+            confirmed_down: false,
+            to: None
         }));
     r.at(61, unannounced(9));
     // /status says why this replica stays out of the vacancy.
@@ -342,7 +346,8 @@ fn losing_the_key_mid_promotion_takes_the_replica_offline() {
             PromotionAction::TakeOffline { token: 9 },
             PromotionAction::Resign {
                 token: 9,
-                confirmed_down: false
+                confirmed_down: false,
+                to: None
             },
             PromotionAction::Unpublish
         ]
@@ -399,7 +404,8 @@ fn a_lost_etcd_lease_ends_the_leadership_even_if_a_new_lease_renews() {
             PromotionAction::TakeOffline { token: 5 },
             PromotionAction::Resign {
                 token: 5,
-                confirmed_down: false
+                confirmed_down: false,
+                to: None
             }
         ]
     );
@@ -418,7 +424,8 @@ fn a_leader_over_a_resolving_replica_gives_the_key_back() {
     assert!(has(&a, |a| *a
         == PromotionAction::Resign {
             token: 5,
-            confirmed_down: false
+            confirmed_down: false,
+            to: None
         }));
 }
 
@@ -437,7 +444,8 @@ fn a_key_in_this_nodes_name_that_it_does_not_hold_is_given_back_once() {
         a,
         vec![PromotionAction::Resign {
             token: 4,
-            confirmed_down: false
+            confirmed_down: false,
+            to: None
         }]
     );
     assert!(r.at(3, PromotionEvent::Leader(Some(stale))).is_empty());
@@ -502,7 +510,8 @@ fn a_leader_whose_failover_did_not_take_gives_the_key_back_after_the_grace() {
     assert!(has(&a, |a| *a
         == PromotionAction::Resign {
             token: 9,
-            confirmed_down: false
+            confirmed_down: false,
+            to: None
         }));
 }
 

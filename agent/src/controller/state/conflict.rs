@@ -105,6 +105,10 @@ impl AgController {
         if self.stopped {
             return Some((ReleaseCause::Stop, "the agent is stopping".to_owned()));
         }
+        if self.let_go_until.is_some_and(|until| now < until) {
+            let why = "a planned switchover: the addresses go before the local replica is demoted";
+            return Some((ReleaseCause::Switchover, why.to_owned()));
+        }
         if let Some(why) = self.health.must_release() {
             return Some(why);
         }

@@ -33,6 +33,9 @@
 //!   only if the local verdict still says to own: the wait can last up to a second, and a
 //!   PRIMARY verdict that old is no reason to take the address. A reason to release that
 //!   arrives during the wait abandons the acquire at once.
+//! - A planned switchover (manage mode) lets go of the addresses *before* the replica is
+//!   demoted ([`Event::LetGo`]): released as from an owner that must release, and no
+//!   acquire until its deadline or [`Event::MayHold`], although the replica is PRIMARY.
 //! - Backoffs and time limits are deadlines: [`AgController::next_deadline`] says when the
 //!   controller next wants to be asked again (with [`Event::Deadline`]) even if nothing
 //!   happens, so that a retry never waits for an unrelated event.
@@ -72,6 +75,7 @@ enum HoldCause {
     Conflict,
     ReleaseInFlight,
     AcquireBackoff,
+    LetGo,
 }
 
 /// The handover questions asked before acquires, numbered like cloud claims.
@@ -110,6 +114,8 @@ pub struct AgController {
     cloud: CloudClaims,
     handover: Handovers,
     stopped: bool,
+    /// A planned switchover's let-go: no address until then (see the module doc).
+    let_go_until: Option<Instant>,
     /// No verdict since start yet: see the module doc on leftover addresses.
     startup_cleanup_pending: bool,
     in_conflict: bool,
@@ -139,6 +145,7 @@ impl AgController {
             cloud: CloudClaims::default(),
             handover: Handovers::default(),
             stopped: false,
+            let_go_until: None,
             startup_cleanup_pending: true,
             in_conflict: false,
             hold: None,
@@ -189,18 +196,18 @@ impl AgController {
     /// stays pending until an event at or after it was handled (which clears it), so that a
     /// wake-up lost to another input is never lost for good.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let backoff = match self.state {
+        let (backoff, let_go) = match self.state {
             OwnershipState::Standby if !self.stopped && self.health.may_own() => {
-                self.acquire_not_before
+                (self.acquire_not_before, self.let_go_until)
             }
-            _ => None,
+            _ => (None, None),
         };
         let limit = self
             .timeline
             .as_ref()
             .filter(|t| t.direction == Direction::Acquire && t.node_ok == Some(true))
             .map(|t| t.decided + self.policy.timeline_limit);
-        [backoff, limit].into_iter().flatten().min()
+        [backoff, let_go, limit].into_iter().flatten().min()
     }
 
     /// What the kernel ownership lease is extended from: the start of the last probe that
@@ -241,6 +248,8 @@ impl AgController {
             Event::LocalOverlayLogin => self.note_local_login(now),
             Event::Reconcile { drift } => self.on_reconcile(now, drift, &mut out),
             Event::Stop => self.stopped = true,
+            Event::LetGo { until } => self.let_go_until = Some(until),
+            Event::MayHold => self.let_go_until = None,
             Event::Deadline => {}
         }
         self.track_conflict(now, &mut out);
@@ -255,6 +264,7 @@ impl AgController {
                 if self.acquire_not_before.is_some_and(|at| now >= at) {
                     self.acquire_not_before = None;
                 }
+                self.let_go_until.take_if(|&mut until| now >= until);
                 if self.stopped {
                     self.hold = None;
                     return;
@@ -271,6 +281,14 @@ impl AgController {
                 }
                 if !self.health.may_own() {
                     self.hold = None;
+                    return;
+                }
+                if let Some(until) = self.let_go_until {
+                    let reason = format!(
+                        "not acquiring for another {} ms: a planned switchover let go of the addresses before demoting the local replica",
+                        (until - now).as_millis()
+                    );
+                    self.hold_once(HoldCause::LetGo, reason, out);
                     return;
                 }
                 let peers = self.primary_peers(now);

@@ -3,10 +3,10 @@
 //! that tells the controller how it went.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tdsvip_etcd::{Campaign as EtcdCampaign, Etcd, Lease};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::feeds::HANDOFF;
 use super::sql::{NOT_SYNCHRONIZED, ReplicaControl};
@@ -14,8 +14,11 @@ use crate::controller::promotion::{
     Campaign, Handoff, LeaderKey, PromotionAction as A, PromotionCause, PromotionController,
     PromotionEvent as E,
 };
+use crate::controller::{Event, OwnershipState};
+use crate::driver::Input;
 use crate::failsafe::FailsafeGate;
 use crate::metrics::ManageMetrics;
+use crate::status::StatusStore;
 
 /// Renewal errors Microsoft's Pacemaker agent treats as harmless: the AG has no write
 /// lease (47116), or the current one already lasts longer (47119).
@@ -30,6 +33,27 @@ pub(super) struct Actor {
     pub metrics: ManageMetrics,
     /// Where this node's promises to other leaders are kept (rule 5).
     pub gate: Arc<FailsafeGate>,
+    /// The router, which owns this AG's ownership controller (index `index`), and the status
+    /// it publishes: a switchover lets go of the addresses through them.
+    pub router: mpsc::Sender<Input>,
+    pub index: usize,
+    pub status: Arc<StatusStore>,
+    /// How long a switchover's let-go lasts at most (the demotion follows at once).
+    pub let_go_for: Duration,
+}
+
+/// Waits until `/status` shows none of the AG's addresses owned (the release returned), at
+/// most `limit`.
+async fn released(status: &StatusStore, ag: &str, limit: Duration) -> bool {
+    let mut rx = status.subscribe();
+    let standby = |s: &crate::status::AgentStatus| {
+        s.ags
+            .get(ag)
+            .is_none_or(|a| a.state == OwnershipState::Standby)
+    };
+    tokio::time::timeout(limit, rx.wait_for(standby))
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 impl Actor {
@@ -45,7 +69,15 @@ impl Actor {
             A::Resign {
                 token,
                 confirmed_down,
-            } => self.resign(*token, *confirmed_down).await,
+                to,
+            } => self.resign(*token, *confirmed_down, to.clone()).await,
+            A::LetGo { token, to } => Some(self.let_go(*token, to).await),
+            A::MayHold => {
+                tracing::info!(ag = %self.ag, "manage: the switchover stopped before the demotion: the addresses may be taken again");
+                self.ownership(Event::MayHold).await;
+                None
+            }
+            A::Demote { token } => Some(self.demote(*token, c.send_by()).await),
             A::TakeOffline { token } => {
                 let r = self.control.offline().await;
                 tracing::warn!(ag = %self.ag, token, result = ?r, "manage: the leader key is no longer provably held: local replica taken OFFLINE");
@@ -149,11 +181,46 @@ impl Actor {
         E::WriteLeaseRenewed
     }
 
-    async fn resign(&mut self, token: i64, confirmed_down: bool) -> Option<E> {
+    /// Hands `event` to this AG's ownership controller (the router's); `false` when the
+    /// router is gone (the agent is stopping).
+    async fn ownership(&self, event: Event) -> bool {
+        self.router
+            .send(Input::Ownership(self.index, event))
+            .await
+            .is_ok()
+    }
+
+    /// A planned switchover to `to`: the addresses go first, and the controller hears when
+    /// `/status` says they are gone (the release's node call returned).
+    async fn let_go(&mut self, token: i64, to: &str) -> E {
+        let began = Instant::now();
+        let until = began + self.let_go_for;
+        let ok = self.ownership(Event::LetGo { until }).await
+            && released(&self.status, &self.ag, self.let_go_for).await;
+        let took_ms = began.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(ag = %self.ag, token, %to, ok, took_ms, "manage: switchover: let go of the addresses before demoting the local replica");
+        E::LetGoDone { ok }
+    }
+
+    async fn demote(&mut self, token: i64, send_by: Option<Instant>) -> E {
+        let result = self.control.demote(send_by).await;
+        match &result {
+            Ok(()) => {
+                tracing::info!(ag = %self.ag, token, "manage: switchover: local replica demoted (SET ROLE = SECONDARY)")
+            }
+            Err(e) => {
+                tracing::warn!(ag = %self.ag, token, error = %e, "manage: switchover: the demotion failed; the addresses come back")
+            }
+        }
+        E::Demoted { ok: result.is_ok() }
+    }
+
+    async fn resign(&mut self, token: i64, confirmed_down: bool, to: Option<String>) -> Option<E> {
         let note = Handoff {
             from: self.node.clone(),
             token,
             confirmed_down,
+            to,
         };
         let json = serde_json::to_string(&note).ok()?;
         match self
@@ -162,7 +229,7 @@ impl Actor {
             .await
         {
             Ok(done) => {
-                tracing::info!(ag = %self.ag, token, confirmed_down, done, "manage: resigned the leader key")
+                tracing::info!(ag = %self.ag, token, confirmed_down, to = ?note.to, done, "manage: resigned the leader key")
             }
             Err(e) => {
                 tracing::warn!(ag = %self.ag, token, error = %e, "manage: resign failed; the key expires with the lease")

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::sql::ReplicaControl;
-use crate::controller::promotion::{Handoff, LeaderKey, MemberState, PromotionEvent};
+use crate::controller::promotion::{Handoff, LeaderKey, MemberState, PromotionEvent, Switchover};
 use crate::metrics::ManageMetrics;
+use crate::switchover_request::SwitchoverRequest;
 
 type Events = mpsc::Sender<PromotionEvent>;
 
@@ -21,6 +22,8 @@ type Events = mpsc::Sender<PromotionEvent>;
 pub(super) const HANDOFF: &str = "handoff";
 const LEADER: &str = "leader";
 const MEMBERS: &str = "members/";
+/// Where `tdsvip switchover` asks the leader to hand the AG over.
+const SWITCHOVER: &str = "switchover";
 
 /// Between two attempts to reach etcd when it does not answer.
 const RETRY: Duration = Duration::from_millis(200);
@@ -269,6 +272,14 @@ async fn apply(
         }
         AgEvent::Put {
             key_suffix, value, ..
+        } if key_suffix == SWITCHOVER => {
+            Some(PromotionEvent::SwitchoverAsked(parse_switchover(&value)))
+        }
+        AgEvent::Delete { key_suffix, .. } if key_suffix == SWITCHOVER => {
+            Some(PromotionEvent::SwitchoverAsked(None))
+        }
+        AgEvent::Put {
+            key_suffix, value, ..
         } => {
             let Some(node) = key_suffix.strip_prefix(MEMBERS) else {
                 return Ok(None);
@@ -287,6 +298,20 @@ async fn apply(
             Some(keys.members_event())
         }
     })
+}
+
+/// The switchover request's value; one that does not parse is no request, and says so.
+fn parse_switchover(value: &str) -> Option<Switchover> {
+    match serde_json::from_str::<SwitchoverRequest>(value) {
+        Ok(r) => Some(Switchover {
+            to: r.to,
+            term: r.term,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "manage: the switchover request does not parse; ignored");
+            None
+        }
+    }
 }
 
 /// A member key's value; one that does not parse (another version's agent, a hand edit)
@@ -341,6 +366,7 @@ mod tests {
             from: "a".into(),
             token: 12,
             confirmed_down: true,
+            to: None,
         };
         let json = serde_json::to_string(&note).unwrap();
         assert_eq!(json, r#"{"from":"a","token":12,"confirmed_down":true}"#);

@@ -95,22 +95,12 @@ impl ManagedAg {
         })
     }
 
-    /// Runs until `cancel`.
-    pub(super) fn spawn(
-        self,
-        cancel: CancellationToken,
-        metrics: ManageMetrics,
-        status: Arc<StatusStore>,
-    ) {
-        tokio::spawn(self.run(cancel, metrics, status));
+    /// Runs until `w.cancel`.
+    pub(super) fn spawn(self, w: Wiring) {
+        tokio::spawn(self.run(w));
     }
 
-    async fn run(
-        self,
-        cancel: CancellationToken,
-        metrics: ManageMetrics,
-        status: Arc<StatusStore>,
-    ) {
+    async fn run(self, w: Wiring) {
         let ManagedAg {
             ag,
             node,
@@ -124,14 +114,15 @@ impl ManagedAg {
             acknowledgers,
             gate,
         } = self;
-        let (tx, mut rx) = mpsc::channel(64);
-        feeds::spawn_poll(poll, poll_interval, tx.clone(), cancel.clone());
+        let (tx, rx) = mpsc::channel(64);
+        feeds::spawn_poll(poll, poll_interval, tx.clone(), w.cancel.clone());
         let every = settings.renew_interval;
-        let mut controller = PromotionController::new(settings, Instant::now());
+        let let_go_for = settings.write_lease_validity + settings.statement_timeout;
+        let controller = PromotionController::new(settings, Instant::now());
         // Seen before etcd answers: no leader, no lease (an agent that cannot reach etcd at
         // start must not look like one in follow mode, which has no series at all).
-        publish_view(&status, &metrics, &ag, &controller);
-        let etcd = match feeds::connect(&etcd, &cancel).await {
+        publish_view(&w.status, &w.metrics, &ag, &controller);
+        let etcd = match feeds::connect(&etcd, &w.cancel).await {
             Some(e) => Arc::new(e),
             None => return,
         };
@@ -142,60 +133,100 @@ impl ManagedAg {
             every,
             revoke_at_stop,
             lease_tx,
-            metrics: metrics.clone(),
+            metrics: w.metrics.clone(),
             ag: ag.clone(),
         };
-        lease.spawn(tx.clone(), cancel.clone());
-        feeds::spawn_watch(etcd.clone(), ag.clone(), tx.clone(), cancel.clone());
+        lease.spawn(tx.clone(), w.cancel.clone());
+        feeds::spawn_watch(etcd.clone(), ag.clone(), tx.clone(), w.cancel.clone());
         let (want_tx, want_rx) = watch::channel(None);
-        acknowledgers.spawn(want_rx, tx, cancel.clone());
-        let mut given = gate.subscribe();
-        let mut last_given = None;
-        let mut actor = act::Actor {
+        acknowledgers.spawn(want_rx, tx, w.cancel.clone());
+        let actor = act::Actor {
             ag,
             node,
             etcd,
             lease: lease_rx,
             control,
-            metrics: metrics.clone(),
-            gate: gate.clone(),
+            metrics: w.metrics.clone(),
+            gate,
+            router: w.router.clone(),
+            index: w.index,
+            status: w.status.clone(),
+            let_go_for,
         };
+        let task = ManageTask {
+            controller,
+            actor,
+            want_tx,
+        };
+        task.run(rx, &w).await;
+    }
+}
+
+/// What a manage task shares with the rest of the agent.
+pub(super) struct Wiring {
+    pub cancel: CancellationToken,
+    pub metrics: ManageMetrics,
+    pub status: Arc<StatusStore>,
+    /// The router's inputs, and this AG's index among its controllers: a switchover lets
+    /// go of the addresses through it.
+    pub router: mpsc::Sender<super::Input>,
+    pub index: usize,
+}
+
+/// The running loop: events in, the controller's actions carried out, the view published.
+struct ManageTask {
+    controller: PromotionController,
+    actor: act::Actor,
+    /// What the acknowledgement rounds ask for (rule 5).
+    want_tx: watch::Sender<Option<i64>>,
+}
+
+impl ManageTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<PromotionEvent>, w: &Wiring) {
+        let gate = self.actor.gate.clone();
+        let mut given = gate.subscribe();
+        let mut last_given = None;
         loop {
-            let deadline = controller.next_deadline();
+            let deadline = self.controller.next_deadline();
             let event = tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = w.cancel.cancelled() => break,
                 e = rx.recv() => match e {
                     Some(e) => e,
                     None => break,
                 },
-                Ok(()) = given.changed() => match acknowledgement(&given, &mut last_given, &metrics, &actor.ag) {
+                Ok(()) = given.changed() => match acknowledgement(&given, &mut last_given, &w.metrics, &self.actor.ag) {
                     Some(e) => e,
                     None => continue,
                 },
                 _ = sleep_until(deadline) => PromotionEvent::Deadline,
             };
             release_on_handoff(&gate, &event);
-            let mut pending = controller.handle(Instant::now(), event);
-            while !pending.is_empty() {
-                let mut next = Vec::new();
-                for action in pending {
-                    if let Some(result) = actor.act(&action, &controller).await {
-                        next.extend(controller.handle(Instant::now(), result));
-                    }
-                }
-                pending = next;
-            }
-            gate.update(
-                controller.leads_or_promotes(),
-                controller.leader().map(|k| k.token),
-            );
-            want_tx.send_if_modified(|w| {
-                let now = controller.wants_acknowledgements(Instant::now());
-                std::mem::replace(w, now) != now
-            });
-            publish_view(&status, &metrics, &actor.ag, &controller);
+            self.handle(event).await;
+            publish_view(&w.status, &w.metrics, &self.actor.ag, &self.controller);
         }
-        stopped(&status, &metrics, &actor.ag);
+        stopped(&w.status, &w.metrics, &self.actor.ag);
+    }
+
+    /// One event and every action that follows from it, each action's result fed back.
+    async fn handle(&mut self, event: PromotionEvent) {
+        let mut pending = self.controller.handle(Instant::now(), event);
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for action in pending {
+                if let Some(result) = self.actor.act(&action, &self.controller).await {
+                    next.extend(self.controller.handle(Instant::now(), result));
+                }
+            }
+            pending = next;
+        }
+        let c = &self.controller;
+        self.actor
+            .gate
+            .update(c.leads_or_promotes(), c.leader().map(|k| k.token));
+        self.want_tx.send_if_modified(|w| {
+            let now = c.wants_acknowledgements(Instant::now());
+            std::mem::replace(w, now) != now
+        });
     }
 }
 

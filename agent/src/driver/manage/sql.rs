@@ -135,8 +135,21 @@ impl ReplicaControl {
         .await
     }
 
+    /// A planned switchover's demotion of the PRIMARY: a role change, gated as
+    /// [`Self::failover`].
+    pub(super) async fn demote(&mut self, send_by: Option<Instant>) -> Result<(), StatementError> {
+        self.log_in().await?;
+        provable(send_by)?;
+        self.send_set_secondary().await
+    }
+
+    /// A RESOLVING replica under another leader: no proof needed, it writes nothing.
     pub(super) async fn set_secondary(&mut self) -> Result<(), StatementError> {
         self.log_in().await?;
+        self.send_set_secondary().await
+    }
+
+    async fn send_set_secondary(&mut self) -> Result<(), StatementError> {
         self.send(&format!(
             "ALTER AVAILABILITY GROUP {} SET (ROLE = SECONDARY);",
             bracketed(&self.ag)
