@@ -48,7 +48,13 @@ pub enum Fault {
     None,
     /// Close the listener (connects are refused) and reset open sessions.
     Refuse,
-    /// Accept and never answer anything.
+    /// Accept and never answer anything: new connections, and sessions already logged in
+    /// from their next request on (a hung server's kept sessions hang too; manage mode's
+    /// agents poll and renew the write lease on kept sessions). The replica's own clocks go
+    /// on: its write lease runs out and takes it to RESOLVING. Replication is left running,
+    /// a deviation `FAILOVER` cannot tell: no request is executed, so the log does not move,
+    /// and a secondary that was SYNCHRONIZED stays so, which is also what it would remember
+    /// of a hung primary once SESSION_TIMEOUT found it silent.
     HangAfterAccept,
     /// Answer PRELOGIN, never LOGIN7 (or anything after it).
     HangAfterPrelogin,

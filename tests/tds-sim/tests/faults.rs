@@ -87,6 +87,67 @@ async fn hang_after_accept_times_the_client_out_and_the_task_ends_when_it_leaves
     sim.shutdown().await;
 }
 
+/// What the lab's `hang-primary` drill under `--promote agent` relies on: a hung server
+/// answers nothing on the sessions a client already holds either (the agents poll and renew
+/// the write lease on kept sessions: if those still answered, the primary's agent would
+/// never see the hang and would keep the lease alive), a renewal sent into the hang does
+/// not reach the lease, the lease still runs out by the replica's own clock (RESOLVING), and
+/// once the hang is lifted a new session answers and shows RESOLVING.
+#[tokio::test]
+async fn hang_after_accept_hangs_open_sessions_too_and_the_write_lease_still_expires() {
+    let mut cfg = SimConfig::new("SQL1", "AG1", Role::Primary);
+    cfg.password = PASSWORD.into();
+    cfg.databases = vec![("db1".into(), tds_sim::DbState::Online)];
+    cfg.ag_config.write_lease_validity_s = Some(1);
+    let sim = tds_sim::start(cfg).await.expect("start");
+    let addr = sim.tds_addr();
+    let mut kept = tiberius(addr, PASSWORD, T).await.expect("login");
+    assert_eq!(
+        query(&mut kept, "SELECT 1", T).await.unwrap(),
+        vec![vec![vec!["1"]]]
+    );
+    let expiry =
+        |sim: &SimHandle| sim.state_json()["ag_state"]["write_lease_expires_unix_ms"].clone();
+    let before = expiry(&sim);
+    assert!(before.is_u64(), "a new PRIMARY has a lease: {before}");
+    sim.set_fault(Fault::HangAfterAccept);
+    assert_eq!(
+        query(
+            &mut kept,
+            "ALTER AVAILABILITY GROUP AG1 SET (WRITE_LEASE_VALIDITY = 2)",
+            HANG
+        )
+        .await
+        .unwrap_err(),
+        "timeout",
+        "a session opened before the hang must hang too"
+    );
+    assert_eq!(expiry(&sim), before, "a renewal sent into the hang renewed");
+    let deadline = Instant::now() + T;
+    while sim.state_json()["role"] != "RESOLVING" {
+        assert!(
+            Instant::now() < deadline,
+            "still {} after the lease: {}",
+            sim.state_json()["role"],
+            sim.state_json()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.state_json()["fault"], "hang_after_accept");
+    sim.set_fault(Fault::None);
+    let mut after = tiberius(addr, PASSWORD, T)
+        .await
+        .expect("login once the hang is lifted");
+    let role = "SELECT role_desc FROM sys.dm_hadr_availability_replica_states WHERE is_local = 1";
+    assert_eq!(
+        query(&mut after, role, T).await.unwrap(),
+        vec![vec![vec!["RESOLVING"]]]
+    );
+    drop((kept, after));
+    wait_open_connections(&sim, 0).await;
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn hang_after_prelogin_answers_prelogin_only() {
     let sim = sim().await;
