@@ -134,6 +134,34 @@ async fn mandatory_against_force_verifies_the_ca_and_keeps_the_session_encrypted
     .await
 }
 
+/// A kept session that is dropped (a timeout, a hang) logs in again with the same client
+/// configuration, and so offers to resume its TLS 1.2 session with the same server. The
+/// agents do this to their local replica after every failed poll or statement; against a
+/// tds-sim that accepted resumption, the server's handshake ended on a read (the client's
+/// Finished), and the client's LOGIN7, sent right behind it, was read as a TDS header by
+/// the still-framing handshake ("unknown packet type 0x17"): the reconnect was reset, seen
+/// in the lab after a hang was lifted (five in a row).
+#[tokio::test]
+async fn a_dropped_session_logs_in_again_over_tls_every_time() {
+    bounded(async {
+        let pki = Pki::new("again");
+        let sim = pki.sim(ServerMode::Off).await;
+        let mut p = probe(&sim, pki.tls(Encrypt::Mandatory, "ca.pem"));
+        let mut failed = Vec::new();
+        for i in 0..30 {
+            let r = p.probe().await;
+            if r.outcome != Outcome::Ok {
+                failed.push((i, r.outcome.to_string()));
+            }
+            p.disconnect();
+        }
+        assert!(failed.is_empty(), "reconnects that failed: {failed:?}");
+        assert_eq!(sim.stats().tls_handshakes, 30);
+        sim.shutdown().await;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn optional_against_off_encrypts_the_login_only() {
     bounded(async {

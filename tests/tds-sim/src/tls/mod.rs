@@ -117,6 +117,13 @@ pub fn server_config(mode: Mode, (chain, key): Identity) -> io::Result<ServerCon
     // Session tickets would be written after the handshake, when a TDS 7.x client no
     // longer expects PRELOGIN packets; SQL Server does not resume sessions either.
     c.send_tls13_tickets = 0;
+    // Nor TLS 1.2 session ids (rustls keeps a cache by default). A resumed handshake ends
+    // on the server's read of the client's Finished, and tokio-rustls keeps reading while
+    // rustls wants to: the client's LOGIN7, sent right behind its Finished, was read by the
+    // framing as a PRELOGIN header ("unknown packet type 0x17") and the login reset. Every
+    // client that logged in again with the same configuration (the agents' kept sessions,
+    // after a timeout) met it.
+    c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     if mode == Mode::Strict {
         c.alpn_protocols = vec![ALPN_TDS8.to_vec()];
     }
@@ -240,12 +247,15 @@ mod tests {
     }
 
     #[test]
-    fn strict_offers_tls13_and_alpn_tds8_and_7x_only_tls12() {
+    fn strict_offers_tls13_and_alpn_tds8_7x_only_tls12_and_neither_resumes() {
         let strict = server_config(Mode::Strict, self_signed().unwrap()).unwrap();
         assert_eq!(strict.alpn_protocols, vec![b"tds/8.0".to_vec()]);
         let off = server_config(Mode::Off, self_signed().unwrap()).unwrap();
         assert!(off.alpn_protocols.is_empty());
         assert_eq!(off.send_tls13_tickets, 0);
+        for c in [&strict, &off] {
+            assert!(!c.session_storage.can_cache(), "no session resumption");
+        }
     }
 
     #[test]
