@@ -25,6 +25,7 @@ pub(crate) fn inject(
     old: usize,
     new: usize,
 ) -> Result<Injected, String> {
+    check_still_primary(lab, old)?;
     let fault = match scenario {
         Scenario::KillPrimary | Scenario::Loss => lab.kill_sim(old),
         Scenario::CrashNode => {
@@ -55,6 +56,23 @@ pub(crate) fn inject(
     };
     let (at, node) = await_promotion(lab, old, PROMOTION_LIMIT)?;
     Ok(promoted(lab, fault, at, node))
+}
+
+/// The trial's primary must still be `old` when the fault comes. On a loaded machine the
+/// agents were seen failing over between the lab's steady check and the fault (load 6: node
+/// 1's first write-lease renewal timed out at its login, its key's deadline passed, node 3
+/// was promoted); the fault then hits a replica that is no longer PRIMARY and the trial
+/// measures something else.
+fn check_still_primary(lab: &mut Lab, old: usize) -> Result<(), String> {
+    let role = lab.sim_state(old)?["role"].clone();
+    if role != "PRIMARY" {
+        return Err(format!(
+            "node {} is {role} when its fault is due, no longer PRIMARY: the agents failed over before the fault ({})",
+            old + 1,
+            lab.log_hint()
+        ));
+    }
+    Ok(())
 }
 
 fn promoted(lab: &Lab, fault: f64, at: f64, node: usize) -> Injected {
