@@ -1,7 +1,8 @@
 //! `--promote agent`: what the lab does in each scenario when the agents run the failover.
 //! The lab injects the fault and then only watches: which replica the agents made PRIMARY,
 //! and when, it learns from the sims. Afterwards it restarts what a fault killed, as systemd
-//! would, and checks that the old node's agent itself made its replica SECONDARY again.
+//! would (or lifts a hang), and checks that the old node's agent itself made its replica
+//! SECONDARY again.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ pub(crate) fn inject(
             lab.record(t, old, "nft drops everything on eth0 (partition in effect)");
             t
         }
+        Scenario::HangPrimary => hang(lab, old)?,
         Scenario::FreezeAgent => lab.freeze_agent(old)?,
         Scenario::KillAgent => {
             let t = lab.kill_agent(old);
@@ -73,6 +75,19 @@ fn check_still_primary(lab: &mut Lab, old: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The primary's SQL Server hangs: `hang_after_accept` leaves new connections and the
+/// sessions the agent keeps (its poll, its write-lease renewals) unanswered alike, while the
+/// sim's lease still runs out by its own clock. Unlike follow mode the lab neither stops
+/// renewing (the agents renew) nor promotes: the primary's agent must see `fall` unanswered
+/// polls and resign, and the others wait the old write lease out before promoting.
+fn hang(lab: &mut Lab, old: usize) -> Result<f64, String> {
+    lab.sim_put(
+        old,
+        r#"{"fault":"hang_after_accept"}"#,
+        "tds-sim hangs after accept",
+    )
 }
 
 fn promoted(lab: &Lab, fault: f64, at: f64, node: usize) -> Injected {
@@ -310,6 +325,19 @@ pub(crate) fn restore(lab: &mut Lab, scenario: Scenario, old: usize) -> Result<(
         }
         Scenario::FreezeAgent => {
             lab.thaw_agent(old)?;
+            await_secondary(lab, old)
+        }
+        // The hung replica went RESOLVING when its lease ran out; once it answers again its
+        // agent sees that under another leader and makes it SECONDARY.
+        Scenario::HangPrimary => {
+            let role = lab.sim_state(old)?["role"].clone();
+            if role != "RESOLVING" {
+                return Err(format!(
+                    "node {}: {role} at the end of the hang, not RESOLVING by its expired write lease",
+                    old + 1
+                ));
+            }
+            lab.sim_put(old, r#"{"fault":"none"}"#, "restore: hang lifted")?;
             await_secondary(lab, old)
         }
         Scenario::EtcdLeaderKill => {

@@ -80,6 +80,7 @@ impl Scenario {
                 self,
                 Scenario::KillPrimary
                     | Scenario::Loss
+                    | Scenario::HangPrimary
                     | Scenario::CrashNode
                     | Scenario::PartitionPrimary
                     | Scenario::KillAgent
