@@ -5,6 +5,10 @@
 
 use crate::EtcdError;
 
+/// The suffix of an AG's switchover request, `{prefix}/{ag}/switchover`: what a leader's watch
+/// of the AG sees as `AgEvent`'s `key_suffix` (written by `Etcd::request_switchover`).
+pub const SWITCHOVER_KEY_SUFFIX: &str = "switchover";
+
 /// The key layout under one prefix: `{prefix}/{ag}/leader`, `{prefix}/{ag}/members/{node}`,
 /// and notes at `{prefix}/{ag}/{suffix}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +50,11 @@ impl KeyPaths {
     pub(crate) fn ag_note(&self, ag: &str, suffix: &str) -> Result<String, EtcdError> {
         check_suffix(suffix)?;
         Ok(self.ag_dir(ag)? + suffix)
+    }
+
+    /// `{prefix}/{ag}/switchover`: an operator's request that the leader hand over.
+    pub(crate) fn switchover(&self, ag: &str) -> Result<String, EtcdError> {
+        self.ag_note(ag, SWITCHOVER_KEY_SUFFIX)
     }
 
     /// `{prefix}/{suffix}`: any key under the prefix.
@@ -110,6 +119,7 @@ mod tests {
             keys.ag_note("ag1", "handoff").unwrap(),
             "/tdsvip/ag1/handoff"
         );
+        assert_eq!(keys.switchover("ag1").unwrap(), "/tdsvip/ag1/switchover");
         assert_eq!(
             keys.under_prefix("ag1/handoff").unwrap(),
             "/tdsvip/ag1/handoff"

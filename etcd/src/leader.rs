@@ -2,7 +2,8 @@
 //! Its create_revision is the owner's token: a campaign creates the key under the owner's
 //! lease (one transaction, so two agents campaigning at once get one winner); resigning and
 //! heartbeats act only while the key still carries that token, so an agent whose lease expired
-//! and whose key someone else recreated can never delete or rewrite the new owner's key.
+//! and whose key someone else recreated can never delete or rewrite the new owner's key. An
+//! operator's switchover request is addressed to one leader the same way: by its token.
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 
@@ -140,5 +141,39 @@ impl Etcd {
         answer::revision(answer.header.as_ref())
             .map(Some)
             .map_err(|odd| self.target.unexpected(&operation, odd))
+    }
+
+    /// Asks the leader of `ag` that holds term `term` (its key's create_revision) to hand over:
+    /// one transaction that writes `value` at `{prefix}/{ag}/switchover` under `lease` if the
+    /// leader key still carries `term`. `Ok(false)`: it does not (another leader, or none);
+    /// nothing was written. A lease that is gone is `EtcdError::LeaseExpired`.
+    ///
+    /// Why the term guards it: a request outlives neither the leader it was addressed to nor
+    /// the caller. The caller checked that leader's situation (who leads, which replica is a
+    /// synchronized candidate) before asking; a leader elected since then never saw that
+    /// check and must not find a request waiting for it, so the write happens only while the
+    /// key is the one the caller read. A leader elected after the write can still see the key
+    /// until it goes, which is why `value` should carry `term` too (the agent's
+    /// `SwitchoverRequest` does): a leader acts only on a request with its own term. And the
+    /// key lives on the caller's `lease`: once the caller gives up, stops or dies, its request
+    /// is deleted with the lease instead of lingering for a leader to act on later.
+    pub async fn request_switchover(
+        &self,
+        ag: &str,
+        term: i64,
+        value: &str,
+        lease: &Lease,
+    ) -> Result<bool, EtcdError> {
+        let leader = self.keys.leader(ag)?;
+        let request = self.keys.switchover(ag)?;
+        let operation = format!("write {request} (leader term {term})");
+        let txn = Txn::new()
+            .when(still_ours(&leader, term))
+            .and_then([TxnOp::put(
+                request,
+                value,
+                Some(PutOptions::new().with_lease(lease.id)),
+            )]);
+        Ok(self.txn(&operation, txn, lease.id).await?.succeeded)
     }
 }

@@ -1,13 +1,14 @@
 //! The leader key against a real etcd: concurrent campaigns have one winner, the token
 //! (create_revision) guards resign and heartbeat, a resignation's note is written in the same
-//! transaction; member states and plain keys read back as written.
+//! transaction; member states and plain keys read back as written; a switchover request is
+//! written only to the leader of the term it names, and lives on the caller's lease.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{EtcdServer, within};
-use tdsvip_etcd::{AgEvent, Campaign, Etcd, EtcdError, Lease, MemberKey};
+use tdsvip_etcd::{AgEvent, Campaign, Etcd, EtcdError, Lease, MemberKey, SWITCHOVER_KEY_SUFFIX};
 
 const AG: &str = "ag1";
 const TTL: Duration = Duration::from_secs(10);
@@ -217,4 +218,127 @@ async fn writes_under_a_lease_that_is_gone_say_so() {
         .unwrap_err();
     assert!(matches!(err, EtcdError::LeaseExpired { .. }), "{err}");
     assert_eq!(etcd.leader(AG).await.unwrap(), None);
+}
+
+const REQUEST: &str = r#"{"to":"sql-b","term":7}"#;
+
+#[tokio::test]
+async fn a_switchover_request_to_the_current_term_is_written_under_the_callers_lease() {
+    let server = EtcdServer::start().await;
+    let (leader, operator) = (server.connect().await, server.connect().await);
+    let leader_lease = leader.grant(TTL).await.unwrap();
+    let token = won(&leader, "sql-a", &leader_lease).await;
+    let mut watch = leader.watch_ag(AG, Some(token + 1)).await.unwrap();
+    let request_lease = operator.grant(TTL).await.unwrap();
+    assert!(
+        operator
+            .request_switchover(AG, token, REQUEST, &request_lease)
+            .await
+            .unwrap()
+    );
+
+    // The leader's watch of the AG sees it under its suffix.
+    let seen = within(WAIT, "the request", watch.next()).await.unwrap();
+    let AgEvent::Put {
+        key_suffix, value, ..
+    } = seen
+    else {
+        panic!("expected the request's put, got {seen:?}");
+    };
+    assert_eq!(
+        (key_suffix.as_str(), value.as_str()),
+        (SWITCHOVER_KEY_SUFFIX, REQUEST)
+    );
+    let stored = operator.get("ag1/switchover").await.unwrap().unwrap();
+    assert_eq!(stored.value, REQUEST);
+
+    // It lives on the caller's lease, not the leader's: revoking that deletes it alone.
+    operator.revoke(&request_lease).await.unwrap();
+    let gone = within(WAIT, "the request's deletion", watch.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&gone, AgEvent::Delete { key_suffix, .. } if key_suffix == SWITCHOVER_KEY_SUFFIX),
+        "{gone:?}"
+    );
+    assert_eq!(operator.get("ag1/switchover").await.unwrap(), None);
+    let still = leader.leader(AG).await.unwrap().unwrap();
+    assert_eq!(
+        (still.value.as_str(), still.create_revision),
+        ("sql-a", token)
+    );
+
+    // A request under a lease that is gone says so.
+    let err = operator
+        .request_switchover(AG, token, REQUEST, &request_lease)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EtcdError::LeaseExpired { lease_id, .. } if lease_id == request_lease.id),
+        "{err}"
+    );
+    assert_eq!(operator.get("ag1/switchover").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_switchover_request_to_a_stale_term_is_refused_and_writes_nothing() {
+    let server = EtcdServer::start().await;
+    let etcd = server.connect().await;
+    let leader_lease = etcd.grant(TTL).await.unwrap();
+    let token = won(&etcd, "sql-a", &leader_lease).await;
+    let request_lease = etcd.grant(TTL).await.unwrap();
+    for stale in [token - 1, token + 1000, 0] {
+        assert!(
+            !etcd
+                .request_switchover(AG, stale, REQUEST, &request_lease)
+                .await
+                .unwrap(),
+            "{stale}"
+        );
+    }
+    assert_eq!(etcd.get("ag1/switchover").await.unwrap(), None);
+
+    // The same node elected again is a new term: the old one is stale too.
+    assert!(etcd.resign(AG, token, None).await.unwrap());
+    let again = won(&etcd, "sql-a", &leader_lease).await;
+    assert_ne!(again, token);
+    assert!(
+        !etcd
+            .request_switchover(AG, token, REQUEST, &request_lease)
+            .await
+            .unwrap()
+    );
+    assert_eq!(etcd.get("ag1/switchover").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_switchover_request_without_a_leader_is_refused_and_writes_nothing() {
+    let server = EtcdServer::start().await;
+    let etcd = server.connect().await;
+    let request_lease = etcd.grant(TTL).await.unwrap();
+    for term in [0, 1, 5] {
+        assert!(
+            !etcd
+                .request_switchover(AG, term, REQUEST, &request_lease)
+                .await
+                .unwrap(),
+            "{term}"
+        );
+    }
+    // A leader that was there and is gone (its lease revoked) leaves no term to address.
+    let leader_lease = etcd.grant(TTL).await.unwrap();
+    let token = won(&etcd, "sql-a", &leader_lease).await;
+    etcd.revoke(&leader_lease).await.unwrap();
+    assert!(
+        !etcd
+            .request_switchover(AG, token, REQUEST, &request_lease)
+            .await
+            .unwrap()
+    );
+    assert_eq!(etcd.get("ag1/switchover").await.unwrap(), None);
+    assert!(
+        etcd.request_switchover("a/b", token, REQUEST, &request_lease)
+            .await
+            .is_err()
+    );
 }
