@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tdsvip_etcd::{EtcdSettings, EtcdTls};
 
 use super::ConfigProblem;
 
@@ -92,6 +93,39 @@ impl ClusterConfig {
     }
     pub fn etcd_timeout(&self) -> Duration {
         Duration::from_millis(self.etcd_timeout_ms)
+    }
+
+    /// How to reach etcd, as the agent and `tdsvip switchover` both do: the password file is
+    /// read here (so the problem names `cluster.etcd_password_file`), the connection gets one
+    /// key TTL, every later call `etcd_timeout_ms`.
+    pub fn etcd_settings(&self) -> Result<EtcdSettings, ConfigProblem> {
+        let user = match (&self.etcd_user, &self.etcd_password_file) {
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(file).map_err(|e| {
+                    ConfigProblem::new(
+                        "cluster.etcd_password_file",
+                        format!("{}: {e}", file.display()),
+                    )
+                })?;
+                Some((
+                    user.clone(),
+                    password.trim_end_matches(['\r', '\n']).to_owned(),
+                ))
+            }
+            _ => None,
+        };
+        Ok(EtcdSettings {
+            endpoints: self.etcd.clone(),
+            prefix: self.prefix.clone(),
+            connect_timeout: self.key_ttl(),
+            request_timeout: self.etcd_timeout(),
+            user,
+            tls: self.etcd_ca_file.as_ref().map(|ca| EtcdTls {
+                ca: ca.clone(),
+                cert: self.etcd_cert_file.clone(),
+                key: self.etcd_key_file.clone(),
+            }),
+        })
     }
 
     /// Every problem, each naming its key under `cluster.`.
@@ -309,5 +343,32 @@ mod tests {
         assert_eq!(keys(&c), ["cluster.etcd_password_file"]);
         c.etcd_password_file = Some("relative".into());
         assert_eq!(keys(&c), ["cluster.etcd_password_file"]);
+    }
+
+    #[test]
+    fn etcd_settings_read_the_password_file_and_name_it_when_unreadable() {
+        let mut c = manage();
+        c.prefix = "/t".into();
+        c.etcd_timeout_ms = 250;
+        let settings = c.etcd_settings().unwrap();
+        assert_eq!(settings.endpoints, ["http://10.0.0.1:2379"]);
+        assert_eq!(settings.prefix, "/t");
+        assert_eq!(settings.connect_timeout, Duration::from_secs(1));
+        assert_eq!(settings.request_timeout, Duration::from_millis(250));
+        assert_eq!((settings.user, settings.tls), (None, None));
+
+        let file = std::env::temp_dir().join(format!("tdsvip-etcd-pw-{}", std::process::id()));
+        std::fs::write(&file, "s3cret\r\n").unwrap();
+        c.etcd_user = Some("tdsvip".into());
+        c.etcd_password_file = Some(file.clone());
+        let user = c.etcd_settings().unwrap().user;
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(user, Some(("tdsvip".to_owned(), "s3cret".to_owned())));
+        let problem = c.etcd_settings().unwrap_err();
+        assert_eq!(problem.key, "cluster.etcd_password_file");
+        assert!(
+            problem.reason.contains(&file.display().to_string()),
+            "{problem}"
+        );
     }
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tdsvip_cloud::{AwsExecutor, Identity};
-use tdsvip_etcd::{EtcdSettings, EtcdTls};
 use tdsvip_node::{GuardSpec, NodeConfig, NodeExecutor, OverlayAddress, SharedGuard};
 use tdsvip_probes::Password;
 use tokio::sync::mpsc;
@@ -120,7 +119,10 @@ fn start_manage(
     if config.cluster.mode != ClusterMode::Manage {
         return Ok(gates);
     }
-    let etcd = etcd_settings(config)?;
+    let etcd = config
+        .cluster
+        .etcd_settings()
+        .map_err(|problem| cfg_err(problem.key, problem.reason))?;
     for (i, ag) in config.ags.iter().enumerate() {
         let managed = ManagedAg::new(
             config,
@@ -141,37 +143,6 @@ fn start_manage(
     }
     tracing::info!(etcd = ?config.cluster.etcd, prefix = %config.cluster.prefix, "manage mode: the agents promote, through etcd");
     Ok(gates)
-}
-
-fn etcd_settings(config: &AgentConfig) -> Result<EtcdSettings, DriverError> {
-    let c = &config.cluster;
-    let user = match (&c.etcd_user, &c.etcd_password_file) {
-        (Some(user), Some(file)) => {
-            let password = std::fs::read_to_string(file).map_err(|e| {
-                cfg_err(
-                    "cluster.etcd_password_file",
-                    format!("{}: {e}", file.display()),
-                )
-            })?;
-            Some((
-                user.clone(),
-                password.trim_end_matches(['\r', '\n']).to_owned(),
-            ))
-        }
-        _ => None,
-    };
-    Ok(EtcdSettings {
-        endpoints: c.etcd.clone(),
-        prefix: c.prefix.clone(),
-        connect_timeout: c.key_ttl(),
-        request_timeout: c.etcd_timeout(),
-        user,
-        tls: c.etcd_ca_file.as_ref().map(|ca| EtcdTls {
-            ca: ca.clone(),
-            cert: c.etcd_cert_file.clone(),
-            key: c.etcd_key_file.clone(),
-        }),
-    })
 }
 
 /// With `[cloud]`: this node's ENI, from IMDS or the config.
