@@ -20,7 +20,8 @@ mod http;
 mod metrics;
 mod peer_status;
 mod status;
-/// The switchover request in etcd: written by `tdsvip switchover`, read by the leader.
+/// The value of an AG's switchover request in etcd: written by `tdsvip switchover`, read by
+/// the leader's manage task.
 pub mod switchover_request;
 mod systemd;
 
