@@ -51,6 +51,7 @@ for f in /usr/bin/tdsvip /usr/lib/systemd/system/tdsvip.service /etc/tdsvip/tdsv
   /usr/share/man/man8/tdsvip.8.gz /usr/share/man/man8/tdsvip-run.8.gz \
   /usr/share/man/man8/tdsvip-check-config.8.gz /usr/share/man/man8/tdsvip-probe.8.gz \
   /usr/share/man/man8/tdsvip-status.8.gz /usr/share/man/man8/tdsvip-routes.8.gz \
+  /usr/share/man/man8/tdsvip-switchover.8.gz \
   /usr/share/bash-completion/completions/tdsvip /usr/share/zsh/vendor-completions/_tdsvip \
   /usr/share/fish/vendor_completions.d/tdsvip.fish \
   /usr/share/tdsvip/dashboards/tdsvip.json /usr/share/tdsvip/dashboards/alerts.yml \

@@ -170,7 +170,7 @@ fn top_sections() -> Roff {
     }
     r.control("SH", ["SEE ALSO"]);
     r.text([
-        roman("tdsvip-run(8), tdsvip-check-config(8), tdsvip-status(8), tdsvip-probe(8), tdsvip-routes(8), systemctl(1); "),
+        roman("tdsvip-run(8), tdsvip-check-config(8), tdsvip-status(8), tdsvip-probe(8), tdsvip-routes(8), tdsvip-switchover(8), systemctl(1); "),
         italic(README),
         roman(" (installation step by step, metrics, troubleshooting)."),
     ]);
@@ -218,6 +218,7 @@ mod tests {
             "tdsvip-run.8",
             "tdsvip-check-config.8",
             "tdsvip-probe.8",
+            "tdsvip-switchover.8",
         ] {
             assert!(names.iter().any(|n| n == page), "{names:?}");
         }
@@ -227,7 +228,7 @@ mod tests {
                 .any(|n| n.contains("generate") || n.contains("help")),
             "{names:?}"
         );
-        assert_eq!(names.len(), 1 + 5 + 3, "{names:?}");
+        assert_eq!(names.len(), 1 + 6 + 3, "{names:?}");
         let run = std::fs::read_to_string(dir.join("man/tdsvip-run.8")).unwrap();
         assert!(run.contains("\\-\\-config"), "{run}");
         assert!(run.contains(".TH tdsvip-run 8 2026-12-02"), "{run}");

@@ -10,6 +10,8 @@ mod run;
 mod status;
 mod status_cluster;
 mod status_text;
+mod switchover;
+mod switchover_progress;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,9 @@ pub enum Command {
     /// Show the running agent's state (its GET /status): roles, owned addresses, probes,
     /// route tables, the last failover's timeline.
     Status(status::StatusArgs),
+    /// Manage mode: ask the AG's leader, through etcd, to hand over to NODE's synchronized
+    /// secondary, and wait until NODE leads (the agents do the switchover).
+    Switchover(switchover::SwitchoverArgs),
     /// Write the man pages and shell completions generated from these definitions (used by
     /// deploy/package.sh; not a command for operators, hence hidden).
     #[command(hide = true)]
@@ -47,6 +52,7 @@ pub fn run(command: Command, top: impl FnOnce() -> clap::Command) -> ExitCode {
         Command::Routes(args) => routes::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
+        Command::Switchover(args) => switchover::run(args),
         Command::GenerateDocs(args) => docs::run(args, top()),
     }
 }

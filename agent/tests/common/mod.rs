@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that run the `tdsvip` binary.
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod etcd;
 pub mod netns;
 pub mod pki;
 
