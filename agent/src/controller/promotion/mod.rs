@@ -105,7 +105,19 @@ pub struct Handoff {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromotionEvent {
+    /// A poll of the local replica, taken now.
     Local(LocalPoll),
+    /// A poll of the local replica that started at `started`. One that started before the
+    /// last role change this agent made had returned may tell the role from before it, and
+    /// is ignored: it can reach the controller after the change (it waited in the queue
+    /// while the change ran), and a PRIMARY read just before a demotion would make the
+    /// demoted primary's agent take the key back (seen in the switchover drill).
+    Polled {
+        poll: LocalPoll,
+        started: Instant,
+    },
+    /// An `OFFLINE` or `SET (ROLE = SECONDARY)` this agent sent returned.
+    RoleChanged,
     /// Every member state in etcd, this node's own included.
     Members(Vec<MemberState>),
     /// The leader key was read (or re-put): who holds it.
@@ -285,6 +297,8 @@ pub struct PromotionController {
     not_synchronized: bool,
     /// After an accepted `FAILOVER`, until when the role may still read SECONDARY.
     awaiting_primary_until: Option<Instant>,
+    /// When the last role change this agent sent returned (see [`PromotionEvent::Polled`]).
+    role_changed_at: Option<Instant>,
     /// The instant of the last event handled: deadlines not after it are not asked for
     /// again (a due rule that cannot act yet must not wake the loop in a spin).
     last_event: Instant,
@@ -331,6 +345,7 @@ impl PromotionController {
             publish_retry_at: None,
             not_synchronized: false,
             awaiting_primary_until: None,
+            role_changed_at: None,
             last_event: now,
         }
     }

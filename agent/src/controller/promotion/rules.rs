@@ -14,6 +14,12 @@ impl PromotionController {
     pub(super) fn absorb(&mut self, now: Instant, event: E, out: &mut Vec<A>) {
         match event {
             E::Local(poll) => self.absorb_local(poll),
+            E::Polled { poll, started } => {
+                if self.role_changed_at.is_none_or(|t| started >= t) {
+                    self.absorb_local(poll);
+                }
+            }
+            E::RoleChanged => self.role_changed_at = Some(now),
             E::Members(members) => self.members = members,
             E::Leader(key) => self.see_leader(now, key),
             E::LeaderGone { token, handoff } => {
@@ -62,7 +68,12 @@ impl PromotionController {
             E::Acknowledged { token, sent, from } => self.acknowledged(token, sent, &from),
             E::SwitchoverAsked(asked) => self.switchover_asked(asked, out),
             E::LetGoDone { ok } => self.let_go_done(now, ok, out),
-            E::Demoted { ok } => self.demoted(ok, out),
+            E::Demoted { ok } => {
+                if ok {
+                    self.role_changed_at = Some(now);
+                }
+                self.demoted(ok, out);
+            }
             E::AcknowledgedLeader { token, until } => self.acknowledged_leader(token, until),
             E::EtcdFailed => self.in_flight.campaign = false,
             E::Deadline => {}
@@ -157,6 +168,7 @@ impl PromotionController {
         match result {
             // FAILOVER returns before the role shows: give SQL Server a write lease's time.
             Ok(()) => {
+                self.role_changed_at = Some(now);
                 self.awaiting_primary_until =
                     Some(now + self.s.write_lease_validity + self.s.statement_timeout);
             }

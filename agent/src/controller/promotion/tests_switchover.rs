@@ -174,3 +174,32 @@ fn a_resign_is_sent_once_before_the_deletion_comes_back() {
     );
     assert_eq!(resigns(&again), 0, "{again:?}");
 }
+
+/// Seen in the lab: a poll that read PRIMARY just before the demotion waited in the queue
+/// while the switchover ran, reached the controller after it, and the demoted primary's
+/// agent took the key back as a PRIMARY without one.
+#[test]
+fn a_poll_older_than_the_demotion_is_ignored() {
+    let mut r = leader_a();
+    members(&mut r, 3, true);
+    ask(&mut r, 10, "b", 5);
+    r.at(20, PromotionEvent::LetGoDone { ok: true });
+    r.at(30, PromotionEvent::Demoted { ok: true });
+    r.at(35, note_to("b"));
+    let stale = PromotionEvent::Polled {
+        poll: LocalPoll::Up(member("a", MemberRole::Primary, 3)),
+        started: r.t0 + std::time::Duration::from_millis(25),
+    };
+    let a = r.at(40, stale);
+    assert!(!campaigns(&a), "{a:?}");
+    let fresh = PromotionEvent::Polled {
+        poll: LocalPoll::Up(member("a", MemberRole::Secondary, 3)),
+        started: r.t0 + std::time::Duration::from_millis(41),
+    };
+    let a = r.at(45, fresh);
+    assert!(!campaigns(&a), "{a:?}");
+    assert_eq!(
+        r.c.view(r.t0 + std::time::Duration::from_millis(45)).leader,
+        None
+    );
+}

@@ -81,12 +81,12 @@ impl Actor {
             A::TakeOffline { token } => {
                 let r = self.control.offline().await;
                 tracing::warn!(ag = %self.ag, token, result = ?r, "manage: the leader key is no longer provably held: local replica taken OFFLINE");
-                None
+                Some(E::RoleChanged)
             }
             A::SetSecondary => {
                 let r = self.control.set_secondary().await;
                 tracing::info!(ag = %self.ag, leader = ?c.leader().map(|l| &l.holder), result = ?r, "manage: RESOLVING replica made SECONDARY under the current leader");
-                None
+                Some(E::RoleChanged)
             }
             A::Refused(r) => {
                 self.metrics.count_refusal(&self.ag, r.reason());

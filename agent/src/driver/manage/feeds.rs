@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tdsvip_etcd::{AgEvent, Etcd, EtcdError, EtcdSettings, Lease};
+use tdsvip_etcd::{AgEvent, Etcd, EtcdError, EtcdSettings, Lease, SWITCHOVER_KEY_SUFFIX};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +22,6 @@ type Events = mpsc::Sender<PromotionEvent>;
 pub(super) const HANDOFF: &str = "handoff";
 const LEADER: &str = "leader";
 const MEMBERS: &str = "members/";
-/// Where `tdsvip switchover` asks the leader to hand the AG over.
-const SWITCHOVER: &str = "switchover";
 
 /// Between two attempts to reach etcd when it does not answer.
 const RETRY: Duration = Duration::from_millis(200);
@@ -42,8 +40,13 @@ pub(super) fn spawn_poll(
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            let started = std::time::Instant::now();
             let poll = control.poll().await;
-            if tx.send(PromotionEvent::Local(poll)).await.is_err() {
+            if tx
+                .send(PromotionEvent::Polled { poll, started })
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -272,10 +275,10 @@ async fn apply(
         }
         AgEvent::Put {
             key_suffix, value, ..
-        } if key_suffix == SWITCHOVER => {
+        } if key_suffix == SWITCHOVER_KEY_SUFFIX => {
             Some(PromotionEvent::SwitchoverAsked(parse_switchover(&value)))
         }
-        AgEvent::Delete { key_suffix, .. } if key_suffix == SWITCHOVER => {
+        AgEvent::Delete { key_suffix, .. } if key_suffix == SWITCHOVER_KEY_SUFFIX => {
             Some(PromotionEvent::SwitchoverAsked(None))
         }
         AgEvent::Put {
@@ -302,7 +305,7 @@ async fn apply(
 
 /// The switchover request's value; one that does not parse is no request, and says so.
 fn parse_switchover(value: &str) -> Option<Switchover> {
-    match serde_json::from_str::<SwitchoverRequest>(value) {
+    match SwitchoverRequest::from_json(value) {
         Ok(r) => Some(Switchover {
             to: r.to,
             term: r.term,
