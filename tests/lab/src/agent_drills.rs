@@ -53,6 +53,7 @@ pub(crate) fn inject(
             return stays(lab, old, t);
         }
         Scenario::EtcdQuorumLoss => return quorum_loss(lab, old),
+        Scenario::Switchover => return crate::agent_switchover::switchover(lab, old, new),
         Scenario::NoSyncCandidate => return no_sync_candidate(lab, old, new),
         other => return Err(format!("--promote agent does not run {other}")),
     };
@@ -90,7 +91,7 @@ fn hang(lab: &mut Lab, old: usize) -> Result<f64, String> {
     )
 }
 
-fn promoted(lab: &Lab, fault: f64, at: f64, node: usize) -> Injected {
+pub(crate) fn promoted(lab: &Lab, fault: f64, at: f64, node: usize) -> Injected {
     Injected {
         faults: vec![fault],
         promotions: vec![Promotion {
@@ -130,7 +131,11 @@ fn check_no_promotion(lab: &mut Lab, old: usize) -> Result<(), String> {
 }
 
 /// Polls every sim but `old` until one says PRIMARY; when (on the lab's clock) and which.
-fn await_promotion(lab: &mut Lab, old: usize, limit: Duration) -> Result<(f64, usize), String> {
+pub(crate) fn await_promotion(
+    lab: &mut Lab,
+    old: usize,
+    limit: Duration,
+) -> Result<(f64, usize), String> {
     let end = Instant::now() + limit;
     loop {
         for i in (0..lab.nodes.len()).filter(|&i| i != old) {
@@ -340,6 +345,8 @@ pub(crate) fn restore(lab: &mut Lab, scenario: Scenario, old: usize) -> Result<(
             lab.sim_put(old, r#"{"fault":"none"}"#, "restore: hang lifted")?;
             await_secondary(lab, old)
         }
+        // The old primary's agent demoted it itself, before the promotion.
+        Scenario::Switchover => await_secondary(lab, old),
         Scenario::EtcdLeaderKill => {
             check_no_promotion(lab, old)?;
             for i in 0..lab.nodes.len() {

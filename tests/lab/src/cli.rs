@@ -131,7 +131,7 @@ pub struct CommonArgs {
     /// Who promotes a secondary: `lab` (the lab plays the HA manager, through T-SQL with
     /// `external_cluster`, and renews the write lease) or `agent` (the agents in manage
     /// mode, through a three-member etcd cluster on the nodes; WRITE_LEASE_VALIDITY 1 s;
-    /// kill-primary, loss, hang-primary, crash-node, partition-primary, kill-agent and the
+    /// kill-primary, switchover, loss, hang-primary, crash-node, partition-primary, kill-agent and the
     /// agent-only scenarios so far).
     #[arg(long, value_name = "WHO", default_value = "lab", value_parser = parse_promote)]
     pub promote: Promote,

@@ -189,7 +189,7 @@ fn agent_gone_then_failover(
 /// up: SQL Server refuses `FAILOVER` to a replica that was not SYNCHRONIZED (41142). After a
 /// previous role change, the demoted primary needs a moment to catch up before it can be
 /// promoted back (flap), longer in a debug build on a loaded machine.
-fn wait_synchronized(lab: &mut Lab, i: usize) -> Result<(), String> {
+pub(crate) fn wait_synchronized(lab: &mut Lab, i: usize) -> Result<(), String> {
     let end = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let state = lab.sim_state(i)?;

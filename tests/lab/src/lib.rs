@@ -10,6 +10,7 @@
 
 pub mod aftermath;
 pub mod agent_drills;
+pub mod agent_switchover;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -79,6 +79,7 @@ impl Scenario {
             || matches!(
                 self,
                 Scenario::KillPrimary
+                    | Scenario::Switchover
                     | Scenario::Loss
                     | Scenario::HangPrimary
                     | Scenario::CrashNode

@@ -119,6 +119,17 @@ fn kill_primary() {
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
+/// A planned switchover (`tdsvip switchover`, run on the old primary's node): the old owner
+/// lets go of the address before its agent demotes the replica, so no client is answered by
+/// a secondary (`check_safety`'s `non_primary_answers`), and the target promotes at once.
+/// The limits are a debug build's on two busy cores; the release numbers are the bench's.
+#[test]
+fn switchover() {
+    let out = drill(Scenario::Switchover);
+    check_failover(&out, 1000.0, 1000.0);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
 /// The node's link, agent, SQL Server and etcd member die at once: its keys outlive it by
 /// etcd's lease (≤ 1.5 s), then a challenger waits out the write lease (1 s) and a
 /// statement deadline.
