@@ -317,8 +317,12 @@ mod rules;
 
 impl PromotionController {
     pub fn new(settings: PromotionSettings, now: Instant) -> Self {
-        // At start nobody is known to hold the key: wait as after an unannounced loss.
-        let wait = settings.write_lease_validity + settings.statement_timeout;
+        // At start nobody is known to hold the key: wait as after an unannounced loss, and
+        // at least as long as a promise this node's previous process may have given a
+        // leader without etcd (rule 8): a promise lives in the process that gave it, and a
+        // restart must not cut it short.
+        let loss = settings.write_lease_validity + settings.statement_timeout;
+        let wait = loss.max(settings.ack_hold());
         PromotionController {
             s: settings,
             local: None,

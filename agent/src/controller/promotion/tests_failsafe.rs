@@ -181,3 +181,27 @@ fn a_confirmed_handoff_of_another_key_keeps_the_hold() {
     );
     assert!(!campaigns(&r.at(100, handed_off(5, "a", 5))));
 }
+
+/// A promise lives in the process that gave it: an agent restarted right after
+/// acknowledging a leader without etcd must not promote before that promise would have
+/// ended, so a fresh controller waits `ack_hold` (longer than an unannounced loss's wait).
+#[test]
+fn a_restarted_agent_waits_out_any_promise_its_previous_process_gave() {
+    let mut r = Run::new("b");
+    r.renewed(0);
+    r.local(1, member("b", MemberRole::Secondary, 3));
+    r.at(
+        2,
+        PromotionEvent::Members(vec![
+            member("b", MemberRole::Secondary, 3),
+            member("c", MemberRole::Secondary, 3),
+        ]),
+    );
+    r.renewed(1300);
+    assert!(
+        !campaigns(&r.at(1301, PromotionEvent::Deadline)),
+        "an unannounced loss's wait is not enough"
+    );
+    r.renewed(2300);
+    assert!(campaigns(&r.at(2400, PromotionEvent::Deadline)));
+}
