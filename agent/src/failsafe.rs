@@ -52,12 +52,19 @@ pub struct FailsafeGate {
 }
 
 impl FailsafeGate {
-    pub fn new(node: &str, ag: &str, hold: Duration) -> FailsafeGate {
+    /// A new gate holds back this node's own `FAILOVER` for `hold` from `now`, as if it had
+    /// just acknowledged a leader: the promises of a previous process of this agent died with
+    /// it, and a restart must not cut them short.
+    pub fn new(node: &str, ag: &str, hold: Duration, now: Instant) -> FailsafeGate {
+        let state = GateState {
+            acknowledged: Some((0, now + hold)),
+            ..GateState::default()
+        };
         FailsafeGate {
             node: node.to_owned(),
             ag: ag.to_owned(),
             hold,
-            state: Mutex::new(GateState::default()),
+            state: Mutex::new(state),
             news: watch::channel(None).0,
         }
     }
@@ -110,9 +117,14 @@ impl FailsafeGate {
 
     /// Right before this node's `FAILOVER`: `Err(until)` while an acknowledgement holds it
     /// back; otherwise this node leads from now on (acknowledgements are refused).
-    pub fn begin_failover(&self, now: Instant) -> Result<(), Instant> {
+    ///
+    /// A `planned` switchover is not held back: it follows a leader that held its key in
+    /// etcd and was the one writable primary until it demoted itself; a leader this node
+    /// promised anything to lost its key before that one was won, and could not renew its
+    /// write lease since (the winner refuses to acknowledge it).
+    pub fn begin_failover(&self, now: Instant, planned: bool) -> Result<(), Instant> {
         let mut s = self.lock();
-        if let Some((_, until)) = s.acknowledged.filter(|&(_, u)| now < u) {
+        if let Some((_, until)) = s.acknowledged.filter(|&(_, u)| now < u && !planned) {
             return Err(until);
         }
         s.leading = true;
@@ -162,23 +174,23 @@ mod tests {
 
     #[test]
     fn an_acknowledgement_withholds_the_failover_until_the_hold_ends() {
-        let g = FailsafeGate::new("b", "ag1", HOLD);
+        let g = FailsafeGate::new("b", "ag1", HOLD, Instant::now() - HOLD);
         let t0 = Instant::now();
         let ack = g.acknowledge("a", 5, t0).unwrap();
         assert_eq!(ack.hold_ms, 2400);
         assert_eq!(*g.subscribe().borrow(), Some((5, t0 + HOLD)));
         assert_eq!(
-            g.begin_failover(t0 + Duration::from_millis(2399)),
+            g.begin_failover(t0 + Duration::from_millis(2399), false),
             Err(t0 + HOLD)
         );
-        assert_eq!(g.begin_failover(t0 + HOLD), Ok(()));
+        assert_eq!(g.begin_failover(t0 + HOLD, false), Ok(()));
         let refused = g.acknowledge("a", 5, t0 + HOLD).unwrap_err();
         assert!(refused.contains("leads AG ag1"), "{refused}");
     }
 
     #[test]
     fn a_node_that_leads_or_knows_a_newer_term_refuses() {
-        let g = FailsafeGate::new("b", "ag1", HOLD);
+        let g = FailsafeGate::new("b", "ag1", HOLD, Instant::now() - HOLD);
         let t0 = Instant::now();
         g.update(false, Some(7));
         let e = g.acknowledge("a", 5, t0).unwrap_err();
@@ -196,16 +208,38 @@ mod tests {
 
     #[test]
     fn an_earlier_hold_is_never_shortened_and_a_confirmed_handoff_releases_it() {
-        let g = FailsafeGate::new("b", "ag1", HOLD);
+        let g = FailsafeGate::new("b", "ag1", HOLD, Instant::now() - HOLD);
         let t0 = Instant::now();
         g.acknowledge("a", 5, t0 + Duration::from_secs(1)).unwrap();
         g.acknowledge("a", 5, t0).unwrap();
         let until = t0 + Duration::from_secs(1) + HOLD;
-        assert_eq!(g.begin_failover(t0 + HOLD), Err(until));
+        assert_eq!(g.begin_failover(t0 + HOLD, false), Err(until));
         g.release(4);
-        assert_eq!(g.begin_failover(t0 + HOLD), Err(until));
+        assert_eq!(g.begin_failover(t0 + HOLD, false), Err(until));
         g.release(5);
-        assert_eq!(g.begin_failover(t0 + HOLD), Ok(()));
+        assert_eq!(g.begin_failover(t0 + HOLD, false), Ok(()));
+    }
+
+    #[test]
+    fn a_new_gate_holds_back_as_if_its_predecessor_had_just_promised() {
+        let t0 = Instant::now();
+        let g = FailsafeGate::new("b", "ag1", HOLD, t0);
+        assert_eq!(g.begin_failover(t0 + HOLD / 2, false), Err(t0 + HOLD));
+        g.release(5);
+        assert_eq!(
+            g.begin_failover(t0 + HOLD / 2, false),
+            Err(t0 + HOLD),
+            "no leader's note ends it"
+        );
+        assert_eq!(g.begin_failover(t0 + HOLD, false), Ok(()));
+    }
+
+    #[test]
+    fn a_planned_switchover_is_not_held_back() {
+        let t0 = Instant::now();
+        let g = FailsafeGate::new("b", "ag1", HOLD, t0);
+        assert_eq!(g.begin_failover(t0, true), Ok(()));
+        assert!(g.acknowledge("a", 5, t0).is_err(), "this node leads now");
     }
 
     #[test]

@@ -147,7 +147,7 @@ async fn without_a_leader_it_exits_1_saying_so() {
 #[tokio::test]
 async fn a_target_that_publishes_nothing_is_refused_and_nothing_is_written() {
     let server = EtcdServer::start().await;
-    let etcd = server.connect(PREFIX).await;
+    let etcd = server.connect_under(PREFIX).await;
     let lease = etcd.grant(TTL).await.unwrap();
     lead(&etcd, "sql-a", &lease).await;
     etcd.put_member(
@@ -176,7 +176,7 @@ async fn a_target_that_publishes_nothing_is_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn the_target_taking_the_key_is_reported_as_the_switchover() {
     let server = EtcdServer::start().await;
-    let etcd = server.connect(PREFIX).await;
+    let etcd = server.connect_under(PREFIX).await;
     let (_lease_a, term, lease_b) = two_nodes(&etcd, false).await;
     let mut watch = etcd.watch_ag(AG, None).await.unwrap();
     let config = config("happy", &server.client_url);
@@ -213,7 +213,7 @@ async fn the_target_taking_the_key_is_reported_as_the_switchover() {
 #[tokio::test]
 async fn when_nobody_acts_it_times_out_and_its_request_is_gone() {
     let server = EtcdServer::start().await;
-    let etcd = server.connect(PREFIX).await;
+    let etcd = server.connect_under(PREFIX).await;
     let (_lease_a, term, _lease_b) = two_nodes(&etcd, true).await;
     let mut watch = etcd.watch_ag(AG, None).await.unwrap();
     let config = config("timeout", &server.client_url);
@@ -236,7 +236,7 @@ async fn when_nobody_acts_it_times_out_and_its_request_is_gone() {
 #[tokio::test]
 async fn ctrl_c_withdraws_the_request_and_exits_1() {
     let server = EtcdServer::start().await;
-    let etcd = server.connect(PREFIX).await;
+    let etcd = server.connect_under(PREFIX).await;
     two_nodes(&etcd, true).await;
     let mut watch = etcd.watch_ag(AG, None).await.unwrap();
     let config = config("ctrl-c", &server.client_url);
@@ -259,7 +259,7 @@ async fn ctrl_c_withdraws_the_request_and_exits_1() {
 #[tokio::test]
 async fn another_node_taking_the_key_voids_the_request() {
     let server = EtcdServer::start().await;
-    let etcd = server.connect(PREFIX).await;
+    let etcd = server.connect_under(PREFIX).await;
     let (_lease_a, term, _lease_b) = two_nodes(&etcd, true).await;
     let mut watch = etcd.watch_ag(AG, None).await.unwrap();
     let config = config("void", &server.client_url);

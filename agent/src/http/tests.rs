@@ -49,7 +49,12 @@ async fn start_limited(token: Option<&str>, events: usize, max_conns: usize) -> 
     let status = Arc::new(StatusStore::new(s, events));
     let metrics = Arc::new(AgentMetrics::new().unwrap());
     let mut failsafe = FailsafeGates::default();
-    failsafe.insert(FailsafeGate::new("sql1", "ag1", FAILSAFE_HOLD));
+    failsafe.insert(FailsafeGate::new(
+        "sql1",
+        "ag1",
+        FAILSAFE_HOLD,
+        Instant::now(),
+    ));
     let state = HttpState {
         metrics: metrics.clone(),
         status: status.clone(),

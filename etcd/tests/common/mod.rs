@@ -112,9 +112,14 @@ impl EtcdServer {
 
     /// Settings that reach this server (with the client certificate when it has TLS).
     pub fn settings(&self) -> EtcdSettings {
+        self.settings_under("/tdsvip-test")
+    }
+
+    /// [`Self::settings`] with keys under `prefix` (the agent's tests use its own).
+    pub fn settings_under(&self, prefix: &str) -> EtcdSettings {
         EtcdSettings {
             endpoints: vec![self.client_url.clone()],
-            prefix: "/tdsvip-test".to_owned(),
+            prefix: prefix.to_owned(),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(3),
             user: None,
@@ -127,7 +132,11 @@ impl EtcdServer {
     }
 
     pub async fn connect(&self) -> Etcd {
-        Etcd::connect(&self.settings())
+        self.connect_under("/tdsvip-test").await
+    }
+
+    pub async fn connect_under(&self, prefix: &str) -> Etcd {
+        Etcd::connect(&self.settings_under(prefix))
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
     }

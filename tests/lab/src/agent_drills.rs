@@ -195,6 +195,40 @@ fn quorum_loss(lab: &mut Lab, old: usize) -> Result<Injected, String> {
     }
 }
 
+/// Waits until no agent holds back a promotion (`/status` `cluster.acknowledged_hold_ms`): a
+/// freshly started agent does for `ack_hold` (rule 8: its predecessor's promises died with
+/// it), and so does one that acknowledged a leader without etcd in the last trial. A trial
+/// measures a failover in steady state, not that wait.
+pub(crate) fn await_agents_may_promote(lab: &Lab, limit: Duration) -> Result<(), String> {
+    let end = Instant::now() + limit;
+    loop {
+        let mut holding = Vec::new();
+        for i in 0..lab.nodes.len() {
+            let held = match lab.agent_get(i, "/status") {
+                Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                    .map(|v| {
+                        !v["ags"][crate::config::AG]["cluster"]["acknowledged_hold_ms"].is_null()
+                    })
+                    .unwrap_or(true),
+                _ => true,
+            };
+            if held {
+                holding.push(i + 1);
+            }
+        }
+        if holding.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            return Err(format!(
+                "node(s) {holding:?} still hold back promotions {limit:?} later ({})",
+                lab.log_hint()
+            ));
+        }
+        sleep_ms(50);
+    }
+}
+
 /// Watches for `limit`: the first replica other than `old` seen PRIMARY, if any.
 fn watch_roles(lab: &mut Lab, old: usize, limit: Duration) -> Result<Option<(f64, usize)>, String> {
     match await_promotion(lab, old, limit) {

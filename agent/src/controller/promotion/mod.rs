@@ -118,6 +118,10 @@ pub enum PromotionEvent {
     },
     /// An `OFFLINE` or `SET (ROLE = SECONDARY)` this agent sent returned.
     RoleChanged,
+    /// A resign of the key with `token` got no answer or an error: the key may still be there.
+    ResignFailed {
+        token: i64,
+    },
     /// Every member state in etcd, this node's own included.
     Members(Vec<MemberState>),
     /// The leader key was read (or re-put): who holds it.
@@ -289,6 +293,8 @@ pub struct PromotionController {
     offline_for: Option<i64>,
     /// A key in this node's name that this controller did not win, already resigned.
     stale_key: Option<i64>,
+    /// After a failed resign: when the stale-key rule may try again.
+    resign_retry_at: Option<Instant>,
     last_set_secondary: Option<Instant>,
     /// A failed publish is tried again from then on, not at every event.
     publish_retry_at: Option<Instant>,
@@ -317,12 +323,9 @@ mod rules;
 
 impl PromotionController {
     pub fn new(settings: PromotionSettings, now: Instant) -> Self {
-        // At start nobody is known to hold the key: wait as after an unannounced loss, and
-        // at least as long as a promise this node's previous process may have given a
-        // leader without etcd (rule 8): a promise lives in the process that gave it, and a
-        // restart must not cut it short.
-        let loss = settings.write_lease_validity + settings.statement_timeout;
-        let wait = loss.max(settings.ack_hold());
+        // At start nobody is known to hold the key: wait as after an unannounced loss.
+        let wait = settings.write_lease_validity + settings.statement_timeout;
+        let failsafe = failsafe::Failsafe::at_start(now, settings.ack_hold());
         PromotionController {
             s: settings,
             local: None,
@@ -336,7 +339,7 @@ impl PromotionController {
                 cause: PromotionCause::LeaderLost,
             }),
             key_deadline: None,
-            failsafe: failsafe::Failsafe::default(),
+            failsafe,
             planned: switchover::Planned::default(),
             held: None,
             in_flight: InFlight::default(),
@@ -345,6 +348,7 @@ impl PromotionController {
             refusal: None,
             offline_for: None,
             stale_key: None,
+            resign_retry_at: None,
             last_set_secondary: None,
             publish_retry_at: None,
             not_synchronized: false,
@@ -424,6 +428,7 @@ impl PromotionController {
             renewal,
             promoting,
             self.publish_retry_at,
+            self.resign_retry_at,
             self.failsafe_deadline(),
         ]
         .into_iter()

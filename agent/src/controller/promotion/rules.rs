@@ -69,10 +69,15 @@ impl PromotionController {
             E::SwitchoverAsked(asked) => self.switchover_asked(asked, out),
             E::LetGoDone { ok } => self.let_go_done(now, ok, out),
             E::Demoted { ok } => {
-                if ok {
-                    self.role_changed_at = Some(now);
-                }
+                // Even a demotion that failed on the wire may have been applied.
+                self.role_changed_at = Some(now);
                 self.demoted(ok, out);
+            }
+            E::ResignFailed { token } => {
+                // Resigned in vain: the key stays in this node's name (and its lease may well
+                // be renewed), so the stale-key rule gives it back again, after an interval.
+                self.stale_key.take_if(|t| *t == token);
+                self.resign_retry_at = Some(now + self.s.renew_interval);
             }
             E::AcknowledgedLeader { token, until } => self.acknowledged_leader(token, until),
             E::EtcdFailed => self.in_flight.campaign = false,

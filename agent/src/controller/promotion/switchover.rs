@@ -7,7 +7,8 @@
 //! 2. it lets go of the addresses while its replica is still PRIMARY ([`PromotionAction::LetGo`]:
 //!    the ownership controller releases and takes nothing for a while);
 //! 3. it demotes its own replica (`SET (ROLE = SECONDARY)`, Microsoft's order for an
-//!    `EXTERNAL` AG: demote, then promote), while its key is provably held;
+//!    `EXTERNAL` AG: demote, then promote), while its key is provably held by etcd (not on
+//!    the peers' acknowledgements alone: the resign that follows needs etcd);
 //! 4. it resigns with a note naming the target and saying its replica was demoted: the target
 //!    campaigns at once (a SECONDARY writes nothing, so there is no write lease to wait out),
 //!    every other candidate waits as after an unannounced loss, which leaves the target the
@@ -61,7 +62,7 @@ impl PromotionController {
             .as_ref()
             .is_some_and(|l| l.role == MemberRole::Primary);
         let ours = ask.term == token && ask.to != self.s.node;
-        if !ours || !primary || self.planned.step.is_some() || !self.may_send(now) {
+        if !ours || !primary || self.planned.step.is_some() || !self.key_proves(now) {
             return;
         }
         let ready = self.members.iter().any(|m| {
@@ -85,7 +86,7 @@ impl PromotionController {
             return;
         }
         match self.held {
-            Some(token) if ok && self.may_send(now) => {
+            Some(token) if ok && self.key_proves(now) => {
                 self.planned.step = Some(Step::Demoting);
                 out.push(A::Demote { token });
             }
@@ -118,6 +119,19 @@ impl PromotionController {
                 to,
             });
         }
+    }
+
+    /// The vacancy is a switchover to this node: its old primary was demoted.
+    pub(super) fn planned_for_me(&self) -> bool {
+        self.vacancy
+            .is_some_and(|v| v.cause == super::PromotionCause::Switchover)
+    }
+
+    /// The key itself (not the peers' acknowledgements, rule 8) proves this agent leads
+    /// until a statement sent now lands: a switchover ends in a resign, which needs etcd.
+    fn key_proves(&self, now: Instant) -> bool {
+        self.key_deadline
+            .is_some_and(|d| now + self.s.statement_timeout < d)
     }
 
     fn abandon_switchover(&mut self, out: &mut Vec<A>) {

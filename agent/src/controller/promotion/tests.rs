@@ -36,12 +36,25 @@ pub(super) struct Run {
 }
 
 impl Run {
-    pub(super) fn new(node: &str) -> Self {
-        let t0 = Instant::now();
+    /// A controller whose process started at `t0`.
+    pub(super) fn fresh(node: &str) -> Self {
+        let t0 = Instant::now() + Duration::from_secs(10);
         Run {
             c: PromotionController::new(settings(node), t0),
             t0,
         }
+    }
+
+    /// A controller at `t0` whose process started `ack_hold` earlier (so that the hold a
+    /// fresh process starts with, rule 8, is over) and has not heard from etcd yet.
+    pub(super) fn new(node: &str) -> Self {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let s = settings(node);
+        let started = t0 - s.ack_hold();
+        let mut c = PromotionController::new(s, started);
+        // Its start-up vacancy counts from `t0`, as the tests were written.
+        c.handle(t0, PromotionEvent::Leader(None));
+        Run { c, t0 }
     }
     pub(super) fn at(&mut self, ms: u64, e: PromotionEvent) -> Vec<PromotionAction> {
         self.c.handle(self.t0 + Duration::from_millis(ms), e)

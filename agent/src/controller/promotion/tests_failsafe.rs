@@ -187,7 +187,7 @@ fn a_confirmed_handoff_of_another_key_keeps_the_hold() {
 /// ended, so a fresh controller waits `ack_hold` (longer than an unannounced loss's wait).
 #[test]
 fn a_restarted_agent_waits_out_any_promise_its_previous_process_gave() {
-    let mut r = Run::new("b");
+    let mut r = Run::fresh("b");
     r.renewed(0);
     r.local(1, member("b", MemberRole::Secondary, 3));
     r.at(
@@ -197,11 +197,47 @@ fn a_restarted_agent_waits_out_any_promise_its_previous_process_gave() {
             member("c", MemberRole::Secondary, 3),
         ]),
     );
+    // The first read of the leader key finds none: a vacancy's wait would start again here,
+    // shorter than the promise it must outlast.
+    r.at(5, PromotionEvent::Leader(None));
     r.renewed(1300);
     assert!(
-        !campaigns(&r.at(1301, PromotionEvent::Deadline)),
+        !campaigns(&r.at(1310, PromotionEvent::Deadline)),
         "an unannounced loss's wait is not enough"
     );
     r.renewed(2300);
     assert!(campaigns(&r.at(2400, PromotionEvent::Deadline)));
+}
+
+#[test]
+fn a_round_needs_as_many_answers_as_the_local_catalog_has_synchronous_replicas() {
+    let mut r = leader_with_members();
+    // The local replica's catalog lists four synchronous replicas; etcd showed only b and
+    // c (a fourth node missing from [[peer]], its key not seen since etcd went away).
+    r.local(
+        6,
+        MemberState {
+            voters: 4,
+            ..member("a", MemberRole::Primary, 3)
+        },
+    );
+    acknowledged(&mut r, 600, 5, &["b", "c"]);
+    assert!(offline(&r.at(900, PromotionEvent::Deadline)));
+}
+
+#[test]
+fn a_switchover_needs_the_key_not_just_the_peers() {
+    let mut r = leader_with_members();
+    acknowledged(&mut r, 600, 5, &["b", "c"]);
+    let a = r.at(
+        700,
+        PromotionEvent::SwitchoverAsked(Some(Switchover {
+            to: "b".into(),
+            term: 5,
+        })),
+    );
+    assert!(
+        !has(&a, |a| matches!(a, PromotionAction::LetGo { .. })),
+        "it would end in a resign etcd cannot take: {a:?}"
+    );
 }

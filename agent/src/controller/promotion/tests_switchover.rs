@@ -203,3 +203,61 @@ fn a_poll_older_than_the_demotion_is_ignored() {
         None
     );
 }
+
+/// A resign that got no answer leaves the key in this node's name (its lease still renewed):
+/// it is given back again after an interval, not left to hold up every candidate for good.
+#[test]
+fn a_failed_resign_is_tried_again_after_an_interval() {
+    let mut r = leader_a();
+    r.at(10, PromotionEvent::Local(LocalPoll::Refused));
+    r.at(20, PromotionEvent::Local(LocalPoll::Refused));
+    assert!(
+        r.at(30, PromotionEvent::ResignFailed { token: 5 })
+            .is_empty()
+    );
+    let key = PromotionEvent::Leader(Some(LeaderKey {
+        holder: "a".into(),
+        token: 5,
+    }));
+    let a = r.at(31, key);
+    assert!(
+        !has(&a, |a| matches!(a, PromotionAction::Resign { .. })),
+        "{a:?}"
+    );
+    assert_eq!(
+        r.c.next_deadline(),
+        Some(r.t0 + std::time::Duration::from_millis(230))
+    );
+    let a = r.at(230, PromotionEvent::Deadline);
+    assert!(
+        has(&a, |a| matches!(
+            a,
+            PromotionAction::Resign { token: 5, .. }
+        )),
+        "{a:?}"
+    );
+}
+
+/// A switchover right after the target's agent started: the hold a fresh process starts
+/// with (rule 8) does not delay it (the lab's switchover test found a 1 s wait).
+#[test]
+fn a_fresh_target_is_not_held_back_by_its_start_hold() {
+    let mut r = Run::fresh("b");
+    r.renewed(0);
+    r.local(1, member("b", MemberRole::Secondary, 3));
+    r.at(
+        2,
+        PromotionEvent::Members(vec![
+            member("b", MemberRole::Secondary, 3),
+            member("c", MemberRole::Secondary, 3),
+        ]),
+    );
+    r.at(
+        3,
+        PromotionEvent::Leader(Some(LeaderKey {
+            holder: "a".into(),
+            token: 5,
+        })),
+    );
+    assert!(campaigns(&r.at(100, note_to("b"))));
+}

@@ -152,7 +152,8 @@ impl Actor {
     async fn failover(&mut self, token: i64, cause: PromotionCause, send_by: Option<Instant>) -> E {
         // Checked under the lock that answers acknowledgements: a promise given a moment ago
         // (not yet seen by the controller) still holds this FAILOVER back.
-        if let Err(until) = self.gate.begin_failover(Instant::now()) {
+        let planned = cause == PromotionCause::Switchover;
+        if let Err(until) = self.gate.begin_failover(Instant::now(), planned) {
             let left_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64;
             tracing::warn!(ag = %self.ag, token, left_ms, "manage: FAILOVER withheld: this node acknowledged another leader (failsafe); the key is given back");
             return E::FailedOver(Err(false));
@@ -203,6 +204,11 @@ impl Actor {
     }
 
     async fn demote(&mut self, token: i64, send_by: Option<Instant>) -> E {
+        // The let-go is renewed first: waiting for the release may have used most of it, and
+        // a let-go that ended before the demotion would take the address back to a replica
+        // about to be demoted.
+        let until = Instant::now() + self.let_go_for;
+        self.ownership(Event::LetGo { until }).await;
         let result = self.control.demote(send_by).await;
         match &result {
             Ok(()) => {
@@ -232,7 +238,8 @@ impl Actor {
                 tracing::info!(ag = %self.ag, token, confirmed_down, to = ?note.to, done, "manage: resigned the leader key")
             }
             Err(e) => {
-                tracing::warn!(ag = %self.ag, token, error = %e, "manage: resign failed; the key expires with the lease")
+                tracing::warn!(ag = %self.ag, token, error = %e, "manage: resign failed; trying again");
+                return Some(E::ResignFailed { token });
             }
         }
         None

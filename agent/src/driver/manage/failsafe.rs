@@ -26,6 +26,9 @@ pub(super) struct Acknowledgers {
     pub every: Duration,
     /// Each request's deadline.
     pub deadline: Duration,
+    /// The shortest promise a round may rest on: this agent's own `ack_hold` (a peer with
+    /// other timing, in a rolling config change, may promise less than the leader relies on).
+    pub min_hold: Duration,
 }
 
 impl Acknowledgers {
@@ -86,6 +89,12 @@ impl Acknowledgers {
         let (mut from, mut missing) = (Vec::new(), Vec::new());
         while let Some(joined) = asks.join_next().await {
             match joined {
+                Ok((name, Ok(ack))) if ack.hold_ms < self.min_hold.as_millis() as u64 => missing
+                    .push(format!(
+                        "{name}: promised {} ms, less than this leader's {} ms",
+                        ack.hold_ms,
+                        self.min_hold.as_millis()
+                    )),
                 Ok((_, Ok(ack))) if ack.term == term && ack.leader == self.node => {
                     from.push(ack.node)
                 }

@@ -214,9 +214,15 @@ async fn watch_once(etcd: &Etcd, ag: &str, tx: &Events) -> Result<(), EtcdError>
             keys.members.insert(m.node, state);
         }
     }
+    // A request written or withdrawn while no watch was open is seen here.
+    let asked = etcd
+        .get(&format!("{ag}/{SWITCHOVER_KEY_SUFFIX}"))
+        .await?
+        .and_then(|v| parse_switchover(&v.value));
     let first = [
         PromotionEvent::Leader(keys.leader.clone()),
         keys.members_event(),
+        PromotionEvent::SwitchoverAsked(asked),
     ];
     for e in first {
         if tx.send(e).await.is_err() {

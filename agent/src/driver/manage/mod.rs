@@ -78,8 +78,9 @@ impl ManagedAg {
             fall: config.probe.fall,
             ack_window: c.key_ttl(),
         };
-        let acknowledgers = acknowledgers(config, &node, &ag.name, token)?;
-        let gate = gates.insert(FailsafeGate::new(&node, &ag.name, settings.ack_hold()));
+        let acknowledgers = acknowledgers(config, &node, &ag.name, token, settings.ack_hold())?;
+        let hold = settings.ack_hold();
+        let gate = gates.insert(FailsafeGate::new(&node, &ag.name, hold, Instant::now()));
         Ok(ManagedAg {
             ag: ag.name.clone(),
             settings,
@@ -236,6 +237,7 @@ fn acknowledgers(
     node: &str,
     ag: &str,
     token: Option<Bearer>,
+    min_hold: Duration,
 ) -> Result<failsafe::Acknowledgers, String> {
     let peers = config
         .peers
@@ -249,6 +251,7 @@ fn acknowledgers(
         token,
         every: config.cluster.renew_interval(),
         deadline: config.cluster.statement_timeout(),
+        min_hold,
     })
 }
 
