@@ -27,7 +27,7 @@ use super::PromotionController;
 
 /// A leader asks for acknowledgements once its last answered key renewal was sent this many
 /// renew intervals ago: one late renewal is a scheduling hiccup, three are etcd trouble.
-const LATE_RENEWALS: u32 = 3;
+pub const LATE_RENEWALS: u32 = 3;
 
 #[derive(Debug)]
 pub(super) struct Failsafe {
@@ -74,9 +74,15 @@ impl PromotionController {
 
     /// While this agent holds the key and its renewals are late: the token to ask the peers
     /// to acknowledge.
+    /// Only for a replica that answers as PRIMARY: one that does not answer is about to be
+    /// given up (rule 2), and must not be kept on the peers' word.
     pub fn wants_acknowledgements(&self, now: Instant) -> Option<i64> {
         let token = self.held?;
-        self.renewals_late(now).then_some(token)
+        let primary = self
+            .local
+            .as_ref()
+            .is_some_and(|l| l.role == super::MemberRole::Primary);
+        (primary && self.renewals_late(now)).then_some(token)
     }
 
     fn renewals_late(&self, now: Instant) -> bool {

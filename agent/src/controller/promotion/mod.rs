@@ -38,6 +38,7 @@ mod tests_failsafe;
 mod tests_switchover;
 
 pub use candidate::{CommitMode, MemberRole, MemberState, Refusal, eligibility};
+pub use failsafe::LATE_RENEWALS;
 pub use switchover::Switchover;
 
 /// Timing and identity; all from `[cluster]` and `[probe]`.

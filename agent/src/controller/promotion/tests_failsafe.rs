@@ -241,3 +241,13 @@ fn a_switchover_needs_the_key_not_just_the_peers() {
         "it would end in a resign etcd cannot take: {a:?}"
     );
 }
+
+/// A leader whose replica does not answer is about to give it up (rule 2): it does not ask
+/// its peers to keep it (found in the hang-primary bench, where their holds delayed the
+/// failover).
+#[test]
+fn a_leader_whose_replica_does_not_answer_asks_nobody() {
+    let mut r = leader_with_members();
+    r.at(300, PromotionEvent::Local(LocalPoll::Unanswered));
+    assert_eq!(r.c.wants_acknowledgements(r.t0 + 700 * MS), None);
+}

@@ -84,6 +84,9 @@ pub(super) struct LeaseFeed {
     pub revoke_at_stop: bool,
     /// Where the actor finds the current lease.
     pub lease_tx: watch::Sender<Option<Lease>>,
+    /// When the last answered renewal was sent, as it happens (the controller hears of it
+    /// through the event queue, which waits while an action runs).
+    pub renewed_tx: watch::Sender<Option<std::time::Instant>>,
     pub metrics: ManageMetrics,
     pub ag: String,
 }
@@ -98,6 +101,7 @@ impl LeaseFeed {
             every,
             revoke_at_stop,
             lease_tx,
+            renewed_tx,
             metrics,
             ag,
         } = self;
@@ -127,6 +131,7 @@ impl LeaseFeed {
                     Some(l) => match etcd.renew(l).await {
                         Ok(r) => {
                             metrics.observe_key_renewal(&ag, Some(r.answered - r.sent));
+                            renewed_tx.send_replace(Some(r.sent));
                             PromotionEvent::KeyRenewed {
                                 sent: r.sent,
                                 ttl: r.ttl,

@@ -128,19 +128,21 @@ impl ManagedAg {
             None => return,
         };
         let (lease_tx, lease_rx) = watch::channel(None);
+        let (renewed_tx, renewed_rx) = watch::channel(None);
         let lease = feeds::LeaseFeed {
             etcd: etcd.clone(),
             ttl: key_ttl,
             every,
             revoke_at_stop,
             lease_tx,
+            renewed_tx,
             metrics: w.metrics.clone(),
             ag: ag.clone(),
         };
         lease.spawn(tx.clone(), w.cancel.clone());
         feeds::spawn_watch(etcd.clone(), ag.clone(), tx.clone(), w.cancel.clone());
         let (want_tx, want_rx) = watch::channel(None);
-        acknowledgers.spawn(want_rx, tx, w.cancel.clone());
+        acknowledgers.spawn(want_rx, renewed_rx, tx, w.cancel.clone());
         let actor = act::Actor {
             ag,
             node,
