@@ -121,6 +121,22 @@ pub(super) fn leader_a() -> Run {
     r
 }
 
+/// A secondary's agent on `b` whose process started at `t0`, with its own and `c`'s
+/// reports (no leader key read yet).
+pub(super) fn fresh_secondary_b() -> Run {
+    let mut r = Run::fresh("b");
+    r.renewed(0);
+    r.local(1, member("b", MemberRole::Secondary, 3));
+    r.at(
+        2,
+        PromotionEvent::Members(vec![
+            member("b", MemberRole::Secondary, 3),
+            member("c", MemberRole::Secondary, 3),
+        ]),
+    );
+    r
+}
+
 /// A secondary's agent on `b` that saw leader `a` (token 5) and both peers' reports.
 pub(super) fn follower_b() -> Run {
     let mut r = Run::new("b");

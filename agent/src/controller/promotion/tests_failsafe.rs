@@ -1,4 +1,4 @@
-//! Rule 5 (`failsafe.rs`), replayed with exact instants: a leader whose key renewals stop
+//! Rule 8 (`failsafe.rs`), replayed with exact instants: a leader whose key renewals stop
 //! keeps its primary while every peer acknowledges it, and a peer that acknowledged holds
 //! its own promotion back.
 
@@ -187,16 +187,7 @@ fn a_confirmed_handoff_of_another_key_keeps_the_hold() {
 /// ended, so a fresh controller waits `ack_hold` (longer than an unannounced loss's wait).
 #[test]
 fn a_restarted_agent_waits_out_any_promise_its_previous_process_gave() {
-    let mut r = Run::fresh("b");
-    r.renewed(0);
-    r.local(1, member("b", MemberRole::Secondary, 3));
-    r.at(
-        2,
-        PromotionEvent::Members(vec![
-            member("b", MemberRole::Secondary, 3),
-            member("c", MemberRole::Secondary, 3),
-        ]),
-    );
+    let mut r = fresh_secondary_b();
     // The first read of the leader key finds none: a vacancy's wait would start again here,
     // shorter than the promise it must outlast.
     r.at(5, PromotionEvent::Leader(None));

@@ -1,4 +1,4 @@
-//! Rule 6 (`switchover.rs`), replayed with exact instants: the leader lets go, demotes and
+//! Rule 7 (`switchover.rs`), replayed with exact instants: the leader lets go, demotes and
 //! hands the key to a synchronized target, which promotes at once; every failure on the way
 //! gives the addresses back.
 
@@ -242,16 +242,7 @@ fn a_failed_resign_is_tried_again_after_an_interval() {
 /// with (rule 8) does not delay it (the lab's switchover test found a 1 s wait).
 #[test]
 fn a_fresh_target_is_not_held_back_by_its_start_hold() {
-    let mut r = Run::fresh("b");
-    r.renewed(0);
-    r.local(1, member("b", MemberRole::Secondary, 3));
-    r.at(
-        2,
-        PromotionEvent::Members(vec![
-            member("b", MemberRole::Secondary, 3),
-            member("c", MemberRole::Secondary, 3),
-        ]),
-    );
+    let mut r = fresh_secondary_b();
     r.at(
         3,
         PromotionEvent::Leader(Some(LeaderKey {
