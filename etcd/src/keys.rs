@@ -64,8 +64,9 @@ impl KeyPaths {
     }
 }
 
-/// An AG or node name is one path segment: not empty, no `/`, no control characters.
-fn check_name(what: &'static str, name: &str) -> Result<(), EtcdError> {
+/// An AG or node name is one path segment: not empty, no `/`, no control characters. Public
+/// so that a caller can refuse a name before it reaches etcd (`tdsvip switchover --to`).
+pub fn check_name(what: &'static str, name: &str) -> Result<(), EtcdError> {
     let reason = if name.is_empty() {
         "it is empty"
     } else if name.contains('/') {

@@ -23,7 +23,7 @@ mod watch;
 
 pub use client::{Etcd, StoredValue};
 pub use error::EtcdError;
-pub use keys::SWITCHOVER_KEY_SUFFIX;
+pub use keys::{SWITCHOVER_KEY_SUFFIX, check_name};
 pub use leader::{Campaign, LeaderKey};
 pub use lease::{Lease, Renewal};
 pub use members::MemberKey;

@@ -280,6 +280,17 @@ async fn a_switchover_request_to_the_current_term_is_written_under_the_callers_l
     assert_eq!(operator.get("ag1/switchover").await.unwrap(), None);
 }
 
+/// A request for `term` is refused and writes nothing.
+async fn assert_refused(etcd: &Etcd, term: i64, lease: &Lease) {
+    let written = etcd.request_switchover(AG, term, REQUEST, lease).await;
+    assert!(!written.unwrap(), "term {term}");
+    assert_eq!(
+        etcd.get("ag1/switchover").await.unwrap(),
+        None,
+        "term {term}"
+    );
+}
+
 #[tokio::test]
 async fn a_switchover_request_to_a_stale_term_is_refused_and_writes_nothing() {
     let server = EtcdServer::start().await;
@@ -288,13 +299,7 @@ async fn a_switchover_request_to_a_stale_term_is_refused_and_writes_nothing() {
     let token = won(&etcd, "sql-a", &leader_lease).await;
     let request_lease = etcd.grant(TTL).await.unwrap();
     for stale in [token - 1, token + 1000, 0] {
-        assert!(
-            !etcd
-                .request_switchover(AG, stale, REQUEST, &request_lease)
-                .await
-                .unwrap(),
-            "{stale}"
-        );
+        assert_refused(&etcd, stale, &request_lease).await;
     }
     assert_eq!(etcd.get("ag1/switchover").await.unwrap(), None);
 
@@ -302,13 +307,7 @@ async fn a_switchover_request_to_a_stale_term_is_refused_and_writes_nothing() {
     assert!(etcd.resign(AG, token, None).await.unwrap());
     let again = won(&etcd, "sql-a", &leader_lease).await;
     assert_ne!(again, token);
-    assert!(
-        !etcd
-            .request_switchover(AG, token, REQUEST, &request_lease)
-            .await
-            .unwrap()
-    );
-    assert_eq!(etcd.get("ag1/switchover").await.unwrap(), None);
+    assert_refused(&etcd, token, &request_lease).await;
 }
 
 #[tokio::test]
@@ -317,25 +316,13 @@ async fn a_switchover_request_without_a_leader_is_refused_and_writes_nothing() {
     let etcd = server.connect().await;
     let request_lease = etcd.grant(TTL).await.unwrap();
     for term in [0, 1, 5] {
-        assert!(
-            !etcd
-                .request_switchover(AG, term, REQUEST, &request_lease)
-                .await
-                .unwrap(),
-            "{term}"
-        );
+        assert_refused(&etcd, term, &request_lease).await;
     }
     // A leader that was there and is gone (its lease revoked) leaves no term to address.
     let leader_lease = etcd.grant(TTL).await.unwrap();
     let token = won(&etcd, "sql-a", &leader_lease).await;
     etcd.revoke(&leader_lease).await.unwrap();
-    assert!(
-        !etcd
-            .request_switchover(AG, token, REQUEST, &request_lease)
-            .await
-            .unwrap()
-    );
-    assert_eq!(etcd.get("ag1/switchover").await.unwrap(), None);
+    assert_refused(&etcd, token, &request_lease).await;
     assert!(
         etcd.request_switchover("a/b", token, REQUEST, &request_lease)
             .await

@@ -111,11 +111,9 @@ fn plan(args: &SwitchoverArgs) -> Result<Plan, Refused> {
             ),
         ));
     }
-    if let Some(why) = bad_node_name(&args.to) {
-        return Err(refuse(
-            "--to",
-            format!("{:?} is not a node name: {why}", args.to),
-        ));
+    // The agents publish `members/{node}`: the etcd crate's own rule for a key segment.
+    if let Err(e) = tdsvip_etcd::check_name("node name", &args.to) {
+        return Err(refuse("--to", e.to_string()));
     }
     let etcd = config.cluster.etcd_settings().map_err(Refused::Argument)?;
     Ok(Plan {
@@ -124,19 +122,6 @@ fn plan(args: &SwitchoverArgs) -> Result<Plan, Refused> {
         timeout: Duration::from_secs(args.timeout_s),
         etcd,
     })
-}
-
-/// A node name is one segment of an etcd key (`members/{node}`), as the agents publish it.
-fn bad_node_name(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("it is empty")
-    } else if name.contains('/') {
-        Some("it contains '/'")
-    } else if name.chars().any(char::is_control) {
-        Some("it contains a control character")
-    } else {
-        None
-    }
 }
 
 /// The whole command once it may talk to etcd: the success line, or why it failed.
