@@ -2,8 +2,10 @@
 //! Its create_revision is the owner's token: a campaign creates the key under the owner's
 //! lease (one transaction, so two agents campaigning at once get one winner); resigning and
 //! heartbeats act only while the key still carries that token, so an agent whose lease expired
-//! and whose key someone else recreated can never delete or rewrite the new owner's key. An
-//! operator's switchover request is addressed to one leader the same way: by its token.
+//! and whose key someone else recreated can never delete or rewrite the new owner's key. A
+//! challenger deposes a holder that stopped beating only if no heartbeat landed since the one
+//! it saw (`depose`). An operator's switchover request is addressed to one leader the same
+//! way: by its token.
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 
@@ -141,6 +143,31 @@ impl Etcd {
         answer::revision(answer.header.as_ref())
             .map(Some)
             .map_err(|odd| self.target.unexpected(&operation, odd))
+    }
+
+    /// Deletes the leader key of `ag` if it still carries `create_revision` and was last
+    /// written at `mod_revision`, that is if its holder has not beaten since a challenger saw
+    /// that revision: how a challenger ends the term of a leader that stopped beating, without
+    /// waiting for its lease to expire. `Ok(false)`: a newer heartbeat, or another key (or
+    /// none); nothing was changed. The compare is what makes it safe against a live leader:
+    /// a heartbeat that etcd applied after the revision the challenger saw keeps the key.
+    pub async fn depose(
+        &self,
+        ag: &str,
+        create_revision: i64,
+        mod_revision: i64,
+    ) -> Result<bool, EtcdError> {
+        let key = self.keys.leader(ag)?;
+        let operation = format!("depose {key} (token {create_revision}, revision {mod_revision})");
+        let [same_token, exists] = still_ours(&key, create_revision);
+        let txn = Txn::new()
+            .when([
+                same_token,
+                exists,
+                Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision),
+            ])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        Ok(self.txn(&operation, txn, 0).await?.succeeded)
     }
 
     /// Asks the leader of `ag` that holds term `term` (its key's create_revision) to hand over:

@@ -329,3 +329,41 @@ async fn a_switchover_request_without_a_leader_is_refused_and_writes_nothing() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_deposal_needs_the_last_heartbeat_it_saw_and_the_token() {
+    let server = EtcdServer::start().await;
+    let (a, b) = (server.connect().await, server.connect().await);
+    let lease_a = a.grant(TTL).await.unwrap();
+    let token = won(&a, "sql-a", &lease_a).await;
+    let seen = b.leader(AG).await.unwrap().unwrap().mod_revision;
+    let beat = a.heartbeat(AG, token, "sql-a").await.unwrap().unwrap();
+
+    // A heartbeat landed after the revision b saw: the leader is alive, the key stays.
+    assert!(!b.depose(AG, token, seen).await.unwrap());
+    assert_eq!(a.leader(AG).await.unwrap().unwrap().mod_revision, beat);
+    // The right revision with another term's token changes nothing either.
+    assert!(!b.depose(AG, token + 1000, beat).await.unwrap());
+    assert!(a.leader(AG).await.unwrap().is_some());
+
+    // No heartbeat since the one b saw: deposed, while a's lease is still alive; a's next
+    // heartbeat and resign find nothing of theirs.
+    let mut watch = b.watch_ag(AG, None).await.unwrap();
+    assert!(b.depose(AG, token, beat).await.unwrap());
+    assert_eq!(a.leader(AG).await.unwrap(), None);
+    assert!(
+        a.renew(&lease_a).await.is_ok(),
+        "the lease went with the key"
+    );
+    assert_eq!(a.heartbeat(AG, token, "sql-a").await.unwrap(), None);
+    assert!(!a.resign(AG, token, None).await.unwrap());
+    let event = within(WAIT, "the deletion", watch.next()).await.unwrap();
+    assert!(
+        matches!(&event, AgEvent::Delete { key_suffix, .. } if key_suffix == "leader"),
+        "{event:?}"
+    );
+    // Nothing to depose twice; and a new campaign gets a new token.
+    assert!(!b.depose(AG, token, beat).await.unwrap());
+    let lease_b = b.grant(TTL).await.unwrap();
+    assert!(won(&b, "sql-b", &lease_b).await > beat);
+}
