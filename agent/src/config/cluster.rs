@@ -36,6 +36,10 @@ pub struct ClusterConfig {
     pub renew_interval_ms: u64,
     /// Taken off every proof that the key is held (clock-rate difference, scheduling).
     pub key_margin_ms: u64,
+    /// The leader rewrites its key every `renew_interval_ms` (a heartbeat) and acts only
+    /// within this of the send of the last one etcd applied; the others depose it this long
+    /// after they saw its last heartbeat, without waiting for its etcd lease to expire.
+    pub leader_timeout_ms: u64,
     /// `WRITE_LEASE_VALIDITY` set at every renewal; the AG's own setting should match.
     pub write_lease_validity_s: u64,
     /// Deadline of each T-SQL statement the agent sends (FAILOVER, renewals, OFFLINE).
@@ -62,6 +66,7 @@ impl Default for ClusterConfig {
             key_ttl_s: 1,
             renew_interval_ms: 100,
             key_margin_ms: 100,
+            leader_timeout_ms: 600,
             write_lease_validity_s: 1,
             statement_timeout_ms: 300,
             etcd_timeout_ms: 300,
@@ -84,6 +89,9 @@ impl ClusterConfig {
     }
     pub fn key_margin(&self) -> Duration {
         Duration::from_millis(self.key_margin_ms)
+    }
+    pub fn leader_timeout(&self) -> Duration {
+        Duration::from_millis(self.leader_timeout_ms)
     }
     pub fn write_lease_validity(&self) -> Duration {
         Duration::from_secs(self.write_lease_validity_s)
@@ -227,6 +235,19 @@ impl ClusterConfig {
                 ),
             ));
         }
+        // The same for the heartbeats, which prove the key held for `leader_timeout_ms`; past
+        // the key's TTL they would prove nothing the lease does not.
+        let beats = self.leader_timeout_ms.saturating_sub(self.key_margin_ms);
+        let needed = self.renew_interval_ms + self.statement_timeout_ms;
+        if beats <= needed || self.leader_timeout_ms > ttl {
+            v.push(problem(
+                "leader_timeout_ms",
+                format!(
+                    "{} ms minus key_margin_ms ({} ms) must be above renew_interval_ms plus statement_timeout_ms ({needed} ms), so that a write-lease renewal can be sent between heartbeats, and at most key_ttl_s ({ttl} ms)",
+                    self.leader_timeout_ms, self.key_margin_ms
+                ),
+            ));
+        }
         if !(1..=86_400).contains(&self.write_lease_validity_s) {
             v.push(problem(
                 "write_lease_validity_s",
@@ -311,7 +332,10 @@ mod tests {
     fn timing_that_breaks_the_argument_is_refused() {
         let mut c = manage();
         c.renew_interval_ms = 700;
-        assert_eq!(keys(&c), ["cluster.renew_interval_ms"]);
+        assert_eq!(
+            keys(&c),
+            ["cluster.renew_interval_ms", "cluster.leader_timeout_ms"]
+        );
         let mut c = manage();
         c.key_ttl_s = 0;
         assert_eq!(keys(&c), ["cluster.key_ttl_s"]);
@@ -321,6 +345,21 @@ mod tests {
         let mut c = manage();
         c.write_lease_validity_s = 0;
         assert_eq!(keys(&c), ["cluster.write_lease_validity_s"]);
+    }
+
+    #[test]
+    fn a_leader_timeout_that_leaves_no_room_for_a_renewal_or_outlives_the_key_is_refused() {
+        let mut c = manage();
+        // 100 ms between heartbeats, 300 ms for a statement, 100 ms of margin: 500 is the
+        // least that leaves a renewal any moment to be sent in.
+        c.leader_timeout_ms = 500;
+        assert_eq!(keys(&c), ["cluster.leader_timeout_ms"]);
+        c.leader_timeout_ms = 501;
+        assert!(keys(&c).is_empty());
+        c.leader_timeout_ms = 1001;
+        assert_eq!(keys(&c), ["cluster.leader_timeout_ms"]);
+        c.leader_timeout_ms = 1000;
+        assert!(keys(&c).is_empty());
     }
 
     #[test]
