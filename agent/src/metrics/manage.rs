@@ -46,6 +46,16 @@ const KEY_RENEWAL_FAILURES: Def = Def {
     help: "Manage mode: renewals of this agent's etcd lease that got no answer or an error.",
     labels: &["ag"],
 };
+const HEARTBEAT: Def = Def {
+    name: "tdsvip_leader_heartbeat_seconds",
+    help: "Manage mode, on the leader: round trip of each heartbeat (the guarded rewrite of the leader key) that etcd applied.",
+    labels: &["ag"],
+};
+const HEARTBEAT_FAILURES: Def = Def {
+    name: "tdsvip_leader_heartbeat_failures_total",
+    help: "Manage mode, on the leader: heartbeats that got no answer or an error.",
+    labels: &["ag"],
+};
 const WRITE_LEASE_RENEWAL: Def = Def {
     name: "tdsvip_write_lease_renewal_seconds",
     help: "Manage mode: time of each WRITE_LEASE_VALIDITY renewal the leader sent, answered or not.",
@@ -80,6 +90,8 @@ pub struct ManageMetrics {
     etcd_lease_alive: IntGaugeVec,
     key_renewal: HistogramVec,
     key_renewal_failures: IntCounterVec,
+    heartbeat: HistogramVec,
+    heartbeat_failures: IntCounterVec,
     write_lease_renewal: HistogramVec,
     failsafe: IntGaugeVec,
     acknowledgements: IntCounterVec,
@@ -88,7 +100,7 @@ pub struct ManageMetrics {
 impl ManageMetrics {
     /// Every manage-mode metric's name, for the tests that check dashboards and rules use
     /// them all.
-    pub const NAMES: [&str; 10] = [
+    pub const NAMES: [&str; 12] = [
         LEADER.name,
         LEADER_TERM.name,
         PROMOTIONS.name,
@@ -96,6 +108,8 @@ impl ManageMetrics {
         ETCD_LEASE_ALIVE.name,
         KEY_RENEWAL.name,
         KEY_RENEWAL_FAILURES.name,
+        HEARTBEAT.name,
+        HEARTBEAT_FAILURES.name,
         WRITE_LEASE_RENEWAL.name,
         FAILSAFE.name,
         ACKNOWLEDGEMENTS.name,
@@ -110,6 +124,8 @@ impl ManageMetrics {
             etcd_lease_alive: gauge(r, &ETCD_LEASE_ALIVE)?,
             key_renewal: histogram(r, &KEY_RENEWAL, RENEWAL_BUCKETS)?,
             key_renewal_failures: counter(r, &KEY_RENEWAL_FAILURES)?,
+            heartbeat: histogram(r, &HEARTBEAT, RENEWAL_BUCKETS)?,
+            heartbeat_failures: counter(r, &HEARTBEAT_FAILURES)?,
             write_lease_renewal: histogram(r, &WRITE_LEASE_RENEWAL, RENEWAL_BUCKETS)?,
             failsafe: gauge(r, &FAILSAFE)?,
             acknowledgements: counter(r, &ACKNOWLEDGEMENTS)?,
@@ -135,6 +151,7 @@ impl ManageMetrics {
             self.refused.with_label_values(&[ag, reason]);
         }
         self.key_renewal_failures.with_label_values(&[ag]);
+        self.heartbeat_failures.with_label_values(&[ag]);
         self.acknowledgements.with_label_values(&[ag]);
     }
 
@@ -153,6 +170,16 @@ impl ManageMetrics {
                 .with_label_values(&[ag])
                 .observe(t.as_secs_f64()),
             None => self.key_renewal_failures.with_label_values(&[ag]).inc(),
+        }
+    }
+
+    pub fn observe_heartbeat(&self, ag: &str, took: Option<Duration>) {
+        match took {
+            Some(t) => self
+                .heartbeat
+                .with_label_values(&[ag])
+                .observe(t.as_secs_f64()),
+            None => self.heartbeat_failures.with_label_values(&[ag]).inc(),
         }
     }
 
@@ -194,7 +221,7 @@ mod tests {
     use crate::controller::promotion::{PromotionCause, Refusal};
     use crate::metrics::AgentMetrics;
 
-    const MANAGE_METRICS: [&str; 10] = super::ManageMetrics::NAMES;
+    const MANAGE_METRICS: [&str; 12] = super::ManageMetrics::NAMES;
 
     /// The sample lines (not `# HELP`/`# TYPE`) of metric `name` in the text format: exactly
     /// that name, or a histogram's series of it (`tdsvip_leader` is not `tdsvip_leader_term`).
@@ -233,6 +260,8 @@ mod tests {
         manage.observe_key_renewal("AG1", Some(std::time::Duration::from_millis(2)));
         manage.observe_key_renewal("AG1", None);
         manage.observe_write_lease_renewal("AG1", std::time::Duration::from_millis(3));
+        manage.observe_heartbeat("AG1", Some(std::time::Duration::from_millis(2)));
+        manage.observe_heartbeat("AG1", None);
         manage.set_failsafe("AG1", false);
         manage.count_acknowledgement("AG1");
         let text = m.encode().unwrap();

@@ -62,6 +62,28 @@ pub enum PromotionEvent {
     Members(Vec<MemberState>),
     /// The leader key was read (or re-put): who holds it.
     Leader(Option<LeaderKey>),
+    /// The leader key with `token` was last written at `revision`, as a read found it or the
+    /// watch showed it now: its holder's heartbeat (`beats.rs`).
+    Beat {
+        token: i64,
+        revision: i64,
+    },
+    /// This agent's heartbeat of the key with `token`, sent at `sent`, was applied: the key
+    /// was still this agent's when etcd applied it, later than `sent`.
+    Beaten {
+        token: i64,
+        sent: Instant,
+    },
+    /// This agent's heartbeat found the key with `token` gone (deposed, expired) or another
+    /// term's: this agent no longer holds it.
+    BeatRefused {
+        token: i64,
+    },
+    /// A deposal of the key with `token` at `revision` got no answer or an error.
+    DeposeFailed {
+        token: i64,
+        revision: i64,
+    },
     /// The key with this token was deleted (resigned, or its lease expired).
     LeaderGone {
         token: i64,
@@ -115,7 +137,8 @@ pub enum PromotionEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Campaign {
-    Won { token: i64 },
+    /// Won by a transaction sent at `sent`: like a heartbeat, it proves the key held from then.
+    Won { token: i64, sent: Instant },
     Held(LeaderKey),
 }
 
@@ -157,6 +180,12 @@ pub enum PromotionAction {
     },
     /// The replica is RESOLVING under another leader: make it a secondary again.
     SetSecondary,
+    /// The leader key with `token` has not been rewritten since `revision`, seen
+    /// `leader_timeout` ago: delete it if that is still so (`beats.rs`).
+    Depose {
+        token: i64,
+        revision: i64,
+    },
     Refused(Refusal),
 }
 

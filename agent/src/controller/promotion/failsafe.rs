@@ -61,7 +61,7 @@ impl Failsafe {
 impl PromotionController {
     /// The latest instant this agent provably leads, by its key or by its peers.
     pub(super) fn proof_deadline(&self) -> Option<Instant> {
-        match (self.key_deadline, self.failsafe.ack_deadline) {
+        match (self.key_proof(), self.failsafe.ack_deadline) {
             (Some(k), Some(a)) => Some(k.max(a)),
             (k, a) => k.or(a),
         }
@@ -87,7 +87,11 @@ impl PromotionController {
 
     fn renewals_late(&self, now: Instant) -> bool {
         let late = self.s.renew_interval * LATE_RENEWALS;
-        self.failsafe.last_key_sent.is_none_or(|t| now >= t + late)
+        self.key_last_renewed().is_none_or(|t| now >= t + late)
+    }
+
+    pub(super) fn failsafe_last_key_sent(&self) -> Option<Instant> {
+        self.failsafe.last_key_sent
     }
 
     /// A round for the held key that every peer acknowledged, if every node that reported
@@ -160,15 +164,14 @@ impl PromotionController {
     /// Leading on the peers' acknowledgements alone: the key is not provably held.
     pub(super) fn on_acknowledgements(&self, now: Instant) -> bool {
         self.held.is_some()
-            && self.key_deadline.is_none_or(|d| now >= d)
+            && self.key_proof().is_none_or(|d| now >= d)
             && self.failsafe.ack_deadline.is_some_and(|d| now < d)
     }
 
     /// When renewals become late (the driver starts asking) and when a hold ends.
     pub(super) fn failsafe_deadline(&self) -> Option<Instant> {
         let late = self
-            .held
-            .and(self.failsafe.last_key_sent)
+            .key_last_renewed()
             .map(|t| t + self.s.renew_interval * LATE_RENEWALS);
         let hold = self.failsafe.acknowledged.map(|(_, u)| u);
         [late, hold].into_iter().flatten().min()

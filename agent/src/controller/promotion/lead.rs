@@ -100,6 +100,7 @@ impl PromotionController {
                 to: None,
             });
         }
+        self.depose_if_silent(now, out);
         let Some(local) = self.local.as_ref() else {
             return;
         };

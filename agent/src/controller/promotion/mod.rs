@@ -34,6 +34,8 @@ mod switchover;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_beats;
+#[cfg(test)]
 mod tests_failsafe;
 #[cfg(test)]
 mod tests_switchover;
@@ -51,6 +53,9 @@ pub struct PromotionSettings {
     pub node: String,
     /// Subtracted from `sent + ttl`: clock-rate difference and scheduling delay.
     pub key_margin: Duration,
+    /// A leader acts only this long after the send of its last applied heartbeat; the others
+    /// depose a key not rewritten for this long (`beats.rs`).
+    pub leader_timeout: Duration,
     /// Between two write-lease renewals.
     pub renew_interval: Duration,
     /// `WRITE_LEASE_VALIDITY` the leader sets at every renewal.
@@ -117,6 +122,7 @@ pub struct PromotionController {
     /// `sent + ttl - key_margin` of the last renewal of this agent's etcd lease.
     key_deadline: Option<Instant>,
     failsafe: failsafe::Failsafe,
+    beats: beats::Beats,
     planned: switchover::Planned,
     held: Option<i64>,
     in_flight: InFlight,
@@ -151,6 +157,7 @@ struct InFlight {
     renewal: bool,
 }
 
+mod beats;
 mod failsafe;
 mod lead;
 mod rules;
@@ -174,6 +181,7 @@ impl PromotionController {
             }),
             key_deadline: None,
             failsafe,
+            beats: beats::Beats::default(),
             planned: switchover::Planned::default(),
             held: None,
             in_flight: InFlight::default(),
@@ -264,6 +272,7 @@ impl PromotionController {
             self.publish_retry_at,
             self.resign_retry_at,
             self.failsafe_deadline(),
+            self.depose_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -22,6 +22,16 @@ impl PromotionController {
             E::RoleChanged => self.role_changed_at = Some(now),
             E::Members(members) => self.members = members,
             E::Leader(key) => self.see_leader(now, key),
+            E::Beat { token, revision } => self.beat_seen(now, token, revision),
+            E::Beaten { token, sent } => self.beaten(token, sent),
+            E::BeatRefused { token } => {
+                // Deposed (or expired): the key is not this agent's any more. The same as
+                // seeing it go, before the watch says so.
+                if self.held == Some(token) {
+                    self.absorb(now, E::LeaderGone { token, handoff: None }, out);
+                }
+            }
+            E::DeposeFailed { token, revision } => self.depose_failed(now, token, revision),
             E::LeaderGone { token, handoff } => {
                 let ours_or_unknown = self.leader.as_ref().is_none_or(|k| k.token == token);
                 let note = handoff.filter(|h| h.token == token);
@@ -34,6 +44,9 @@ impl PromotionController {
                         (false, false) => PromotionCause::LeaderLost,
                     };
                     self.vacate(now, cause);
+                    if cause == PromotionCause::LeaderLost {
+                        self.shorten_vacancy(now, token);
+                    }
                 }
                 if confirmed {
                     self.release_acknowledgement(token);
@@ -145,11 +158,12 @@ impl PromotionController {
 
     fn absorb_campaign(&mut self, now: Instant, c: Campaign, out: &mut Vec<A>) {
         self.in_flight.campaign = false;
-        let token = match c {
+        let (token, sent) = match c {
             Campaign::Held(k) => return self.see_leader(now, Some(k)),
-            Campaign::Won { token } => token,
+            Campaign::Won { token, sent } => (token, sent),
         };
         self.held = Some(token);
+        self.beaten(token, sent);
         self.leader = Some(LeaderKey {
             holder: self.s.node.clone(),
             token,

@@ -10,6 +10,9 @@ pub(super) fn settings(node: &str) -> PromotionSettings {
     PromotionSettings {
         node: node.into(),
         key_margin: 100 * MS,
+        // As long as the key's TTL: the lease's proof binds, as these tests were written;
+        // `tests_beats.rs` shortens it.
+        leader_timeout: 1000 * MS,
         renew_interval: 200 * MS,
         write_lease_validity: 1000 * MS,
         statement_timeout: 300 * MS,
@@ -48,8 +51,12 @@ impl Run {
     /// A controller at `t0` whose process started `ack_hold` earlier (so that the hold a
     /// fresh process starts with, rule 8, is over) and has not heard from etcd yet.
     pub(super) fn new(node: &str) -> Self {
+        Run::with(settings(node))
+    }
+
+    /// [`Run::new`] with other settings.
+    pub(super) fn with(s: PromotionSettings) -> Self {
         let t0 = Instant::now() + Duration::from_secs(10);
-        let s = settings(node);
         let started = t0 - s.ack_hold();
         let mut c = PromotionController::new(s, started);
         // Its start-up vacancy counts from `t0`, as the tests were written.
@@ -59,7 +66,16 @@ impl Run {
     pub(super) fn at(&mut self, ms: u64, e: PromotionEvent) -> Vec<PromotionAction> {
         self.c.handle(self.t0 + Duration::from_millis(ms), e)
     }
+    /// This agent's etcd lease renewed and, while it holds the key, its heartbeat applied,
+    /// both sent at `ms`.
     pub(super) fn renewed(&mut self, ms: u64) -> Vec<PromotionAction> {
+        let mut out = self.lease_renewed(ms);
+        if let Some(token) = self.c.held() {
+            out.extend(self.beaten(ms, token));
+        }
+        out
+    }
+    pub(super) fn lease_renewed(&mut self, ms: u64) -> Vec<PromotionAction> {
         let sent = self.t0 + Duration::from_millis(ms);
         self.at(
             ms,
@@ -68,6 +84,15 @@ impl Run {
                 ttl: Duration::from_secs(1),
             },
         )
+    }
+    pub(super) fn beaten(&mut self, ms: u64, token: i64) -> Vec<PromotionAction> {
+        let sent = self.t0 + Duration::from_millis(ms);
+        self.at(ms, PromotionEvent::Beaten { token, sent })
+    }
+    /// This agent's campaign, sent at `ms`, won the key with `token`.
+    pub(super) fn won(&mut self, ms: u64, token: i64) -> Vec<PromotionAction> {
+        let sent = self.t0 + Duration::from_millis(ms);
+        self.at(ms, PromotionEvent::Campaigned(Campaign::Won { token, sent }))
     }
     pub(super) fn local(&mut self, ms: u64, state: MemberState) -> Vec<PromotionAction> {
         self.at(ms, PromotionEvent::Local(LocalPoll::Up(state)))
@@ -114,7 +139,7 @@ pub(super) fn leader_a() -> Run {
         campaigns(&a),
         "a PRIMARY without a leader key campaigns at once: {a:?}"
     );
-    let a = r.at(2, PromotionEvent::Campaigned(Campaign::Won { token: 5 }));
+    let a = r.won(2, 5);
     assert!(!has(&a, |a| matches!(a, PromotionAction::Failover { .. })));
     assert_eq!(a, vec![PromotionAction::RenewWriteLease { token: 5 }]);
     assert_eq!(r.c.held(), Some(5));
@@ -235,7 +260,7 @@ fn a_confirmed_handoff_lets_the_candidate_promote_at_once() {
     let mut r = follower_b();
     let a = r.at(50, handed_off(5, "a", 5));
     assert!(campaigns(&a), "{a:?}");
-    let a = r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
+    let a = r.won(52, 9);
     assert_eq!(
         a,
         vec![PromotionAction::Failover {
@@ -265,7 +290,7 @@ fn an_unannounced_loss_waits_out_the_write_lease_and_the_statement_deadline() {
     );
     assert!(view.lease_alive && !view.leading && view.leader.is_none());
     assert!(campaigns(&r.at(1800, PromotionEvent::Deadline)));
-    let a = r.at(1801, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
+    let a = r.won(1801, 9);
     assert_eq!(
         a,
         vec![PromotionAction::Failover {
@@ -332,7 +357,7 @@ fn a_failover_refused_with_41142_gives_the_key_back_and_does_not_retry() {
     let mut r = follower_b();
     let gone = handed_off(5, "a", 5);
     r.at(50, gone);
-    r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
+    r.won(52, 9);
     let a = r.at(60, PromotionEvent::FailedOver(Err(true)));
     assert!(has(&a, |a| *a
         == PromotionAction::Refused(Refusal::NotSynchronized)));
@@ -365,7 +390,7 @@ fn losing_the_key_mid_promotion_takes_the_replica_offline() {
     let mut r = follower_b();
     let gone = handed_off(5, "a", 5);
     r.at(50, gone);
-    r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
+    r.won(52, 9);
     // No renewal since t = 0: the key is provably held until 900 ms only.
     let a = r.at(900, PromotionEvent::Deadline);
     // Its state is unknown until the next poll: withdrawn from the candidates' view.
@@ -525,7 +550,7 @@ fn a_leader_whose_failover_did_not_take_gives_the_key_back_after_the_grace() {
     let mut r = follower_b();
     let gone = handed_off(5, "a", 5);
     r.at(50, gone);
-    r.at(52, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
+    r.won(52, 9);
     r.at(55, PromotionEvent::FailedOver(Ok(())));
     // Still SECONDARY right after FAILOVER: SQL Server changes the role a moment later.
     r.renewed(500);

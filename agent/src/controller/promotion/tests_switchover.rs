@@ -138,7 +138,7 @@ fn the_target_promotes_at_once_and_the_others_wait_as_after_a_loss() {
     let mut r = follower_b();
     let a = r.at(100, note_to("b"));
     assert!(campaigns(&a), "{a:?}");
-    let a = r.at(101, PromotionEvent::Campaigned(Campaign::Won { token: 9 }));
+    let a = r.won(101, 9);
     assert_eq!(
         a,
         vec![PromotionAction::Failover {

@@ -88,6 +88,7 @@ impl Actor {
                 tracing::info!(ag = %self.ag, leader = ?c.leader().map(|l| &l.holder), result = ?r, "manage: RESOLVING replica made SECONDARY under the current leader");
                 Some(E::RoleChanged)
             }
+            A::Depose { token, revision } => self.depose(*token, *revision, c).await,
             A::Refused(r) => {
                 self.metrics.count_refusal(&self.ag, r.reason());
                 tracing::warn!(ag = %self.ag, reason = r.reason(), "manage: no promotion of the local replica: {r}");
@@ -127,11 +128,13 @@ impl Actor {
         let Some(lease) = self.current_lease() else {
             return E::EtcdFailed;
         };
+        let sent = Instant::now();
         match self.etcd.campaign(&self.ag, &self.node, &lease).await {
             Ok(EtcdCampaign::Won { create_revision }) => {
                 tracing::info!(ag = %self.ag, token = create_revision, "manage: won the leader key");
                 E::Campaigned(Campaign::Won {
                     token: create_revision,
+                    sent,
                 })
             }
             Ok(EtcdCampaign::Held {
@@ -219,6 +222,26 @@ impl Actor {
             }
         }
         E::Demoted { ok: result.is_ok() }
+    }
+
+    /// Rule 9: the leader with `token` has not beaten since `revision`, seen `leader_timeout`
+    /// ago; etcd deletes its key only if that is still so.
+    async fn depose(&mut self, token: i64, revision: i64, c: &PromotionController) -> Option<E> {
+        let holder = c.leader().map(|l| l.holder.clone());
+        match self.etcd.depose(&self.ag, token, revision).await {
+            Ok(true) => {
+                tracing::warn!(ag = %self.ag, token, revision, ?holder, "manage: deposed a leader that stopped beating (its key was not rewritten within leader_timeout_ms)");
+                None
+            }
+            Ok(false) => {
+                tracing::debug!(ag = %self.ag, token, revision, "manage: no deposal: the leader beat again, or its key is gone");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(ag = %self.ag, token, revision, error = %e, "manage: deposal failed; trying again");
+                Some(E::DeposeFailed { token, revision })
+            }
+        }
     }
 
     async fn resign(&mut self, token: i64, confirmed_down: bool, to: Option<String>) -> Option<E> {

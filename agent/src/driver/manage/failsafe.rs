@@ -38,12 +38,13 @@ pub(super) struct Acknowledgers {
 impl Acknowledgers {
     /// Asks while `want` names a term (the leader key's token) and the lease's renewals are
     /// late; reports to `tx`.
-    /// `renewed`: when the last answered renewal of this agent's etcd lease was sent (the
-    /// lease feed's own record).
+    /// `renewed`: when the last answered renewal of this agent's etcd lease, and the last
+    /// applied heartbeat of its key, were sent (the lease feed's and the heartbeat's own
+    /// records): the key is provably held by both.
     pub(super) fn spawn(
         self,
         mut want: watch::Receiver<Option<i64>>,
-        renewed: watch::Receiver<Option<Instant>>,
+        renewed: [watch::Receiver<Option<Instant>>; 2],
         tx: mpsc::Sender<PromotionEvent>,
         cancel: CancellationToken,
     ) {
@@ -61,7 +62,9 @@ impl Acknowledgers {
                 };
                 let sent = Instant::now();
                 let late = self.every * LATE_RENEWALS;
-                let renewing = (*renewed.borrow()).is_some_and(|t| sent < t + late);
+                let renewing = renewed
+                    .iter()
+                    .all(|r| (*r.borrow()).is_some_and(|t| sent < t + late));
                 if renewing {
                     tokio::select! {
                         _ = cancel.cancelled() => return,

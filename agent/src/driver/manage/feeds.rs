@@ -207,8 +207,13 @@ async fn watch_once(etcd: &Etcd, ag: &str, tx: &Events) -> Result<(), EtcdError>
     // The watch starts first: a change between the reads and the watch is seen twice,
     // never missed.
     let mut stream = etcd.watch_ag(ag, None).await?;
+    let read = etcd.leader(ag).await?;
+    let beat = read.as_ref().map(|k| PromotionEvent::Beat {
+        token: k.create_revision,
+        revision: k.mod_revision,
+    });
     let mut keys = AgKeys {
-        leader: etcd.leader(ag).await?.map(|k| LeaderKey {
+        leader: read.map(|k| LeaderKey {
             holder: k.value,
             token: k.create_revision,
         }),
@@ -225,45 +230,54 @@ async fn watch_once(etcd: &Etcd, ag: &str, tx: &Events) -> Result<(), EtcdError>
         .await?
         .and_then(|v| parse_switchover(&v.value));
     let first = [
-        PromotionEvent::Leader(keys.leader.clone()),
-        keys.members_event(),
-        PromotionEvent::SwitchoverAsked(asked),
+        Some(PromotionEvent::Leader(keys.leader.clone())),
+        beat,
+        Some(keys.members_event()),
+        Some(PromotionEvent::SwitchoverAsked(asked)),
     ];
-    for e in first {
+    for e in first.into_iter().flatten() {
         if tx.send(e).await.is_err() {
             return Ok(());
         }
     }
     loop {
         let event = stream.next().await?;
-        let Some(out) = apply(etcd, ag, &mut keys, event).await? else {
-            continue;
-        };
-        if tx.send(out).await.is_err() {
-            return Ok(());
+        for out in apply(etcd, ag, &mut keys, event).await? {
+            if tx.send(out).await.is_err() {
+                return Ok(());
+            }
         }
     }
 }
 
+/// The controller's events for one key event: a leader key rewritten by its holder's
+/// heartbeat is only a [`PromotionEvent::Beat`], a new one is also a `Leader`.
 async fn apply(
     etcd: &Etcd,
     ag: &str,
     keys: &mut AgKeys,
     event: AgEvent,
-) -> Result<Option<PromotionEvent>, EtcdError> {
+) -> Result<Vec<PromotionEvent>, EtcdError> {
     Ok(match event {
         AgEvent::Put {
             key_suffix,
             value,
             create_revision,
-            ..
+            mod_revision,
         } if key_suffix == LEADER => {
             let k = LeaderKey {
                 holder: value,
                 token: create_revision,
             };
+            let beat = PromotionEvent::Beat {
+                token: create_revision,
+                revision: mod_revision,
+            };
+            if keys.leader.as_ref() == Some(&k) {
+                return Ok(vec![beat]);
+            }
             keys.leader = Some(k.clone());
-            Some(PromotionEvent::Leader(Some(k)))
+            vec![PromotionEvent::Leader(Some(k)), beat]
         }
         AgEvent::Delete {
             key_suffix,
@@ -272,44 +286,44 @@ async fn apply(
             // The watch starts before the reads, so a deletion older than the key the read
             // found may be replayed after it: it cannot have deleted that key.
             let Some(old) = keys.leader.take_if(|k| k.token < mod_revision) else {
-                return Ok(None);
+                return Ok(Vec::new());
             };
             let handoff = etcd
                 .get(&format!("{ag}/{HANDOFF}"))
                 .await?
                 .and_then(|v| serde_json::from_str::<Handoff>(&v.value).ok())
                 .filter(|h| h.token == old.token);
-            Some(PromotionEvent::LeaderGone {
+            vec![PromotionEvent::LeaderGone {
                 token: old.token,
                 handoff,
-            })
+            }]
         }
         AgEvent::Put {
             key_suffix, value, ..
         } if key_suffix == SWITCHOVER_KEY_SUFFIX => {
-            Some(PromotionEvent::SwitchoverAsked(parse_switchover(&value)))
+            vec![PromotionEvent::SwitchoverAsked(parse_switchover(&value))]
         }
         AgEvent::Delete { key_suffix, .. } if key_suffix == SWITCHOVER_KEY_SUFFIX => {
-            Some(PromotionEvent::SwitchoverAsked(None))
+            vec![PromotionEvent::SwitchoverAsked(None)]
         }
         AgEvent::Put {
             key_suffix, value, ..
         } => {
             let Some(node) = key_suffix.strip_prefix(MEMBERS) else {
-                return Ok(None);
+                return Ok(Vec::new());
             };
             match parse_member(node, &value) {
                 Some(state) => keys.members.insert(node.to_owned(), state),
                 None => keys.members.remove(node),
             };
-            Some(keys.members_event())
+            vec![keys.members_event()]
         }
         AgEvent::Delete { key_suffix, .. } => {
             let Some(node) = key_suffix.strip_prefix(MEMBERS) else {
-                return Ok(None);
+                return Ok(Vec::new());
             };
             keys.members.remove(node);
-            Some(keys.members_event())
+            vec![keys.members_event()]
         }
     })
 }

@@ -4,10 +4,11 @@
 //! the local replica). The address is not touched here: when the replica becomes PRIMARY,
 //! the router's follow-mode controller sees it in its own probe and acquires, unchanged.
 //!
-//! Four feeders run beside the loop so that nothing waits behind a slow call: `poll`
+//! Five feeders run beside the loop so that nothing waits behind a slow call: `poll`
 //! (the replica, every probe interval), `lease` (grant and renew, every renew interval: a
-//! renewal must never queue behind a T-SQL statement), `watch` (the AG's keys) and, while
-//! the controller wants them, the peers' acknowledgements (`failsafe.rs`, rule 5). Actions
+//! renewal must never queue behind a T-SQL statement), the leader's heartbeat (`beat.rs`,
+//! rule 9, likewise), `watch` (the AG's keys) and, while the controller wants them, the
+//! peers' acknowledgements (`failsafe.rs`, rule 5). Actions
 //! run in the loop, one at a time, each bounded by its deadline; every one is logged with
 //! the leader key's create revision, the fencing token it was taken under.
 
@@ -29,6 +30,7 @@ use crate::metrics::ManageMetrics;
 use crate::status::StatusStore;
 
 mod act;
+mod beat;
 mod failsafe;
 mod feeds;
 mod sql;
@@ -71,6 +73,7 @@ impl ManagedAg {
         let settings = PromotionSettings {
             node: node.clone(),
             key_margin: c.key_margin(),
+            leader_timeout: c.leader_timeout(),
             renew_interval: c.renew_interval(),
             write_lease_validity: c.write_lease_validity(),
             statement_timeout: c.statement_timeout(),
@@ -141,8 +144,20 @@ impl ManagedAg {
         };
         lease.spawn(tx.clone(), w.cancel.clone());
         feeds::spawn_watch(etcd.clone(), ag.clone(), tx.clone(), w.cancel.clone());
+        let (held_tx, held_rx) = watch::channel(None);
+        let (beaten_tx, beaten_rx) = watch::channel(None);
+        let heartbeat = beat::Heartbeat {
+            etcd: etcd.clone(),
+            ag: ag.clone(),
+            node: node.clone(),
+            every,
+            held: held_rx,
+            beaten_tx,
+            metrics: w.metrics.clone(),
+        };
+        heartbeat.spawn(tx.clone(), w.cancel.clone());
         let (want_tx, want_rx) = watch::channel(None);
-        acknowledgers.spawn(want_rx, renewed_rx, tx, w.cancel.clone());
+        acknowledgers.spawn(want_rx, [renewed_rx, beaten_rx], tx, w.cancel.clone());
         let actor = act::Actor {
             ag,
             node,
@@ -160,6 +175,7 @@ impl ManagedAg {
             controller,
             actor,
             want_tx,
+            held_tx,
         };
         task.run(rx, &w).await;
     }
@@ -182,6 +198,8 @@ struct ManageTask {
     actor: act::Actor,
     /// What the acknowledgement rounds ask for (rule 5).
     want_tx: watch::Sender<Option<i64>>,
+    /// The token the heartbeat rewrites the key under (rule 9).
+    held_tx: watch::Sender<Option<i64>>,
 }
 
 impl ManageTask {
@@ -226,6 +244,8 @@ impl ManageTask {
         self.actor
             .gate
             .update(c.leads_or_promotes(), c.leader().map(|k| k.token));
+        self.held_tx
+            .send_if_modified(|h| std::mem::replace(h, c.held()) != c.held());
         self.want_tx.send_if_modified(|w| {
             let now = c.wants_acknowledgements(Instant::now());
             std::mem::replace(w, now) != now

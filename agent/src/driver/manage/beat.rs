@@ -1,0 +1,73 @@
+//! The leader's heartbeat (rule 9, `controller::promotion::beats`): while this agent holds
+//! the AG's leader key, it rewrites the key every renew interval, in a transaction that
+//! applies only while the key carries its token, and reports each answer with the instant
+//! its request was *sent*, the only instant the key is provably held from. Its own task,
+//! like the lease renewals, so that a heartbeat never waits behind a T-SQL statement.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tdsvip_etcd::Etcd;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::promotion::PromotionEvent;
+use crate::metrics::ManageMetrics;
+
+pub(super) struct Heartbeat {
+    pub etcd: Arc<Etcd>,
+    pub ag: String,
+    /// The key's value: this node's name, as the campaign wrote it.
+    pub node: String,
+    pub every: Duration,
+    /// The token of the key this agent holds, as the controller last said.
+    pub held: watch::Receiver<Option<i64>>,
+    /// When the last applied heartbeat was sent, as it happens (the failsafe's askers read
+    /// it; the controller hears of it through the event queue).
+    pub beaten_tx: watch::Sender<Option<Instant>>,
+    pub metrics: ManageMetrics,
+}
+
+impl Heartbeat {
+    pub(super) fn spawn(self, tx: mpsc::Sender<PromotionEvent>, cancel: CancellationToken) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(self.every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let Some(token) = *self.held.borrow() else {
+                    continue;
+                };
+                let Some(event) = self.beat(token).await else {
+                    continue;
+                };
+                if tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    async fn beat(&self, token: i64) -> Option<PromotionEvent> {
+        let sent = Instant::now();
+        match self.etcd.heartbeat(&self.ag, token, &self.node).await {
+            Ok(Some(_)) => {
+                self.metrics.observe_heartbeat(&self.ag, Some(sent.elapsed()));
+                self.beaten_tx.send_replace(Some(sent));
+                Some(PromotionEvent::Beaten { token, sent })
+            }
+            Ok(None) => {
+                tracing::warn!(ag = %self.ag, token, "manage: the leader key is no longer this agent's (deposed, or its lease expired)");
+                Some(PromotionEvent::BeatRefused { token })
+            }
+            Err(e) => {
+                self.metrics.observe_heartbeat(&self.ag, None);
+                tracing::debug!(ag = %self.ag, token, error = %e, "manage: heartbeat failed");
+                None
+            }
+        }
+    }
+}
