@@ -89,8 +89,19 @@ impl PromotionController {
     /// Until when the held key is provably this agent's by etcd: its lease's proof and its
     /// last applied heartbeat's, whichever ends first.
     pub(super) fn key_proof(&self) -> Option<Instant> {
+        self.key_proof_with(None)
+    }
+
+    /// [`Self::key_proof`] as it is once `heard`, an applied heartbeat (token, send time)
+    /// not absorbed yet, is.
+    pub(super) fn key_proof_with(&self, heard: Option<(i64, Instant)>) -> Option<Instant> {
         let token = self.held?;
-        let (_, sent) = self.beats.applied.filter(|(t, _)| *t == token)?;
+        let sent = [self.beats.applied, heard]
+            .into_iter()
+            .flatten()
+            .filter(|(t, _)| *t == token)
+            .map(|(_, sent)| sent)
+            .max()?;
         let beat = sent + self.s.leader_timeout.saturating_sub(self.s.key_margin);
         Some(self.key_deadline?.min(beat))
     }

@@ -138,7 +138,10 @@ pub enum PromotionEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Campaign {
     /// Won by a transaction sent at `sent`: like a heartbeat, it proves the key held from then.
-    Won { token: i64, sent: Instant },
+    Won {
+        token: i64,
+        sent: Instant,
+    },
     Held(LeaderKey),
 }
 

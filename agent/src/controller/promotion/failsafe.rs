@@ -61,7 +61,12 @@ impl Failsafe {
 impl PromotionController {
     /// The latest instant this agent provably leads, by its key or by its peers.
     pub(super) fn proof_deadline(&self) -> Option<Instant> {
-        match (self.key_proof(), self.failsafe.ack_deadline) {
+        self.proof_deadline_with(None)
+    }
+
+    /// [`Self::proof_deadline`] with an applied heartbeat not absorbed yet.
+    pub(super) fn proof_deadline_with(&self, heard: Option<(i64, Instant)>) -> Option<Instant> {
+        match (self.key_proof_with(heard), self.failsafe.ack_deadline) {
             (Some(k), Some(a)) => Some(k.max(a)),
             (k, a) => k.or(a),
         }

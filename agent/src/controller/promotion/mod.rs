@@ -244,7 +244,14 @@ impl PromotionController {
     /// while the key is provably held; the driver checks it again right before sending
     /// (after a login, say), since the decision may be older than the send.
     pub fn send_by(&self) -> Option<Instant> {
-        self.proof_deadline()
+        self.send_by_with(None)
+    }
+
+    /// [`Self::send_by`] once `heard`, the last applied heartbeat (token, send time) as the
+    /// heartbeat task has it, is counted: the driver asks right before each statement, so
+    /// that a heartbeat still queued behind the action (or applied during its login) counts.
+    pub fn send_by_with(&self, heard: Option<(i64, Instant)>) -> Option<Instant> {
+        self.proof_deadline_with(heard)
             .and_then(|d| d.checked_sub(self.s.statement_timeout))
     }
 

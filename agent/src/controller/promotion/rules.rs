@@ -28,7 +28,14 @@ impl PromotionController {
                 // Deposed (or expired): the key is not this agent's any more. The same as
                 // seeing it go, before the watch says so.
                 if self.held == Some(token) {
-                    self.absorb(now, E::LeaderGone { token, handoff: None }, out);
+                    self.absorb(
+                        now,
+                        E::LeaderGone {
+                            token,
+                            handoff: None,
+                        },
+                        out,
+                    );
                 }
             }
             E::DeposeFailed { token, revision } => self.depose_failed(now, token, revision),

@@ -92,7 +92,10 @@ impl Run {
     /// This agent's campaign, sent at `ms`, won the key with `token`.
     pub(super) fn won(&mut self, ms: u64, token: i64) -> Vec<PromotionAction> {
         let sent = self.t0 + Duration::from_millis(ms);
-        self.at(ms, PromotionEvent::Campaigned(Campaign::Won { token, sent }))
+        self.at(
+            ms,
+            PromotionEvent::Campaigned(Campaign::Won { token, sent }),
+        )
     }
     pub(super) fn local(&mut self, ms: u64, state: MemberState) -> Vec<PromotionAction> {
         self.at(ms, PromotionEvent::Local(LocalPoll::Up(state)))

@@ -86,7 +86,10 @@ fn a_leader_acts_only_within_its_last_applied_heartbeat_though_its_lease_lives()
 #[test]
 fn a_refused_heartbeat_ends_the_lead_and_a_primary_campaigns_again_without_going_offline() {
     let mut r = leader();
-    assert!(r.at(50, PromotionEvent::BeatRefused { token: 4 }).is_empty());
+    assert!(
+        r.at(50, PromotionEvent::BeatRefused { token: 4 })
+            .is_empty()
+    );
     assert_eq!(r.c.held(), Some(5), "another term's answer");
     let a = r.at(60, PromotionEvent::BeatRefused { token: 5 });
     assert_eq!(r.c.held(), None);
@@ -152,10 +155,13 @@ fn a_heartbeat_seen_puts_the_deposal_off_and_a_replayed_older_one_does_not() {
 #[test]
 fn a_leader_does_not_depose_itself() {
     let mut r = leader();
-    r.at(3, PromotionEvent::Beat {
-        token: 5,
-        revision: 6,
-    });
+    r.at(
+        3,
+        PromotionEvent::Beat {
+            token: 5,
+            revision: 6,
+        },
+    );
     for ms in [800, 900, 2000] {
         let a = r.at(ms, PromotionEvent::Deadline);
         assert!(!has(&a, |a| matches!(a, PromotionAction::Depose { .. })));
@@ -211,4 +217,23 @@ fn a_loss_whose_heartbeats_were_not_seen_waits_the_whole_time() {
         r.c.view(r.t0 + 400 * MS).candidates_wait_until,
         Some(r.t0 + 1700 * MS)
     );
+}
+
+#[test]
+fn a_heartbeat_still_queued_counts_when_the_driver_asks_right_before_sending() {
+    let r = leader();
+    assert_eq!(r.c.send_by(), Some(r.t0 + 302 * MS));
+    let heard = |ms: u64, token| Some((token, r.t0 + std::time::Duration::from_millis(ms)));
+    assert_eq!(r.c.send_by_with(heard(250, 5)), Some(r.t0 + 550 * MS));
+    assert_eq!(
+        r.c.send_by_with(heard(500, 5)),
+        Some(r.t0 + 600 * MS),
+        "never past the lease's own proof (renewed at 0: 900 - 300)"
+    );
+    assert_eq!(
+        r.c.send_by_with(heard(250, 4)),
+        Some(r.t0 + 302 * MS),
+        "another term's heartbeat proves nothing about this key"
+    );
+    assert_eq!(r.c.send_by_with(heard(1, 5)), Some(r.t0 + 302 * MS));
 }

@@ -29,6 +29,9 @@ pub(super) struct Actor {
     pub node: String,
     pub etcd: Arc<Etcd>,
     pub lease: watch::Receiver<Option<Lease>>,
+    /// The last applied heartbeat (token, send time), as the heartbeat task has it: every
+    /// statement that needs the key's proof asks the controller with it right before it goes.
+    pub beaten: watch::Receiver<Option<(i64, Instant)>>,
     pub control: ReplicaControl,
     pub metrics: ManageMetrics,
     /// Where this node's promises to other leaders are kept (rule 5).
@@ -64,8 +67,8 @@ impl Actor {
             A::Publish(state) => self.publish(state).await,
             A::Unpublish => self.unpublish().await,
             A::Campaign => Some(self.campaign().await),
-            A::Failover { token, cause } => Some(self.failover(*token, *cause, c.send_by()).await),
-            A::RenewWriteLease { token } => Some(self.renew(*token, c.send_by()).await),
+            A::Failover { token, cause } => Some(self.failover(*token, *cause, c).await),
+            A::RenewWriteLease { token } => Some(self.renew(*token, c).await),
             A::Resign {
                 token,
                 confirmed_down,
@@ -77,7 +80,7 @@ impl Actor {
                 self.ownership(Event::MayHold).await;
                 None
             }
-            A::Demote { token } => Some(self.demote(*token, c.send_by()).await),
+            A::Demote { token } => Some(self.demote(*token, c).await),
             A::TakeOffline { token } => {
                 let r = self.control.offline().await;
                 tracing::warn!(ag = %self.ag, token, result = ?r, "manage: the leader key is no longer provably held: local replica taken OFFLINE");
@@ -152,7 +155,7 @@ impl Actor {
         }
     }
 
-    async fn failover(&mut self, token: i64, cause: PromotionCause, send_by: Option<Instant>) -> E {
+    async fn failover(&mut self, token: i64, cause: PromotionCause, c: &PromotionController) -> E {
         // Checked under the lock that answers acknowledgements: a promise given a moment ago
         // (not yet seen by the controller) still holds this FAILOVER back.
         let planned = cause == PromotionCause::Switchover;
@@ -161,7 +164,10 @@ impl Actor {
             tracing::warn!(ag = %self.ag, token, left_ms, "manage: FAILOVER withheld: this node acknowledged another leader (failsafe); the key is given back");
             return E::FailedOver(Err(false));
         }
-        let result = self.control.failover(send_by).await;
+        let result = self
+            .control
+            .failover(|| c.send_by_with(*self.beaten.borrow()))
+            .await;
         match &result {
             Ok(()) => {
                 self.metrics.count_promotion(&self.ag, cause.name());
@@ -172,9 +178,12 @@ impl Actor {
         E::FailedOver(result.map_err(|e| e.code == Some(NOT_SYNCHRONIZED)))
     }
 
-    async fn renew(&mut self, token: i64, send_by: Option<Instant>) -> E {
+    async fn renew(&mut self, token: i64, c: &PromotionController) -> E {
         let began = Instant::now();
-        let result = self.control.renew_write_lease(send_by).await;
+        let result = self
+            .control
+            .renew_write_lease(|| c.send_by_with(*self.beaten.borrow()))
+            .await;
         self.metrics
             .observe_write_lease_renewal(&self.ag, began.elapsed());
         if let Err(e) = result
@@ -206,13 +215,16 @@ impl Actor {
         E::LetGoDone { ok }
     }
 
-    async fn demote(&mut self, token: i64, send_by: Option<Instant>) -> E {
+    async fn demote(&mut self, token: i64, c: &PromotionController) -> E {
         // The let-go is renewed first: waiting for the release may have used most of it, and
         // a let-go that ended before the demotion would take the address back to a replica
         // about to be demoted.
         let until = Instant::now() + self.let_go_for;
         self.ownership(Event::LetGo { until }).await;
-        let result = self.control.demote(send_by).await;
+        let result = self
+            .control
+            .demote(|| c.send_by_with(*self.beaten.borrow()))
+            .await;
         match &result {
             Ok(()) => {
                 tracing::info!(ag = %self.ag, token, "manage: switchover: local replica demoted (SET ROLE = SECONDARY)")

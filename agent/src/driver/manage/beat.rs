@@ -22,9 +22,11 @@ pub(super) struct Heartbeat {
     pub every: Duration,
     /// The token of the key this agent holds, as the controller last said.
     pub held: watch::Receiver<Option<i64>>,
-    /// When the last applied heartbeat was sent, as it happens (the failsafe's askers read
-    /// it; the controller hears of it through the event queue).
-    pub beaten_tx: watch::Sender<Option<Instant>>,
+    /// The token and send time of the last applied heartbeat, as it happens: the failsafe's
+    /// askers read it, and the manage task feeds it to the controller before every event
+    /// and action (the event queue waits while an action runs, up to a switchover's let-go,
+    /// longer than the heartbeats' 200 ms of slack).
+    pub beaten_tx: watch::Sender<Option<(i64, Instant)>>,
     pub metrics: ManageMetrics,
 }
 
@@ -33,12 +35,15 @@ impl Heartbeat {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(self.every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut held = self.held.clone();
             loop {
+                // A new term beats at once: its campaign is its only heartbeat so far.
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tick.tick() => {}
+                    Ok(()) = held.changed() => {}
                 }
-                let Some(token) = *self.held.borrow() else {
+                let Some(token) = *held.borrow_and_update() else {
                     continue;
                 };
                 let Some(event) = self.beat(token).await else {
@@ -55,8 +60,9 @@ impl Heartbeat {
         let sent = Instant::now();
         match self.etcd.heartbeat(&self.ag, token, &self.node).await {
             Ok(Some(_)) => {
-                self.metrics.observe_heartbeat(&self.ag, Some(sent.elapsed()));
-                self.beaten_tx.send_replace(Some(sent));
+                self.metrics
+                    .observe_heartbeat(&self.ag, Some(sent.elapsed()));
+                self.beaten_tx.send_replace(Some((token, sent)));
                 Some(PromotionEvent::Beaten { token, sent })
             }
             Ok(None) => {

@@ -38,13 +38,14 @@ pub(super) struct Acknowledgers {
 impl Acknowledgers {
     /// Asks while `want` names a term (the leader key's token) and the lease's renewals are
     /// late; reports to `tx`.
-    /// `renewed`: when the last answered renewal of this agent's etcd lease, and the last
-    /// applied heartbeat of its key, were sent (the lease feed's and the heartbeat's own
-    /// records): the key is provably held by both.
+    /// `renewed`: when the last answered renewal of this agent's etcd lease was sent, and
+    /// `beaten` the last applied heartbeat of its key (the lease feed's and the heartbeat's
+    /// own records): the key is provably held by both.
     pub(super) fn spawn(
         self,
         mut want: watch::Receiver<Option<i64>>,
-        renewed: [watch::Receiver<Option<Instant>>; 2],
+        renewed: watch::Receiver<Option<Instant>>,
+        beaten: watch::Receiver<Option<(i64, Instant)>>,
         tx: mpsc::Sender<PromotionEvent>,
         cancel: CancellationToken,
     ) {
@@ -62,9 +63,11 @@ impl Acknowledgers {
                 };
                 let sent = Instant::now();
                 let late = self.every * LATE_RENEWALS;
-                let renewing = renewed
-                    .iter()
-                    .all(|r| (*r.borrow()).is_some_and(|t| sent < t + late));
+                let recent = |t: Option<Instant>| t.is_some_and(|t| sent < t + late);
+                let beat = (*beaten.borrow())
+                    .filter(|(t, _)| *t == term)
+                    .map(|(_, s)| s);
+                let renewing = recent(*renewed.borrow()) && recent(beat);
                 if renewing {
                     tokio::select! {
                         _ = cancel.cancelled() => return,

@@ -157,12 +157,13 @@ impl ManagedAg {
         };
         heartbeat.spawn(tx.clone(), w.cancel.clone());
         let (want_tx, want_rx) = watch::channel(None);
-        acknowledgers.spawn(want_rx, [renewed_rx, beaten_rx], tx, w.cancel.clone());
+        acknowledgers.spawn(want_rx, renewed_rx, beaten_rx.clone(), tx, w.cancel.clone());
         let actor = act::Actor {
             ag,
             node,
             etcd,
             lease: lease_rx,
+            beaten: beaten_rx.clone(),
             control,
             metrics: w.metrics.clone(),
             gate,
@@ -176,6 +177,7 @@ impl ManagedAg {
             actor,
             want_tx,
             held_tx,
+            beaten: beaten_rx,
         };
         task.run(rx, &w).await;
     }
@@ -200,6 +202,8 @@ struct ManageTask {
     want_tx: watch::Sender<Option<i64>>,
     /// The token the heartbeat rewrites the key under (rule 9).
     held_tx: watch::Sender<Option<i64>>,
+    /// The last applied heartbeat, as the heartbeat task saw it answered.
+    beaten: watch::Receiver<Option<(i64, Instant)>>,
 }
 
 impl ManageTask {
@@ -229,12 +233,18 @@ impl ManageTask {
     }
 
     /// One event and every action that follows from it, each action's result fed back.
+    /// The last applied heartbeat goes in first each time: it is a fact whenever it is
+    /// heard, and the queue may hold it back behind a slow action, after which a stale proof
+    /// would take a healthy primary offline (or refuse a switchover's demotion).
     async fn handle(&mut self, event: PromotionEvent) {
-        let mut pending = self.controller.handle(Instant::now(), event);
+        let mut pending = self.fresh_heartbeat();
+        pending.extend(self.controller.handle(Instant::now(), event));
         while !pending.is_empty() {
             let mut next = Vec::new();
             for action in pending {
+                next.extend(self.fresh_heartbeat());
                 if let Some(result) = self.actor.act(&action, &self.controller).await {
+                    next.extend(self.fresh_heartbeat());
                     next.extend(self.controller.handle(Instant::now(), result));
                 }
             }
@@ -250,6 +260,21 @@ impl ManageTask {
             let now = c.wants_acknowledgements(Instant::now());
             std::mem::replace(w, now) != now
         });
+    }
+}
+
+impl ManageTask {
+    fn fresh_heartbeat(&mut self) -> Vec<crate::controller::promotion::PromotionAction> {
+        if !self.beaten.has_changed().unwrap_or(false) {
+            return Vec::new();
+        }
+        let latest = *self.beaten.borrow_and_update();
+        match latest {
+            Some((token, sent)) => self
+                .controller
+                .handle(Instant::now(), PromotionEvent::Beaten { token, sent }),
+            None => Vec::new(),
+        }
     }
 }
 

@@ -95,14 +95,14 @@ impl ReplicaControl {
         LocalPoll::Unanswered
     }
 
-    /// `FAILOVER`, sent only before `send_by` (the leader key's proof, checked again after
-    /// any login: the decision may be older than the send).
+    /// `FAILOVER`, sent only before `send_by()` (the leader key's proof, asked after any
+    /// login: the decision may be older than the send, and the proof newer).
     pub(super) async fn failover(
         &mut self,
-        send_by: Option<Instant>,
+        send_by: impl Fn() -> Option<Instant>,
     ) -> Result<(), StatementError> {
         self.log_in().await?;
-        provable(send_by)?;
+        provable(send_by())?;
         self.send(&format!(
             "ALTER AVAILABILITY GROUP {} FAILOVER;",
             bracketed(&self.ag)
@@ -113,10 +113,10 @@ impl ReplicaControl {
     /// `SET (WRITE_LEASE_VALIDITY = s)`, gated as [`Self::failover`].
     pub(super) async fn renew_write_lease(
         &mut self,
-        send_by: Option<Instant>,
+        send_by: impl Fn() -> Option<Instant>,
     ) -> Result<(), StatementError> {
         self.log_in().await?;
-        provable(send_by)?;
+        provable(send_by())?;
         self.send(&format!(
             "ALTER AVAILABILITY GROUP {} SET (WRITE_LEASE_VALIDITY = {});",
             bracketed(&self.ag),
@@ -137,9 +137,12 @@ impl ReplicaControl {
 
     /// A planned switchover's demotion of the PRIMARY: a role change, gated as
     /// [`Self::failover`].
-    pub(super) async fn demote(&mut self, send_by: Option<Instant>) -> Result<(), StatementError> {
+    pub(super) async fn demote(
+        &mut self,
+        send_by: impl Fn() -> Option<Instant>,
+    ) -> Result<(), StatementError> {
         self.log_in().await?;
-        provable(send_by)?;
+        provable(send_by())?;
         self.send_set_secondary().await
     }
 
