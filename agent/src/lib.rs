@@ -34,7 +34,7 @@ pub use peer_status::field_error;
 /// The `/status` wire types: one set, read by the CLI, by peers and by other tools.
 pub use status::{
     AgDocument, ClusterDocument, LossAges, MemberDocument, OverlayLoginDocument, PeerAgSummary,
-    PeerEntry, PeerSummary, PhasesDocument, ProbeDocument, RouteOwner, StatusDocument,
-    StepDocument, TimelineDocument, status_schema,
+    PeerEntry, PeerSummary, PhasesDocument, ProbeDocument, PromotionDocument, RouteOwner,
+    StatusDocument, StepDocument, TimelineDocument, status_schema,
 };
 pub use status::{AgStatus, AgentStatus, OverlayRun, PeerStatus, ProbeSummary, StatusStore};

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tdsvip::controller::promotion::{
-    ClusterView, CommitMode, LeaderKey, MemberRole, MemberState, Refusal,
+    ClusterView, CommitMode, LeaderKey, MemberRole, MemberState, PromotionCause, PromotionSteps,
+    Refusal, VacancySign,
 };
 use tdsvip::controller::{Direction, FailoverTimeline, TimedStep};
 use tdsvip::{
@@ -141,6 +142,21 @@ fn timeline() -> FailoverTimeline {
     });
     t.node_done = Some(t0 + Duration::from_millis(3));
     t.node_ok = Some(true);
+    // Manage mode: the promotion this acquire followed.
+    let before = |ms: u64| t0 - Duration::from_millis(ms);
+    t.local_primary_seen = Some(before(5));
+    t.promotion = Some(PromotionSteps {
+        cause: PromotionCause::PrimaryDown,
+        term: 43,
+        vacancy: VacancySign::Handoff {
+            from: "sql2".into(),
+            term: 42,
+        },
+        detected: before(20),
+        elected: before(18),
+        failover_sent: before(17),
+        failover_answered: before(9),
+    });
     t
 }
 
@@ -186,11 +202,20 @@ fn the_agents_real_answer_validates_and_a_wrong_one_does_not() {
     assert!(said(&out).contains("valid"), "{}", said(&out));
 
     let mut v: Value = serde_json::from_str(&body).unwrap();
+    let promotion = &v["ags"]["AG1"]["last_timeline"]["promotion"];
+    assert_eq!(promotion["cause"], "primary_down", "{body}");
     v["ags"]["AG1"]["owned_addresses"] = Value::from("10.9.0.10");
     let bad = dir.join("bad.json");
     std::fs::write(&bad, v.to_string()).unwrap();
     let out = ajv_validate(&bad);
     assert!(!out.status.success(), "{}", said(&out));
     assert!(said(&out).contains("owned_addresses"), "{}", said(&out));
+
+    let mut v: Value = serde_json::from_str(&body).unwrap();
+    v["ags"]["AG1"]["last_timeline"]["promotion"]["failover_sent"] = Value::from("soon");
+    std::fs::write(&bad, v.to_string()).unwrap();
+    let out = ajv_validate(&bad);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("failover_sent"), "{}", said(&out));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,9 +1,10 @@
 //! `tdsvip status`'s manage-mode lines for one AG: who leads its failover, in which term,
 //! whether this agent's etcd lease is alive, and every replica's published state (role,
 //! commit mode, sequence number, synchronized) — what a person checks before a switchover
-//! or after a refused promotion.
+//! or after a refused promotion; and a failover timeline's promotion steps (detect, elect,
+//! failover), which the timeline prints among its other events.
 
-use tdsvip::{ClusterDocument, MemberDocument};
+use tdsvip::{ClusterDocument, MemberDocument, PromotionDocument};
 
 use super::status_text::{inline_object, line, others};
 
@@ -58,6 +59,47 @@ pub(super) fn render(out: &mut String, c: &ClusterDocument) {
         line(out, 2, label, member(m));
     }
     others(out, 2, &c.other);
+}
+
+/// The promotion's steps as a timeline's events, `(seconds, label)`, in the order they
+/// happen (the caller sorts all events stably, so this order wins at equal instants). A
+/// newer agent's fields this build does not know are appended to the last one.
+pub(super) fn promotion_events(p: &PromotionDocument) -> Vec<(f64, String)> {
+    let previous = match (&p.previous_leader, p.previous_term) {
+        (Some(node), Some(term)) => format!(" of {node} (term {term})"),
+        (Some(node), None) => format!(" of {node}"),
+        (None, Some(term)) => format!(" (term {term})"),
+        (None, None) => String::new(),
+    };
+    let detect = match p.vacancy_seen.as_str() {
+        "handoff" => format!("handoff note{previous} read"),
+        "key_deleted" => format!("leader key{previous} seen gone"),
+        "key_missing" => "no leader key found by a read".to_owned(),
+        "start" => "no leader key known at the agent's start".to_owned(),
+        other => format!("vacancy seen ({other}){previous}"),
+    };
+    let term = p.term.map(|t| format!(", term {t}")).unwrap_or_default();
+    let took = match (p.failover_sent, p.failover_answered) {
+        (Some(sent), Some(answered)) => format!(" (took {:.3} ms)", (answered - sent) * 1000.0),
+        _ => String::new(),
+    };
+    let mut accepted = format!("failover: FAILOVER accepted{took}");
+    if !p.other.is_empty() {
+        accepted = format!("{accepted} {}", inline_object(&p.other));
+    }
+    let steps = [
+        (p.detected, format!("detect: {detect}")),
+        (p.elected, format!("elect: leader key won{term}")),
+        (
+            p.failover_sent,
+            format!("failover: FAILOVER sent (cause {})", p.cause),
+        ),
+        (p.failover_answered, accepted),
+    ];
+    steps
+        .into_iter()
+        .filter_map(|(at, label)| Some((at?, label)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -149,6 +191,32 @@ mod tests {
         assert!(out.contains("failsafe"), "{out}");
         assert!(out.contains("peers acknowledge"), "{out}");
         assert!(out.contains("lag_ms"), "{out}");
+    }
+
+    #[test]
+    fn a_promotion_reads_as_its_steps_in_order() {
+        let p = PromotionDocument {
+            cause: "primary_down".into(),
+            term: Some(12),
+            vacancy_seen: "handoff".into(),
+            previous_term: Some(7),
+            previous_leader: Some("sqlnode1".into()),
+            detected: Some(0.0),
+            elected: Some(0.002),
+            failover_sent: Some(0.0025),
+            failover_answered: Some(0.0105),
+            ..Default::default()
+        };
+        let labels: Vec<String> = promotion_events(&p).into_iter().map(|(_, l)| l).collect();
+        assert_eq!(
+            labels,
+            [
+                "detect: handoff note of sqlnode1 (term 7) read",
+                "elect: leader key won, term 12",
+                "failover: FAILOVER sent (cause primary_down)",
+                "failover: FAILOVER accepted (took 8.000 ms)",
+            ]
+        );
     }
 
     #[test]

@@ -197,6 +197,10 @@ fn timeline_events(t: &TimelineDocument) -> Vec<(f64, String)> {
         .as_ref()
         .map(|b| format!(" (by {b}, across the network)"))
         .unwrap_or_default();
+    let re_observe = match t.promotion {
+        Some(_) => " (re-observe: the promotion took)",
+        None => "",
+    };
     let node_ok = if t.node_ok == Some(false) {
         " (FAILED)"
     } else {
@@ -208,7 +212,10 @@ fn timeline_events(t: &TimelineDocument) -> Vec<(f64, String)> {
             format!("old primary's first failed probe{by}"),
         ),
         (t.detected, "failure detected".into()),
-        (t.local_primary_seen, "local replica seen PRIMARY".into()),
+        (
+            t.local_primary_seen,
+            format!("local replica seen PRIMARY{re_observe}"),
+        ),
         (t.decided, format!("decided: {}", t.direction)),
         (t.node_done, format!("node executor done{node_ok}")),
         (t.route_tables_done, "every route table points here".into()),
@@ -221,10 +228,16 @@ fn timeline_events(t: &TimelineDocument) -> Vec<(f64, String)> {
             format!("first client login through the overlay IP{client_by}"),
         ),
     ];
-    let mut events: Vec<(f64, String)> = marks
-        .into_iter()
-        .filter_map(|(at, label)| Some((at?, label)))
-        .collect();
+    // A promotion's steps come first: at equal instants they are the cause.
+    let promotion = t.promotion.as_ref();
+    let mut events: Vec<(f64, String)> = promotion
+        .map(super::status_cluster::promotion_events)
+        .unwrap_or_default();
+    events.extend(
+        marks
+            .into_iter()
+            .filter_map(|(at, label)| Some((at?, label))),
+    );
     for (steps, kind) in [(&t.node_steps, ""), (&t.route_tables, "route table ")] {
         for s in steps {
             if let Some(at) = s.at {
@@ -452,6 +465,30 @@ mod tests {
         ] {
             assert!(s.contains(needle), "no {needle:?} in:\n{s}");
         }
+    }
+
+    #[test]
+    fn a_promotion_prints_its_steps_before_the_acquire() {
+        let v = json!({
+            "node": "n2",
+            "ags": {"AG1": {"state": "owner", "last_timeline": {
+                "direction": "acquire", "local_primary_seen": 0.015, "decided": 0.035,
+                "promotion": {"cause": "leader_lost", "term": 9, "vacancy_seen": "key_deleted",
+                    "previous_term": 5, "detected": 0.0, "elected": 0.002,
+                    "failover_sent": 0.002, "failover_answered": 0.010}}}}
+        });
+        let s = render(&parse(v).unwrap(), "http://x", 100.0);
+        let order = [
+            "+0.000 ms  detect: leader key (term 5) seen gone",
+            "+2.000 ms  elect: leader key won, term 9",
+            "+2.000 ms  failover: FAILOVER sent (cause leader_lost)",
+            "+10.000 ms  failover: FAILOVER accepted (took 8.000 ms)",
+            "+15.000 ms  local replica seen PRIMARY (re-observe: the promotion took)",
+            "+35.000 ms  decided: acquire",
+        ];
+        let at: Vec<Option<usize>> = order.iter().map(|n| s.find(n)).collect();
+        assert!(at.iter().all(Option::is_some), "{order:?} not all in:\n{s}");
+        assert!(at.is_sorted(), "out of order:\n{s}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use super::policy::Verdict;
+use super::promotion::PromotionSteps;
 use super::timeline::TimedStep;
 
 /// One input to an AG's controller.
@@ -61,6 +62,9 @@ pub enum Event {
     /// sooner). The replica is demoted next, so that no client reaches it as a secondary;
     /// `until` bounds the let-go if the switchover stops half way.
     LetGo { until: Instant },
+    /// Manage mode: this agent's promotion of the local replica was accepted (`FAILOVER`
+    /// answered); its steps go into the timeline of the acquire that follows it.
+    Promoted(Box<PromotionSteps>),
     /// The switchover did not happen: the addresses may be taken again.
     MayHold,
     /// The instant of [`super::AgController::next_deadline`] has come.

@@ -34,3 +34,5 @@ pub use timeline::{Direction, FailoverTimeline, PHASE_NAMES, Phases, TimedStep};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_promoted;

@@ -24,12 +24,18 @@
 //!   request's time). Of several peers the earliest report that arrives before the timeline
 //!   closes counts. Without a peer whose `/status` is readable there is nothing to measure it
 //!   with, and the phase stays empty.
+//!
+//! In manage mode an acquire that follows this agent's own promotion of its replica also
+//! carries the promotion's steps ([`PromotionSteps`]: detect, elect, failover); its
+//! `local_primary_seen` is then the promotion's re-observe step and its `decided` the
+//! acquire, so that the whole path from the vacancy to the address is one record.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::decision::ReleaseCause;
+use super::promotion::PromotionSteps;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::Display)]
 #[serde(into = "&'static str")]
@@ -75,6 +81,8 @@ pub struct FailoverTimeline {
     pub first_client_login: Option<Instant>,
     /// The peer whose login through the overlay IP is `first_client_login`.
     pub first_client_login_by: Option<String>,
+    /// Manage mode: this agent's promotion of the local replica that the acquire followed.
+    pub promotion: Option<PromotionSteps>,
     /// What the timeline was still waiting for when it was closed at its time limit
     /// (`route_tables`, `first_local_login`, `first_client_login`); empty for a complete
     /// timeline.
@@ -159,6 +167,7 @@ impl FailoverTimeline {
             first_local_login: None,
             first_client_login: None,
             first_client_login_by: None,
+            promotion: None,
             unfinished: Vec::new(),
         }
     }
@@ -185,9 +194,14 @@ impl FailoverTimeline {
             .iter()
             .chain(&self.route_tables)
             .map(|s| Some(s.start));
+        let promotion = self
+            .promotion
+            .iter()
+            .flat_map(|p| [p.detected, p.elected, p.failover_sent, p.failover_answered].map(Some));
         marks
             .into_iter()
             .chain(steps)
+            .chain(promotion)
             .flatten()
             .fold(self.decided, Instant::min)
     }

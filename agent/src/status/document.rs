@@ -8,10 +8,11 @@ use serde_json::Map;
 
 use super::wire::{
     AgDocument, ClusterDocument, LossAges, MemberDocument, OverlayLoginDocument, PeerEntry,
-    PhasesDocument, ProbeDocument, StatusDocument, StepDocument, TimelineDocument,
+    PhasesDocument, ProbeDocument, PromotionDocument, StatusDocument, StepDocument,
+    TimelineDocument,
 };
 use super::{AgStatus, AgentStatus, OverlayRun, PeerStatus, ProbeSummary};
-use crate::controller::promotion::ClusterView;
+use crate::controller::promotion::{ClusterView, PromotionSteps, VacancySign};
 use crate::controller::{FailoverTimeline, PrimaryLoss, TimedStep};
 
 fn age_ms(at: Instant) -> f64 {
@@ -176,6 +177,7 @@ impl From<&FailoverTimeline> for TimelineDocument {
             first_local_login: opt(t.first_local_login),
             first_client_login: opt(t.first_client_login),
             first_client_login_by: t.first_client_login_by.clone(),
+            promotion: t.promotion.as_ref().map(|p| promotion_document(p, origin)),
             unfinished: t.unfinished.iter().map(|s| (*s).to_owned()).collect(),
             phases: PhasesDocument {
                 detect: secs(p.detect),
@@ -190,5 +192,24 @@ impl From<&FailoverTimeline> for TimelineDocument {
             },
             other: Map::new(),
         }
+    }
+}
+
+fn promotion_document(p: &PromotionSteps, origin: Instant) -> PromotionDocument {
+    let at = |i: Instant| Some(i.saturating_duration_since(origin).as_secs_f64());
+    PromotionDocument {
+        cause: p.cause.name().to_owned(),
+        term: Some(p.term),
+        vacancy_seen: p.vacancy.name().to_owned(),
+        previous_term: p.vacancy.previous_term(),
+        previous_leader: match &p.vacancy {
+            VacancySign::Handoff { from, .. } => Some(from.clone()),
+            _ => None,
+        },
+        detected: at(p.detected),
+        elected: at(p.elected),
+        failover_sent: at(p.failover_sent),
+        failover_answered: at(p.failover_answered),
+        other: Map::new(),
     }
 }

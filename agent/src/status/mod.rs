@@ -27,8 +27,8 @@ mod wire;
 
 pub use wire::{
     AgDocument, ClusterDocument, LossAges, MemberDocument, OverlayLoginDocument, PeerAgSummary,
-    PeerEntry, PeerSummary, PhasesDocument, ProbeDocument, RouteOwner, StatusDocument,
-    StepDocument, TimelineDocument, status_schema,
+    PeerEntry, PeerSummary, PhasesDocument, ProbeDocument, PromotionDocument, RouteOwner,
+    StatusDocument, StepDocument, TimelineDocument, status_schema,
 };
 
 /// How many completed timelines `/events` keeps unless told otherwise.

@@ -259,10 +259,44 @@ pub struct TimelineDocument {
     pub first_client_login: Option<f64>,
     /// The peer that made it.
     pub first_client_login_by: Option<String>,
+    /// Manage mode: this agent's promotion of its replica that the acquire followed (`null`
+    /// otherwise). Its steps are detect, elect and failover; re-observe is this timeline's
+    /// `local_primary_seen` and acquire its `decided`.
+    pub promotion: Option<PromotionDocument>,
     /// What the timeline never got before it was closed.
     pub unfinished: Vec<String>,
     /// Per phase, seconds (`tdsvip_failover_phase_duration_seconds{phase}`).
     pub phases: PhasesDocument,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `promotion` of a timeline: the steps of this agent's promotion of its replica, in
+/// seconds from the timeline's start, in the order they happen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct PromotionDocument {
+    /// Why the AG needed a new primary: `primary_down`, `leader_lost` or `switchover` (the
+    /// `cause` label of `tdsvip_promotions_total`).
+    pub cause: String,
+    /// The leader key this agent won: its create revision, the fencing token.
+    pub term: Option<i64>,
+    /// How the vacancy was seen: `handoff` (the old leader's note), `key_deleted` (the key
+    /// deleted without a note: expired, or resigned without one), `key_missing` (a read
+    /// found no key) or `start` (no key known when the agent started).
+    pub vacancy_seen: String,
+    /// The term of the leader key that went, when known.
+    pub previous_term: Option<i64>,
+    /// The old leader that wrote the handoff note.
+    pub previous_leader: Option<String>,
+    /// detect: the vacancy began (the instant the candidates' wait counts from).
+    pub detected: Option<f64>,
+    /// elect: the campaign's answer, the key won, arrived.
+    pub elected: Option<f64>,
+    /// failover: `ALTER AVAILABILITY GROUP … FAILOVER` went out ...
+    pub failover_sent: Option<f64>,
+    /// ... and SQL Server accepted it.
+    pub failover_answered: Option<f64>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

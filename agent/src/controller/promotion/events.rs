@@ -104,8 +104,9 @@ pub enum PromotionEvent {
     /// leader key included, and a new lease starts from nothing.
     LeaseLost,
     Campaigned(Campaign),
-    /// `FAILOVER` answered; `Err(true)` when it was 41142 (not synchronized).
-    FailedOver(Result<(), bool>),
+    /// `FAILOVER` answered: `Ok(sent)`, accepted, sent at `sent` (for the timeline);
+    /// `Err(true)` when it was 41142 (not synchronized).
+    FailedOver(Result<Instant, bool>),
     WriteLeaseRenewed,
     /// Every peer agent acknowledged this agent as the leader with `token`, in a round of
     /// requests sent at `sent`; `from` names the nodes that answered.

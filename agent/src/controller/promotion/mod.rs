@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 pub mod candidate;
 mod events;
+mod steps;
 mod switchover;
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,8 @@ mod tests_beats;
 #[cfg(test)]
 mod tests_failsafe;
 #[cfg(test)]
+mod tests_steps;
+#[cfg(test)]
 mod tests_switchover;
 
 pub use candidate::{CommitMode, MemberRole, MemberState, Refusal, eligibility};
@@ -45,6 +48,7 @@ pub use events::{
     Campaign, Handoff, LeaderKey, LocalPoll, PromotionAction, PromotionCause, PromotionEvent,
 };
 pub use failsafe::LATE_RENEWALS;
+pub use steps::{PromotionSteps, VacancySign};
 pub use switchover::Switchover;
 
 /// Timing and identity; all from `[cluster]` and `[probe]`.
@@ -148,6 +152,8 @@ pub struct PromotionController {
     /// The instant of the last event handled: deadlines not after it are not asked for
     /// again (a due rule that cannot act yet must not wake the loop in a spin).
     last_event: Instant,
+    /// The promotion's steps for the failover timeline (`steps.rs`).
+    steps: steps::StepRecorder,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -197,6 +203,7 @@ impl PromotionController {
             awaiting_primary_until: None,
             role_changed_at: None,
             last_event: now,
+            steps: steps::StepRecorder::at_start(now),
         }
     }
 
@@ -234,8 +241,10 @@ impl PromotionController {
 
     pub fn handle(&mut self, now: Instant, event: PromotionEvent) -> Vec<PromotionAction> {
         let mut out = Vec::new();
+        let news = steps::StepNews::of(&event, self);
         self.absorb(now, event, &mut out);
         self.evaluate(now, &mut out);
+        self.note_steps(now, news, &out);
         self.last_event = now;
         out
     }

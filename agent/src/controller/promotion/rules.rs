@@ -189,11 +189,11 @@ impl PromotionController {
         }
     }
 
-    fn absorb_failover(&mut self, now: Instant, result: Result<(), bool>, out: &mut Vec<A>) {
+    fn absorb_failover(&mut self, now: Instant, result: Result<Instant, bool>, out: &mut Vec<A>) {
         self.in_flight.failover = false;
         match result {
             // FAILOVER returns before the role shows: give SQL Server a write lease's time.
-            Ok(()) => {
+            Ok(_) => {
                 self.role_changed_at = Some(now);
                 self.awaiting_primary_until =
                     Some(now + self.s.write_lease_validity + self.s.statement_timeout);

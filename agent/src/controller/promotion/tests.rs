@@ -554,7 +554,8 @@ fn a_leader_whose_failover_did_not_take_gives_the_key_back_after_the_grace() {
     let gone = handed_off(5, "a", 5);
     r.at(50, gone);
     r.won(52, 9);
-    r.at(55, PromotionEvent::FailedOver(Ok(())));
+    let sent = r.t0 + 53 * MS;
+    r.at(55, PromotionEvent::FailedOver(Ok(sent)));
     // Still SECONDARY right after FAILOVER: SQL Server changes the role a moment later.
     r.renewed(500);
     let a = r.local(600, member("b", MemberRole::Secondary, 3));

@@ -42,7 +42,8 @@
 //!
 //! The code: this file holds the state and the dispatch; `conflict.rs` the peers' reports and
 //! what they forbid; `ownership.rs` acquire, handover and release; `cloud.rs` route-table
-//! claims and reconciliation; `record.rs` the failover timeline's opening and closing.
+//! claims and reconciliation; `record.rs` the failover timeline's opening and closing;
+//! `promoted.rs` manage mode's promotion steps joined to the acquire's timeline.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -56,6 +57,7 @@ use super::timeline::{Direction, FailoverTimeline};
 mod cloud;
 mod conflict;
 mod ownership;
+mod promoted;
 mod record;
 
 #[derive(
@@ -124,6 +126,9 @@ pub struct AgController {
     drift_repairs: BTreeMap<DriftKind, u64>,
     timeline: Option<FailoverTimeline>,
     completed: Vec<FailoverTimeline>,
+    /// Manage mode: this agent's promotion of the replica, and when its record arrived,
+    /// kept for the acquire that follows it (`promoted.rs`).
+    promotion: Option<(Instant, crate::controller::promotion::PromotionSteps)>,
 }
 
 impl AgController {
@@ -153,6 +158,7 @@ impl AgController {
             drift_repairs: BTreeMap::new(),
             timeline: None,
             completed: Vec::new(),
+            promotion: None,
         })
     }
 
@@ -250,6 +256,7 @@ impl AgController {
             Event::Stop => self.stopped = true,
             Event::LetGo { until } => self.let_go_until = Some(until),
             Event::MayHold => self.let_go_until = None,
+            Event::Promoted(p) => self.on_promoted(now, *p),
             Event::Deadline => {}
         }
         self.track_conflict(now, &mut out);

@@ -23,6 +23,7 @@ impl AgController {
             timeline.old_primary_failed_by = Some(peer);
             timeline.detected = loss.detected;
         }
+        timeline.promotion = self.promotion_for(&timeline, now);
         self.start_timeline(timeline);
         self.state = OwnershipState::Acquiring;
         self.hold = None;

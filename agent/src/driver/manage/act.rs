@@ -169,7 +169,7 @@ impl Actor {
             .failover(|| c.send_by_with(*self.beaten.borrow()))
             .await;
         match &result {
-            Ok(()) => {
+            Ok(_) => {
                 self.metrics.count_promotion(&self.ag, cause.name());
                 tracing::info!(ag = %self.ag, token, cause = cause.name(), "manage: ALTER AVAILABILITY GROUP FAILOVER accepted")
             }

@@ -20,7 +20,9 @@ use tdsvip_probes::Password;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::Input;
 use crate::config::{AgConfig, AgentConfig, StopAddresses};
+use crate::controller::Event;
 use crate::controller::promotion::{
     ClusterView, PromotionController, PromotionEvent, PromotionSettings,
 };
@@ -250,6 +252,7 @@ impl ManageTask {
             }
             pending = next;
         }
+        self.hand_over_promotion().await;
         let c = &self.controller;
         self.actor
             .gate
@@ -260,6 +263,23 @@ impl ManageTask {
             let now = c.wants_acknowledgements(Instant::now());
             std::mem::replace(w, now) != now
         });
+    }
+
+    /// An accepted promotion's steps go to this AG's ownership controller, which joins them
+    /// to the timeline of the acquire that follows (`/status`, `/events`).
+    async fn hand_over_promotion(&mut self) {
+        let Some(steps) = self.controller.take_promotion() else {
+            return;
+        };
+        let event = Event::Promoted(Box::new(steps));
+        let a = &self.actor;
+        if a.router
+            .send(Input::Ownership(a.index, event))
+            .await
+            .is_err()
+        {
+            tracing::debug!(ag = %a.ag, "manage: the router is gone: the promotion's steps stay out of the timeline");
+        }
     }
 }
 

@@ -96,18 +96,22 @@ impl ReplicaControl {
     }
 
     /// `FAILOVER`, sent only before `send_by()` (the leader key's proof, asked after any
-    /// login: the decision may be older than the send, and the proof newer).
+    /// login: the decision may be older than the send, and the proof newer). Accepted, it
+    /// says when it went out (after the login): the failover step of the timeline starts
+    /// there.
     pub(super) async fn failover(
         &mut self,
         send_by: impl Fn() -> Option<Instant>,
-    ) -> Result<(), StatementError> {
+    ) -> Result<Instant, StatementError> {
         self.log_in().await?;
         provable(send_by())?;
+        let sent = Instant::now();
         self.send(&format!(
             "ALTER AVAILABILITY GROUP {} FAILOVER;",
             bracketed(&self.ag)
         ))
         .await
+        .map(|()| sent)
     }
 
     /// `SET (WRITE_LEASE_VALIDITY = s)`, gated as [`Self::failover`].
