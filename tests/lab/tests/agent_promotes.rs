@@ -8,6 +8,8 @@
 //!   `FAILOVER` from the lab, a client crossing the network was served by the new primary
 //!   within 1 s of it, and the writer's commits resumed; the old node's own agent made its
 //!   returning replica SECONDARY (`agent_drills::restore` fails the trial otherwise);
+//!   and the new owner's agent recorded the promotion in its acquire's timeline (`/events`),
+//!   its steps in order: detect ≤ elect ≤ failover ≤ re-observe ≤ acquire;
 //! - where it does not (kill-agent, etcd-leader-kill): no replica was promoted
 //!   (`agent_drills::stays` fails the trial otherwise) and the client never failed.
 //!
@@ -93,6 +95,44 @@ fn check_failover(out: &DrillOutcome, outage_limit_ms: f64, serve_limit_ms: f64)
         "the client was not served by the new primary within {serve_limit_ms} ms of its promotion: {served:?}\n{ctx}"
     );
     eprintln!("{}: write outage {outage:?} ms", t.scenario);
+    check_promotion_steps(out);
+}
+
+/// The new owner's agent recorded its promotion in the timeline of the acquire that
+/// followed (its `/events`): detect, elect and failover (sent, then accepted), re-observe
+/// (`local_primary_seen`) and acquire (`decided`), in that order on its own clock. Returns
+/// the promotion's cause.
+fn check_promotion_steps(out: &DrillOutcome) -> String {
+    let ctx = context(out);
+    let t = &out.trials[0];
+    let Some(timeline) = &t.timeline else {
+        panic!("no acquire timeline from the new owner's /events\n{ctx}");
+    };
+    let p = &timeline["promotion"];
+    let at = |v: &serde_json::Value, name: &str| {
+        v[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {name} in the new owner's timeline {timeline:#}\n{ctx}"))
+    };
+    let steps = [
+        ("detect", at(p, "detected")),
+        ("elect", at(p, "elected")),
+        ("failover sent", at(p, "failover_sent")),
+        ("re-observe", at(timeline, "local_primary_seen")),
+        ("acquire", at(timeline, "decided")),
+    ];
+    for pair in steps.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].1,
+            "{} after {}: {steps:?}\n{timeline:#}\n{ctx}",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    let answered = at(p, "failover_answered");
+    assert!(at(p, "failover_sent") <= answered, "{timeline:#}\n{ctx}");
+    eprintln!("{}: promotion steps {steps:?}", t.scenario);
+    p["cause"].as_str().unwrap_or_default().to_owned()
 }
 
 /// A scenario that must not fail over: nobody promoted, the client never failed.
@@ -116,6 +156,9 @@ fn check_no_failover(out: &DrillOutcome) {
 fn kill_primary() {
     let out = drill(Scenario::KillPrimary);
     check_failover(&out, 5000.0, 1000.0);
+    // The old leader saw its SQL Server refuse connections and said so in its note.
+    let cause = check_promotion_steps(&out);
+    assert_eq!(cause, "primary_down", "{}", context(&out));
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
@@ -127,6 +170,8 @@ fn kill_primary() {
 fn switchover() {
     let out = drill(Scenario::Switchover);
     check_failover(&out, 1000.0, 1000.0);
+    let cause = check_promotion_steps(&out);
+    assert_eq!(cause, "switchover", "{}", context(&out));
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
