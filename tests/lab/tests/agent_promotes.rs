@@ -69,8 +69,9 @@ fn check_safety(out: &DrillOutcome) {
 
 /// A failover scenario: the agents promoted another replica (the lab sent no `FAILOVER`),
 /// the writer resumed within `outage_limit_ms`, and the client was served by the new
-/// primary within `serve_limit_ms` of its promotion.
-fn check_failover(out: &DrillOutcome, outage_limit_ms: f64, serve_limit_ms: f64) {
+/// primary within `serve_limit_ms` of its promotion; and the new owner's timeline holds the
+/// promotion's steps in order. Returns the promotion's cause.
+fn check_failover(out: &DrillOutcome, outage_limit_ms: f64, serve_limit_ms: f64) -> String {
     check_safety(out);
     let ctx = context(out);
     let t = &out.trials[0];
@@ -95,7 +96,7 @@ fn check_failover(out: &DrillOutcome, outage_limit_ms: f64, serve_limit_ms: f64)
         "the client was not served by the new primary within {serve_limit_ms} ms of its promotion: {served:?}\n{ctx}"
     );
     eprintln!("{}: write outage {outage:?} ms", t.scenario);
-    check_promotion_steps(out);
+    check_promotion_steps(out)
 }
 
 /// The new owner's agent recorded its promotion in the timeline of the acquire that
@@ -155,9 +156,8 @@ fn check_no_failover(out: &DrillOutcome) {
 #[test]
 fn kill_primary() {
     let out = drill(Scenario::KillPrimary);
-    check_failover(&out, 5000.0, 1000.0);
     // The old leader saw its SQL Server refuse connections and said so in its note.
-    let cause = check_promotion_steps(&out);
+    let cause = check_failover(&out, 5000.0, 1000.0);
     assert_eq!(cause, "primary_down", "{}", context(&out));
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
@@ -169,8 +169,7 @@ fn kill_primary() {
 #[test]
 fn switchover() {
     let out = drill(Scenario::Switchover);
-    check_failover(&out, 1000.0, 1000.0);
-    let cause = check_promotion_steps(&out);
+    let cause = check_failover(&out, 1000.0, 1000.0);
     assert_eq!(cause, "switchover", "{}", context(&out));
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
