@@ -121,7 +121,7 @@ impl StepNews {
                 _ => VacancySign::KeyDeleted { term: *token },
             }),
             E::Leader(None) => StepNews::Vacancy(VacancySign::KeyMissing),
-            E::Campaigned(super::Campaign::Won { token }) => StepNews::Won {
+            E::Campaigned(super::Campaign::Won { token, .. }) => StepNews::Won {
                 term: *token,
                 vacancy: c.vacancy.map(|v| v.seen),
             },

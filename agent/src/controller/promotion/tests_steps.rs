@@ -7,10 +7,6 @@ use std::time::Duration;
 use super::tests::*;
 use super::*;
 
-fn won(r: &mut Run, ms: u64, token: i64) -> Vec<PromotionAction> {
-    r.at(ms, PromotionEvent::Campaigned(Campaign::Won { token }))
-}
-
 /// `FAILOVER` sent at `sent_ms`, its acceptance handled at `ms`.
 fn accepted(r: &mut Run, sent_ms: u64, ms: u64) {
     let sent = r.t0 + Duration::from_millis(sent_ms);
@@ -21,7 +17,7 @@ fn accepted(r: &mut Run, sent_ms: u64, ms: u64) {
 fn a_confirmed_handoff_records_detect_elect_and_failover() {
     let mut r = follower_b();
     assert!(campaigns(&r.at(50, handed_off(5, "a", 5))));
-    won(&mut r, 52, 9);
+    r.won(52, 9);
     assert_eq!(r.c.take_promotion(), None, "FAILOVER not answered yet");
     accepted(&mut r, 53, 60);
     let t = |ms: u64| r.t0 + Duration::from_millis(ms);
@@ -49,7 +45,7 @@ fn an_unannounced_loss_is_detected_when_the_key_went_not_when_the_wait_ended() {
     r.at(500, unannounced(5));
     r.renewed(1700);
     assert!(campaigns(&r.at(1800, PromotionEvent::Deadline)));
-    won(&mut r, 1803, 11);
+    r.won(1803, 11);
     accepted(&mut r, 1804, 1815);
     let p = r.c.take_promotion().expect("a record");
     assert_eq!(p.cause, PromotionCause::LeaderLost);
@@ -68,7 +64,7 @@ fn a_read_without_a_key_restarts_the_vacancy_and_is_its_sign() {
     r.at(1000, PromotionEvent::Leader(None));
     r.renewed(2200);
     assert!(campaigns(&r.at(2300, PromotionEvent::Deadline)));
-    won(&mut r, 2301, 12);
+    r.won(2301, 12);
     accepted(&mut r, 2302, 2309);
     let p = r.c.take_promotion().expect("a record");
     assert_eq!(p.vacancy, VacancySign::KeyMissing);
@@ -84,7 +80,7 @@ fn the_vacancy_of_a_fresh_agent_began_at_its_start() {
     let mut r = fresh_secondary_b();
     r.renewed(2300);
     assert!(campaigns(&r.at(2400, PromotionEvent::Deadline)));
-    won(&mut r, 2401, 3);
+    r.won(2401, 3);
     accepted(&mut r, 2402, 2410);
     let p = r.c.take_promotion().expect("a record");
     assert_eq!(p.vacancy, VacancySign::AtStart);
@@ -105,7 +101,7 @@ fn the_switchover_target_records_the_note_naming_it() {
         }),
     };
     assert!(campaigns(&r.at(100, note)));
-    won(&mut r, 101, 9);
+    r.won(101, 9);
     accepted(&mut r, 102, 104);
     let p = r.c.take_promotion().expect("a record");
     assert_eq!(p.cause, PromotionCause::Switchover);
@@ -121,7 +117,7 @@ fn nothing_is_recorded_without_an_accepted_failover() {
     // FAILOVER refused (41142): the key goes back, no promotion.
     let mut r = follower_b();
     r.at(50, handed_off(5, "a", 5));
-    won(&mut r, 52, 9);
+    r.won(52, 9);
     r.at(60, PromotionEvent::FailedOver(Err(true)));
     assert_eq!(r.c.take_promotion(), None);
 
