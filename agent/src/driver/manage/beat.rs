@@ -36,6 +36,7 @@ impl Heartbeat {
             let mut tick = tokio::time::interval(self.every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut held = self.held.clone();
+            let mut failing = 0u32;
             loop {
                 // A new term beats at once: its campaign is its only heartbeat so far.
                 tokio::select! {
@@ -46,7 +47,7 @@ impl Heartbeat {
                 let Some(token) = *held.borrow_and_update() else {
                     continue;
                 };
-                let Some(event) = self.beat(token).await else {
+                let Some(event) = self.beat(token, &mut failing).await else {
                     continue;
                 };
                 if tx.send(event).await.is_err() {
@@ -56,9 +57,16 @@ impl Heartbeat {
         });
     }
 
-    async fn beat(&self, token: i64) -> Option<PromotionEvent> {
+    /// One heartbeat; `failing` counts the failures in a row, so that a run of them is
+    /// logged once when it starts and once when it ends.
+    async fn beat(&self, token: i64, failing: &mut u32) -> Option<PromotionEvent> {
         let sent = Instant::now();
-        match self.etcd.heartbeat(&self.ag, token, &self.node).await {
+        let result = self.etcd.heartbeat(&self.ag, token, &self.node).await;
+        if result.is_ok() && *failing > 0 {
+            tracing::info!(ag = %self.ag, token, failed = *failing, "manage: heartbeats applied again");
+            *failing = 0;
+        }
+        match result {
             Ok(Some(_)) => {
                 self.metrics
                     .observe_heartbeat(&self.ag, Some(sent.elapsed()));
@@ -71,7 +79,10 @@ impl Heartbeat {
             }
             Err(e) => {
                 self.metrics.observe_heartbeat(&self.ag, None);
-                tracing::debug!(ag = %self.ag, token, error = %e, "manage: heartbeat failed");
+                if *failing == 0 {
+                    tracing::warn!(ag = %self.ag, token, error = %e, "manage: heartbeat failed (the key's proof runs out leader_timeout_ms - key_margin_ms after the last applied one)");
+                }
+                *failing += 1;
                 None
             }
         }

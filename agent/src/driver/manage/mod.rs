@@ -215,7 +215,10 @@ impl ManageTask {
         let mut last_given = None;
         loop {
             let deadline = self.controller.next_deadline();
+            // Events already queued go before a deadline: a renewal or acknowledgement that
+            // arrived must count before the rule that its absence would trigger.
             let event = tokio::select! {
+                biased;
                 _ = w.cancel.cancelled() => break,
                 e = rx.recv() => match e {
                     Some(e) => e,
