@@ -48,6 +48,9 @@ pub struct ClusterConfig {
     pub etcd_timeout_ms: u64,
     /// Refused connections in a row that prove the local SQL Server is not running.
     pub confirm_down: u32,
+    /// The AG's `REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT`, kept by the leader; absent:
+    /// computed from the synchronous replicas as Microsoft's `mssql` agent does.
+    pub required_synchronized_secondaries_to_commit: Option<u32>,
     pub etcd_user: Option<String>,
     pub etcd_password_file: Option<PathBuf>,
     /// With `https://` endpoints: the CA that signed etcd's certificates.
@@ -71,6 +74,7 @@ impl Default for ClusterConfig {
             statement_timeout_ms: 300,
             etcd_timeout_ms: 300,
             confirm_down: 2,
+            required_synchronized_secondaries_to_commit: None,
             etcd_user: None,
             etcd_password_file: None,
             etcd_ca_file: None,
@@ -154,6 +158,7 @@ impl ClusterConfig {
             ));
         }
         self.validate_timing(&mut v);
+        self.validate_commit_rule(&mut v);
         match (&self.etcd_user, &self.etcd_password_file) {
             (Some(_), None) => v.push(problem("etcd_password_file", "required with etcd_user")),
             (None, Some(_)) => v.push(problem("etcd_user", "required with etcd_password_file")),
@@ -201,6 +206,27 @@ impl ClusterConfig {
                     format!("{} is not an absolute path", p.display()),
                 ));
             }
+        }
+    }
+
+    /// SQL Server takes 0 to 8 (an AG has at most eight secondaries); the value only means
+    /// something to a leader, which follow mode never is.
+    fn validate_commit_rule(&self, v: &mut Vec<ConfigProblem>) {
+        let Some(n) = self.required_synchronized_secondaries_to_commit else {
+            return;
+        };
+        let key = "required_synchronized_secondaries_to_commit";
+        if n > MAX_REQUIRED_SYNCHRONIZED {
+            v.push(problem(
+                key,
+                format!("{n} is outside SQL Server's 0 to {MAX_REQUIRED_SYNCHRONIZED}"),
+            ));
+        }
+        if self.mode == ClusterMode::Follow {
+            v.push(problem(
+                key,
+                "set, but mode is \"follow\": only manage mode's leader sets it",
+            ));
         }
     }
 
@@ -273,6 +299,9 @@ impl ClusterConfig {
         }
     }
 }
+
+/// An AG has at most eight secondary replicas.
+const MAX_REQUIRED_SYNCHRONIZED: u32 = 8;
 
 fn problem(key: &str, reason: impl Into<String>) -> ConfigProblem {
     ConfigProblem::new(format!("cluster.{key}"), reason)
@@ -360,6 +389,28 @@ mod tests {
         assert_eq!(keys(&c), ["cluster.leader_timeout_ms"]);
         c.leader_timeout_ms = 1000;
         assert!(keys(&c).is_empty());
+    }
+
+    #[test]
+    fn the_commit_rule_is_sql_servers_range_and_manage_modes_only() {
+        let mut c = manage();
+        c.required_synchronized_secondaries_to_commit = Some(0);
+        assert!(keys(&c).is_empty());
+        c.required_synchronized_secondaries_to_commit = Some(8);
+        assert!(keys(&c).is_empty());
+        c.required_synchronized_secondaries_to_commit = Some(9);
+        assert_eq!(
+            keys(&c),
+            ["cluster.required_synchronized_secondaries_to_commit"]
+        );
+        let follow = ClusterConfig {
+            required_synchronized_secondaries_to_commit: Some(1),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(
+            keys(&follow),
+            ["cluster.required_synchronized_secondaries_to_commit"]
+        );
     }
 
     #[test]

@@ -383,3 +383,26 @@ fn the_pin_directory_defaults_under_sys_fs_bpf_and_must_be_absolute() {
         "{relative:?}"
     );
 }
+
+#[test]
+fn required_synchronized_secondaries_to_commit_is_named_when_wrong() {
+    let manage =
+        format!("{MINIMAL}\n[cluster]\nmode = \"manage\"\netcd = [\"http://10.0.0.1:2379\"]\n");
+    let c = AgentConfig::parse(&manage).unwrap();
+    assert_eq!(c.cluster.required_synchronized_secondaries_to_commit, None);
+    let with =
+        |value: &str| format!("{manage}required_synchronized_secondaries_to_commit = {value}\n");
+    let c = AgentConfig::parse(&with("1")).unwrap();
+    assert_eq!(
+        c.cluster.required_synchronized_secondaries_to_commit,
+        Some(1)
+    );
+    for bad in ["-1", "\"1\"", "1.5", "9"] {
+        let got = issues(&with(bad));
+        assert!(
+            got.len() == 1
+                && got[0].starts_with("cluster.required_synchronized_secondaries_to_commit: "),
+            "{bad}: {got:?}"
+        );
+    }
+}

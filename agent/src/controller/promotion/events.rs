@@ -6,12 +6,14 @@
 use std::time::{Duration, Instant};
 
 use super::candidate::{MemberState, Refusal};
+use super::commit_quorum::CommitRule;
 use super::switchover::Switchover;
 
 /// One poll of the local replica.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LocalPoll {
-    Up(MemberState),
+    /// The replica answered: what its agent publishes, and the AG's commit rule.
+    Up(MemberState, CommitRule),
     /// The TCP connection was refused: nothing listens, the server is not running.
     Refused,
     /// No answer within the deadline (hung, overloaded, or a login problem).
@@ -108,6 +110,8 @@ pub enum PromotionEvent {
     /// `Err(true)` when it was 41142 (not synchronized).
     FailedOver(Result<Instant, bool>),
     WriteLeaseRenewed,
+    /// A `SET (REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = n)` returned, done or not.
+    RequiredSynchronizedSet,
     /// Every peer agent acknowledged this agent as the leader with `token`, in a round of
     /// requests sent at `sent`; `from` names the nodes that answered.
     Acknowledged {
@@ -159,6 +163,13 @@ pub enum PromotionAction {
     },
     RenewWriteLease {
         token: i64,
+    },
+    /// `SET (REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = value)` on the local PRIMARY,
+    /// whose catalog reported `reported`.
+    SetRequiredSynchronized {
+        token: i64,
+        value: u32,
+        reported: CommitRule,
     },
     Resign {
         token: i64,

@@ -82,6 +82,7 @@ impl PromotionController {
             self.last_renewal = Some(now);
             out.push(A::RenewWriteLease { token });
         }
+        self.keep_commit_rule(now, token, out);
     }
 
     fn follow_or_campaign(&mut self, now: Instant, out: &mut Vec<A>) {

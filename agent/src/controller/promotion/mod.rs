@@ -20,7 +20,9 @@
 //!   running accepts no write.
 //! - **No data loss.** Only a replica [`candidate::eligibility`] accepts campaigns, and
 //!   `FAILOVER` itself refuses one that was not synchronized (41142): then the key is given
-//!   back for the next candidate.
+//!   back for the next candidate. The leader keeps the AG's
+//!   `REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT` where that rule needs it
+//!   (`commit_quorum.rs`).
 //! - **etcd trouble is not an outage** (`failsafe.rs`): while its key renewals fail, the
 //!   leader asks every peer agent to acknowledge it; a round that all of them acknowledged
 //!   proves, like a key renewal, that nobody promotes for a while, and every peer that
@@ -29,6 +31,7 @@
 use std::time::{Duration, Instant};
 
 pub mod candidate;
+pub mod commit_quorum;
 mod events;
 mod steps;
 mod switchover;
@@ -37,6 +40,8 @@ mod tests;
 #[cfg(test)]
 mod tests_beats;
 #[cfg(test)]
+mod tests_commit_quorum;
+#[cfg(test)]
 mod tests_failsafe;
 #[cfg(test)]
 mod tests_steps;
@@ -44,6 +49,7 @@ mod tests_steps;
 mod tests_switchover;
 
 pub use candidate::{CommitMode, MemberRole, MemberState, Refusal, eligibility};
+pub use commit_quorum::CommitRule;
 pub use events::{
     Campaign, Handoff, LeaderKey, LocalPoll, PromotionAction, PromotionCause, PromotionEvent,
 };
@@ -73,6 +79,9 @@ pub struct PromotionSettings {
     /// How long after it was sent a round of acknowledgements that every peer answered
     /// lets the leader send role changes and write-lease renewals (the key's TTL).
     pub ack_window: Duration,
+    /// `[cluster] required_synchronized_secondaries_to_commit`: the value the leader keeps
+    /// the AG at; `None`: the one Microsoft's agent computes (`commit_quorum.rs`).
+    pub required_synchronized: Option<u32>,
 }
 
 impl PromotionSettings {
@@ -132,6 +141,10 @@ pub struct PromotionController {
     in_flight: InFlight,
     last_renewal: Option<Instant>,
     published: Option<MemberState>,
+    /// The AG's commit rule as the last answered poll reported it.
+    commit_rule: Option<CommitRule>,
+    /// When this agent last sent a change of it.
+    commit_rule_sent: Option<Instant>,
     /// The refusal reported in this vacancy (one event per reason, not one per poll).
     refusal: Option<Refusal>,
     offline_for: Option<i64>,
@@ -161,6 +174,7 @@ struct InFlight {
     campaign: bool,
     failover: bool,
     renewal: bool,
+    commit_rule: bool,
 }
 
 mod beats;
@@ -193,6 +207,8 @@ impl PromotionController {
             in_flight: InFlight::default(),
             last_renewal: None,
             published: None,
+            commit_rule: None,
+            commit_rule_sent: None,
             refusal: None,
             offline_for: None,
             stale_key: None,

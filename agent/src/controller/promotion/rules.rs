@@ -85,6 +85,7 @@ impl PromotionController {
             E::Campaigned(c) => self.absorb_campaign(now, c, out),
             E::FailedOver(result) => self.absorb_failover(now, result, out),
             E::WriteLeaseRenewed => self.in_flight.renewal = false,
+            E::RequiredSynchronizedSet => self.in_flight.commit_rule = false,
             E::Acknowledged { token, sent, from } => self.acknowledged(token, sent, &from),
             E::SwitchoverAsked(asked) => self.switchover_asked(asked, out),
             E::LetGoDone { ok } => self.let_go_done(now, ok, out),
@@ -107,7 +108,8 @@ impl PromotionController {
 
     fn absorb_local(&mut self, poll: LocalPoll) {
         match poll {
-            LocalPoll::Up(state) => {
+            LocalPoll::Up(state, commit_rule) => {
+                self.commit_rule = Some(commit_rule);
                 self.refused = 0;
                 self.unanswered = 0;
                 if state.role == MemberRole::Primary {

@@ -121,6 +121,11 @@ impl PromotionController {
         }
     }
 
+    /// A switchover is letting go of the addresses or demoting the replica.
+    pub(super) fn switching_over(&self) -> bool {
+        self.planned.step.is_some()
+    }
+
     /// The vacancy is a switchover to this node: its old primary was demoted.
     pub(super) fn planned_for_me(&self) -> bool {
         self.vacancy

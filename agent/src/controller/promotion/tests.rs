@@ -19,8 +19,16 @@ pub(super) fn settings(node: &str) -> PromotionSettings {
         confirm_down: 2,
         fall: 3,
         ack_window: 1000 * MS,
+        required_synchronized: None,
     }
 }
+
+/// Three synchronous replicas (as [`member`]'s `voters`) whose AG already has the value
+/// Microsoft's agent computes: nothing to set.
+pub(super) const SETTLED: CommitRule = CommitRule {
+    synchronous_replicas: 3,
+    required: 1,
+};
 
 pub(super) fn member(node: &str, role: MemberRole, seq: i64) -> MemberState {
     MemberState {
@@ -98,7 +106,7 @@ impl Run {
         )
     }
     pub(super) fn local(&mut self, ms: u64, state: MemberState) -> Vec<PromotionAction> {
-        self.at(ms, PromotionEvent::Local(LocalPoll::Up(state)))
+        self.at(ms, PromotionEvent::Local(LocalPoll::Up(state, SETTLED)))
     }
 }
 

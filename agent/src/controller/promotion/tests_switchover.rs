@@ -187,13 +187,13 @@ fn a_poll_older_than_the_demotion_is_ignored() {
     r.at(30, PromotionEvent::Demoted { ok: true });
     r.at(35, note_to("b"));
     let stale = PromotionEvent::Polled {
-        poll: LocalPoll::Up(member("a", MemberRole::Primary, 3)),
+        poll: LocalPoll::Up(member("a", MemberRole::Primary, 3), SETTLED),
         started: r.t0 + std::time::Duration::from_millis(25),
     };
     let a = r.at(40, stale);
     assert!(!campaigns(&a), "{a:?}");
     let fresh = PromotionEvent::Polled {
-        poll: LocalPoll::Up(member("a", MemberRole::Secondary, 3)),
+        poll: LocalPoll::Up(member("a", MemberRole::Secondary, 3), SETTLED),
         started: r.t0 + std::time::Duration::from_millis(41),
     };
     let a = r.at(45, fresh);

@@ -69,6 +69,25 @@ impl Actor {
             A::Campaign => Some(self.campaign().await),
             A::Failover { token, cause } => Some(self.failover(*token, *cause, c).await),
             A::RenewWriteLease { token } => Some(self.renew(*token, c).await),
+            A::SetRequiredSynchronized {
+                token,
+                value,
+                reported,
+            } => {
+                let r = self
+                    .control
+                    .set_required_synchronized(*value, || c.send_by_with(*self.beaten.borrow()))
+                    .await;
+                match r {
+                    Ok(()) => {
+                        tracing::info!(ag = %self.ag, token, from = reported.required, to = value, synchronous_replicas = reported.synchronous_replicas, "manage: REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT set")
+                    }
+                    Err(e) => {
+                        tracing::warn!(ag = %self.ag, token, to = value, error = %e, "manage: REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT not set; trying again after a write-lease period")
+                    }
+                }
+                Some(E::RequiredSynchronizedSet)
+            }
             A::Resign {
                 token,
                 confirmed_down,

@@ -82,6 +82,7 @@ impl ManagedAg {
             confirm_down: c.confirm_down,
             fall: config.probe.fall,
             ack_window: c.key_ttl(),
+            required_synchronized: c.required_synchronized_secondaries_to_commit,
         };
         let acknowledgers = acknowledgers(config, &node, &ag.name, token, settings.ack_hold())?;
         let hold = settings.ack_hold();

@@ -1,5 +1,6 @@
 //! Manage mode's T-SQL against the local replica: the poll that says what this agent
-//! publishes (role, commit mode, `sequence_number`, synchronization), and the statements an
+//! publishes (role, commit mode, `sequence_number`, synchronization) and the AG's commit
+//! rule (its synchronous replicas, `REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT`), and the statements an
 //! HA manager of a `CLUSTER_TYPE = EXTERNAL` AG sends, as Microsoft's Pacemaker agent sends
 //! them: each batch starts with `sp_set_session_context 'external_cluster'`, without which
 //! SQL Server refuses a role change (47104).
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tdsvip_probes::{LoginConfig, LoginProbe, Outcome, ResultSet, bracketed, n_literal};
 
-use crate::controller::promotion::{CommitMode, LocalPoll, MemberRole, MemberState};
+use crate::controller::promotion::{CommitMode, CommitRule, LocalPoll, MemberRole, MemberState};
 
 /// SQL Server's refusal of a `FAILOVER` to a replica that was not synchronized.
 pub(super) const NOT_SYNCHRONIZED: u32 = 41142;
@@ -77,7 +78,7 @@ impl ReplicaControl {
             match self.session.query_text(&sql).await {
                 Ok(sets) => {
                     return match member_state(&self.node, &sets) {
-                        Ok(state) => LocalPoll::Up(state),
+                        Ok((state, commit_rule)) => LocalPoll::Up(state, commit_rule),
                         Err(why) => {
                             tracing::warn!(ag = %self.ag, %why, "manage: the replica's state query answered something unexpected");
                             LocalPoll::Unanswered
@@ -127,6 +128,18 @@ impl ReplicaControl {
             self.validity_s
         ))
         .await
+    }
+
+    /// `SET (REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = n)`, gated as [`Self::failover`]:
+    /// only the leader changes what a commit waits for.
+    pub(super) async fn set_required_synchronized(
+        &mut self,
+        value: u32,
+        send_by: impl Fn() -> Option<Instant>,
+    ) -> Result<(), StatementError> {
+        self.log_in().await?;
+        provable(send_by())?;
+        self.send(&set_required_synchronized(&self.ag, value)).await
     }
 
     /// `OFFLINE`: fencing needs no proof.
@@ -210,10 +223,18 @@ fn provable(send_by: Option<Instant>) -> Result<(), StatementError> {
 const EXTERNAL_CLUSTER: &str =
     "EXEC sp_set_session_context @key = N'external_cluster', @value = N'yes';";
 
+fn set_required_synchronized(ag: &str, value: u32) -> String {
+    format!(
+        "ALTER AVAILABILITY GROUP {} SET (REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = {value});",
+        bracketed(ag)
+    )
+}
+
 fn member_query(ag: &str) -> String {
     let ag = n_literal(ag);
     format!(
-        "SELECT ars.role_desc AS role_desc, ar.availability_mode_desc AS availability_mode_desc, CAST(ag.sequence_number AS nvarchar(20)) AS sequence_number\n\
+        "SELECT ars.role_desc AS role_desc, ar.availability_mode_desc AS availability_mode_desc, CAST(ag.sequence_number AS nvarchar(20)) AS sequence_number,\n\
+         CAST(ag.required_synchronized_secondaries_to_commit AS nvarchar(20)) AS required_synchronized_secondaries_to_commit\n\
          FROM sys.dm_hadr_availability_replica_states AS ars\n\
          JOIN sys.availability_groups AS ag ON ag.group_id = ars.group_id\n\
          JOIN sys.availability_replicas AS ar ON ar.replica_id = ars.replica_id\n\
@@ -244,8 +265,27 @@ fn column<'a>(
         .ok_or_else(|| format!("{name} is NULL"))
 }
 
-/// The poll's answer as the state this agent publishes.
-fn member_state(node: &str, sets: &[ResultSet]) -> Result<MemberState, String> {
+fn parse_commit_mode(desc: &str) -> Result<CommitMode, String> {
+    match desc {
+        "SYNCHRONOUS_COMMIT" => Ok(CommitMode::Synchronous),
+        "ASYNCHRONOUS_COMMIT" => Ok(CommitMode::Asynchronous),
+        "CONFIGURATION_ONLY" => Ok(CommitMode::ConfigurationOnly),
+        other => Err(format!("unknown availability_mode_desc {other:?}")),
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    set: &ResultSet,
+    row: &[Option<String>],
+    name: &str,
+) -> Result<T, String> {
+    let text = column(set, row, name)?;
+    text.parse()
+        .map_err(|_| format!("{name} {text:?} is not a number in range"))
+}
+
+/// The poll's answer as the state this agent publishes, and the AG's commit rule.
+fn member_state(node: &str, sets: &[ResultSet]) -> Result<(MemberState, CommitRule), String> {
     let [replica, databases, replicas] = sets else {
         return Err(format!("{} result sets, expected 3", sets.len()));
     };
@@ -260,34 +300,37 @@ fn member_state(node: &str, sets: &[ResultSet]) -> Result<MemberState, String> {
         "SECONDARY" => MemberRole::Secondary,
         _ => MemberRole::Resolving,
     };
-    let commit_mode = match column(replica, row, "availability_mode_desc")? {
-        "SYNCHRONOUS_COMMIT" => CommitMode::Synchronous,
-        "ASYNCHRONOUS_COMMIT" => CommitMode::Asynchronous,
-        "CONFIGURATION_ONLY" => CommitMode::ConfigurationOnly,
-        other => return Err(format!("unknown availability_mode_desc {other:?}")),
-    };
-    let seq = column(replica, row, "sequence_number")?;
-    let sequence_number = seq
-        .parse()
-        .map_err(|_| format!("sequence_number {seq:?} is not a number"))?;
+    let commit_mode = parse_commit_mode(column(replica, row, "availability_mode_desc")?)?;
+    let sequence_number = number(replica, row, "sequence_number")?;
+    let required = number(replica, row, "required_synchronized_secondaries_to_commit")?;
     let synchronized = !databases.rows.is_empty()
         && databases.rows.iter().all(|r| {
             column(databases, r, "synchronization_state_desc").is_ok_and(|s| s == "SYNCHRONIZED")
         });
-    let mut voters = 0;
+    let (mut voters, mut synchronous_replicas) = (0, 0);
     for r in &replicas.rows {
-        if column(replicas, r, "availability_mode_desc")? != "ASYNCHRONOUS_COMMIT" {
-            voters += 1;
+        match parse_commit_mode(column(replicas, r, "availability_mode_desc")?)? {
+            CommitMode::Synchronous => {
+                voters += 1;
+                synchronous_replicas += 1;
+            }
+            CommitMode::ConfigurationOnly => voters += 1,
+            CommitMode::Asynchronous => {}
         }
     }
-    Ok(MemberState {
+    let state = MemberState {
         node: node.to_owned(),
         role,
         commit_mode,
         sequence_number,
         synchronized,
         voters,
-    })
+    };
+    let commit_rule = CommitRule {
+        synchronous_replicas,
+        required,
+    };
+    Ok((state, commit_rule))
 }
 
 #[cfg(test)]
@@ -305,9 +348,18 @@ mod tests {
     }
 
     fn replica(role: &str, mode: &str, seq: &str) -> ResultSet {
+        replica_requiring(role, mode, seq, "1")
+    }
+
+    fn replica_requiring(role: &str, mode: &str, seq: &str, required: &str) -> ResultSet {
         set(
-            &["role_desc", "availability_mode_desc", "sequence_number"],
-            &[&[role, mode, seq]],
+            &[
+                "role_desc",
+                "availability_mode_desc",
+                "sequence_number",
+                "required_synchronized_secondaries_to_commit",
+            ],
+            &[&[role, mode, seq, required]],
         )
     }
 
@@ -328,7 +380,7 @@ mod tests {
             "ASYNCHRONOUS_COMMIT",
             "CONFIGURATION_ONLY",
         ]);
-        let s = member_state(
+        let (s, commit_rule) = member_state(
             "b",
             &[replica("SECONDARY", "SYNCHRONOUS_COMMIT", "7"), dbs, all],
         )
@@ -344,6 +396,36 @@ mod tests {
                 voters: 3,
             }
         );
+        // Configuration-only and asynchronous replicas are not synchronous ones.
+        assert_eq!(
+            commit_rule,
+            CommitRule {
+                synchronous_replicas: 2,
+                required: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn the_commit_rule_is_read_as_the_ag_reports_it() {
+        let dbs = set(&["synchronization_state_desc"], &[&["SYNCHRONIZED"]]);
+        let all = modes(&["SYNCHRONOUS_COMMIT"; 3]);
+        let (_, commit_rule) = member_state(
+            "a",
+            &[
+                replica_requiring("PRIMARY", "SYNCHRONOUS_COMMIT", "9", "0"),
+                dbs,
+                all,
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            commit_rule,
+            CommitRule {
+                synchronous_replicas: 3,
+                required: 0,
+            }
+        );
     }
 
     #[test]
@@ -352,7 +434,7 @@ mod tests {
             &["synchronization_state_desc"],
             &[&["SYNCHRONIZED"], &["NOT SYNCHRONIZING"]],
         );
-        let s = member_state(
+        let (s, _) = member_state(
             "b",
             &[
                 replica("RESOLVING", "ASYNCHRONOUS_COMMIT", "3"),
@@ -385,6 +467,27 @@ mod tests {
                 set(&["other"], &[&["x"]]),
             ),
             member_state("b", &[dbs.clone(), dbs.clone()]),
+            // The commit rule: missing, not a number, negative, and a replica of an
+            // availability mode nobody knows.
+            answer(
+                set(
+                    &["role_desc", "availability_mode_desc", "sequence_number"],
+                    &[&["PRIMARY", "SYNCHRONOUS_COMMIT", "1"]],
+                ),
+                m.clone(),
+            ),
+            answer(
+                replica_requiring("PRIMARY", "SYNCHRONOUS_COMMIT", "1", "one"),
+                m.clone(),
+            ),
+            answer(
+                replica_requiring("PRIMARY", "SYNCHRONOUS_COMMIT", "1", "-1"),
+                m.clone(),
+            ),
+            answer(
+                replica("PRIMARY", "SYNCHRONOUS_COMMIT", "1"),
+                modes(&["SYNCHRONOUS_COMMIT", "SOMETIMES"]),
+            ),
         ];
         for (i, b) in bad.iter().enumerate() {
             assert!(b.is_err(), "answer {i} was taken: {b:?}");
@@ -403,5 +506,9 @@ mod tests {
     fn names_are_quoted_not_spliced() {
         assert_eq!(bracketed("a]b"), "[a]]b]");
         assert!(member_query("x' OR 1=1 --").contains("N'x'' OR 1=1 --'"));
+        assert_eq!(
+            set_required_synchronized("a]b", 1),
+            "ALTER AVAILABILITY GROUP [a]]b] SET (REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = 1);"
+        );
     }
 }
