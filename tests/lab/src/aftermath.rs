@@ -36,6 +36,16 @@ pub(crate) fn restarts(scenario: Scenario) -> bool {
     )
 }
 
+/// `--promote agent`: the AG's REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT as the primary's
+/// tds-sim reports it. Each sim starts with the lab's value and does not pass a change on,
+/// so a promoted replica shows what its own agent set.
+pub(crate) fn required_synchronized(lab: &Lab, primary: usize) -> Option<u64> {
+    if lab.settings.promote != Promote::Agent {
+        return None;
+    }
+    lab.sim_state(primary).ok()?["ag_state"]["required_synchronized_secondaries_to_commit"].as_u64()
+}
+
 pub(crate) fn discarded(lab: &Lab, node: usize) -> u64 {
     lab.sim_state(node)
         .ok()

@@ -168,6 +168,9 @@ pub struct Trial {
     pub etcd_leaders: Option<(Option<u64>, Option<u64>)>,
     /// `--promote agent`: (node, reason) for each refusal an agent counted (no-sync-candidate).
     pub refusals: Vec<(usize, String)>,
+    /// `--promote agent`: the primary's REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT after
+    /// the trial, as its tds-sim reports it (the agents keep it).
+    pub required_synchronized: Option<u64>,
 }
 
 /// Uniform in 0..n from /dev/urandom (0 if it cannot be read).
@@ -250,6 +253,7 @@ pub fn run_trial(
     let mut trial = record(lab, scenario, window, injected)?;
     trial.etcd_leaders = etcd_leaders;
     restore(lab, scenario, old, trial.new)?;
+    trial.required_synchronized = crate::aftermath::required_synchronized(lab, trial.new);
     if scenario != Scenario::KillAgent {
         trial.discarded_on_rejoin = discarded(lab, old).saturating_sub(discarded_before);
     }
@@ -368,6 +372,7 @@ fn record(
         write_failures: crate::clock::between(&lab.writer().failures, start, end),
         etcd_leaders: None,
         refusals,
+        required_synchronized: None,
     })
 }
 

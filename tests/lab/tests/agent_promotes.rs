@@ -29,19 +29,42 @@ use common::{MAX_SAMPLE_GAP_MS, context, drill_with};
 /// `WRITE_LEASE_VALIDITY` of the AG in these drills: SQL Server's smallest.
 const WRITE_LEASE_VALIDITY_S: u64 = 1;
 
-fn drill(scenario: Scenario) -> DrillOutcome {
-    let settings = Settings {
-        promote: Promote::Agent,
-        write_lease_validity_s: WRITE_LEASE_VALIDITY_S,
-        ..Settings::default()
-    };
-    drill_with(scenario, settings)
+/// REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT as Microsoft's `mssql` agent computes it for
+/// the drill's AG, which the agents must set: ⌊n/2⌋ of n synchronous replicas, but 0 for
+/// two. Three synchronous replicas → 1; no-sync-candidate's two (node 3 is asynchronous) → 0.
+fn microsofts_value(scenario: Scenario) -> u64 {
+    if scenario.needs_async_replica() { 0 } else { 1 }
 }
 
-/// What every scenario must hold: nothing lost, never two writers or two owners.
+/// The lab for `scenario` with the agents promoting.
+fn agent_settings(scenario: Scenario) -> Settings {
+    Settings {
+        promote: Promote::Agent,
+        write_lease_validity_s: WRITE_LEASE_VALIDITY_S,
+        // The AG is created with another value than the agents must set (SQL Server's 0
+        // where they must set 1), so that `check_safety` sees that they set it.
+        required_synchronized: match microsofts_value(scenario) {
+            0 => 1,
+            _ => 0,
+        },
+        ..Settings::default()
+    }
+}
+
+fn drill(scenario: Scenario) -> DrillOutcome {
+    drill_with(scenario, agent_settings(scenario))
+}
+
+/// What every scenario must hold: nothing lost, never two writers or two owners, and the
+/// primary's AG at the commit rule the agents keep.
 fn check_safety(out: &DrillOutcome) {
     let ctx = context(out);
     let t = &out.trials[0];
+    assert_eq!(
+        t.required_synchronized,
+        Some(microsofts_value(t.scenario)),
+        "the primary's REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT after the trial\n{ctx}"
+    );
     assert!(
         t.commits.lost.is_empty(),
         "lost: {:?}\n{ctx}",
@@ -247,9 +270,8 @@ fn kill_agent() {
     let out = drill_with(
         Scenario::KillAgent,
         Settings {
-            promote: Promote::Agent,
             write_lease_validity_s: 2,
-            ..Settings::default()
+            ..agent_settings(Scenario::KillAgent)
         },
     );
     check_no_failover(&out);
