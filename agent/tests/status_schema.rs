@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tdsvip::controller::promotion::{
-    ClusterView, CommitMode, LeaderKey, MemberRole, MemberState, PromotionCause, PromotionSteps,
-    Refusal, VacancySign,
+    ClusterView, CommitMode, CommitRule, LeaderKey, MemberRole, MemberState, PromotionCause,
+    PromotionSteps, Refusal, VacancySign,
 };
 use tdsvip::controller::{Direction, FailoverTimeline, TimedStep};
 use tdsvip::{
@@ -127,6 +127,13 @@ fn cluster() -> ClusterView {
         candidates_wait_until: Some(Instant::now() + Duration::from_millis(500)),
         failsafe: false,
         acknowledged_until: Some(Instant::now() + Duration::from_millis(2400)),
+        commit_rule: Some((
+            CommitRule {
+                synchronous_replicas: 2,
+                required: 1,
+            },
+            0,
+        )),
     }
 }
 

@@ -51,6 +51,14 @@ pub(super) fn render(out: &mut String, c: &ClusterDocument) {
     if let Some(r) = &c.promotion_refused {
         line(out, 2, "promotion refused", r);
     }
+    if let Some(now) = c.required_synchronized {
+        let rule = format!("REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = {now}");
+        let rule = match c.required_synchronized_wanted {
+            Some(wanted) if wanted != now => format!("{rule} (the leader sets {wanted})"),
+            _ => rule,
+        };
+        line(out, 2, "commit rule", rule);
+    }
     if c.members.is_empty() {
         line(out, 2, "members", "none published");
     }
@@ -155,6 +163,33 @@ mod tests {
         };
         render(&mut out, &peer);
         assert!(out.contains("no promotion for 1234 ms"), "{out}");
+    }
+
+    #[test]
+    fn shows_the_commit_rule_and_what_the_leader_sets() {
+        let mut out = String::new();
+        render(&mut out, &doc());
+        assert!(!out.contains("commit rule"), "{out}");
+        let kept = ClusterDocument {
+            required_synchronized: Some(1),
+            required_synchronized_wanted: Some(1),
+            ..doc()
+        };
+        render(&mut out, &kept);
+        assert!(
+            out.contains("commit rule       REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = 1\n"),
+            "{out}"
+        );
+        let mut out = String::new();
+        let differs = ClusterDocument {
+            required_synchronized_wanted: Some(0),
+            ..kept
+        };
+        render(&mut out, &differs);
+        assert!(
+            out.contains("REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT = 1 (the leader sets 0)"),
+            "{out}"
+        );
     }
 
     #[test]

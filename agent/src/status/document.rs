@@ -76,6 +76,8 @@ fn cluster_document(c: &ClusterView) -> ClusterDocument {
         acknowledged_hold_ms: c
             .acknowledged_until
             .map(|t| t.saturating_duration_since(now).as_secs_f64() * 1000.0),
+        required_synchronized: c.commit_rule.map(|(r, _)| r.required),
+        required_synchronized_wanted: c.commit_rule.map(|(_, wanted)| wanted),
         members: c
             .members
             .iter()

@@ -99,6 +99,12 @@ pub struct ClusterDocument {
     /// This agent acknowledged another leader whose key etcd did not renew: milliseconds
     /// until it may promote its own replica again (`null`: no such promise).
     pub acknowledged_hold_ms: Option<f64>,
+    /// `REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT` as the local replica reports it (`null`:
+    /// it has not answered).
+    pub required_synchronized: Option<u32>,
+    /// The value the leader keeps it at: `[cluster]`'s, or Microsoft's for the
+    /// `SYNCHRONOUS_COMMIT` replicas the local replica lists.
+    pub required_synchronized_wanted: Option<u32>,
     /// Every replica's state as its agent published it in etcd.
     pub members: Vec<MemberDocument>,
     #[serde(flatten)]

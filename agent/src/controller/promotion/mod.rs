@@ -122,6 +122,9 @@ pub struct ClusterView {
     pub failsafe: bool,
     /// This agent acknowledged another leader and promotes nothing until then.
     pub acknowledged_until: Option<Instant>,
+    /// The AG's commit rule as the local replica last reported it, and the
+    /// `REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT` a leader keeps it at.
+    pub commit_rule: Option<(CommitRule, u32)>,
 }
 
 pub struct PromotionController {
@@ -252,6 +255,9 @@ impl PromotionController {
                 .map(|v| v.seen + v.wait),
             failsafe: self.on_acknowledgements(now),
             acknowledged_until: self.acknowledged_until(now),
+            commit_rule: self
+                .commit_rule
+                .map(|r| (r, commit_quorum::wanted(r, self.s.required_synchronized))),
         }
     }
 
