@@ -329,6 +329,7 @@ fn exported_by_the_agent() -> BTreeSet<String> {
     manage.observe_key_renewal("ag1", Some(Duration::from_millis(1)));
     manage.observe_key_renewal("ag1", None);
     manage.observe_write_lease_renewal("ag1", Duration::from_millis(2));
+    manage.observe_heartbeat("ag1", Some(Duration::from_millis(1)));
     manage.set_failsafe("ag1", false);
     manage.count_acknowledgement("ag1");
     let text = m.encode().unwrap();
