@@ -42,6 +42,8 @@ pub struct AgWatch {
     target: Target,
     pending: VecDeque<AgEvent>,
     ended: bool,
+    /// The store's revision when etcd confirmed the watch.
+    confirmed: i64,
 }
 
 /// etcd's mvccpb.Event.EventType values.
@@ -81,9 +83,13 @@ impl Etcd {
             target: self.target.clone(),
             pending: VecDeque::new(),
             ended: false,
+            confirmed: 0,
         };
         match created {
-            Some(answer) if answer.created() => watch.take(answer)?,
+            Some(answer) if answer.created() => {
+                watch.confirmed = answer.header().map_or(0, |h| h.revision());
+                watch.take(answer)?
+            }
             Some(_) => return Err(watch.end("the first answer did not confirm the watch")),
             None => return Err(watch.end("closed before it was confirmed")),
         }
@@ -92,6 +98,13 @@ impl Etcd {
 }
 
 impl AgWatch {
+    /// The store's revision when etcd confirmed the watch: a watch from now reports every
+    /// change after it, so a watch opened again from the revision after it (or after the
+    /// last change reported) misses nothing in between.
+    pub fn confirmed_revision(&self) -> i64 {
+        self.confirmed
+    }
+
     /// The next change. Waits as long as nothing changes: bound it where needed.
     pub async fn next(&mut self) -> Result<AgEvent, EtcdError> {
         loop {

@@ -104,3 +104,38 @@ async fn the_cluster_leader_is_the_one_member() {
     let ids: Vec<u64> = members.members().iter().map(|m| m.id()).collect();
     assert_eq!(ids, vec![leader]);
 }
+
+#[tokio::test]
+async fn a_watch_opened_again_after_its_confirmed_revision_misses_nothing() {
+    let server = EtcdServer::start().await;
+    let etcd = server.connect().await;
+    let lease = etcd.grant(Duration::from_secs(10)).await.unwrap();
+    let before = etcd.put_member(AG, "sql-a", "1", &lease).await.unwrap();
+    let watch = etcd.watch_ag(AG, None).await.unwrap();
+    let confirmed = watch.confirmed_revision();
+    assert_eq!(
+        confirmed, before,
+        "the store's revision when the watch began"
+    );
+    drop(watch);
+    // While no watch is open: a leader comes and goes.
+    let Campaign::Won { create_revision } = etcd.campaign(AG, "sql-a", &lease).await.unwrap()
+    else {
+        panic!("no competitor, yet not won");
+    };
+    assert!(etcd.resign(AG, create_revision, None).await.unwrap());
+    let mut again = etcd.watch_ag(AG, Some(confirmed + 1)).await.unwrap();
+    let put = within(WAIT, "replayed put", again.next()).await.unwrap();
+    assert!(
+        matches!(&put, AgEvent::Put { key_suffix, mod_revision, .. } if key_suffix == "leader" && *mod_revision == create_revision),
+        "{put:?}"
+    );
+    let delete = within(WAIT, "replayed delete", again.next()).await.unwrap();
+    assert_eq!(
+        delete,
+        AgEvent::Delete {
+            key_suffix: "leader".to_owned(),
+            mod_revision: create_revision + 1,
+        }
+    );
+}

@@ -167,18 +167,23 @@ impl LeaseFeed {
     }
 }
 
-/// Reads the AG's keys and watches them; after any watch failure, reads and watches again.
+/// Reads the AG's keys and watches them. A watch that fails is opened again from the revision
+/// after the last one it reported, so that every change in between still arrives in order
+/// (a deposal's wait counts from the last heartbeat seen only if the deletion arrives through
+/// the watch, `beats.rs`); only when etcd compacted those revisions away are the keys read
+/// afresh.
 pub(super) fn spawn_watch(etcd: Arc<Etcd>, ag: String, tx: Events, cancel: CancellationToken) {
     tokio::spawn(async move {
+        let mut resume = None;
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = watch_once(&etcd, &ag, &tx) => r,
+                r = watch_once(&etcd, &ag, &tx, &mut resume) => r,
             };
             match result {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(%ag, error = %e, "manage: watching the AG's keys failed; reading them again")
+                    tracing::warn!(%ag, error = %e, "manage: watching the AG's keys failed; watching again from the last change seen")
                 }
             }
             tokio::select! {
@@ -202,11 +207,75 @@ impl AgKeys {
     }
 }
 
-/// `Ok(())` when the controller is gone; `Err` when etcd failed.
-async fn watch_once(etcd: &Etcd, ag: &str, tx: &Events) -> Result<(), EtcdError> {
+/// Where a watch that ended picks up: the keys as it knew them, and the last revision it
+/// reported (or was confirmed at).
+struct Resume {
+    keys: AgKeys,
+    revision: i64,
+}
+
+/// `Ok(())` when the controller is gone; `Err` when etcd failed (`resume` then says where
+/// to pick up).
+async fn watch_once(
+    etcd: &Etcd,
+    ag: &str,
+    tx: &Events,
+    resume: &mut Option<Resume>,
+) -> Result<(), EtcdError> {
+    let (mut stream, mut keys, mut revision) = match resume.take() {
+        Some(r) => match etcd.watch_ag(ag, Some(r.revision + 1)).await {
+            Ok(stream) => (stream, r.keys, r.revision),
+            Err(e @ EtcdError::WatchCompacted { .. }) => {
+                tracing::warn!(%ag, error = %e, "manage: the AG's keys changed beyond etcd's history; reading them afresh");
+                match read_and_watch(etcd, ag, tx).await? {
+                    Some(fresh) => fresh,
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => {
+                *resume = Some(r);
+                return Err(e);
+            }
+        },
+        None => match read_and_watch(etcd, ag, tx).await? {
+            Some(fresh) => fresh,
+            None => return Ok(()),
+        },
+    };
+    loop {
+        let event = match stream.next().await {
+            Ok(event) => event,
+            Err(e) => {
+                *resume = Some(Resume { keys, revision });
+                return Err(e);
+            }
+        };
+        revision = revision.max(event_revision(&event));
+        for out in apply(etcd, ag, &mut keys, event).await? {
+            if tx.send(out).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn event_revision(event: &AgEvent) -> i64 {
+    match event {
+        AgEvent::Put { mod_revision, .. } | AgEvent::Delete { mod_revision, .. } => *mod_revision,
+    }
+}
+
+/// Opens a watch from now, reads the keys and tells the controller what they say; `None`
+/// when the controller is gone.
+async fn read_and_watch(
+    etcd: &Etcd,
+    ag: &str,
+    tx: &Events,
+) -> Result<Option<(tdsvip_etcd::AgWatch, AgKeys, i64)>, EtcdError> {
     // The watch starts first: a change between the reads and the watch is seen twice,
     // never missed.
-    let mut stream = etcd.watch_ag(ag, None).await?;
+    let stream = etcd.watch_ag(ag, None).await?;
+    let revision = stream.confirmed_revision();
     let read = etcd.leader(ag).await?;
     let beat = read.as_ref().map(|k| PromotionEvent::Beat {
         token: k.create_revision,
@@ -237,17 +306,10 @@ async fn watch_once(etcd: &Etcd, ag: &str, tx: &Events) -> Result<(), EtcdError>
     ];
     for e in first.into_iter().flatten() {
         if tx.send(e).await.is_err() {
-            return Ok(());
+            return Ok(None);
         }
     }
-    loop {
-        let event = stream.next().await?;
-        for out in apply(etcd, ag, &mut keys, event).await? {
-            if tx.send(out).await.is_err() {
-                return Ok(());
-            }
-        }
-    }
+    Ok(Some((stream, keys, revision)))
 }
 
 /// The controller's events for one key event: a leader key rewritten by its holder's
