@@ -73,6 +73,20 @@ const ACKNOWLEDGEMENTS: Def = Def {
     labels: &["ag"],
 };
 
+/// A call that answered in `took` goes into `histogram`; one that did not (`None`) is
+/// counted in `failures`.
+fn observe_or_count(
+    histogram: &HistogramVec,
+    failures: &IntCounterVec,
+    ag: &str,
+    took: Option<Duration>,
+) {
+    match took {
+        Some(t) => histogram.with_label_values(&[ag]).observe(t.as_secs_f64()),
+        None => failures.with_label_values(&[ag]).inc(),
+    }
+}
+
 /// Renewal round trips: an etcd or SQL round trip on a LAN is about a millisecond, and a
 /// renewal past a few hundred milliseconds has eaten the key's margin.
 const RENEWAL_BUCKETS: &[f64] = &[
@@ -164,23 +178,11 @@ impl ManageMetrics {
     }
 
     pub fn observe_key_renewal(&self, ag: &str, took: Option<Duration>) {
-        match took {
-            Some(t) => self
-                .key_renewal
-                .with_label_values(&[ag])
-                .observe(t.as_secs_f64()),
-            None => self.key_renewal_failures.with_label_values(&[ag]).inc(),
-        }
+        observe_or_count(&self.key_renewal, &self.key_renewal_failures, ag, took);
     }
 
     pub fn observe_heartbeat(&self, ag: &str, took: Option<Duration>) {
-        match took {
-            Some(t) => self
-                .heartbeat
-                .with_label_values(&[ag])
-                .observe(t.as_secs_f64()),
-            None => self.heartbeat_failures.with_label_values(&[ag]).inc(),
-        }
+        observe_or_count(&self.heartbeat, &self.heartbeat_failures, ag, took);
     }
 
     pub fn observe_write_lease_renewal(&self, ag: &str, took: Duration) {
