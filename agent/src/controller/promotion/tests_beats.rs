@@ -85,6 +85,8 @@ fn a_leader_acts_only_within_its_last_applied_heartbeat_though_its_lease_lives()
 
 #[test]
 fn a_refused_heartbeat_ends_the_lead_and_a_primary_campaigns_again_without_going_offline() {
+    // Within its proof only a leader on its peers' acknowledgements (rule 8) can be deposed:
+    // the deposers wait `leader_timeout`, its own proof ends `key_margin` sooner.
     let mut r = leader();
     assert!(
         r.at(50, PromotionEvent::BeatRefused { token: 4 })

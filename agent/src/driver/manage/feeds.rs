@@ -224,7 +224,16 @@ async fn watch_once(
 ) -> Result<(), EtcdError> {
     let (mut stream, mut keys, mut revision) = match resume.take() {
         Some(r) => match etcd.watch_ag(ag, Some(r.revision + 1)).await {
-            Ok(stream) => (stream, r.keys, r.revision),
+            // A store whose revision went back (restored from a snapshot) would leave a watch
+            // from the future waiting in silence: read afresh instead.
+            Ok(stream) if stream.confirmed_revision() >= r.revision => (stream, r.keys, r.revision),
+            Ok(_) => {
+                tracing::warn!(%ag, "manage: etcd's revision went back; reading the AG's keys afresh");
+                match read_and_watch(etcd, ag, tx).await? {
+                    Some(fresh) => fresh,
+                    None => return Ok(()),
+                }
+            }
             Err(e @ EtcdError::WatchCompacted { .. }) => {
                 tracing::warn!(%ag, error = %e, "manage: the AG's keys changed beyond etcd's history; reading them afresh");
                 match read_and_watch(etcd, ag, tx).await? {
@@ -246,7 +255,13 @@ async fn watch_once(
         let event = match stream.next().await {
             Ok(event) => event,
             Err(e) => {
-                *resume = Some(Resume { keys, revision });
+                // etcd 3.4 confirms a watch from a compacted revision, then cancels it: pick
+                // up from there again and it fails the same way, forever. Unknown revisions
+                // (a confirmation without a header) would replay everything.
+                let compacted = matches!(e, EtcdError::WatchCompacted { .. });
+                if !compacted && revision > 0 {
+                    *resume = Some(Resume { keys, revision });
+                }
                 return Err(e);
             }
         };
@@ -350,9 +365,14 @@ async fn apply(
             let Some(old) = keys.leader.take_if(|k| k.token < mod_revision) else {
                 return Ok(Vec::new());
             };
+            // Only the note written in the deletion's own transaction (a resign writes both
+            // at one revision): a deletion replayed later (a resumed or lagging watch), or a
+            // deposal, which writes none, must not pick up an older term's note, whose
+            // "confirmed down" or "to" would end a wait the deleted term still needs.
             let handoff = etcd
                 .get(&format!("{ag}/{HANDOFF}"))
                 .await?
+                .filter(|v| v.mod_revision == mod_revision)
                 .and_then(|v| serde_json::from_str::<Handoff>(&v.value).ok())
                 .filter(|h| h.token == old.token);
             vec![PromotionEvent::LeaderGone {

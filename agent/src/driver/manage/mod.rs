@@ -248,6 +248,8 @@ impl ManageTask {
         while !pending.is_empty() {
             let mut next = Vec::new();
             for action in pending {
+                // A term won a moment ago beats from now, not once its FAILOVER returned.
+                self.publish_held();
                 next.extend(self.fresh_heartbeat());
                 if let Some(result) = self.actor.act(&action, &self.controller).await {
                     next.extend(self.fresh_heartbeat());
@@ -261,8 +263,8 @@ impl ManageTask {
         self.actor
             .gate
             .update(c.leads_or_promotes(), c.leader().map(|k| k.token));
-        self.held_tx
-            .send_if_modified(|h| std::mem::replace(h, c.held()) != c.held());
+        self.publish_held();
+        let c = &self.controller;
         self.want_tx.send_if_modified(|w| {
             let now = c.wants_acknowledgements(Instant::now());
             std::mem::replace(w, now) != now
@@ -288,6 +290,13 @@ impl ManageTask {
 }
 
 impl ManageTask {
+    /// Tells the heartbeat task which term to beat.
+    fn publish_held(&self) {
+        let held = self.controller.held();
+        self.held_tx
+            .send_if_modified(|h| std::mem::replace(h, held) != held);
+    }
+
     fn fresh_heartbeat(&mut self) -> Vec<crate::controller::promotion::PromotionAction> {
         if !self.beaten.has_changed().unwrap_or(false) {
             return Vec::new();
