@@ -182,9 +182,29 @@ impl EtcdServer {
         );
     }
 
-    /// Stops etcd (SIGSTOP) without closing its sockets: a member that hangs.
+    /// Stops etcd (SIGSTOP) without closing its sockets: a member that hangs. Returns once
+    /// every thread is stopped: `kill` returns when the signal is sent, and a thread running
+    /// on the other core answered a request in that gap (seen once in `./run-tests`).
     pub fn freeze(&self) {
         self.signal("-STOP");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let stopped = |stat: String| {
+            // The state follows the parenthesised command name: "pid (comm) T ...".
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let all = std::fs::read_dir(&tasks).unwrap().all(|t| {
+                let path = t.unwrap().path().join("stat");
+                std::fs::read_to_string(path).map_or(true, stopped)
+            });
+            if all {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a frozen etcd run again (SIGCONT).
