@@ -52,7 +52,7 @@ impl PromotionController {
                     };
                     self.vacate(now, cause);
                     if cause == PromotionCause::LeaderLost {
-                        self.shorten_vacancy(now, token);
+                        self.shorten_vacancy(token);
                     }
                 }
                 if confirmed {
