@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy of the tests' own, in front of moto: for the EC2 actions and
-//! route tables a rule names, it answers with an AWS error document (throttling, 5xx, a refusal)
-//! or stalls, a given number of times; everything else is forwarded to moto unchanged. It also
-//! records every request it saw, so tests can check which calls were retried.
+//! route tables (or instances) a rule names, it answers with an AWS error document (throttling,
+//! 5xx, a refusal) or stalls, a given number of times; everything else is forwarded to moto
+//! unchanged. It also records every request it saw, so tests can check which calls were
+//! retried and with which parameters.
 //! Also: a listener that accepts connections and never answers (a black-holed endpoint).
 
 use std::convert::Infallible;
@@ -30,7 +31,7 @@ pub enum Fault {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub action: &'static str,
-    /// Only requests about this route table; any when None.
+    /// Only requests about this route table (or instance, for instance calls); any when None.
     pub table: Option<String>,
     pub fault: Fault,
     /// How many matching requests get the fault (usize::MAX: all).
@@ -43,6 +44,8 @@ pub struct Seen {
     pub action: String,
     pub table: Option<String>,
     pub faulted: bool,
+    /// The request's form body (`Action=…&Force=true&…`), to check the parameters sent.
+    pub body: String,
 }
 
 #[derive(Default)]
@@ -123,7 +126,9 @@ async fn handle(
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
     let action = form_value(&text, "Action").unwrap_or_default();
-    let table = form_value(&text, "RouteTableId").or_else(|| form_value(&text, "RouteTableId.1"));
+    let table = ["RouteTableId", "RouteTableId.1", "InstanceId.1"]
+        .into_iter()
+        .find_map(|key| form_value(&text, key));
     let fault = {
         let mut state = state.lock().expect("proxy state");
         let fault = state
@@ -138,6 +143,7 @@ async fn handle(
             action: action.clone(),
             table: table.clone(),
             faulted: fault.is_some(),
+            body: text.clone().into_owned(),
         });
         fault
     };
