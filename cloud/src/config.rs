@@ -295,7 +295,7 @@ impl CloudConfig {
 }
 
 /// EC2 ids are a prefix and 8 (older resources) or 17 lowercase hex digits.
-fn is_resource_id(id: &str, prefix: &str) -> bool {
+pub(crate) fn is_resource_id(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix).is_some_and(|hex| {
         (hex.len() == 8 || hex.len() == 17)
             && hex

@@ -5,6 +5,7 @@
 //! private IP moved between ENIs (`SecondaryIpExecutor`). This crate keeps aws-sdk-ec2 (a very
 //! slow build) behind its own boundary so that editing the agent never rebuilds it, and gives
 //! the agent's controller a small trait (`CloudExecutor`) so it can be tested without AWS.
+//! In manage mode it also fences: `InstanceFence` stops a lost primary's instance.
 //!
 //! Wiring for `tdsvip routes`:
 //! ```no_run
@@ -23,6 +24,7 @@
 pub mod config;
 mod ec2;
 pub mod error;
+pub mod fence;
 pub mod identity;
 #[cfg(feature = "moto-harness")]
 pub mod moto;
@@ -38,6 +40,7 @@ use std::net::Ipv4Addr;
 pub use config::{ClaimMode, CloudConfig, ConfigProblem, Provider};
 pub use ec2::{Credentials, Ec2Api};
 pub use error::CloudError;
+pub use fence::{FenceOutcome, FenceReport, InstanceFence, valid_instance_id};
 pub use identity::{Identity, ImdsClient};
 pub use report::{
     CallRecord, CallResult, ClaimReport, ObserveReport, Operation, RouteState, TableCalls,

@@ -24,6 +24,8 @@ pub enum Operation {
     DescribeNetworkInterfaces,
     DescribeNetworkInterfaceAttribute,
     AssignPrivateIpAddresses,
+    StopInstances,
+    DescribeInstances,
 }
 
 /// How one call ended (the metrics `result` label).
@@ -50,7 +52,7 @@ pub enum CallResult {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallRecord {
     pub operation: Operation,
-    /// The route table or ENI the call was about.
+    /// The route table, ENI or instance the call was about.
     pub resource: String,
     pub result: CallResult,
     /// From the first attempt's start to the last attempt's end, backoffs included.
@@ -109,7 +111,7 @@ pub fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(millis(*d))
 }
 

@@ -21,13 +21,14 @@ fn pascal(snake: &str) -> String {
 /// `ec2:Operation` for every EC2 call in `cloud/src` (the moto harness builds test worlds
 /// and is not part of the agent).
 fn operations_called() -> BTreeSet<String> {
-    const VERBS: [&str; 6] = [
+    const VERBS: [&str; 7] = [
         "describe_",
         "replace_",
         "create_",
         "assign_",
         "unassign_",
         "modify_",
+        "stop_",
     ];
     // Relative to the package root, where `cargo test` runs tests (a path baked in by
     // `env!` would name the checkout the binary was built in).
