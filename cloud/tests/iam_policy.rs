@@ -85,3 +85,39 @@ fn the_policy_allows_exactly_what_the_agent_calls() {
         "the policy allows what the agent never calls: {extra:?}"
     );
 }
+
+/// The fence may stop instances, so its permission must be scoped: instances only, and only
+/// those tagged as the AG's (a `"Resource": "*"` here would let any node stop any instance).
+#[test]
+fn stopping_instances_is_limited_to_tagged_instances() {
+    let text = std::fs::read_to_string("../deploy/iam-policy.json").unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let statements: Vec<&serde_json::Value> = doc["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "ec2:StopInstances")
+        })
+        .collect();
+    assert_eq!(statements.len(), 1, "{statements:?}");
+    let statement = statements[0];
+    assert_eq!(statement["Sid"], "TdsvipFenceAws");
+    assert_eq!(
+        statement["Action"].as_array().unwrap().len(),
+        1,
+        "{statement}"
+    );
+    assert_eq!(
+        statement["Resource"], "arn:aws:ec2:REGION:ACCOUNT:instance/*",
+        "{statement}"
+    );
+    let tagged = statement["Condition"]["StringEquals"]
+        .as_object()
+        .is_some_and(|c| c.keys().any(|k| k.starts_with("aws:ResourceTag/")));
+    assert!(tagged, "no tag condition: {statement}");
+}
