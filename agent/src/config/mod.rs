@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 mod cluster;
+mod fence;
 mod parse;
 mod sql;
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod tests;
 mod validate;
 
 pub use cluster::{ClusterConfig, ClusterMode};
+pub use fence::FenceConfig;
 pub use sql::SqlConfig;
 
 /// One problem in a config file: the full key path and why the value is refused.
@@ -61,6 +63,9 @@ pub struct AgentConfig {
     /// `[cloud]`: route tables or secondary IP on AWS; absent on premises.
     #[serde(default)]
     pub cloud: Option<tdsvip_cloud::CloudConfig>,
+    /// `[fence]`: stopping an old primary a new leader could not confirm down (manage mode).
+    #[serde(default)]
+    pub fence: FenceConfig,
 }
 
 /// `[probe]`: rate, deadline and hysteresis of the local health probe.
@@ -167,6 +172,9 @@ pub struct PeerConfig {
     /// The peer replica's TDS endpoint, probed to learn its role.
     #[serde(default)]
     pub sql_endpoint: Option<SocketAddr>,
+    /// The peer's EC2 instance, stopped by `[fence] aws` when it is lost as primary.
+    #[serde(default)]
+    pub instance_id: Option<String>,
 }
 
 /// `[http]`: the agent's HTTP listener.

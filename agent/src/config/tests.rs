@@ -406,3 +406,91 @@ fn required_synchronized_secondaries_to_commit_is_named_when_wrong() {
         );
     }
 }
+
+/// A manage-mode node `sqlnode1` on EC2 with two peers, `fence` and `peers` appended.
+fn fenced(fence: &str, peers: &[(&str, Option<&str>)]) -> String {
+    let mut text = format!(
+        "node = \"sqlnode1\"\n{MINIMAL}\n[cluster]\nmode = \"manage\"\netcd = [\"http://10.0.0.1:2379\"]\n\
+         [cloud]\nprovider = \"aws\"\nregion = \"us-east-1\"\nroute_tables = [\"rtb-0123456789abcdef0\"]\n\
+         instance_id = \"i-0aaaaaaaaaaaaaaaa\"\n{fence}\n"
+    );
+    for (name, instance) in peers {
+        text += &format!("[[peer]]\nname = \"{name}\"\nstatus_url = \"http://10.0.0.2:9477\"\n");
+        if let Some(id) = instance {
+            text += &format!("instance_id = \"{id}\"\n");
+        }
+    }
+    text
+}
+
+#[test]
+fn fence_aws_needs_every_peers_own_instance() {
+    let both = [
+        ("sqlnode2", Some("i-0bbbbbbbbbbbbbbbb")),
+        ("sqlnode3", Some("i-0cccccccccccccccc")),
+    ];
+    let c = AgentConfig::parse(&fenced("[fence]\naws = true", &both)).unwrap();
+    assert!(c.fence.aws);
+    assert_eq!(
+        c.peers[1].instance_id.as_deref(),
+        Some("i-0cccccccccccccccc")
+    );
+    assert_eq!(
+        AgentConfig::parse(&fenced("", &[])).unwrap().fence,
+        FenceConfig::default()
+    );
+
+    let bad = [
+        ("sqlnode2", None),
+        ("sqlnode3", Some("i-0xyz")),
+        ("sqlnode4", Some("i-0aaaaaaaaaaaaaaaa")),
+        ("sqlnode5", Some("i-0bbbbbbbbbbbbbbbb")),
+        ("sqlnode6", Some("i-0bbbbbbbbbbbbbbbb")),
+    ];
+    let found = issues(&fenced("[fence]\naws = true", &bad));
+    let expect = [
+        "peer[0].instance_id: required with fence.aws",
+        "peer[1].instance_id: \"i-0xyz\" is not an instance id",
+        "peer[2].instance_id: \"i-0aaaaaaaaaaaaaaaa\" is this node's own instance",
+        "peer[4].instance_id: \"i-0bbbbbbbbbbbbbbbb\" is another peer's instance too",
+    ];
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+    for (f, e) in found.iter().zip(expect) {
+        assert!(f.starts_with(e), "{f:?} is not {e:?}…");
+    }
+}
+
+#[test]
+fn fence_aws_needs_manage_mode_a_cloud_section_and_a_peer() {
+    let text = format!("{MINIMAL}\n[fence]\naws = true\n");
+    let found = issues(&text);
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("fence.aws: needs cluster.mode = \"manage\"")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("fence.aws: needs a [cloud] section")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("fence.aws: no [[peer]]")),
+        "{found:#?}"
+    );
+    // An instance id without the fence does nothing: said, not ignored.
+    let found = issues(&fenced("", &[("sqlnode2", Some("i-0bbbbbbbbbbbbbbbb"))]));
+    assert_eq!(
+        found,
+        ["peer[0].instance_id: set, but fence.aws is false: only the fence uses it"],
+    );
+    let found = issues(&fenced("[fence]\naws = \"yes\"", &[]));
+    assert!(
+        found.iter().any(|i| i.starts_with("fence.aws")),
+        "{found:#?}"
+    );
+}

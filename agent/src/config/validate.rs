@@ -38,6 +38,7 @@ impl AgentConfig {
             ));
         }
         v.extend(self.cluster.validate());
+        self.validate_fence(&mut v);
         if let Some(cloud) = &self.cloud {
             v.extend(cloud.validate());
             if cloud.mode == tdsvip_cloud::ClaimMode::Route

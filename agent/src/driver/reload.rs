@@ -152,6 +152,16 @@ pub(crate) fn live_part(
     if new.cluster != running.cluster {
         restart.push("cluster");
     }
+    // The fence's instance map is built at start, though the rest of [[peer]] is live.
+    let instances = |c: &AgentConfig| -> Vec<(String, Option<String>)> {
+        c.peers
+            .iter()
+            .map(|p| (p.name.clone(), p.instance_id.clone()))
+            .collect()
+    };
+    if new.fence != running.fence || (new.fence.aws && instances(&new) != instances(running)) {
+        restart.push("fence/peer[].instance_id");
+    }
     if (new.probe.rise, new.probe.fall) != (running.probe.rise, running.probe.fall) {
         restart.push("probe.rise/probe.fall");
     }
@@ -208,6 +218,7 @@ addresses = ["10.0.0.100"]
                 name: "n2".into(),
                 status_url: "http://10.0.0.2:9477".into(),
                 sql_endpoint: None,
+                instance_id: None,
             }],
             ..new
         };
@@ -222,6 +233,20 @@ addresses = ["10.0.0.100"]
         let (same, none) = live_part(&running, running.clone());
         assert_eq!(same, running);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn the_fences_instances_wait_for_a_restart() {
+        let mut running = parse("[[peer]]\nname = \"n2\"\nstatus_url = \"http://10.0.0.2:9477\"\n");
+        running.fence.aws = true;
+        let mut new = running.clone();
+        new.peers[0].instance_id = Some("i-0bbbbbbbbbbbbbbbb".into());
+        let (effective, restart) = live_part(&running, new);
+        assert_eq!(restart, ["fence/peer[].instance_id"]);
+        assert!(effective.fence.aws);
+        let mut new = running.clone();
+        new.fence.aws = false;
+        assert_eq!(live_part(&running, new).1, ["fence/peer[].instance_id"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::inputs::{local_replica_is_primary, overlay_probe};
-use super::manage::{ManagedAg, Wiring};
+use super::manage::{ManagedAg, NodeFence, Wiring};
 use super::peer_reports::{PeerRuntime, replica_watches};
 use super::reload::InputTasks;
 use super::router::EventRouter;
@@ -70,7 +70,16 @@ pub async fn run(
         bearer.as_ref(),
         &tx,
     )?;
-    let failsafe = start_manage(&config, &password, &cancel, &metrics, &status, &bearer, &tx)?;
+    let fence = NodeFence::connect(&config, identity.as_ref()).await?;
+    let manage = ManageWiring {
+        cancel: &cancel,
+        metrics: &metrics,
+        status: &status,
+        bearer: &bearer,
+        router: &tx,
+        fence,
+    };
+    let failsafe = start_manage(&config, &password, manage)?;
     signals::spawn(tx.clone(), shutdown)?;
     let http = Http::start(&config, &metrics, &status, token, failsafe).await?;
     tracing::info!(node = %node_name, listen = %config.http.listen, ags = ags.len(), "tdsvip running");
@@ -104,16 +113,23 @@ pub async fn run(
     }
 }
 
+/// What the manage tasks share with the rest of the agent, borrowed while they start.
+struct ManageWiring<'a> {
+    cancel: &'a CancellationToken,
+    metrics: &'a AgentMetrics,
+    status: &'a Arc<StatusStore>,
+    bearer: &'a Option<Bearer>,
+    router: &'a mpsc::Sender<Input>,
+    /// `[fence] aws`, shared by every AG's task.
+    fence: Option<Arc<NodeFence>>,
+}
+
 /// In manage mode, one task per AG that runs its failover through etcd (`manage/`); the
 /// gates through which the HTTP listener answers other leaders for them (`POST /failsafe`).
 fn start_manage(
     config: &AgentConfig,
     password: &Password,
-    cancel: &CancellationToken,
-    metrics: &AgentMetrics,
-    status: &Arc<StatusStore>,
-    bearer: &Option<Bearer>,
-    router: &mpsc::Sender<Input>,
+    w: ManageWiring<'_>,
 ) -> Result<FailsafeGates, DriverError> {
     let mut gates = FailsafeGates::default();
     if config.cluster.mode != ClusterMode::Manage {
@@ -130,14 +146,15 @@ fn start_manage(
             ag,
             etcd.clone(),
             &mut gates,
-            bearer.clone(),
+            w.bearer.clone(),
+            w.fence.clone(),
         )
         .map_err(|e| cfg_err(format!("ag[{i}]"), e))?;
         managed.spawn(Wiring {
-            cancel: cancel.clone(),
-            metrics: metrics.manage(),
-            status: status.clone(),
-            router: router.clone(),
+            cancel: w.cancel.clone(),
+            metrics: w.metrics.manage(),
+            status: w.status.clone(),
+            router: w.router.clone(),
             index: i,
         });
     }

@@ -31,6 +31,11 @@ const PROMOTION_REFUSED: Def = Def {
     help: "Manage mode: times the local replica could not be promoted while no leader held the AG, by reason.",
     labels: &["ag", "reason"],
 };
+const FENCES: Def = Def {
+    name: "tdsvip_fences_total",
+    help: "Manage mode with [fence] aws: stops of an old primary's EC2 instance this agent asked for as the new leader, by result (stopped: EC2 took the stop or the instance was down already; failed: EC2 refused or did not answer; not_sent: the leader key was no longer provably held).",
+    labels: &["ag", "result"],
+};
 const ETCD_LEASE_ALIVE: Def = Def {
     name: "tdsvip_etcd_lease_alive",
     help: "Manage mode: 1 while this agent's etcd lease is provably alive (a renewal answered within its TTL), else 0.",
@@ -87,6 +92,15 @@ fn observe_or_count(
     }
 }
 
+/// How a stop of an old primary's instance ended (the `result` label of `tdsvip_fences_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
+pub enum FenceResult {
+    Stopped,
+    Failed,
+    NotSent,
+}
+
 /// Renewal round trips: an etcd or SQL round trip on a LAN is about a millisecond, and a
 /// renewal past a few hundred milliseconds has eaten the key's margin.
 const RENEWAL_BUCKETS: &[f64] = &[
@@ -101,6 +115,7 @@ pub struct ManageMetrics {
     term: IntGaugeVec,
     promotions: IntCounterVec,
     refused: IntCounterVec,
+    fences: IntCounterVec,
     etcd_lease_alive: IntGaugeVec,
     key_renewal: HistogramVec,
     key_renewal_failures: IntCounterVec,
@@ -114,11 +129,12 @@ pub struct ManageMetrics {
 impl ManageMetrics {
     /// Every manage-mode metric's name, for the tests that check dashboards and rules use
     /// them all.
-    pub const NAMES: [&str; 12] = [
+    pub const NAMES: [&str; 13] = [
         LEADER.name,
         LEADER_TERM.name,
         PROMOTIONS.name,
         PROMOTION_REFUSED.name,
+        FENCES.name,
         ETCD_LEASE_ALIVE.name,
         KEY_RENEWAL.name,
         KEY_RENEWAL_FAILURES.name,
@@ -135,6 +151,7 @@ impl ManageMetrics {
             term: gauge(r, &LEADER_TERM)?,
             promotions: counter(r, &PROMOTIONS)?,
             refused: counter(r, &PROMOTION_REFUSED)?,
+            fences: counter(r, &FENCES)?,
             etcd_lease_alive: gauge(r, &ETCD_LEASE_ALIVE)?,
             key_renewal: histogram(r, &KEY_RENEWAL, RENEWAL_BUCKETS)?,
             key_renewal_failures: counter(r, &KEY_RENEWAL_FAILURES)?,
@@ -164,6 +181,9 @@ impl ManageMetrics {
         for reason in Refusal::VARIANTS {
             self.refused.with_label_values(&[ag, reason]);
         }
+        for result in FenceResult::VARIANTS {
+            self.fences.with_label_values(&[ag, result]);
+        }
         self.key_renewal_failures.with_label_values(&[ag]);
         self.heartbeat_failures.with_label_values(&[ag]);
         self.acknowledgements.with_label_values(&[ag]);
@@ -175,6 +195,10 @@ impl ManageMetrics {
 
     pub fn count_refusal(&self, ag: &str, reason: &str) {
         self.refused.with_label_values(&[ag, reason]).inc();
+    }
+
+    pub fn count_fence(&self, ag: &str, result: FenceResult) {
+        self.fences.with_label_values(&[ag, result.into()]).inc();
     }
 
     pub fn observe_key_renewal(&self, ag: &str, took: Option<Duration>) {
@@ -223,7 +247,7 @@ mod tests {
     use crate::controller::promotion::{PromotionCause, Refusal};
     use crate::metrics::AgentMetrics;
 
-    const MANAGE_METRICS: [&str; 12] = super::ManageMetrics::NAMES;
+    const MANAGE_METRICS: [&str; 13] = super::ManageMetrics::NAMES;
 
     /// The sample lines (not `# HELP`/`# TYPE`) of metric `name` in the text format: exactly
     /// that name, or a histogram's series of it (`tdsvip_leader` is not `tdsvip_leader_term`).
@@ -258,6 +282,7 @@ mod tests {
         manage.set_term("AG1", Some(7));
         manage.count_promotion("AG1", "leader_lost");
         manage.count_refusal("AG1", "behind_sequence");
+        manage.count_fence("AG1", super::FenceResult::Stopped);
         manage.set_etcd_lease_alive("AG1", true);
         manage.observe_key_renewal("AG1", Some(std::time::Duration::from_millis(2)));
         manage.observe_key_renewal("AG1", None);

@@ -30,6 +30,7 @@ use crate::controller::{AgController, DriftKind, FailoverTimeline, ReplicaRole};
 
 mod manage;
 
+pub(crate) use manage::FenceResult;
 pub use manage::ManageMetrics;
 
 /// Probe latencies: a TCP connect on a LAN takes ~0.1 ms, a login with TLS tens of ms, and

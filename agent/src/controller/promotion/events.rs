@@ -195,6 +195,14 @@ pub enum PromotionAction {
     },
     /// The replica is RESOLVING under another leader: make it a secondary again.
     SetSecondary,
+    /// `[fence] aws`: stop the EC2 instance of `node`, the primary whose key went without a
+    /// note that it was down or demoted, as this agent (holding the key with `token`) fails
+    /// over (`fence.rs`). Sent only while the key is provably held; the `FAILOVER` does not
+    /// wait for it.
+    Fence {
+        token: i64,
+        node: String,
+    },
     /// The leader key with `token` has not been rewritten since `revision`, seen
     /// `leader_timeout` ago: delete it if that is still so (`beats.rs`).
     Depose {

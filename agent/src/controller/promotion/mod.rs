@@ -44,6 +44,8 @@ mod tests_commit_quorum;
 #[cfg(test)]
 mod tests_failsafe;
 #[cfg(test)]
+mod tests_fence;
+#[cfg(test)]
 mod tests_steps;
 #[cfg(test)]
 mod tests_switchover;
@@ -82,6 +84,9 @@ pub struct PromotionSettings {
     /// `[cluster] required_synchronized_secondaries_to_commit`: the value the leader keeps
     /// the AG at; `None`: the one Microsoft's agent computes (`commit_quorum.rs`).
     pub required_synchronized: Option<u32>,
+    /// `[fence] aws`: the key holder stops the instance of an old primary it could not
+    /// confirm down or demoted (`fence.rs`).
+    pub fence: bool,
 }
 
 impl PromotionSettings {
@@ -170,6 +175,11 @@ pub struct PromotionController {
     last_event: Instant,
     /// The promotion's steps for the failover timeline (`steps.rs`).
     steps: steps::StepRecorder,
+    /// The node whose key's loss opened this vacancy, while nobody leads (`fence.rs`).
+    vacated_from: Option<String>,
+    /// The last node any member state showed PRIMARY: a node's state is withdrawn when its
+    /// SQL Server stops answering and expires with its agent, but it may still write.
+    last_primary: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -182,6 +192,7 @@ struct InFlight {
 
 mod beats;
 mod failsafe;
+mod fence;
 mod lead;
 mod rules;
 
@@ -223,6 +234,8 @@ impl PromotionController {
             role_changed_at: None,
             last_event: now,
             steps: steps::StepRecorder::at_start(now),
+            vacated_from: None,
+            last_primary: None,
         }
     }
 

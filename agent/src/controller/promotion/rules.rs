@@ -20,7 +20,10 @@ impl PromotionController {
                 }
             }
             E::RoleChanged => self.role_changed_at = Some(now),
-            E::Members(members) => self.members = members,
+            E::Members(members) => {
+                self.note_primary(&members);
+                self.members = members;
+            }
             E::Leader(key) => self.see_leader(now, key),
             E::Beat { token, revision } => self.beat_seen(now, token, revision),
             E::Beaten { token, sent } => self.beaten(token, sent),
@@ -142,6 +145,7 @@ impl PromotionController {
                     self.not_synchronized = false;
                 }
                 self.vacancy = None;
+                self.vacated_from = None;
                 self.refusal = None;
                 self.leader = Some(k);
             }
@@ -152,7 +156,10 @@ impl PromotionController {
     /// The key is gone: candidates wait out the old write lease, unless the old primary
     /// cannot write (its SQL Server is down, or it was demoted for a switchover to us).
     pub(super) fn vacate(&mut self, now: Instant, cause: PromotionCause) {
-        self.leader = None;
+        // A read that finds no key after the watch showed it go keeps whom it went from.
+        if let Some(k) = self.leader.take() {
+            self.vacated_from = Some(k.holder);
+        }
         self.refusal = None;
         let wait = match cause {
             PromotionCause::PrimaryDown | PromotionCause::Switchover => Duration::ZERO,
@@ -181,8 +188,10 @@ impl PromotionController {
             .vacancy
             .take()
             .map_or(PromotionCause::LeaderLost, |v| v.cause);
+        let vacated_from = self.vacated_from.take();
         match self.local.as_ref().map(|l| l.role) {
             Some(MemberRole::Secondary) => {
+                out.extend(self.fence_on_win(token, cause, vacated_from));
                 self.in_flight.failover = true;
                 out.push(A::Failover { token, cause });
             }

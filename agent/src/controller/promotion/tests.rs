@@ -20,6 +20,7 @@ pub(super) fn settings(node: &str) -> PromotionSettings {
         fall: 3,
         ack_window: 1000 * MS,
         required_synchronized: None,
+        fence: false,
     }
 }
 

@@ -9,6 +9,7 @@ use tdsvip_etcd::{Campaign as EtcdCampaign, Etcd, Lease};
 use tokio::sync::{mpsc, watch};
 
 use super::feeds::HANDOFF;
+use super::fence::NodeFence;
 use super::sql::{NOT_SYNCHRONIZED, ReplicaControl};
 use crate::controller::promotion::{
     Campaign, Handoff, LeaderKey, PromotionAction as A, PromotionCause, PromotionController,
@@ -43,6 +44,8 @@ pub(super) struct Actor {
     pub status: Arc<StatusStore>,
     /// How long a switchover's let-go lasts at most (the demotion follows at once).
     pub let_go_for: Duration,
+    /// `[fence] aws`: stops an old primary's instance (`fence.rs`).
+    pub fence: Option<Arc<NodeFence>>,
 }
 
 /// Waits until `/status` shows none of the AG's addresses owned (the release returned), at
@@ -109,6 +112,21 @@ impl Actor {
                 let r = self.control.set_secondary().await;
                 tracing::info!(ag = %self.ag, leader = ?c.leader().map(|l| &l.holder), result = ?r, "manage: RESOLVING replica made SECONDARY under the current leader");
                 Some(E::RoleChanged)
+            }
+            A::Fence { token, node } => {
+                match &self.fence {
+                    Some(f) => f.stop(
+                        &self.ag,
+                        *token,
+                        node,
+                        c.send_by_with(*self.beaten.borrow()),
+                        &self.metrics,
+                    ),
+                    None => {
+                        tracing::error!(ag = %self.ag, token, node, "manage: fence asked for without [fence] aws")
+                    }
+                }
+                None
             }
             A::Depose { token, revision } => self.depose(*token, *revision, c).await,
             A::Refused(r) => {

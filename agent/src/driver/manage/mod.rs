@@ -35,8 +35,10 @@ mod act;
 mod beat;
 mod failsafe;
 mod feeds;
+mod fence;
 mod sql;
 
+pub(crate) use fence::NodeFence;
 use sql::ReplicaControl;
 
 /// Everything one AG's manage task needs, built before the agent runs (so a bad value
@@ -53,6 +55,7 @@ pub(super) struct ManagedAg {
     control: ReplicaControl,
     acknowledgers: failsafe::Acknowledgers,
     gate: Arc<FailsafeGate>,
+    fence: Option<Arc<NodeFence>>,
 }
 
 impl ManagedAg {
@@ -65,6 +68,7 @@ impl ManagedAg {
         etcd: EtcdSettings,
         gates: &mut crate::failsafe::FailsafeGates,
         token: Option<Bearer>,
+        fence: Option<Arc<NodeFence>>,
     ) -> Result<Self, String> {
         let c = &config.cluster;
         let node = config.node_name();
@@ -83,6 +87,7 @@ impl ManagedAg {
             fall: config.probe.fall,
             ack_window: c.key_ttl(),
             required_synchronized: c.required_synchronized_secondaries_to_commit,
+            fence: config.fence.aws,
         };
         let acknowledgers = acknowledgers(config, &node, &ag.name, token, settings.ack_hold())?;
         let hold = settings.ack_hold();
@@ -99,6 +104,7 @@ impl ManagedAg {
             key_ttl: c.key_ttl(),
             poll_interval: Duration::from_millis(config.probe.interval_ms),
             revoke_at_stop: config.shutdown.addresses == StopAddresses::Release,
+            fence,
         })
     }
 
@@ -120,6 +126,7 @@ impl ManagedAg {
             control,
             acknowledgers,
             gate,
+            fence,
         } = self;
         let (tx, rx) = mpsc::channel(64);
         feeds::spawn_poll(poll, poll_interval, tx.clone(), w.cancel.clone());
@@ -174,6 +181,7 @@ impl ManagedAg {
             index: w.index,
             status: w.status.clone(),
             let_go_for,
+            fence,
         };
         let task = ManageTask {
             controller,

@@ -1,0 +1,106 @@
+//! `[fence] aws`: the running side of rule 4d. The controller decides whom to stop
+//! (`controller/promotion/fence.rs`); this stops that node's EC2 instance through
+//! `tdsvip_cloud::InstanceFence`, in a task of its own so that the `FAILOVER` right behind
+//! it does not wait for EC2, and says how it went in the log and in
+//! `tdsvip_fences_total{result}`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tdsvip_cloud::{Ec2Api, Identity, InstanceFence};
+
+use crate::config::AgentConfig;
+use crate::driver::{DriverError, cfg_err};
+use crate::metrics::{FenceResult, ManageMetrics};
+
+/// The EC2 side of the fence and every peer's instance, by node name.
+pub(crate) struct NodeFence {
+    fence: InstanceFence,
+    instances: BTreeMap<String, String>,
+}
+
+impl NodeFence {
+    /// With `[fence] aws = true`: an EC2 client (the SDK's credential chain, `[cloud]`'s
+    /// region, deadlines and retries) and the `[[peer]] instance_id`s; otherwise `None`.
+    pub(crate) async fn connect(
+        config: &AgentConfig,
+        identity: Option<&Identity>,
+    ) -> Result<Option<Arc<NodeFence>>, DriverError> {
+        let (true, Some(cloud)) = (config.fence.aws, &config.cloud) else {
+            return Ok(None);
+        };
+        let api = Ec2Api::connect(cloud).await.map_err(|e| {
+            if e.is_config_problem() {
+                cfg_err("cloud", e.to_string())
+            } else {
+                DriverError::Start(format!("fence.aws: cannot reach EC2: {e}"))
+            }
+        })?;
+        let own = identity.and_then(|i| i.instance_id.clone());
+        let instances = config
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.instance_id.clone()?)))
+            .collect();
+        Ok(Some(Arc::new(NodeFence {
+            fence: InstanceFence::new(api, own),
+            instances,
+        })))
+    }
+
+    /// Stops `node`'s instance in the background, for the leader key `token` of `ag`.
+    /// `send_by` is the controller's bound for anything sent under that key, asked right
+    /// before the call: past it, the key may be someone else's and the stop is not sent.
+    pub(crate) fn stop(
+        self: &Arc<Self>,
+        ag: &str,
+        token: i64,
+        node: &str,
+        send_by: Option<Instant>,
+        metrics: &ManageMetrics,
+    ) {
+        let Some(instance) = self.instances.get(node).cloned() else {
+            // check-config refuses a fence without every peer's instance: only a node
+            // that is no [[peer]] gets here.
+            tracing::error!(
+                ag,
+                token,
+                node,
+                "manage: fence not sent: {node:?} is no [[peer]] with an instance_id"
+            );
+            return metrics.count_fence(ag, FenceResult::NotSent);
+        };
+        if send_by.is_none_or(|t| Instant::now() >= t) {
+            tracing::warn!(
+                ag,
+                token,
+                node,
+                instance,
+                "manage: fence not sent: the leader key is no longer provably held"
+            );
+            return metrics.count_fence(ag, FenceResult::NotSent);
+        }
+        let (this, ag, node, metrics) = (
+            self.clone(),
+            ag.to_owned(),
+            node.to_owned(),
+            metrics.clone(),
+        );
+        tokio::spawn(async move {
+            let report = this.fence.stop(&instance).await;
+            if report.stopped() {
+                metrics.count_fence(&ag, FenceResult::Stopped);
+                tracing::warn!(ag, token, node, "manage: old primary fenced: {report}");
+            } else {
+                metrics.count_fence(&ag, FenceResult::Failed);
+                tracing::error!(
+                    ag,
+                    token,
+                    node,
+                    "manage: the old primary's instance could not be stopped: {report}"
+                );
+            }
+        });
+    }
+}
