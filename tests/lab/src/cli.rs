@@ -61,6 +61,10 @@ pub struct DrillArgs {
     /// With --cloud: how many route tables.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub route_tables: u8,
+    /// With --cloud and --promote agent: the agents fence (`[fence] aws`): a new leader that
+    /// could not confirm the old primary down stops its instance in moto; reported per trial.
+    #[arg(long, requires = "cloud")]
+    pub fence_aws: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

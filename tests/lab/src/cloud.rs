@@ -17,6 +17,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceType};
 
 use crate::clock::Clock;
+use crate::lab::Lab;
+use crate::measure::Promotion;
 use crate::netns::{HUB_IP, NsHandle, OVERLAY, in_ns};
 use crate::procs;
 
@@ -32,6 +34,8 @@ pub struct RouteSample {
 
 pub struct Cloud {
     pub endpoint: String,
+    /// The namespace moto listens in (the lab process reaches it only from there).
+    hub: String,
     pub tables: Vec<String>,
     pub instances: Vec<String>,
     pub enis: Vec<String>,
@@ -154,6 +158,47 @@ async fn read_targets(ec2: &aws_sdk_ec2::Client, tables: &[String]) -> Option<Ve
     )
 }
 
+async fn instance_states(endpoint: &str, ids: &[String]) -> Result<Vec<String>, String> {
+    let api = tdsvip_cloud::moto::setup_api(endpoint).await;
+    let out = api
+        .client()
+        .describe_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| format!("moto DescribeInstances: {e}"))?;
+    let state_of = |id: &String| {
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(id))
+            .and_then(|i| i.state()?.name())
+            .map_or_else(|| "unknown".to_owned(), |n| n.as_str().to_owned())
+    };
+    Ok(ids.iter().map(state_of).collect())
+}
+
+async fn start_stopped(endpoint: &str, ids: &[String]) -> Result<(), String> {
+    let states = instance_states(endpoint, ids).await?;
+    let stopped: Vec<String> = ids
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| *s != "running")
+        .map(|(id, _)| id.clone())
+        .collect();
+    if stopped.is_empty() {
+        return Ok(());
+    }
+    let api = tdsvip_cloud::moto::setup_api(endpoint).await;
+    api.client()
+        .start_instances()
+        .set_instance_ids(Some(stopped))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("moto StartInstances: {e}"))
+}
+
 impl Cloud {
     /// Starts moto in `hub`, builds the world and starts the route sampler.
     pub fn start(
@@ -234,6 +279,7 @@ impl Cloud {
             .map_err(|e| format!("route sampler: {e}"))?;
         Ok(Cloud {
             endpoint,
+            hub: hub.to_owned(),
             tables: table_ids,
             instances,
             enis,
@@ -254,6 +300,32 @@ impl Cloud {
             self.enis[i],
             self.endpoint
         )
+    }
+
+    /// The agents' `[fence]` section and, for each node, the line its peers' `[[peer]]`
+    /// table gets (`--fence-aws`: the new leader stops an old primary's instance).
+    pub fn fence_lines(&self) -> (String, Vec<String>) {
+        let peers = self
+            .instances
+            .iter()
+            .map(|id| format!("instance_id = \"{id}\"\n"))
+            .collect();
+        ("[fence]\naws = true\n".to_owned(), peers)
+    }
+
+    /// Every node's instance state as moto has it now (`running`, `stopping`, `stopped`…).
+    pub fn instance_states(&self) -> Result<Vec<String>, String> {
+        let (ep, ids) = (self.endpoint.clone(), self.instances.clone());
+        in_ns(&self.hub, move || {
+            rt()?.block_on(instance_states(&ep, &ids))
+        })?
+    }
+
+    /// Starts every instance a fence stopped, so that each trial begins with all running
+    /// (the nodes' namespaces never stopped: only moto's record of them did).
+    pub fn start_stopped_instances(&self) -> Result<(), String> {
+        let (ep, ids) = (self.endpoint.clone(), self.instances.clone());
+        in_ns(&self.hub, move || rt()?.block_on(start_stopped(&ep, &ids)))?
     }
 
     pub fn samples_between(&self, from: f64, to: f64) -> Vec<RouteSample> {
@@ -277,4 +349,51 @@ impl crate::clock::Stamped for RouteSample {
     fn stamp(&self) -> f64 {
         self.at
     }
+}
+
+type RouteChanges = Vec<(f64, Vec<Option<String>>)>;
+
+/// With `--cloud`: per promotion, when every route table pointed at the new owner; and where
+/// the tables' targets changed.
+pub fn route_results(
+    lab: &Lab,
+    start: f64,
+    end: f64,
+    promotions: &[Promotion],
+) -> (Vec<Option<f64>>, RouteChanges) {
+    let Some(c) = &lab.cloud else {
+        return (Vec::new(), Vec::new());
+    };
+    let samples: RouteChanges = c
+        .samples_between(start, end)
+        .into_iter()
+        .map(|s| (s.at, s.targets))
+        .collect();
+    let per = promotions
+        .iter()
+        .map(|p| crate::measure::routes_converged(&samples, p.at, &c.enis[p.node]))
+        .collect();
+    let mut changes: RouteChanges = Vec::new();
+    for s in samples {
+        if changes.last().map(|(_, t)| t) != Some(&s.1) {
+            changes.push(s);
+        }
+    }
+    (per, changes)
+}
+
+/// `--fence-aws`: the nodes whose instance is not running in moto; `None` without it.
+pub fn stopped_instances(lab: &Lab) -> Result<Option<Vec<usize>>, String> {
+    let (true, Some(c)) = (lab.settings.fence_aws, &lab.cloud) else {
+        return Ok(None);
+    };
+    let states = c.instance_states()?;
+    Ok(Some(
+        states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| *s != "running")
+            .map(|(i, _)| i)
+            .collect(),
+    ))
 }

@@ -53,6 +53,14 @@ pub struct SqlTls<'a> {
     pub ca_file: &'a Path,
 }
 
+/// What a node's config gets beyond the lab's common part: whole sections (`[cloud]`,
+/// `[cluster]`, `[fence]`) and, by node index, lines for that node's `[[peer]]` table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra<'a> {
+    pub sections: &'a str,
+    pub peer_lines: &'a [String],
+}
+
 /// `tdsvip run` config of node `i` (0-based) among `n`.
 pub fn agent_toml(
     i: usize,
@@ -61,7 +69,7 @@ pub fn agent_toml(
     token_file: &Path,
     tls: SqlTls<'_>,
     pin_dir: &Path,
-    extra: &str,
+    extra: Extra<'_>,
 ) -> String {
     let ip = node_ip(i);
     let mut s = format!(
@@ -118,10 +126,11 @@ interval_ms = 200
             "\n[[peer]]\nname = \"{}\"\nstatus_url = \"http://{pip}:{AGENT_HTTP_PORT}\"\nsql_endpoint = \"{pip}:{TDS_PORT}\"\n",
             agent_name(j)
         ));
+        s.push_str(extra.peer_lines.get(j).map_or("", String::as_str));
     }
-    if !extra.is_empty() {
+    if !extra.sections.is_empty() {
         s.push('\n');
-        s.push_str(extra);
+        s.push_str(extra.sections);
     }
     s
 }
@@ -221,12 +230,22 @@ mod tests {
                 ca_file: Path::new("/x/ca.pem"),
             },
             Path::new("/x/bpf"),
-            "",
+            Extra {
+                sections: "[fence]\naws = true\n",
+                peer_lines: &[
+                    "instance_id = \"i-1\"\n".into(),
+                    String::new(),
+                    "instance_id = \"i-3\"\n".into(),
+                ],
+            },
         );
         assert!(c.contains("node = \"sqlnode2\""));
         assert!(c.contains("listen = \"10.77.0.12:9477\""));
         assert!(c.contains("status_url = \"http://10.77.0.11:9477\""));
         assert!(c.contains("status_url = \"http://10.77.0.13:9477\""));
+        // Each peer's own line in its own table, none for this node itself.
+        assert!(c.contains(":1433\"\ninstance_id = \"i-1\"\n\n[[peer]]"));
+        assert!(c.contains("instance_id = \"i-3\"\n\n[fence]\naws = true\n"));
         assert!(!c.contains("http://10.77.0.12:9477"));
         assert!(c.contains("interval_ms = 20"));
         assert!(c.contains("encrypt = \"strict\"\nca_file = \"/x/ca.pem\""));

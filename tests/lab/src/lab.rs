@@ -177,6 +177,10 @@ impl Lab {
                 tables,
             )?);
         }
+        if lab.settings.fence_aws && (lab.cloud.is_none() || lab.settings.promote != Promote::Agent)
+        {
+            return Err("--fence-aws: needs --cloud and --promote agent (the new leader stops the old primary's instance in moto)".into());
+        }
         if lab.settings.promote == Promote::Agent {
             lab.start_etcd()?;
         }
@@ -523,6 +527,7 @@ impl Lab {
     fn start_tdsvip(&mut self, i: usize) -> Result<(), String> {
         let pin_dir = self.node_bpffs(i)?;
         let cfg = self.dir.join(format!("node{}.toml", i + 1));
+        let (sections, peer_lines) = self.agent_extras(i);
         std::fs::write(
             &cfg,
             config::agent_toml(
@@ -535,7 +540,10 @@ impl Lab {
                     ca_file: &self.pki.ca_file,
                 },
                 &pin_dir,
-                &self.agent_extra_sections(i),
+                config::Extra {
+                    sections: &sections,
+                    peer_lines: &peer_lines,
+                },
             ),
         )
         .map_err(|e| format!("{}: {e}", cfg.display()))?;
@@ -563,8 +571,9 @@ impl Lab {
         Ok(())
     }
 
-    /// `[cloud]` (with `--cloud`) and `[cluster]` (with `--promote agent`) of node `i`.
-    fn agent_extra_sections(&self, i: usize) -> String {
+    /// `[cloud]` (with `--cloud`), `[cluster]` (with `--promote agent`) and `[fence]` (with
+    /// `--fence-aws`) of node `i`, and the lines of each node's `[[peer]]` table.
+    fn agent_extras(&self, i: usize) -> (String, Vec<String>) {
         let mut extra = self
             .cloud
             .as_ref()
@@ -576,7 +585,13 @@ impl Lab {
                 self.settings.write_lease_validity_s,
             ));
         }
-        extra
+        let mut peer_lines = Vec::new();
+        if let (true, Some(c)) = (self.settings.fence_aws, &self.cloud) {
+            let (section, lines) = c.fence_lines();
+            extra.push_str(&section);
+            peer_lines = lines;
+        }
+        (extra, peer_lines)
     }
 
     pub fn spawn_agent_process(

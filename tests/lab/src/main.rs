@@ -25,6 +25,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let d = cli.drill;
             let mut settings = d.common.settings(d.implementation);
             settings.cloud_tables = d.cloud.then_some(d.route_tables as usize);
+            settings.fence_aws = d.fence_aws;
             let out = run_drill(settings, d.scenario, d.trials as usize, d.plot.is_some())?;
             print!("{}", out.text);
             if let Some(p) = &d.json {

@@ -171,6 +171,9 @@ pub struct Trial {
     /// `--promote agent`: the primary's REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT after
     /// the trial, as its tds-sim reports it (the agents keep it).
     pub required_synchronized: Option<u64>,
+    /// `--fence-aws`: the nodes whose instance moto had stopped (or was stopping) at the end
+    /// of the trial; all were running before it.
+    pub stopped_instances: Option<Vec<usize>>,
 }
 
 /// Uniform in 0..n from /dev/urandom (0 if it cannot be read).
@@ -231,6 +234,9 @@ pub fn run_trial(
     // A random phase before the fault, so that periodic timers (probe intervals, keepalived's
     // once-a-second script) are not sampled at the same phase in every trial.
     sleep_ms(300 + random_below(1000));
+    if let (true, Some(c)) = (lab.settings.fence_aws, &lab.cloud) {
+        c.start_stopped_instances()?;
+    }
     let etcd_before = lab.etcd.as_ref().map(|e| e.leader());
     let injected = inject(lab, scenario, old, new)?;
     watch(lab, scenario, &injected);
@@ -252,6 +258,7 @@ pub fn run_trial(
     };
     let mut trial = record(lab, scenario, window, injected)?;
     trial.etcd_leaders = etcd_leaders;
+    trial.stopped_instances = crate::cloud::stopped_instances(lab)?;
     restore(lab, scenario, old, trial.new)?;
     trial.required_synchronized = crate::aftermath::required_synchronized(lab, trial.new);
     if scenario != Scenario::KillAgent {
@@ -328,7 +335,7 @@ fn record(
     });
     let (owner_changes, guard_changes) = owner_and_guard_changes(&owners);
     let arp = lab.samplers().arp_between(start, end);
-    let (route_tables, route_changes) = route_results(lab, start, end, &promotions);
+    let (route_tables, route_changes) = crate::cloud::route_results(lab, start, end, &promotions);
     let commits = commit_result(lab, primary, start, end, faults[0])?;
     let (primaries, primary_changes) = primary_samples(lab, start, end);
     let (lease_renewals, lease_failures) = lab
@@ -373,6 +380,7 @@ fn record(
         etcd_leaders: None,
         refusals,
         required_synchronized: None,
+        stopped_instances: None,
     })
 }
 
@@ -445,37 +453,6 @@ fn owner_and_guard_changes(owners: &[crate::sampler::OwnerSample]) -> (OwnerChan
         }
     }
     (owner_changes, guard_changes)
-}
-
-type RouteChanges = Vec<(f64, Vec<Option<String>>)>;
-
-/// With `--cloud`: per promotion, when every route table pointed at the new owner; and where
-/// the tables' targets changed.
-fn route_results(
-    lab: &Lab,
-    start: f64,
-    end: f64,
-    promotions: &[Promotion],
-) -> (Vec<Option<f64>>, RouteChanges) {
-    let Some(c) = &lab.cloud else {
-        return (Vec::new(), Vec::new());
-    };
-    let samples: RouteChanges = c
-        .samples_between(start, end)
-        .into_iter()
-        .map(|s| (s.at, s.targets))
-        .collect();
-    let per = promotions
-        .iter()
-        .map(|p| crate::measure::routes_converged(&samples, p.at, &c.enis[p.node]))
-        .collect();
-    let mut changes: RouteChanges = Vec::new();
-    for s in samples {
-        if changes.last().map(|(_, t)| t) != Some(&s.1) {
-            changes.push(s);
-        }
-    }
-    (per, changes)
 }
 
 type PrimaryChanges = Vec<(f64, Vec<crate::primaries::Reading>)>;

@@ -104,6 +104,8 @@ pub struct Settings {
     pub keep: bool,
     /// `--cloud`: moto's EC2 server and this many route tables.
     pub cloud_tables: Option<usize>,
+    /// `--fence-aws` (with `--cloud` and `--promote agent`): the agents' `[fence] aws`.
+    pub fence_aws: bool,
     /// tds-sim's SESSION_TIMEOUT (ms; a sim-only unit, SQL Server counts seconds).
     pub session_timeout_ms: u64,
     /// REQUIRED_SYNCHRONIZED_SECONDARIES_TO_COMMIT of the AG.
@@ -168,6 +170,7 @@ impl Default for Settings {
             work_root: None,
             keep: false,
             cloud_tables: None,
+            fence_aws: false,
             session_timeout_ms: 500,
             required_synchronized: 1,
             writer_every_ms: 10,

@@ -62,6 +62,9 @@ pub struct RunSummary {
     /// `--promote agent`: each distinct reason an agent counted a refusal for, with how
     /// many trials reported it.
     pub refusals: std::collections::BTreeMap<String, usize>,
+    /// `--fence-aws`: trials that ended with the old primary's instance stopped, and with
+    /// any other node's instance stopped (the latter must stay 0).
+    pub fenced: Option<(usize, usize)>,
     pub settings: Value,
 }
 
@@ -89,7 +92,8 @@ pub fn settings_json(s: &Settings) -> Value {
         Impl::Tdsvip => {
             v["probe_interval_ms"] = json!(s.agent.interval_ms);
             if let Some(n) = s.cloud_tables {
-                v["cloud"] = json!({"ec2": "moto_server", "route_tables": n});
+                v["cloud"] =
+                    json!({"ec2": "moto_server", "route_tables": n, "fence_aws": s.fence_aws});
             }
             v["probe_timeout_ms"] = json!(s.agent.timeout_ms);
             v["rise"] = json!(s.agent.rise);
@@ -183,8 +187,23 @@ pub fn summarize(lab: &Lab, scenario: Scenario, trials: &[Trial]) -> RunSummary 
         }),
         promotions: trials.iter().map(|t| t.promotions.len()).sum(),
         refusals: refusal_counts(trials),
+        fenced: lab.settings.fence_aws.then(|| fenced_counts(trials)),
         settings: settings_json(&lab.settings),
     }
+}
+
+/// (trials whose old primary was stopped, trials in which another node was).
+fn fenced_counts(trials: &[Trial]) -> (usize, usize) {
+    let stopped = |t: &Trial| t.stopped_instances.clone().unwrap_or_default();
+    let old = trials
+        .iter()
+        .filter(|t| stopped(t).contains(&t.old))
+        .count();
+    let others = trials
+        .iter()
+        .filter(|t| stopped(t).iter().any(|&n| n != t.old))
+        .count();
+    (old, others)
 }
 
 fn refusal_counts(trials: &[Trial]) -> std::collections::BTreeMap<String, usize> {
@@ -263,6 +282,10 @@ impl RunSummary {
         if let Some(r) = &self.route_tables_ms {
             v["route_tables_ms"] = json!(r);
         }
+        if let Some((old, others)) = self.fenced {
+            v["fenced_old_primary"] = json!(old);
+            v["fenced_others"] = json!(others);
+        }
         v
     }
 }
@@ -324,6 +347,11 @@ pub fn summary_text(s: &RunSummary) -> String {
     if let Some(n) = s.etcd_leader_changes {
         out.push_str(&format!(
             "  trials in which etcd's own leader changed (or was unreadable): {n}\n"
+        ));
+    }
+    if let Some((old, others)) = s.fenced {
+        out.push_str(&format!(
+            "  fence: old primary's instance stopped in {old} trial(s), another node's in {others}\n"
         ));
     }
     if !s.refusals.is_empty() {

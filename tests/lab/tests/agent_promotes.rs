@@ -51,6 +51,15 @@ fn agent_settings(scenario: Scenario) -> Settings {
     }
 }
 
+/// [`agent_settings`] with moto as EC2 (one route table) and the agents' `[fence] aws`.
+fn fenced(scenario: Scenario) -> Settings {
+    Settings {
+        cloud_tables: Some(1),
+        fence_aws: true,
+        ..agent_settings(scenario)
+    }
+}
+
 fn drill(scenario: Scenario) -> DrillOutcome {
     drill_with(scenario, agent_settings(scenario))
 }
@@ -206,6 +215,37 @@ fn switchover() {
 fn crash_node() {
     let out = drill(Scenario::CrashNode);
     check_failover(&out, 6000.0, 1000.0);
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+/// `[fence] aws`, with moto as EC2 (`--cloud --fence-aws`): a crashed primary said nothing,
+/// so the agent that wins the key stops its instance (and no other) as it fails over.
+#[test]
+fn crash_node_with_fence_aws_stops_the_old_primarys_instance_only() {
+    let out = drill_with(Scenario::CrashNode, fenced(Scenario::CrashNode));
+    check_failover(&out, 6000.0, 1000.0);
+    let t = &out.trials[0];
+    assert_eq!(
+        t.stopped_instances,
+        Some(vec![t.old]),
+        "instances not running after the trial (all were before it)\n{}",
+        context(&out)
+    );
+    let _ = std::fs::remove_dir_all(&out.work_dir);
+}
+
+/// A leader whose SQL Server refuses connections resigns saying so: nothing to fence.
+#[test]
+fn kill_primary_with_fence_aws_stops_nothing() {
+    let out = drill_with(Scenario::KillPrimary, fenced(Scenario::KillPrimary));
+    let cause = check_failover(&out, 5000.0, 1000.0);
+    assert_eq!(cause, "primary_down", "{}", context(&out));
+    assert_eq!(
+        out.trials[0].stopped_instances,
+        Some(vec![]),
+        "{}",
+        context(&out)
+    );
     let _ = std::fs::remove_dir_all(&out.work_dir);
 }
 
