@@ -83,6 +83,17 @@ impl Bench {
 
     /// Two PRIMARY probes from `ms` (rise 2) and the acquire's node call: the completed
     /// timeline.
+    /// After this agent's own promotion: one PRIMARY probe from `ms` and the acquire's node
+    /// call.
+    fn acquire_promoted(&mut self, ms: u64) -> FailoverTimeline {
+        let d = self.probe(ms, Outcome::Ok);
+        assert!(matches!(d[..], [Decision::Acquire { .. }]), "{d:?}");
+        self.node_call(ms + 6, true);
+        let mut done = self.c.take_completed_timelines();
+        assert_eq!(done.len(), 1, "{done:?}");
+        done.remove(0)
+    }
+
     fn acquire(&mut self, ms: u64) -> FailoverTimeline {
         self.probe(ms, Outcome::Ok);
         let d = self.probe(ms + 20, Outcome::Ok);
@@ -98,11 +109,12 @@ impl Bench {
 fn a_promotion_heard_before_the_acquire_is_in_its_timeline_in_order() {
     let mut b = Bench::secondary();
     let p = b.promoted(100, 110);
-    // The promoted replica is seen PRIMARY at 115 (probe from 110) and acquired at 135.
-    let t = b.acquire(110);
+    // The promoted replica is seen PRIMARY at 115 (probe from 110) and acquired at once:
+    // one probe begun after its FAILOVER meets the rise count.
+    let t = b.acquire_promoted(110);
     assert_eq!(t.promotion.as_ref(), Some(&p));
     assert_eq!(t.local_primary_seen, Some(b.t(115)));
-    assert_eq!(t.decided, b.t(135));
+    assert_eq!(t.decided, b.t(115));
     assert_eq!(t.origin(), b.t(100), "the vacancy is the timeline's start");
 
     let json = serde_json::to_value(&t).unwrap();
@@ -122,7 +134,7 @@ fn a_promotion_heard_before_the_acquire_is_in_its_timeline_in_order() {
         &json["decided"],
     ];
     let secs: Vec<f64> = steps.iter().map(|v| v.as_f64().unwrap()).collect();
-    assert_eq!(secs, [0.0, 0.002, 0.003, 0.010, 0.015, 0.035]);
+    assert_eq!(secs, [0.0, 0.002, 0.003, 0.010, 0.015, 0.015]);
 }
 
 #[test]
@@ -170,4 +182,36 @@ fn a_record_that_came_too_late_or_waited_too_long_joins_no_later_acquire() {
     let mut b = Bench::secondary();
     b.promoted(100, 110);
     assert_eq!(b.acquire(1111).promotion, None);
+}
+
+#[test]
+fn after_its_own_promotion_one_primary_probe_begun_after_the_failover_meets_the_rise_count() {
+    // A PRIMARY probe that began before FAILOVER was sent (at 103) is no proof the promotion
+    // took: the rise count (2) stands.
+    let mut b = Bench::secondary();
+    b.promoted(100, 110);
+    assert!(b.probe(102, Outcome::Ok).is_empty());
+    let d = b.probe(122, Outcome::Ok);
+    assert!(matches!(d[..], [Decision::Acquire { .. }]), "{d:?}");
+
+    // Begun after it: one is enough, also when the record arrives after the probe's answer.
+    let mut b = Bench::secondary();
+    assert!(b.probe(104, Outcome::Ok).is_empty());
+    let d = b.c.handle(
+        b.t(112),
+        Event::Promoted(Box::new(PromotionSteps {
+            cause: PromotionCause::LeaderLost,
+            term: 9,
+            vacancy: VacancySign::KeyDeleted { term: 5 },
+            detected: b.t(90),
+            elected: b.t(100),
+            failover_sent: b.t(103),
+            failover_answered: b.t(111),
+        })),
+    );
+    assert!(matches!(d[..], [Decision::Acquire { .. }]), "{d:?}");
+
+    // Without a promotion of its own (follow mode), one probe is not enough.
+    let mut b = Bench::secondary();
+    assert!(b.probe(104, Outcome::Ok).is_empty());
 }

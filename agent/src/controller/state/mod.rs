@@ -203,7 +203,7 @@ impl AgController {
     /// wake-up lost to another input is never lost for good.
     pub fn next_deadline(&self) -> Option<Instant> {
         let (backoff, let_go) = match self.state {
-            OwnershipState::Standby if !self.stopped && self.health.may_own() => {
+            OwnershipState::Standby if !self.stopped && self.may_own() => {
                 (self.acquire_not_before, self.let_go_until)
             }
             _ => (None, None),
@@ -259,6 +259,7 @@ impl AgController {
             Event::Promoted(p) => self.on_promoted(now, *p),
             Event::Deadline => {}
         }
+        self.expire_promotion(now);
         self.track_conflict(now, &mut out);
         self.evaluate(now, &mut out);
         self.close_timeline_if_complete(now);
@@ -286,7 +287,7 @@ impl AgController {
                     self.release(now, ReleaseCause::Startup, reason, out);
                     return;
                 }
-                if !self.health.may_own() {
+                if !self.may_own() {
                     self.hold = None;
                     return;
                 }
@@ -335,7 +336,7 @@ impl AgController {
                 }
             }
             OwnershipState::Releasing => {
-                if self.stopped || !self.health.may_own() {
+                if self.stopped || !self.may_own() {
                     self.hold = None;
                     return;
                 }

@@ -40,6 +40,29 @@ impl AgController {
         self.promotion = waiting.then_some((now, p));
     }
 
+    /// The rise count, or its exception after this agent's own promotion: one PRIMARY probe
+    /// that *started* after `FAILOVER` was sent meets it. The rise count is there so that a
+    /// role seen in passing does not move the address; a role this node's agent has just
+    /// set, read by a probe begun afterwards, is not one. It saves a probe interval of every
+    /// failover the agents run (the re-observe still happens). Whom the address may go to is
+    /// not decided by rise: the handover check and the kernel ownership lease are unchanged.
+    pub(super) fn may_own(&self) -> bool {
+        let promoted_here = self.promotion.as_ref().is_some_and(|(_, p)| {
+            self.health
+                .last_ok_started()
+                .is_some_and(|s| self.health.ok_streak() >= 1 && s >= p.failover_sent)
+        });
+        self.health.may_own() || promoted_here
+    }
+
+    /// A kept record that no acquire took within the timeline limit belongs to none: dropped,
+    /// so that it neither joins a later acquire nor lowers a later rise count.
+    pub(super) fn expire_promotion(&mut self, now: Instant) {
+        let limit = self.policy.timeline_limit;
+        self.promotion
+            .take_if(|(arrived, _)| now.saturating_duration_since(*arrived) > limit);
+    }
+
     /// The kept promotion record, if the acquire being recorded in `t` at `now` followed it
     /// (the record is given up either way: one promotion, one acquire).
     pub(super) fn promotion_for(
