@@ -271,3 +271,80 @@ async fn online_names_each_missing_grant_until_the_login_has_them() {
     assert_eq!(code, Some(0), "{out}");
     sim.shutdown().await;
 }
+
+/// `[fence] aws` with `--online`: one `StopInstances` dry run per peer against moto's EC2
+/// (allowed: ok, and nothing stopped; an instance EC2 does not know: a problem with its code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_asks_ec2_whether_each_peers_instance_may_be_stopped() {
+    use tdsvip_cloud::moto::{World, moto, setup_api};
+    let sim = sim().await;
+    let endpoint = moto().endpoint();
+    let api = setup_api(&endpoint).await;
+    let world = World::build(api.client(), 1).await;
+    let dir = std::env::temp_dir().join(format!("tdsvip-check-fence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken-for-the-fence-test\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = format!(
+        "node = \"sqlnode1\"\n{}\n[http]\nlisten = \"192.0.2.1:9477\"\ntoken_file = \"{}\"\n\
+         [cluster]\nmode = \"manage\"\netcd = [\"http://192.0.2.9:2379\"]\n\
+         [cloud]\nprovider = \"aws\"\nregion = \"us-east-1\"\nroute_tables = [\"{}\"]\n\
+         instance_id = \"{}\"\neni_id = \"{}\"\nendpoint_url = \"{endpoint}\"\n\
+         [fence]\naws = true\n\
+         [[peer]]\nname = \"sqlnode2\"\nstatus_url = \"http://192.0.2.2:9477\"\ninstance_id = \"{}\"\n\
+         [[peer]]\nname = \"sqlnode3\"\nstatus_url = \"http://192.0.2.3:9477\"\ninstance_id = \"i-0000000000000000f\"\n",
+        config(
+            &sim.tds_addr().to_string(),
+            "trust_server_certificate = true",
+            "\"sales\""
+        ),
+        token.display(),
+        world.tables[0],
+        world.a.instance,
+        world.a.eni,
+        world.b.instance,
+    );
+    let path = write("online-fence", &text);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tdsvip"))
+            .args(["check-config", "--online", "--config"])
+            .arg(&path)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("run tdsvip")
+    })
+    .await
+    .unwrap();
+    let out =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let allowed = line(&out, "peer[0].instance_id");
+    assert!(
+        allowed.starts_with("peer[0].instance_id: ok this node may stop sqlnode2's instance"),
+        "{out}"
+    );
+    let unknown = line(&out, "peer[1].instance_id");
+    assert!(
+        unknown.starts_with("peer[1].instance_id: problem")
+            && unknown.contains("i-0000000000000000f"),
+        "{out}"
+    );
+    let state = api
+        .client()
+        .describe_instances()
+        .instance_ids(&world.b.instance)
+        .send()
+        .await
+        .unwrap();
+    let state = state.reservations()[0].instances()[0].state().cloned();
+    assert_eq!(
+        state
+            .and_then(|s| s.name().map(|n| n.as_str().to_owned()))
+            .as_deref(),
+        Some("running"),
+        "a dry run stops nothing"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

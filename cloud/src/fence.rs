@@ -30,6 +30,9 @@ use crate::retry::call_with_retry;
 /// fence that finds one has nothing left to do.
 const DOWN_STATES: &[&str] = &["stopping", "stopped", "shutting-down", "terminated"];
 
+/// EC2's answer to a dry run that would have been allowed.
+const DRY_RUN_ALLOWED: &str = "DryRunOperation";
+
 /// EC2's answer to a stop of an instance that is not in a stoppable state.
 const INCORRECT_STATE: &str = "IncorrectInstanceState";
 
@@ -133,6 +136,50 @@ impl InstanceFence {
             Err(error) => failed(result, &error),
         };
         (outcome, calls)
+    }
+
+    /// Whether these credentials may stop `instance_id`, without stopping it, and its state:
+    /// `DescribeInstances` (the instance exists), then `StopInstances` with `DryRun`, which
+    /// EC2 (and moto) answers `DryRunOperation` when the call would be allowed and
+    /// `UnauthorizedOperation` when not. For `check-config --online`: a wrong id, a missing
+    /// permission or tag is found at set-up, not in the failover that needs it.
+    pub async fn may_stop(&self, instance_id: &str) -> Result<String, String> {
+        if let Some(refused) = refusal(instance_id, self.own_instance.as_deref()) {
+            return Err(refused.to_string());
+        }
+        let policy = *self.api.policy();
+        let deadline = Instant::now() + policy.budget();
+        let state = match self.read_state(instance_id, deadline).await.0 {
+            Ok(Some(state)) => state,
+            Ok(None) => return Err(format!("DescribeInstances does not list {instance_id}")),
+            Err(e) => return Err(format!("DescribeInstances: {e}")),
+        };
+        let (answer, _) = call_with_retry(
+            &policy,
+            deadline,
+            Operation::StopInstances,
+            instance_id,
+            || {
+                let request = self
+                    .api
+                    .client()
+                    .stop_instances()
+                    .instance_ids(instance_id)
+                    .force(true)
+                    .skip_os_shutdown(true)
+                    .dry_run(true);
+                async move { request.send().await.map_err(failure_from_sdk) }
+            },
+        )
+        .await;
+        match answer {
+            Err(e) if e.code() == Some(DRY_RUN_ALLOWED) => Ok(state),
+            Err(e) => Err(e.to_string()),
+            // An endpoint that ignores DryRun: say so loudly, it just stopped the instance.
+            Ok(_) => Err(format!(
+                "the endpoint ignored DryRun and accepted a real stop of {instance_id}"
+            )),
+        }
     }
 
     /// The instance's state by DescribeInstances (`None` if the answer does not list it).

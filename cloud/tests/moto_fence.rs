@@ -370,3 +370,42 @@ async fn a_silent_endpoint_ends_within_the_budget_as_a_timeout() {
     })
     .await;
 }
+
+/// `check-config --online`'s question: the instance is read (it exists), moto answers the
+/// dry run `DryRunOperation` (allowed) and stops nothing; an `UnauthorizedOperation` (a role without the permission or the
+/// instance without the tag, played by the proxy) is a problem with AWS's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_says_whether_the_stop_is_allowed_and_stops_nothing() {
+    bounded(LIMIT, async {
+        let (world, proxy, fence) = setup(|_| Vec::new()).await;
+        let b = &world.b.instance;
+        assert_eq!(fence.may_stop(b).await, Ok("running".to_owned()));
+        let seen = proxy.seen();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].action, "DescribeInstances");
+        assert!(
+            seen[1].body.split('&').any(|p| p == "DryRun=true"),
+            "{}",
+            seen[1].body
+        );
+        // moto answers a dry run for any id; the read before it knows the instance.
+        let unknown = fence.may_stop(UNKNOWN_INSTANCE).await;
+        assert!(unknown.is_err(), "{unknown:?}");
+        assert_eq!(state(b).await, "running");
+        assert!(
+            fence.may_stop(&world.a.instance).await.is_err(),
+            "its own instance"
+        );
+
+        let (world, _proxy, fence) =
+            setup(|w| vec![injected(&w.b.instance, 403, "UnauthorizedOperation", 1)]).await;
+        let refused = fence.may_stop(&world.b.instance).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("UnauthorizedOperation")),
+            "{refused:?}"
+        );
+    })
+    .await;
+}

@@ -190,10 +190,38 @@ pub async fn run(start: StartConfig) -> ExitCode {
     for (i, ag) in start.config.ags.iter().enumerate() {
         check_ag_online(&mut report, &start.config, &start.password, i, ag).await;
     }
+    if start.config.fence.aws {
+        check_fence(&mut report, &start.config).await;
+    }
     if report.problems == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_USAGE)
+    }
+}
+
+/// `[fence] aws`: may this node's credentials stop every peer's instance? One
+/// `StopInstances` dry run per peer (EC2 checks the permission and the tag condition and
+/// stops nothing), so that a missing grant shows now, not in the failover that needs it.
+async fn check_fence(report: &mut Report, config: &AgentConfig) {
+    let Some(cloud) = &config.cloud else {
+        return report.line("fence.aws", Err("needs a [cloud] section".into()));
+    };
+    let fence = match tdsvip_cloud::Ec2Api::connect(cloud).await {
+        Ok(api) => tdsvip_cloud::InstanceFence::new(api, cloud.instance_id.clone()),
+        Err(e) => return report.line("fence.aws", Err(format!("cannot reach EC2: {e}"))),
+    };
+    for (i, peer) in config.peers.iter().enumerate() {
+        let Some(id) = &peer.instance_id else {
+            continue;
+        };
+        let result = fence.may_stop(id).await.map(|state| {
+            format!(
+                "this node may stop {}'s instance {id}, now {state} (StopInstances dry run)",
+                peer.name
+            )
+        });
+        report.line(&format!("peer[{i}].instance_id"), result);
     }
 }
 
