@@ -255,13 +255,7 @@ async fn watch_once(
         let event = match stream.next().await {
             Ok(event) => event,
             Err(e) => {
-                // etcd 3.4 confirms a watch from a compacted revision, then cancels it: pick
-                // up from there again and it fails the same way, forever. Unknown revisions
-                // (a confirmation without a header) would replay everything.
-                let compacted = matches!(e, EtcdError::WatchCompacted { .. });
-                if !compacted && revision > 0 {
-                    *resume = Some(Resume { keys, revision });
-                }
+                *resume = resume_after(&e, keys, revision);
                 return Err(e);
             }
         };
@@ -272,6 +266,16 @@ async fn watch_once(
             }
         }
     }
+}
+
+/// Where a watch that failed with `error`, having reported up to `revision`, picks up:
+/// from there, unless etcd compacted those revisions (etcd 3.4 confirms a watch from a
+/// compacted revision, then cancels it: picking up from there again fails the same way,
+/// forever) or the revision is unknown (a confirmation without a header would replay
+/// everything): then `None`, and the keys are read afresh.
+fn resume_after(error: &EtcdError, keys: AgKeys, revision: i64) -> Option<Resume> {
+    let compacted = matches!(error, EtcdError::WatchCompacted { .. });
+    (!compacted && revision > 0).then_some(Resume { keys, revision })
 }
 
 fn event_revision(event: &AgEvent) -> i64 {
@@ -468,6 +472,33 @@ mod tests {
             "fields missing"
         );
         assert_eq!(parse_member("b", "not json"), None);
+    }
+
+    #[test]
+    fn a_watch_is_resumed_after_its_last_revision_unless_etcd_compacted_it() {
+        let keys = || AgKeys {
+            leader: None,
+            members: BTreeMap::new(),
+        };
+        let compacted = EtcdError::WatchCompacted {
+            endpoints: "http://127.0.0.1:2379".into(),
+            prefix: "/tdsvip/AG1/".into(),
+            compact_revision: 40,
+        };
+        assert!(resume_after(&compacted, keys(), 12).is_none());
+        let ended = EtcdError::WatchEnded {
+            endpoints: "http://127.0.0.1:2379".into(),
+            prefix: "/tdsvip/AG1/".into(),
+            reason: "the member went away".into(),
+        };
+        assert_eq!(
+            resume_after(&ended, keys(), 12).map(|r| r.revision),
+            Some(12)
+        );
+        assert!(
+            resume_after(&ended, keys(), 0).is_none(),
+            "an unknown revision"
+        );
     }
 
     #[test]
