@@ -215,3 +215,33 @@ fn after_its_own_promotion_one_primary_probe_begun_after_the_failover_meets_the_
     let mut b = Bench::secondary();
     assert!(b.probe(104, Outcome::Ok).is_empty());
 }
+
+#[test]
+fn a_promotion_undone_before_its_acquire_lowers_no_rise_count() {
+    // FAILOVER sent at 103. A SECONDARY read at 104 (the role not shown yet) keeps the
+    // record; PRIMARY at 110 (an acquire held back, here by a let-go), then
+    // SECONDARY at 130 (taken OFFLINE, made SECONDARY again): the run ended, and a later
+    // PRIMARY run needs the whole rise count again.
+    let mut b = Bench::secondary();
+    b.promoted(100, 102);
+    let not_primary = || Outcome::NotPrimary {
+        role: Some("SECONDARY".into()),
+        detail: "ag1".into(),
+    };
+    b.probe(104, not_primary());
+    b.c.handle(b.t(108), Event::LetGo { until: b.t(125) });
+    let held = b.probe(110, Outcome::Ok);
+    assert!(
+        !held.iter().any(|d| matches!(d, Decision::Acquire { .. })),
+        "held back by the let-go: {held:?}"
+    );
+    b.probe(130, not_primary());
+    assert!(b.probe(150, Outcome::Ok).is_empty());
+    let d = b.probe(170, Outcome::Ok);
+    assert!(matches!(d[..], [Decision::Acquire { .. }]), "{d:?}");
+    let mut done = {
+        b.node_call(176, true);
+        b.c.take_completed_timelines()
+    };
+    assert_eq!(done.remove(0).promotion, None);
+}

@@ -236,6 +236,7 @@ impl AgController {
                     // The probe's start: SQL Server said PRIMARY at some moment after it.
                     self.primary_seen = Some(started);
                 }
+                self.forget_undone_promotion(verdict == Verdict::Primary);
                 self.health.observe(&verdict, started, now);
             }
             Event::Peer(report) => self.on_peer(report),

@@ -55,6 +55,27 @@ impl AgController {
         self.health.may_own() || promoted_here
     }
 
+    /// A probe that does not say PRIMARY after one begun after `FAILOVER` did: the promoted
+    /// replica's PRIMARY run ended (taken `OFFLINE` when the key was lost, demoted), and the
+    /// record lowers no later rise count (nor joins a later acquire). A SECONDARY read before
+    /// any PRIMARY is no such sign: `FAILOVER` returns before the role shows. Called before
+    /// the probe is counted.
+    pub(super) fn forget_undone_promotion(&mut self, primary: bool) {
+        let was_primary_since = |p: &PromotionSteps| {
+            self.health
+                .last_ok_started()
+                .is_some_and(|s| s >= p.failover_sent)
+        };
+        if !primary
+            && self
+                .promotion
+                .as_ref()
+                .is_some_and(|(_, p)| was_primary_since(p))
+        {
+            self.promotion = None;
+        }
+    }
+
     /// A kept record that no acquire took within the timeline limit belongs to none: dropped,
     /// so that it neither joins a later acquire nor lowers a later rise count.
     pub(super) fn expire_promotion(&mut self, now: Instant) {
