@@ -96,10 +96,18 @@ impl InstanceFence {
     /// `RetryPolicy` within `policy.budget()`, then says what EC2 answered. Never panics and
     /// never fails as a whole: a fence that did not happen is a `Failed` outcome.
     pub async fn stop(&self, instance_id: &str) -> FenceReport {
+        let budget = self.api.policy().budget();
+        self.stop_by(instance_id, Instant::now() + budget).await
+    }
+
+    /// [`Self::stop`], with no attempt started (or left running) past `deadline`: the
+    /// caller's right to fence (the leader key's proof) ends there.
+    pub async fn stop_by(&self, instance_id: &str, deadline: Instant) -> FenceReport {
         let started = Instant::now();
+        let deadline = deadline.min(started + self.api.policy().budget());
         let (outcome, calls) = match refusal(instance_id, self.own_instance.as_deref()) {
             Some(outcome) => (outcome, Vec::new()),
-            None => self.stop_on_ec2(instance_id).await,
+            None => self.stop_on_ec2(instance_id, deadline).await,
         };
         FenceReport {
             instance_id: instance_id.to_owned(),
@@ -109,9 +117,8 @@ impl InstanceFence {
         }
     }
 
-    async fn stop_on_ec2(&self, id: &str) -> (FenceOutcome, Vec<CallRecord>) {
+    async fn stop_on_ec2(&self, id: &str, deadline: Instant) -> (FenceOutcome, Vec<CallRecord>) {
         let policy = *self.api.policy();
-        let deadline = Instant::now() + policy.budget();
         let (answer, record) =
             call_with_retry(&policy, deadline, Operation::StopInstances, id, || {
                 let request = self

@@ -45,6 +45,24 @@ impl AgentConfig {
                 "needs a [cloud] section (provider = \"aws\", region, call_timeout_ms, max_attempts)",
             ));
         }
+        if self.ags.len() > 1 {
+            v.push(ConfigProblem::new(
+                "fence.aws",
+                format!(
+                    "{} [[ag]]: a node is stopped for one AG's loss while it may be another AG's healthy primary; the fence takes one AG per node",
+                    self.ags.len()
+                ),
+            ));
+        }
+        if let Some(c) = &self.cloud
+            && c.instance_id.is_none()
+            && c.eni_id.is_some()
+        {
+            v.push(ConfigProblem::new(
+                "cloud.instance_id",
+                "required with fence.aws when cloud.eni_id is set: the fence must know this node's own instance, never to stop it",
+            ));
+        }
         if self.peers.is_empty() {
             v.push(ConfigProblem::new(
                 "fence.aws",

@@ -494,3 +494,25 @@ fn fence_aws_needs_manage_mode_a_cloud_section_and_a_peer() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn fence_aws_takes_one_ag_and_must_know_this_nodes_own_instance() {
+    let peer = [("sqlnode2", Some("i-0bbbbbbbbbbbbbbbb"))];
+    let two_ags = fenced("[fence]\naws = true", &peer)
+        + "[[ag]]\nname = \"AG2\"\naddresses = [\"10.0.0.101\"]\n";
+    let found = issues(&two_ags);
+    assert!(
+        found.iter().any(|i| i.starts_with("fence.aws: 2 [[ag]]")),
+        "{found:#?}"
+    );
+    let by_eni = fenced("[fence]\naws = true", &peer).replace(
+        "instance_id = \"i-0aaaaaaaaaaaaaaaa\"",
+        "eni_id = \"eni-0aaaaaaaaaaaaaaaa\"",
+    );
+    let found = issues(&by_eni);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("cloud.instance_id: required with fence.aws when cloud.eni_id is set"),
+        "{found:#?}"
+    );
+}

@@ -171,6 +171,14 @@ pub(crate) fn live_part(
     effective.probe.timeout_ms = new.probe.timeout_ms;
     effective.probe.jitter_ms = new.probe.jitter_ms;
     effective.peers = new.peers;
+    // The fence's map is the one from start (above): keep showing that one.
+    for p in &mut effective.peers {
+        p.instance_id = running
+            .peers
+            .iter()
+            .find(|r| r.name == p.name)
+            .and_then(|r| r.instance_id.clone());
+    }
     effective.peer_poll = new.peer_poll;
     effective.reconcile = new.reconcile;
     effective.shutdown = new.shutdown;
@@ -244,6 +252,11 @@ addresses = ["10.0.0.100"]
         let (effective, restart) = live_part(&running, new);
         assert_eq!(restart, ["fence/peer[].instance_id"]);
         assert!(effective.fence.aws);
+        assert_eq!(effective.peers[0].instance_id, None, "the map in use");
+        // A second SIGHUP with the same file still says so.
+        let mut again = running.clone();
+        again.peers[0].instance_id = Some("i-0bbbbbbbbbbbbbbbb".into());
+        assert_eq!(live_part(&effective, again).1, ["fence/peer[].instance_id"]);
         let mut new = running.clone();
         new.fence.aws = false;
         assert_eq!(live_part(&running, new).1, ["fence/peer[].instance_id"]);

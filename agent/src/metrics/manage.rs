@@ -33,7 +33,7 @@ const PROMOTION_REFUSED: Def = Def {
 };
 const FENCES: Def = Def {
     name: "tdsvip_fences_total",
-    help: "Manage mode with [fence] aws: stops of an old primary's EC2 instance this agent asked for as the new leader, by result (stopped: EC2 took the stop or the instance was down already; failed: EC2 refused or did not answer; not_sent: the leader key was no longer provably held).",
+    help: "Manage mode with [fence] aws: stops of an old primary's EC2 instance this agent asked for as the new leader, by result (stopped: EC2 took the stop or the instance was down already; failed: EC2 refused or did not answer before the key's proof ran out; not_sent: the leader key was no longer provably held, or the node is no [[peer]]; refused: the instance id is this node's own or malformed, EC2 not called).",
     labels: &["ag", "result"],
 };
 const ETCD_LEASE_ALIVE: Def = Def {
@@ -99,6 +99,8 @@ pub enum FenceResult {
     Stopped,
     Failed,
     NotSent,
+    /// Refused before any EC2 call: this node's own instance, or a malformed id.
+    Refused,
 }
 
 /// Renewal round trips: an etcd or SQL round trip on a LAN is about a millisecond, and a

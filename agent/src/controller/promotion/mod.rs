@@ -175,8 +175,10 @@ pub struct PromotionController {
     last_event: Instant,
     /// The promotion's steps for the failover timeline (`steps.rs`).
     steps: steps::StepRecorder,
-    /// The node whose key's loss opened this vacancy, while nobody leads (`fence.rs`).
-    vacated_from: Option<String>,
+    /// The old primary a winner's accepted `FAILOVER` would stop (`fence.rs`).
+    fence_target: Option<String>,
+    /// This agent's won term's stop, asked for once its `FAILOVER` is accepted.
+    fence_pending: Option<String>,
     /// The last node any member state showed PRIMARY: a node's state is withdrawn when its
     /// SQL Server stops answering and expires with its agent, but it may still write.
     last_primary: Option<String>,
@@ -234,7 +236,8 @@ impl PromotionController {
             role_changed_at: None,
             last_event: now,
             steps: steps::StepRecorder::at_start(now),
-            vacated_from: None,
+            fence_target: None,
+            fence_pending: None,
             last_primary: None,
         }
     }

@@ -45,6 +45,8 @@ impl PromotionController {
             E::LeaderGone { token, handoff } => {
                 let ours_or_unknown = self.leader.as_ref().is_none_or(|k| k.token == token);
                 let note = handoff.filter(|h| h.token == token);
+                let holder = self.leader.as_ref().filter(|k| k.token == token);
+                self.note_loss(holder.map(|k| k.holder.clone()), note.as_ref());
                 let confirmed = note.as_ref().is_some_and(|h| h.confirmed_down);
                 let to_me = note.is_some_and(|h| h.to.as_deref() == Some(self.s.node.as_str()));
                 if ours_or_unknown {
@@ -145,7 +147,6 @@ impl PromotionController {
                     self.not_synchronized = false;
                 }
                 self.vacancy = None;
-                self.vacated_from = None;
                 self.refusal = None;
                 self.leader = Some(k);
             }
@@ -156,10 +157,7 @@ impl PromotionController {
     /// The key is gone: candidates wait out the old write lease, unless the old primary
     /// cannot write (its SQL Server is down, or it was demoted for a switchover to us).
     pub(super) fn vacate(&mut self, now: Instant, cause: PromotionCause) {
-        // A read that finds no key after the watch showed it go keeps whom it went from.
-        if let Some(k) = self.leader.take() {
-            self.vacated_from = Some(k.holder);
-        }
+        self.leader = None;
         self.refusal = None;
         let wait = match cause {
             PromotionCause::PrimaryDown | PromotionCause::Switchover => Duration::ZERO,
@@ -188,10 +186,9 @@ impl PromotionController {
             .vacancy
             .take()
             .map_or(PromotionCause::LeaderLost, |v| v.cause);
-        let vacated_from = self.vacated_from.take();
         match self.local.as_ref().map(|l| l.role) {
             Some(MemberRole::Secondary) => {
-                out.extend(self.fence_on_win(token, cause, vacated_from));
+                self.fence_on_win();
                 self.in_flight.failover = true;
                 out.push(A::Failover { token, cause });
             }
@@ -205,11 +202,17 @@ impl PromotionController {
         match result {
             // FAILOVER returns before the role shows: give SQL Server a write lease's time.
             Ok(_) => {
+                match self.held {
+                    Some(token) => self.fence_after_failover(token, out),
+                    // The key went while FAILOVER ran: the stop is not this agent's to ask.
+                    None => self.fence_pending = None,
+                }
                 self.role_changed_at = Some(now);
                 self.awaiting_primary_until =
                     Some(now + self.s.write_lease_validity + self.s.statement_timeout);
             }
             Err(not_synchronized) => {
+                self.fence_pending = None;
                 if not_synchronized {
                     self.not_synchronized = true;
                     out.push(A::Refused(super::Refusal::NotSynchronized));

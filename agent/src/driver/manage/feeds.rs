@@ -196,6 +196,7 @@ pub(super) fn spawn_watch(etcd: Arc<Etcd>, ag: String, tx: Events, cancel: Cance
 
 /// What the watcher knows of the AG's keys, to turn single key events into the
 /// controller's whole-picture events.
+#[derive(Clone)]
 struct AgKeys {
     leader: Option<LeaderKey>,
     members: BTreeMap<String, MemberState>,
@@ -259,8 +260,23 @@ async fn watch_once(
                 return Err(e);
             }
         };
-        revision = revision.max(event_revision(&event));
-        for out in apply(etcd, ag, &mut keys, event).await? {
+        // An event whose reads fail (the handoff note of a deletion) is seen again: the
+        // watch picks up before it, with the keys as they were, so that the deletion comes
+        // back with its note (a fresh read would lose the note, and with it whether the old
+        // primary said it cannot write).
+        let before = keys.clone();
+        let seen = event_revision(&event);
+        let outs = match apply(etcd, ag, &mut keys, event).await {
+            Ok(outs) => outs,
+            Err(e) => {
+                // From the revision before it: a transaction's events share one revision
+                // (a resign's note and deletion), and those already applied replay harmlessly.
+                *resume = resume_after(&e, before, revision.min(seen - 1));
+                return Err(e);
+            }
+        };
+        revision = revision.max(seen);
+        for out in outs {
             if tx.send(out).await.is_err() {
                 return Ok(());
             }

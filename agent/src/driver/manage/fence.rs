@@ -37,14 +37,20 @@ impl NodeFence {
                 DriverError::Start(format!("fence.aws: cannot reach EC2: {e}"))
             }
         })?;
-        let own = identity.and_then(|i| i.instance_id.clone());
+        // Never this node's own instance: without knowing it, the executor could not refuse.
+        let Some(own) = identity.and_then(|i| i.instance_id.clone()) else {
+            return Err(cfg_err(
+                "cloud.instance_id",
+                "fence.aws: this node's own instance id is unknown (IMDS did not say, and cloud.instance_id is not set)",
+            ));
+        };
         let instances = config
             .peers
             .iter()
             .filter_map(|p| Some((p.name.clone(), p.instance_id.clone()?)))
             .collect();
         Ok(Some(Arc::new(NodeFence {
-            fence: InstanceFence::new(api, own),
+            fence: InstanceFence::new(api, Some(own)),
             instances,
         })))
     }
@@ -71,7 +77,7 @@ impl NodeFence {
             );
             return metrics.count_fence(ag, FenceResult::NotSent);
         };
-        if send_by.is_none_or(|t| Instant::now() >= t) {
+        let Some(send_by) = send_by.filter(|&t| Instant::now() < t) else {
             tracing::warn!(
                 ag,
                 token,
@@ -80,7 +86,7 @@ impl NodeFence {
                 "manage: fence not sent: the leader key is no longer provably held"
             );
             return metrics.count_fence(ag, FenceResult::NotSent);
-        }
+        };
         let (this, ag, node, metrics) = (
             self.clone(),
             ag.to_owned(),
@@ -88,10 +94,20 @@ impl NodeFence {
             metrics.clone(),
         );
         tokio::spawn(async move {
-            let report = this.fence.stop(&instance).await;
+            // No attempt past the key's proof as it stood when the stop was decided: a
+            // retry landing later could stop a node that has since become primary.
+            let report = this.fence.stop_by(&instance, send_by).await;
             if report.stopped() {
                 metrics.count_fence(&ag, FenceResult::Stopped);
                 tracing::warn!(ag, token, node, "manage: old primary fenced: {report}");
+            } else if report.calls.is_empty() {
+                metrics.count_fence(&ag, FenceResult::Refused);
+                tracing::error!(
+                    ag,
+                    token,
+                    node,
+                    "manage: fence refused before EC2 (check [[peer]] instance_id): {report}"
+                );
             } else {
                 metrics.count_fence(&ag, FenceResult::Failed);
                 tracing::error!(
