@@ -221,7 +221,15 @@ async fn check_fence(report: &mut Report, config: &AgentConfig) {
                 peer.name
             )
         });
+        // An endpoint that ignored DryRun has just stopped that instance: ask no other.
+        let ignored = result.as_ref().is_err_and(|e| e.contains("ignored DryRun"));
         report.line(&format!("peer[{i}].instance_id"), result);
+        if ignored {
+            return report.line(
+                "fence.aws",
+                Err("stopped asking: the EC2 endpoint does not honour DryRun".into()),
+            );
+        }
     }
 }
 
