@@ -120,3 +120,62 @@ impl NodeFence {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::AgentMetrics;
+
+    const OWN: &str = "i-0aaaaaaaaaaaaaaaa";
+
+    /// A fence whose EC2 endpoint is a closed port: none of these cases may reach it.
+    async fn fence() -> Arc<NodeFence> {
+        let mut cfg = tdsvip_cloud::moto::config("http://127.0.0.1:9", &[]);
+        cfg.mode = tdsvip_cloud::ClaimMode::SecondaryIp;
+        let api = tdsvip_cloud::moto::api(&cfg).await;
+        let instances = [("b", "i-0bbbbbbbbbbbbbbbb"), ("mixed-up", OWN)]
+            .map(|(n, i)| (n.to_owned(), i.to_owned()))
+            .into();
+        Arc::new(NodeFence {
+            fence: InstanceFence::new(api, Some(OWN.to_owned())),
+            instances,
+        })
+    }
+
+    fn count(m: &AgentMetrics, result: &str) -> String {
+        let line = format!("tdsvip_fences_total{{ag=\"AG1\",result=\"{result}\"}} ");
+        let text = m.encode().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line} in {text}"))
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn only_with_the_keys_proof_only_a_peer_and_never_this_nodes_own_instance() {
+        let m = AgentMetrics::new().unwrap();
+        let manage = m.manage();
+        manage.set_leader("AG1", true);
+        let f = fence().await;
+        let later = Some(Instant::now() + Duration::from_secs(5));
+        f.stop("AG1", 9, "b", None, &manage);
+        let past = Instant::now().checked_sub(Duration::from_millis(1));
+        f.stop("AG1", 9, "b", past, &manage);
+        f.stop("AG1", 9, "not-a-peer", later, &manage);
+        assert_eq!(count(&m, "not_sent"), "3");
+        // A map that names this node's own instance for a peer: refused before EC2.
+        f.stop("AG1", 9, "mixed-up", later, &manage);
+        let waited = Instant::now();
+        while count(&m, "refused") != "1" {
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "no refusal counted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(count(&m, "stopped"), "0");
+        assert_eq!(count(&m, "failed"), "0");
+    }
+}
